@@ -1,0 +1,1 @@
+"""pyimpact.demo"""
