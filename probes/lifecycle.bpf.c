@@ -1,0 +1,113 @@
+/* process lifecycle family: fork (thread or process), exec, exit.
+ *
+ * sched_process_fork runs in the parent before the child is first woken, so
+ * adding the child to `traced` here follows children and workers without a
+ * race. Whether the new task is a thread comes from the clone flags the parent
+ * passed (kept in its inflight entry by syscalls.bpf.c).
+ */
+
+#define PYI_NR_CLONE   56
+#define PYI_NR_FORK    57
+#define PYI_NR_VFORK   58
+#define PYI_CLONE_VM     0x00000100ULL
+#define PYI_CLONE_VFORK  0x00004000ULL
+#define PYI_CLONE_THREAD 0x00010000ULL
+#define PYI_SIGCHLD      17
+
+TRACEPOINT_PROBE(sched, sched_process_fork)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    u32 tid = (u32)id;
+    if (!pyi_is_traced(tgid))
+        return 0;
+
+    u64 flags = PYI_SIGCHLD;
+    struct pyi_inflight *in = inflight.lookup(&tid);
+    if (in && in->ts) {
+        if (in->nr == PYI_NR_CLONE || in->nr == PYI_NR_CLONE3)
+            flags = in->args[0];
+        else if (in->nr == PYI_NR_VFORK)
+            flags = PYI_CLONE_VM | PYI_CLONE_VFORK | PYI_SIGCHLD;
+    }
+    int is_thread = (flags & PYI_CLONE_THREAD) != 0;
+    u32 child = args->child_pid;
+    if (!is_thread) {
+        u8 one = 1;
+        if (traced.update(&child, &one) != 0)
+            pyi_count_lost(PYI_LOST_MAP_FULL);
+    }
+
+    struct pyi_event *e = pyi_reserve(PYI_KIND_FORK, bpf_ktime_get_ns());
+    if (!e)
+        return 0;
+    e->aux = is_thread;
+    e->a[0] = child;
+    e->a[1] = flags;
+    e->a[2] = (flags & PYI_CLONE_VFORK) != 0;
+    events.ringbuf_submit(e, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (!pyi_is_traced(tgid))
+        return 0;
+    struct pyi_exec_event *x = events.ringbuf_reserve(sizeof(struct pyi_exec_event));
+    if (!x) {
+        pyi_count_lost(PYI_LOST_RINGBUF);
+        return 0;
+    }
+    u64 id = bpf_get_current_pid_tgid();
+    x->e.ts = bpf_ktime_get_ns();
+    x->e.dur = 0;
+    x->e.kind = PYI_KIND_EXEC;
+    x->e.tgid = id >> 32;
+    x->e.tid = (u32)id;
+    x->e.aux = 0;
+    x->e.ret = 0;
+    x->e.a[0] = args->old_pid;
+    x->e.a[1] = 0;
+    x->e.a[2] = 0;
+    x->e.a[3] = 0;
+    bpf_get_current_comm(&x->e.comm, sizeof(x->e.comm));
+    unsigned short offset = args->data_loc_filename & 0xFFFF;
+    bpf_probe_read_kernel_str(&x->filename, sizeof(x->filename), (void *)args + offset);
+    events.ringbuf_submit(x, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    u32 tid = (u32)id;
+    if (!pyi_is_traced(tgid))
+        return 0;
+    int group_dead = args->group_dead;
+
+    struct pyi_exit_info info = { .code = -1, .sig = 0 };
+    struct pyi_exit_info *known = exit_info.lookup(&tid);
+    if (!known)
+        known = exit_info.lookup(&tgid);
+    if (known)
+        info = *known;
+    exit_info.delete(&tid);
+    inflight.delete(&tid);
+    if (group_dead) {
+        exit_info.delete(&tgid);
+#if !PYI_TRACE_ALL
+        traced.delete(&tgid);
+#endif
+    }
+
+    struct pyi_event *e = pyi_reserve(PYI_KIND_EXIT, bpf_ktime_get_ns());
+    if (!e)
+        return 0;
+    e->aux = group_dead;
+    e->a[0] = (u64)(s64)info.code;
+    e->a[1] = info.sig;
+    events.ringbuf_submit(e, 0);
+    return 0;
+}

@@ -1,0 +1,148 @@
+/* pyimpact: the event layout, the maps every family shares, and the target filter.
+ *
+ * Compiled by bcc as one unit: this header, then each family's .bpf.c file.
+ * No #include <linux/...>: each one costs ~1 s of compile time, so the few
+ * structures needed are defined here. Settings arrive as -D flags built by
+ * pyimpact/collect/probes.py from validated numbers:
+ *   PYI_TRACE_ALL      1 = every process on the machine, 0 = the traced map only
+ *   PYI_SLOW_NS        a syscall blocking at least this long is sent as an event
+ *   PYI_RINGBUF_PAGES  ring buffer size in pages (a power of two)
+ *   PYI_MAX_THREADS    size of the per-thread maps
+ *
+ * The layout of struct pyi_event is mirrored in pyimpact/timeline.py (EVENT_DTYPE);
+ * change both together.
+ */
+
+#define PYI_KIND_SYSCALL      1   /* a syscall that blocked >= PYI_SLOW_NS */
+#define PYI_KIND_FUTEX_WAIT   2
+#define PYI_KIND_FUTEX_WAKE   3
+#define PYI_KIND_FORK         4
+#define PYI_KIND_EXEC         5
+#define PYI_KIND_EXIT         6
+#define PYI_KIND_SIGNAL_GEN   7
+#define PYI_KIND_SIGNAL_DLV   8
+#define PYI_KIND_BLOCK_IO     9
+
+#define PYI_LOST_RINGBUF      0   /* ring buffer reservation failed */
+#define PYI_LOST_MAP_FULL     1   /* a map was full: a thread or request went unrecorded */
+
+#define PYI_COMM_LEN 16
+#define PYI_PATH_LEN 128
+
+/* One event, 88 bytes. Field meaning per kind is documented in timeline.py. */
+struct pyi_event {
+    u64 ts;                  /* CLOCK_MONOTONIC ns at the start of what is described */
+    u64 dur;                 /* ns; 0 for instants */
+    u32 kind;
+    u32 tgid;
+    u32 tid;
+    s32 aux;
+    s64 ret;
+    u64 a[4];
+    char comm[PYI_COMM_LEN];
+};
+
+/* exec carries the new program's path too. */
+struct pyi_exec_event {
+    struct pyi_event e;
+    char filename[PYI_PATH_LEN];
+};
+
+/* The syscall a thread is in right now: readable from user space at any time. */
+struct pyi_inflight {
+    u64 ts;                  /* entry time; 0 = not in a syscall */
+    u32 nr;
+    u32 pad;
+    u64 args[6];
+};
+
+struct pyi_stat_key {
+    u32 tid;
+    u32 nr;
+};
+
+#define PYI_HIST_SLOTS 40    /* log2(ns) buckets: 1 ns .. ~18 minutes */
+struct pyi_stat {
+    u64 count;
+    u64 total_ns;
+    u64 max_ns;
+    u32 tgid;
+    u32 pad;
+    u32 hist[PYI_HIST_SLOTS];
+};
+
+struct pyi_exit_info {
+    s32 code;                /* exit status passed to exit/exit_group; -1 unknown */
+    s32 sig;                 /* fatal signal delivered with default action; 0 none */
+};
+
+/* x86-64 struct pt_regs, as far as syscall arguments need it. */
+struct pyi_regs {
+    unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di, orig_ax;
+};
+/* r10 .. di are contiguous: one read fetches all six syscall arguments. */
+struct pyi_regs_args {
+    unsigned long r10, r9, r8, ax, cx, dx, si, di;
+};
+
+BPF_RINGBUF_OUTPUT(events, PYI_RINGBUF_PAGES);
+BPF_PERCPU_ARRAY(lost, u64, 2);
+BPF_HASH(traced, u32, u8, 65536);                         /* tgids followed */
+BPF_HASH(inflight, u32, struct pyi_inflight, PYI_MAX_THREADS);
+BPF_HASH(syscall_stats, struct pyi_stat_key, struct pyi_stat, PYI_MAX_THREADS * 8);
+BPF_HASH(exit_info, u32, struct pyi_exit_info, PYI_MAX_THREADS);
+
+static __always_inline void pyi_count_lost(int reason)
+{
+    int key = reason;
+    u64 *n = lost.lookup(&key);
+    if (n)
+        (*n)++;
+}
+
+/* Is this process (tgid) one we follow? */
+static __always_inline int pyi_is_traced(u32 tgid)
+{
+#if PYI_TRACE_ALL
+    return 1;
+#else
+    return traced.lookup(&tgid) != 0;
+#endif
+}
+
+/* Is this thread (tid) part of a followed process? Threads of traced processes
+ * have an inflight entry once they made a syscall; the tid of a main thread is
+ * its tgid. Used where a tracepoint names a task by tid alone. */
+static __always_inline int pyi_is_traced_tid(u32 tid)
+{
+#if PYI_TRACE_ALL
+    return 1;
+#else
+    return traced.lookup(&tid) != 0 || inflight.lookup(&tid) != 0;
+#endif
+}
+
+/* Reserve an event and fill its common fields; NULL (and counted) when the
+ * ring buffer is full. */
+static __always_inline struct pyi_event *pyi_reserve(u32 kind, u64 ts)
+{
+    struct pyi_event *e = events.ringbuf_reserve(sizeof(struct pyi_event));
+    if (!e) {
+        pyi_count_lost(PYI_LOST_RINGBUF);
+        return 0;
+    }
+    u64 id = bpf_get_current_pid_tgid();
+    e->ts = ts;
+    e->dur = 0;
+    e->kind = kind;
+    e->tgid = id >> 32;
+    e->tid = (u32)id;
+    e->aux = 0;
+    e->ret = 0;
+    e->a[0] = 0;
+    e->a[1] = 0;
+    e->a[2] = 0;
+    e->a[3] = 0;
+    bpf_get_current_comm(&e->comm, sizeof(e->comm));
+    return e;
+}

@@ -1,0 +1,64 @@
+/* signals family: generation (who sent what to whom, and the result) and
+ * delivery (the handler kind the target had). A fatal delivery is remembered
+ * so the exit event can name the signal that killed the process.
+ */
+
+#define PYI_SIG_DFL 0
+
+/* Signals whose default action terminates the process. */
+static __always_inline int pyi_sig_default_fatal(int sig)
+{
+    switch (sig) {
+    case 17: /* SIGCHLD */
+    case 18: /* SIGCONT */
+    case 19: /* SIGSTOP */
+    case 20: /* SIGTSTP */
+    case 21: /* SIGTTIN */
+    case 22: /* SIGTTOU */
+    case 23: /* SIGURG */
+    case 28: /* SIGWINCH */
+        return 0;
+    }
+    return sig > 0 && sig < 32;
+}
+
+TRACEPOINT_PROBE(signal, signal_generate)
+{
+    u32 sender = bpf_get_current_pid_tgid() >> 32;
+    u32 target = args->pid;
+    if (!pyi_is_traced(sender) && !pyi_is_traced_tid(target))
+        return 0;
+    struct pyi_event *e = pyi_reserve(PYI_KIND_SIGNAL_GEN, bpf_ktime_get_ns());
+    if (!e)
+        return 0;
+    e->aux = args->sig;
+    e->ret = args->errno;
+    e->a[0] = target;
+    e->a[1] = args->group;
+    e->a[2] = args->result;
+    e->a[3] = (u64)(s64)args->code;
+    events.ringbuf_submit(e, 0);
+    return 0;
+}
+
+TRACEPOINT_PROBE(signal, signal_deliver)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (!pyi_is_traced(tgid))
+        return 0;
+    int sig = args->sig;
+    if (args->sa_handler == PYI_SIG_DFL && pyi_sig_default_fatal(sig)) {
+        struct pyi_exit_info info = { .code = -1, .sig = sig };
+        exit_info.update(&tgid, &info);
+    }
+    struct pyi_event *e = pyi_reserve(PYI_KIND_SIGNAL_DLV, bpf_ktime_get_ns());
+    if (!e)
+        return 0;
+    e->aux = sig;
+    e->ret = args->errno;
+    e->a[0] = args->sa_handler;
+    e->a[1] = args->sa_flags;
+    e->a[2] = (u64)(s64)args->code;
+    events.ringbuf_submit(e, 0);
+    return 0;
+}

@@ -1,0 +1,78 @@
+"""Preflight for the kernel probes: each missing piece becomes one clear error.
+
+Checked before anything is compiled, in the order a user would fix them:
+root, bcc importable, tracefs, kernel headers at their proper place. The header
+check also closes CVE-2024-2314: bcc < 0.30 extracts /sys/kernel/kheaders.tar.xz
+under /tmp, or uses a directory already there, when /lib/modules/$(uname -r)/build
+is missing. We refuse to compile unless that link resolves to a real directory
+outside /tmp, so bcc never reaches its fallback.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+
+from ..errors import BPFUnavailable, NotPermitted
+
+TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+SETUP_HINT = "run: sudo scripts/setup.sh"
+
+
+@dataclass(frozen=True)
+class BPFEnvironment:
+    """What was found, for the recording's metadata."""
+
+    kernel: str
+    headers: str
+    tracefs: str
+    bcc_version: str
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        raise NotPermitted("kernel probes need root", "run with sudo, or use --no-bpf for a /proc-only answer")
+
+
+def _require_bcc() -> str:
+    try:
+        import bcc  # noqa: F401
+        from bcc.version import __version__
+    except Exception as exc:  # ImportError, or libbcc.so missing under it
+        raise BPFUnavailable(f"bcc is not importable ({exc.__class__.__name__}: {exc})", SETUP_HINT) from None
+    return __version__
+
+
+def _require_tracefs() -> str:
+    for path in TRACEFS_CANDIDATES:
+        if os.path.isdir(os.path.join(path, "events", "sched")):
+            return path
+    raise BPFUnavailable("tracefs is not mounted", "run: sudo mount -t tracefs nodev /sys/kernel/tracing")
+
+
+def _is_under_tmp(path: str) -> bool:
+    for tmp in ("/tmp", "/var/tmp", "/dev/shm"):
+        if path == tmp or path.startswith(tmp + "/"):
+            return True
+    return False
+
+
+def _require_headers(kernel: str) -> str:
+    build = f"/lib/modules/{kernel}/build"
+    real = os.path.realpath(build)
+    if not os.path.isdir(real) or not os.path.isdir(os.path.join(real, "include")):
+        raise BPFUnavailable(f"kernel headers not found at {build}", SETUP_HINT)
+    if _is_under_tmp(real):
+        raise BPFUnavailable(f"kernel headers at {build} resolve under a temporary directory ({real}); refusing them",
+                             SETUP_HINT)
+    return real
+
+
+def check_bpf_environment() -> BPFEnvironment:
+    """Raise a PyimpactError naming the first missing piece, else describe what is there."""
+    _require_root()
+    version = _require_bcc()
+    tracefs = _require_tracefs()
+    kernel = platform.release()
+    headers = _require_headers(kernel)
+    return BPFEnvironment(kernel=kernel, headers=headers, tracefs=tracefs, bcc_version=version)

@@ -1,0 +1,191 @@
+"""The event timeline: its column schema, and decoding raw probe records into it.
+
+One row per event. Every row has the common columns; the per-kind columns are
+filled for their kind and null (<NA>) elsewhere.
+
+Common columns
+  time_ns      int64     wall-clock ns (UTC epoch) when what is described began
+  dur_ns       int64     duration in ns; 0 for instants
+  kind         category  one of KINDS below
+  pid, tid     int64     process (tgid) and thread that did it
+  comm         category  that thread's name
+
+kind = syscall         a syscall that blocked >= the slow threshold (--slow-ms)
+  syscall (name), nr, ret, arg0..arg3
+kind = futex_wait      a futex wait (every one by a followed thread)
+  syscall, uaddr, futex_op, futex_val, timeout_ns (<NA> = no timeout),
+  timeout_absolute, ret (0 woken, -110 timed out, -11 value changed, ...)
+kind = futex_wake      a futex wake
+  syscall, uaddr, futex_op, futex_val (how many it asked to wake), woken, ret
+kind = fork            a new thread or process; pid/tid are the parent's
+  child_pid, is_thread, vfork, clone_flags
+kind = exec            a successful exec; pid/tid are the process after exec
+  filename, old_pid
+kind = exit            a thread exits; group_dead marks the process's end
+  exit_code (<NA> unknown), exit_signal (<NA> none), group_dead
+kind = signal_generate a signal sent; pid/tid/comm are the SENDER
+  sig, signame, target_tid, sig_group, sig_result, sig_code, ret (errno)
+kind = signal_deliver  a signal taken by its target (pid/tid/comm)
+  sig, signame, handler ('default', 'ignore', 'handler'), sig_code
+kind = block_io        a block request, queue to completion; pid/tid/comm submitted it
+  dev ('major:minor'), sector, bytes, rwbs, io_error, device_latency_ns
+"""
+from __future__ import annotations
+
+import signal as _signal
+
+import numpy as np
+import pandas as pd
+
+from .syscall_table import syscall_name
+
+EVENT_DTYPE = np.dtype([
+    ("ts", "<u8"), ("dur", "<u8"), ("kind", "<u4"), ("tgid", "<u4"), ("tid", "<u4"),
+    ("aux", "<i4"), ("ret", "<i8"), ("a", "<u8", (4,)), ("comm", "S16"),
+])
+assert EVENT_DTYPE.itemsize == 88
+
+KINDS = {1: "syscall", 2: "futex_wait", 3: "futex_wake", 4: "fork", 5: "exec", 6: "exit",
+         7: "signal_generate", 8: "signal_deliver", 9: "block_io"}
+KIND_NAMES = list(KINDS.values())
+
+INT_COLUMNS = ["nr", "ret", "arg0", "arg1", "arg2", "arg3", "uaddr", "futex_val", "timeout_ns", "woken",
+               "child_pid", "clone_flags", "old_pid", "exit_code", "exit_signal", "sig", "target_tid",
+               "sig_group", "sig_code", "sector", "bytes", "io_error", "device_latency_ns"]
+BOOL_COLUMNS = ["timeout_absolute", "is_thread", "vfork", "group_dead"]
+STR_COLUMNS = ["syscall", "futex_op", "filename", "signame", "sig_result", "handler", "dev", "rwbs"]
+COLUMNS = ["time_ns", "dur_ns", "kind", "pid", "tid", "comm"] + sorted(INT_COLUMNS + BOOL_COLUMNS + STR_COLUMNS)
+
+FUTEX_OPS = {0: "WAIT", 1: "WAKE", 2: "FD", 3: "REQUEUE", 4: "CMP_REQUEUE", 5: "WAKE_OP", 6: "LOCK_PI",
+             7: "UNLOCK_PI", 8: "TRYLOCK_PI", 9: "WAIT_BITSET", 10: "WAKE_BITSET", 11: "WAIT_REQUEUE_PI",
+             12: "CMP_REQUEUE_PI", 13: "LOCK_PI2"}
+SIG_RESULTS = {0: "delivered", 1: "ignored", 2: "already_pending", 3: "overflow", 4: "lose_info"}
+
+
+def futex_op_name(op: int) -> str:
+    """FUTEX_WAIT_PRIVATE and friends, as strace prints them."""
+    name = "FUTEX_" + FUTEX_OPS.get(op & ~(128 | 256), str(op & ~(128 | 256)))
+    if op & 128:
+        name += "_PRIVATE"
+    if op & 256:
+        name += "|FUTEX_CLOCK_REALTIME"
+    return name
+
+
+def signal_name(sig: int) -> str:
+    try:
+        return _signal.Signals(sig).name
+    except ValueError:
+        return f"SIG{sig}" if sig < 34 else f"SIGRTMIN+{sig - 34}"
+
+
+def empty_timeline() -> pd.DataFrame:
+    """A timeline with no rows and the full schema."""
+    return decode_events(b"", [], 0)
+
+
+def _masked_int(values, mask) -> pd.arrays.IntegerArray:
+    return pd.arrays.IntegerArray(np.asarray(values, dtype=np.int64).copy(), ~np.asarray(mask, dtype=bool))
+
+
+def _masked_bool(values, mask) -> pd.arrays.BooleanArray:
+    return pd.arrays.BooleanArray(np.asarray(values, dtype=bool).copy(), ~np.asarray(mask, dtype=bool))
+
+
+def _categorical(codes_values: np.ndarray, mask: np.ndarray, label) -> pd.Categorical:
+    """Map integer codes to labels through a small lookup, nulls where mask is False."""
+    uniq, inverse = np.unique(codes_values[mask], return_inverse=True) if mask.any() else (np.array([], np.int64), None)
+    labels = [label(v) for v in uniq.tolist()]
+    codes = np.full(len(codes_values), -1, dtype=np.int64)
+    if inverse is not None:
+        codes[mask] = inverse
+    categories = pd.Index(labels, dtype=object).unique()
+    remap = np.array([categories.get_loc(lbl) for lbl in labels], dtype=np.int64) if labels else np.array([], np.int64)
+    codes[mask] = remap[codes[mask]] if len(remap) else codes[mask]
+    return pd.Categorical.from_codes(codes, categories=categories)
+
+
+def decode_events(raw: bytes, exec_paths: list, clock_offset_ns: int) -> pd.DataFrame:
+    """Raw 88-byte probe records to the timeline DataFrame, in one vectorised pass."""
+    arr = np.frombuffer(raw, dtype=EVENT_DTYPE)
+    n = len(arr)
+    kind = arr["kind"].astype(np.int64)
+    aux = arr["aux"].astype(np.int64)
+    ret = arr["ret"].astype(np.int64)
+    a = arr["a"].view(np.int64).reshape(n, 4) if n else np.zeros((0, 4), np.int64)
+    is_ = {name: kind == code for code, name in KINDS.items()}
+    none = np.zeros(n, dtype=bool)
+
+    cols = {
+        "time_ns": (arr["ts"].astype(np.int64) + clock_offset_ns),
+        "dur_ns": arr["dur"].astype(np.int64),
+        "kind": _categorical(kind, np.ones(n, bool), lambda k: KINDS.get(k, f"kind{k}")),
+        "pid": arr["tgid"].astype(np.int64),
+        "tid": arr["tid"].astype(np.int64),
+    }
+    comm_codes, comm_inv = np.unique(arr["comm"], return_inverse=True)
+    cols["comm"] = pd.Categorical.from_codes(
+        comm_inv.reshape(-1).astype(np.int64),
+        categories=pd.Index([c.decode("utf-8", "replace") for c in comm_codes], dtype=object).unique()) \
+        if len(set(comm_codes.tolist())) == len(comm_codes) else pd.Categorical(
+            [c.decode("utf-8", "replace") for c in arr["comm"]])
+
+    sc = is_["syscall"]
+    fw, fk = is_["futex_wait"], is_["futex_wake"]
+    fut = fw | fk
+    fork, exe, ext = is_["fork"], is_["exec"], is_["exit"]
+    sg, sd = is_["signal_generate"], is_["signal_deliver"]
+    sig = sg | sd
+    blk = is_["block_io"]
+
+    nr = np.where(sc, aux, 0)
+    futex_nr = np.full(n, 202, np.int64)
+    cols["nr"] = _masked_int(np.where(sc, aux, futex_nr), sc | fut)
+    cols["syscall"] = _categorical(np.where(sc, nr, futex_nr), sc | fut, syscall_name)
+    cols["ret"] = _masked_int(ret, sc | fut | sg | sd)
+    for i in range(4):
+        cols[f"arg{i}"] = _masked_int(a[:, i], sc)
+
+    cols["uaddr"] = _masked_int(a[:, 0], fut)
+    cols["futex_op"] = _categorical(aux, fut, futex_op_name)
+    cols["futex_val"] = _masked_int(a[:, 1], fut)
+    has_timeout = fw & (a[:, 3] != 0)
+    cols["timeout_ns"] = _masked_int(a[:, 2], has_timeout)
+    cols["timeout_absolute"] = _masked_bool(a[:, 3] == 2, has_timeout)
+    cols["woken"] = _masked_int(np.maximum(ret, 0), fk)
+
+    cols["child_pid"] = _masked_int(a[:, 0], fork)
+    cols["is_thread"] = _masked_bool(aux != 0, fork)
+    cols["vfork"] = _masked_bool(a[:, 2] != 0, fork)
+    cols["clone_flags"] = _masked_int(a[:, 1], fork)
+
+    filenames = np.full(n, None, dtype=object)
+    for index, path in exec_paths:
+        filenames[index] = path
+    cols["filename"] = pd.array(filenames, dtype=object)
+    cols["old_pid"] = _masked_int(a[:, 0], exe)
+
+    code = a[:, 0]
+    cols["exit_code"] = _masked_int(code, ext & (code >= 0))
+    cols["exit_signal"] = _masked_int(a[:, 1], ext & (a[:, 1] > 0))
+    cols["group_dead"] = _masked_bool(aux != 0, ext)
+
+    cols["sig"] = _masked_int(aux, sig)
+    cols["signame"] = _categorical(aux, sig, signal_name)
+    cols["target_tid"] = _masked_int(a[:, 0], sg)
+    cols["sig_group"] = _masked_int(a[:, 1], sg)
+    cols["sig_result"] = _categorical(a[:, 2], sg, lambda r: SIG_RESULTS.get(r, str(r)))
+    cols["sig_code"] = _masked_int(np.where(sg, a[:, 3], a[:, 2]), sig)
+    cols["handler"] = _categorical(a[:, 0], sd, lambda h: {0: "default", 1: "ignore"}.get(h, "handler"))
+
+    cols["dev"] = _categorical(a[:, 0], blk, lambda d: f"{d >> 20}:{d & 0xFFFFF}")
+    cols["sector"] = _masked_int(a[:, 1], blk)
+    cols["bytes"] = _masked_int(a[:, 2], blk)
+    cols["rwbs"] = _categorical(a[:, 3], blk,
+                                lambda r: int(r).to_bytes(8, "little", signed=True).split(b"\0", 1)[0].decode("ascii", "replace"))
+    cols["io_error"] = _masked_int(aux, blk)
+    cols["device_latency_ns"] = _masked_int(ret, blk & (ret >= 0))
+
+    df = pd.DataFrame(cols, columns=COLUMNS)
+    del none
+    return df.sort_values("time_ns", kind="stable").reset_index(drop=True)
