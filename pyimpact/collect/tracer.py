@@ -1,0 +1,209 @@
+"""One observation run: snapshot, probes for a window, snapshot, Recording.
+
+`Tracer` ties the collectors together for `trace`, `diagnose` and
+`kill-preview`. It is a context manager: the probes are detached on every exit
+path, and `recording()` can be called (and the answer printed) before the slow
+part of detaching runs.
+
+With `use_bpf=False` (or when the probes are unavailable and the caller allows
+degrading) the same run happens on /proc alone: the Recording then has the two
+snapshots, an empty timeline, and an `unavailable` entry saying why.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import psutil
+
+from ..errors import NotPermitted, ProcessGone, PyimpactError
+from ..recording import Recording, base_metadata
+from ..recording import BLOCK_COLUMNS, INFLIGHT_COLUMNS, STAT_COLUMNS, _frame
+from ..timeline import decode_events
+from . import procfs
+from .probes import KernelProbes, ProbeConfig
+
+
+@dataclass
+class TraceRequest:
+    pids: tuple = ()
+    trace_all: bool = False
+    duration_s: Optional[float] = None       # None: until stopped or targets exit
+    slow_ns: int = 1_000_000
+    ringbuf_pages: int = 1024
+    use_bpf: bool = True
+    degrade: bool = False                    # fall back to /proc when BPF is unavailable
+    snapshot_tree: bool = True
+    stop_when_targets_exit: bool = True
+    options: dict = field(default_factory=dict)   # echoed into metadata
+
+
+def _identity(pid: int):
+    try:
+        return procfs.process_identity(pid)
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        raise ProcessGone(f"no such process: {pid}") from None
+    except psutil.AccessDenied:
+        raise NotPermitted(f"cannot read process {pid}", "run as root") from None
+
+
+def _alive(identity) -> bool:
+    """Still the same process (pid and start time) and not a zombie."""
+    pid, start = identity
+    try:
+        if procfs.process_identity(pid) != identity:
+            return False
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+        return state not in (b"Z", b"X")
+    except (psutil.Error, OSError, IndexError):
+        return False
+
+
+class Tracer:
+    def __init__(self, request: TraceRequest):
+        self.request = request
+        self.identities = [_identity(pid) for pid in request.pids]
+        self.probes: Optional[KernelProbes] = None
+        self.rec = Recording(metadata=base_metadata())
+        self.end_reason = ""
+        self._t0 = 0.0
+
+    # -- context --------------------------------------------------------
+    def __enter__(self) -> "Tracer":
+        self._t0 = time.monotonic()
+        meta = self.rec.metadata
+        meta["command_started_mono"] = self._t0
+        meta["targets"] = [{"pid": p, "start_ticks": s} for p, s in self.identities]
+        meta["mode"] = "system" if self.request.trace_all else "pids"
+        meta["options"] = dict(self.request.options)
+        meta["slow_ns"] = self.request.slow_ns
+        self.rec.snapshots["start"] = self._snapshot()
+        if self.request.use_bpf:
+            self._open_probes()
+        else:
+            self.rec.note_unavailable("kernel probes", "disabled (--no-bpf)")
+        meta["started_at_ns"] = time.time_ns()
+        meta["probes_attached_after_s"] = round(time.monotonic() - self._t0, 4)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.probes is not None:
+            self.probes.close()
+            self.rec.metadata.setdefault("probe_timings", {}).update(self.probes.timings)
+            self.probes = None
+
+    def _open_probes(self) -> None:
+        config = ProbeConfig(pids=tuple(p for p, _ in self.identities), trace_all=self.request.trace_all,
+                             slow_ns=self.request.slow_ns, ringbuf_pages=self.request.ringbuf_pages)
+        try:
+            self.probes = KernelProbes(config).open()
+        except PyimpactError as err:
+            if not self.request.degrade:
+                raise
+            self.probes = None
+            self.rec.note_unavailable("kernel probes", err.one_line())
+            return
+        # Children that exist already; later ones are added in the kernel at fork.
+        for pid, _ in self.identities:
+            for child in procfs.descendants(pid):
+                self.probes.follow(child)
+        env = self.probes.env
+        self.rec.metadata.update({
+            "bcc_version": env.bcc_version, "kernel_headers": env.headers, "tracefs": env.tracefs,
+            "clock_offset_ns": self.probes.clock_offset_ns,
+            "clock": "event time = CLOCK_MONOTONIC + clock_offset_ns (wall clock, UTC ns)",
+        })
+
+    def _snapshot(self):
+        pids = [p for p, _ in self.identities]
+        if not pids:
+            return None
+        try:
+            return procfs.take_snapshot(pids, tree=self.request.snapshot_tree)
+        except psutil.NoSuchProcess as err:
+            raise ProcessGone(f"process {err.pid} exited before it could be observed") from None
+        except psutil.AccessDenied as err:
+            raise NotPermitted(f"cannot read process {err.pid}", "run as root") from None
+
+    # -- run ------------------------------------------------------------
+    @property
+    def bpf_active(self) -> bool:
+        return self.probes is not None
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self._t0
+
+    def targets_alive(self) -> list:
+        return [pid for pid, start in self.identities if _alive((pid, start))]
+
+    def run(self, should_stop: Callable[[], str] = lambda: "",
+            on_tick: Optional[Callable[["Tracer"], None]] = None, tick_s: float = 0.25) -> str:
+        """Observe until the duration ends, every target exits, or should_stop()
+        returns a reason. Returns the reason the run ended."""
+        start = time.monotonic()
+        duration = self.request.duration_s
+        next_tick = start
+        reason = ""
+        while not reason:
+            now = time.monotonic()
+            if duration is not None and now - start >= duration:
+                reason = "duration reached"
+                break
+            wait_ms = 100 if duration is None else max(0, min(100, int((start + duration - now) * 1000)))
+            if self.probes is not None:
+                self.probes.poll(wait_ms)
+            else:
+                time.sleep(wait_ms / 1000)
+            reason = should_stop()
+            if not reason and self.identities and self.request.stop_when_targets_exit \
+                    and not self.request.trace_all and not self.targets_alive():
+                reason = "all targets exited"
+            if on_tick is not None and time.monotonic() >= next_tick:
+                on_tick(self)
+                next_tick = time.monotonic() + tick_s
+        self.end_reason = reason
+        return reason
+
+    @property
+    def event_count(self) -> int:
+        return self.probes.event_count if self.probes is not None else 0
+
+    def lost(self) -> dict:
+        return self.probes.lost() if self.probes is not None else {"ringbuf_full": 0, "map_full": 0}
+
+    # -- result ---------------------------------------------------------
+    def recording(self) -> Recording:
+        """Take what the kernel still holds and build the Recording (probes stay
+        attached until close(), so the answer can be shown first)."""
+        rec = self.rec
+        meta = rec.metadata
+        meta["ended_at_ns"] = time.time_ns()
+        meta["duration_s"] = round((meta["ended_at_ns"] - meta["started_at_ns"]) / 1e9, 6)
+        meta["end_reason"] = self.end_reason or "stopped"
+        if self.probes is not None:
+            self.probes.drain()
+            raw, exec_paths = self.probes.raw_events()
+            rec.events = decode_events(raw, exec_paths, self.probes.clock_offset_ns)
+            rec.syscall_stats = _frame(self.probes.syscall_stats(), STAT_COLUMNS)
+            rec.inflight = _frame(self.probes.inflight(), INFLIGHT_COLUMNS)
+            rec.block_inflight = _frame(self.probes.block_inflight(), BLOCK_COLUMNS)
+            meta["lost"] = self.probes.lost()
+            meta["probe_timings"] = dict(self.probes.timings)
+        alive = self.targets_alive()
+        if alive:
+            try:
+                rec.snapshots["end"] = procfs.take_snapshot(alive, tree=self.request.snapshot_tree)
+            except psutil.Error:
+                rec.note_unavailable("end snapshot", "the targets exited while it was taken")
+        meta["exited_targets"] = [pid for pid, _ in self.identities if pid not in alive]
+        return rec
+
+
+def euid_is_root() -> bool:
+    return os.geteuid() == 0

@@ -1,0 +1,1 @@
+"""One module per CLI command; cli.py wires them into the click group."""
