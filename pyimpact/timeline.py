@@ -56,6 +56,19 @@ BOOL_COLUMNS = ["timeout_absolute", "is_thread", "vfork", "group_dead"]
 STR_COLUMNS = ["syscall", "futex_op", "filename", "signame", "sig_result", "handler", "dev", "rwbs"]
 COLUMNS = ["time_ns", "dur_ns", "kind", "pid", "tid", "comm"] + sorted(INT_COLUMNS + BOOL_COLUMNS + STR_COLUMNS)
 
+# The per-kind columns, as documented above (exports write these, and only these, per row).
+KIND_FIELDS = {
+    "syscall": ["syscall", "nr", "ret", "arg0", "arg1", "arg2", "arg3"],
+    "futex_wait": ["syscall", "uaddr", "futex_op", "futex_val", "timeout_ns", "timeout_absolute", "ret"],
+    "futex_wake": ["syscall", "uaddr", "futex_op", "futex_val", "woken", "ret"],
+    "fork": ["child_pid", "is_thread", "vfork", "clone_flags"],
+    "exec": ["filename", "old_pid"],
+    "exit": ["exit_code", "exit_signal", "group_dead"],
+    "signal_generate": ["sig", "signame", "target_tid", "sig_group", "sig_result", "sig_code", "ret"],
+    "signal_deliver": ["sig", "signame", "handler", "sig_code", "ret"],
+    "block_io": ["dev", "sector", "bytes", "rwbs", "io_error", "device_latency_ns"],
+}
+
 FUTEX_OPS = {0: "WAIT", 1: "WAKE", 2: "FD", 3: "REQUEUE", 4: "CMP_REQUEUE", 5: "WAKE_OP", 6: "LOCK_PI",
              7: "UNLOCK_PI", 8: "TRYLOCK_PI", 9: "WAIT_BITSET", 10: "WAKE_BITSET", 11: "WAIT_REQUEUE_PI",
              12: "CMP_REQUEUE_PI", 13: "LOCK_PI2"}
@@ -189,3 +202,26 @@ def decode_events(raw: bytes, exec_paths: list, clock_offset_ns: int) -> pd.Data
     df = pd.DataFrame(cols, columns=COLUMNS)
     del none
     return df.sort_values("time_ns", kind="stable").reset_index(drop=True)
+
+
+CATEGORY_COLUMNS = ["kind", "comm"] + [c for c in STR_COLUMNS if c != "filename"]
+
+
+def coerce_timeline(df: pd.DataFrame) -> pd.DataFrame:
+    """Give a timeline read from CSV or JSON the schema's columns and dtypes."""
+    out = {}
+    n = len(df)
+    for col in COLUMNS:
+        values = df[col] if col in df.columns else pd.Series([None] * n, dtype=object)
+        if col in ("time_ns", "dur_ns", "pid", "tid"):
+            out[col] = pd.to_numeric(values).fillna(0).astype(np.int64).to_numpy()
+        elif col in INT_COLUMNS:
+            out[col] = pd.array(pd.to_numeric(values), dtype="Int64")
+        elif col in BOOL_COLUMNS:
+            out[col] = pd.array([None if pd.isna(v) else (str(v).lower() in ("true", "1")) for v in values],
+                                dtype="boolean")
+        elif col in CATEGORY_COLUMNS:
+            out[col] = pd.Categorical([None if pd.isna(v) else str(v) for v in values])
+        else:
+            out[col] = pd.array([None if pd.isna(v) else str(v) for v in values], dtype=object)
+    return pd.DataFrame(out, columns=COLUMNS).reset_index(drop=True)

@@ -1,1 +1,42 @@
-"""pyimpact.export"""
+"""Writing and reading recordings, by file suffix.
+
+  .json     Chrome/Perfetto trace-event JSON (opens in ui.perfetto.dev); also
+            carries the rest of the recording, so `pyimpact report` reads it back
+  .parquet  the timeline table; schema metadata holds everything else
+  .csv      the timeline table alone (documented columns, see pyimpact.timeline)
+"""
+from __future__ import annotations
+
+import os
+
+from ..errors import InputError
+from .atomic import atomic_path, check_output_path  # noqa: F401
+
+
+def write_recording(rec, path: str) -> str:
+    from . import perfetto, tables
+
+    suffix = os.path.splitext(path)[1].lower()
+    writer = {".json": perfetto.write, ".parquet": tables.write_parquet, ".csv": tables.write_csv}
+    check_output_path(path)
+    with atomic_path(path) as tmp:
+        writer[suffix](rec, tmp)
+    return os.path.abspath(path)
+
+
+def read_recording(path: str):
+    from . import perfetto, tables
+
+    suffix = os.path.splitext(path)[1].lower()
+    readers = {".json": perfetto.read, ".parquet": tables.read_parquet, ".csv": tables.read_csv}
+    if suffix not in readers:
+        raise InputError(f"cannot read {path}: unknown format {suffix or '(no suffix)'}",
+                         "pyimpact reads .json, .parquet and .csv recordings")
+    if not os.path.isfile(path):
+        raise InputError(f"cannot read {path}: no such file")
+    try:
+        return readers[suffix](path)
+    except InputError:
+        raise
+    except Exception as err:  # a corrupt or foreign file: one line, not a traceback
+        raise InputError(f"cannot read {path}: not a pyimpact recording ({err.__class__.__name__}: {err})") from None

@@ -1,0 +1,4 @@
+"""`python -m pyimpact` = the `pyimpact` command."""
+from .cli import entry
+
+entry()

@@ -1,0 +1,123 @@
+"""`pyimpact trace`: record what processes do, summarise it, optionally save it.
+
+Ends when --duration passes, every target has exited, or on Ctrl-C / SIGTERM;
+each of these still prints the summary and writes -o. The summary (and the
+file) come before the probes are detached, since detaching classic tracepoints
+waits for RCU grace periods.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+
+import click
+
+from ..errors import UsageError
+
+
+class StopFlag:
+    """Turns SIGINT and SIGTERM into a reason to stop, so the trace ends cleanly
+    (summary, output file, probes detached) instead of dying mid-way."""
+
+    def __init__(self):
+        self.reason = ""
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def _handler(self, signum, _frame):
+        if self.reason:  # a second Ctrl-C: stop waiting for anything
+            raise KeyboardInterrupt
+        self.reason = f"interrupted by {signal.Signals(signum).name}"
+
+    def __call__(self) -> str:
+        return self.reason
+
+
+def _status_printer(console):
+    """A live status line on a terminal: elapsed, events, lost."""
+    if not console.is_terminal:
+        return None
+
+    def tick(tracer):
+        lost = sum(tracer.lost().values())
+        console.print(f"\r{tracer.elapsed():6.1f} s  {tracer.event_count} events  {lost} lost ",
+                      end="", soft_wrap=True, highlight=False)
+    return tick
+
+
+@click.command("trace")
+@click.option("-p", "--pid", "pids", type=int, multiple=True, help="Process to trace (repeatable); children follow.")
+@click.option("--all", "trace_all", is_flag=True, help="Trace every process on the machine.")
+@click.option("-d", "--duration", type=click.FloatRange(min=0.01), help="Stop after S seconds.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the recording: .json (Perfetto), .parquet or .csv.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON document.")
+@click.option("--slow-ms", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Report syscalls blocking at least this long as events.")
+@click.option("--buffer-pages", type=int, default=1024, show_default=True, help="Ring buffer size in pages (power of two).")
+@click.option("--kill-preview", is_flag=True, help="Live panel: what a kill would cost now (no -p: the heavy jobs).")
+def command(pids, trace_all, duration, output, as_json, slow_ms, buffer_pages, kill_preview):
+    """Record syscalls, futex waits/wakes, signals, forks/exits and block I/O.
+
+    \b
+    Examples:
+      sudo pyimpact trace -p 1234 -d 10 -o t.json   then open t.json in ui.perfetto.dev
+      sudo pyimpact trace -p 1234 --json            summary as JSON, Ctrl-C to stop
+      sudo pyimpact trace --all -d 5                every process for 5 s
+    """
+    from ..export import check_output_path
+
+    if output:
+        check_output_path(output)
+    if kill_preview:
+        from .trace_kill_preview import run_kill_preview_panel
+
+        sys.exit(run_kill_preview_panel(list(pids), duration, output, as_json))
+    if trace_all and pids:
+        raise UsageError("give either -p PID or --all, not both")
+    if not trace_all and not pids:
+        raise UsageError("nothing to trace", "give -p PID (repeatable) or --all")
+
+    from rich.console import Console
+
+    from ..analyse.summary import summarise
+    from ..collect.tracer import Tracer, TraceRequest
+    from ..render.summary_view import render_summary
+
+    out = Console(soft_wrap=False)
+    err = Console(stderr=True)
+    request = TraceRequest(pids=tuple(pids), trace_all=trace_all, duration_s=duration,
+                           slow_ns=int(slow_ms * 1e6), ringbuf_pages=buffer_pages,
+                           options={"slow_ms": slow_ms, "buffer_pages": buffer_pages, "output": output})
+    with StopFlag() as stop:
+        tracer = Tracer(request)
+        with tracer:
+            # On stderr even with --json: it is also the ready signal for scripts.
+            err.print(f"tracing {'all processes' if trace_all else ', '.join(map(str, pids))} "
+                      f"(probes attached in {tracer.rec.metadata['probes_attached_after_s']:.2f} s); "
+                      f"Ctrl-C to stop", highlight=False)
+            tracer.run(should_stop=stop, on_tick=_status_printer(err))
+            if err.is_terminal:
+                err.print()
+            rec = tracer.recording()
+            summary = summarise(rec)
+            if as_json:
+                click.echo(json.dumps(summary, indent=2, default=str))
+            else:
+                render_summary(summary, out)
+                for pid in rec.metadata.get("exited_targets", []):
+                    err.print(f"target {pid} exited during the trace", highlight=False)
+            if output:
+                path = rec.save(output)
+                err.print(f"wrote {path}", highlight=False)
+            t0 = time.monotonic()
+        err.print(f"probes detached in {time.monotonic() - t0:.2f} s", highlight=False)

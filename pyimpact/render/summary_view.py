@@ -1,0 +1,90 @@
+"""The end-of-trace summary for a terminal (80 columns), from `summarise()`'s dict."""
+from __future__ import annotations
+
+import signal as _signal
+
+from rich.console import Console
+from rich.table import Table
+
+from .text import clean, human_bytes, human_duration
+
+
+def _ms(v) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def _exit_text(e: dict) -> str:
+    if e.get("signal"):
+        try:
+            return f"killed by {_signal.Signals(e['signal']).name}"
+        except ValueError:
+            return f"killed by signal {e['signal']}"
+    return "exit code ?" if e.get("exit_code") is None else f"exit code {e['exit_code']}"
+
+
+def render_summary(s: dict, console: Console) -> None:
+    lost = s["lost_total"]
+    targets = ", ".join(str(p) for p in s["targets"]) or "all processes"
+    console.print(f"[bold]pyimpact trace[/] of {targets}: {human_duration(s['duration_s'])}, "
+                  f"ended: {s['end_reason']}")
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(s["events"]["by_kind"].items(), key=lambda kv: -kv[1]))
+    console.print(f"events: {s['events']['total']}" + (f" ({kinds})" if kinds else ""))
+    if lost:
+        console.print(f"[bold red]LOST: {lost} events[/] ({s['lost']}); enlarge --buffer-pages or trace fewer processes")
+    else:
+        console.print("lost: 0")
+    for item in s["unavailable"]:
+        console.print(f"[yellow]not observed:[/] {item['what']}: {clean(item['why'])}")
+
+    if s["processes"]:
+        t = Table(title="processes", title_justify="left", box=None, pad_edge=False)
+        for col in ("pid", "name", "threads", "events"):
+            t.add_column(col, justify="right" if col != "name" else "left")
+        for p in s["processes"][:10]:
+            t.add_row(str(p["pid"]), clean(p["name"]), str(p["threads"]), str(p["events"]))
+        console.print(t)
+
+    f = s["forks"]
+    if f["processes"] or f["threads"] or s["exits"]:
+        console.print(f"forks: {f['processes']} processes, {f['threads']} threads; "
+                      f"execs: {len(s['execs'])}; process exits: {len(s['exits'])}")
+        codes = {}
+        for e in s["exits"]:
+            codes[_exit_text(e)] = codes.get(_exit_text(e), 0) + 1
+        if codes:
+            console.print("  exits: " + ", ".join(f"{k} ×{v}" for k, v in sorted(codes.items())))
+
+    if s["signals"]:
+        t = Table(title="signals sent", title_justify="left", box=None, pad_edge=False)
+        for col in ("signal", "sender", "target tid", "result", "count"):
+            t.add_column(col)
+        for g in s["signals"][:10]:
+            t.add_row(g["signal"], f"{clean(g['sender'])} ({g['sender_pid']})", str(g["target_tid"]),
+                      g["result"], str(g["count"]))
+        console.print(t)
+
+    fx = s["futex"]
+    if fx["waits"] or fx["wakes"]:
+        console.print(f"futex: {fx['waits']} waits ({fx['wait_ms']:.1f} ms waited), {fx['wakes']} wakes")
+        t = Table(box=None, pad_edge=False)
+        for col in ("pid", "address", "waits", "waited ms", "max ms", "wakes", "woken"):
+            t.add_column(col, justify="right")
+        for a in fx["addresses"][:5]:
+            t.add_row(str(a["pid"]), f"{a['uaddr']:#x}", str(a["waits"]), f"{a['wait_ms']:.1f}",
+                      f"{a['max_wait_ms']:.1f}", str(a["wakes"]), str(a["woken"]))
+        console.print(t)
+
+    if s["slow_syscalls"]:
+        t = Table(title="slow syscalls", title_justify="left", box=None, pad_edge=False)
+        for col in ("syscall", "count", "total ms", "max ms"):
+            t.add_column(col, justify="right" if col != "syscall" else "left")
+        for x in s["slow_syscalls"][:8]:
+            t.add_row(x["syscall"], str(x["count"]), f"{x['total_ms']:.1f}", f"{x['max_ms']:.1f}")
+        console.print(t)
+
+    b = s["block_io"]
+    if b["requests"]:
+        lat = b["latency"]
+        console.print(f"block I/O: {b['requests']} requests ({b['read_requests']} read, {b['write_requests']} write), "
+                      f"{human_bytes(b['bytes'])}; latency ms p50 {_ms(lat['p50_ms'])} p95 {_ms(lat['p95_ms'])} "
+                      f"p99 {_ms(lat['p99_ms'])} max {_ms(lat['max_ms'])}")
