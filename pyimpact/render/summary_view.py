@@ -22,6 +22,22 @@ def _exit_text(e: dict) -> str:
     return "exit code ?" if e.get("exit_code") is None else f"exit code {e['exit_code']}"
 
 
+def _fold_senders(signals: list) -> list:
+    """One row per (signal, target, result); many senders (SIGCHLD from each
+    child, say) are counted rather than listed."""
+    groups = {}
+    for g in signals:
+        key = (g["signal"], g["target_tid"], g["result"])
+        groups.setdefault(key, []).append(g)
+    rows = []
+    for (sig, target, result), items in groups.items():
+        senders = {(g["sender_pid"], g["sender"]) for g in items}
+        who = (f"{clean(items[0]['sender'])} ({items[0]['sender_pid']})" if len(senders) == 1
+               else f"{len(senders)} processes")
+        rows.append((sig, who, str(target), result, str(sum(g["count"] for g in items))))
+    return sorted(rows, key=lambda r: -int(r[4]))
+
+
 def render_summary(s: dict, console: Console) -> None:
     lost = s["lost_total"]
     targets = ", ".join(str(p) for p in s["targets"]) or "all processes"
@@ -58,9 +74,8 @@ def render_summary(s: dict, console: Console) -> None:
         t = Table(title="signals sent", title_justify="left", box=None, pad_edge=False)
         for col in ("signal", "sender", "target tid", "result", "count"):
             t.add_column(col)
-        for g in s["signals"][:10]:
-            t.add_row(g["signal"], f"{clean(g['sender'])} ({g['sender_pid']})", str(g["target_tid"]),
-                      g["result"], str(g["count"]))
+        for row in _fold_senders(s["signals"])[:10]:
+            t.add_row(*row)
         console.print(t)
 
     fx = s["futex"]

@@ -1,0 +1,207 @@
+"""What a blocked thread's syscall arguments point to, read from its memory.
+
+/proc/PID/task/TID/syscall gives the raw argument registers of the syscall a
+thread sleeps in.  Some of what the wait-for graph needs lies behind those
+pointers, in the target's memory:
+
+* a futex word, and for a glibc pthread mutex the owner TID stored next to it
+  (x86-64 glibc: ``__lock`` at offset 0, ``__count`` 4, ``__owner`` 8,
+  ``__nusers`` 12, ``__kind`` 16) -- the only record of who holds the lock;
+* the timeout of a sleep, poll or futex wait (a ``struct timespec``), so "sleeps
+  for another 3 s" can be told from "sleeps forever";
+* the descriptors a ``poll``/``select`` waits on, and the targets of an epoll
+  instance (from /proc/PID/fdinfo/EPFD).
+
+All reads are read-only (/proc/PID/mem with pread) and bounded in time: a
+target that holds its mmap lock makes the read hang, so after one timeout the
+rest of that process is skipped.  Collect only: the result is a JSON-able dict
+stored in the Recording (``metadata["wait_details"]``) and interpreted by
+``pyimpact.analyse.waitgraph``; nothing here decides.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, Iterable, List, Optional
+
+import psutil
+
+from ..snapshot import SystemSnapshot, ThreadSnapshot
+from . import procfs
+
+#: futex commands that wait (op & ~(PRIVATE|CLOCK_REALTIME))
+FUTEX_WAIT_CMDS = {0: "WAIT", 6: "LOCK_PI", 9: "WAIT_BITSET", 11: "WAIT_REQUEUE_PI", 13: "LOCK_PI2"}
+FUTEX_PRIVATE = 128
+FUTEX_CLOCK_REALTIME = 256
+CLOCK_REALTIME, CLOCK_MONOTONIC = 0, 1
+MUTEX_BYTES = 20          # __lock, __count, __owner, __nusers, __kind
+MAX_POLL_FDS = 256
+MAX_SELECT_NFDS = 1024
+
+
+class _Reader:
+    """Bounded memory reads of one process; gives up on it after one hang."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.hung = False
+
+    def read(self, addr: int, size: int) -> bytes:
+        if self.hung:
+            raise TimeoutError("an earlier read of this process did not return")
+        if not addr:
+            raise ValueError("NULL pointer")
+        try:
+            value = procfs.read_memory_word(self.pid, addr, size, timeout_s=0.3)
+        except TimeoutError:
+            self.hung = True
+            raise
+        return value.to_bytes(size, "little")
+
+
+def _why(err: BaseException) -> str:
+    if isinstance(err, psutil.AccessDenied):
+        return "permission denied"
+    if isinstance(err, psutil.NoSuchProcess):
+        return "process gone"
+    if isinstance(err, TimeoutError):
+        return "read did not return in time"
+    if isinstance(err, OSError) and err.errno:
+        return err.strerror or str(err)
+    return str(err) or type(err).__name__
+
+
+def _timespec(rd: _Reader, addr: int, *, timeval: bool = False) -> Dict[str, Any]:
+    """A struct timespec (or timeval) at ``addr`` as {"ns": total} (or error)."""
+    try:
+        raw = rd.read(addr, 16)
+    except (psutil.Error, OSError, ValueError, TimeoutError) as err:
+        return {"error": _why(err)}
+    sec = int.from_bytes(raw[:8], "little", signed=True)
+    frac = int.from_bytes(raw[8:], "little", signed=True)
+    return {"ns": sec * 1_000_000_000 + frac * (1000 if timeval else 1)}
+
+
+def _s32(v: int) -> int:
+    v &= 0xFFFFFFFF
+    return v - (1 << 32) if v & 0x80000000 else v
+
+
+def _epoll_targets(pid: int, epfd: int) -> List[int]:
+    """fds registered in epoll instance ``epfd`` (the "tfd:" lines of its fdinfo)."""
+    out = []
+    with open(f"/proc/{pid}/fdinfo/{epfd}", "rb") as f:
+        for line in f.read().split(b"\n"):
+            if line.startswith(b"tfd:"):
+                out.append(int(line.split()[1]))
+    return out
+
+
+def _fd_set(rd: _Reader, addr: int, nfds: int) -> List[int]:
+    raw = rd.read(addr, (nfds + 7) // 8)
+    return [i for i in range(nfds) if raw[i // 8] >> (i % 8) & 1]
+
+
+def thread_details(pid: int, t: ThreadSnapshot, rd: _Reader) -> Optional[Dict[str, Any]]:
+    """What the syscall ``t`` sleeps in points to; None when nothing to read."""
+    name, a = t.syscall_name, list(t.syscall_args)
+    if not name or len(a) < 6 or t.state not in ("S", "D"):
+        return None
+    out: Dict[str, Any] = {"nr": t.syscall_nr, "args": [int(x) for x in a]}
+    try:
+        if name == "futex":
+            cmd = a[1] & ~(FUTEX_PRIVATE | FUTEX_CLOCK_REALTIME)
+            if cmd not in FUTEX_WAIT_CMDS:
+                return None
+            out["futex"] = _futex(rd, a[0])
+            if a[3]:
+                ts = _timespec(rd, a[3])
+                ts["absolute"] = cmd != 0
+                ts["clock"] = CLOCK_REALTIME if a[1] & FUTEX_CLOCK_REALTIME else CLOCK_MONOTONIC
+                out["timeout"] = ts
+        elif name == "futex_wait":
+            out["futex"] = _futex(rd, a[0])
+            if a[4]:
+                out["timeout"] = dict(_timespec(rd, a[4]), absolute=True, clock=int(a[5]))
+        elif name == "futex_waitv":
+            if a[3]:
+                out["timeout"] = dict(_timespec(rd, a[3]), absolute=True, clock=int(a[4]))
+        elif name == "clock_nanosleep":
+            out["timeout"] = dict(_timespec(rd, a[2]), absolute=bool(a[1] & 1), clock=int(a[0]))
+        elif name == "nanosleep":
+            out["timeout"] = dict(_timespec(rd, a[0]), absolute=False, clock=CLOCK_MONOTONIC)
+        elif name in ("poll", "ppoll"):
+            n = min(int(a[1]), MAX_POLL_FDS)
+            if n:
+                raw = rd.read(a[0], 8 * n)
+                out["fds"] = [_s32(int.from_bytes(raw[i * 8:i * 8 + 4], "little")) for i in range(n)]
+                out["fds"] = [fd for fd in out["fds"] if fd >= 0]
+            if name == "ppoll" and a[2]:
+                out["timeout"] = dict(_timespec(rd, a[2]), absolute=False, clock=CLOCK_MONOTONIC)
+        elif name in ("select", "pselect6"):
+            n = min(int(a[0]), MAX_SELECT_NFDS)
+            fds: List[int] = []
+            for ptr in (a[1], a[2]):
+                if ptr and n:
+                    fds.extend(_fd_set(rd, ptr, n))
+            out["fds"] = sorted(set(fds))
+            if a[4]:
+                out["timeout"] = dict(_timespec(rd, a[4], timeval=name == "select"),
+                                      absolute=False, clock=CLOCK_MONOTONIC)
+        elif name in ("epoll_wait", "epoll_pwait", "epoll_pwait2"):
+            try:
+                out["fds"] = _epoll_targets(pid, int(a[0]))
+            except OSError as err:
+                out["fds_error"] = _why(err)
+            if name == "epoll_pwait2" and a[3]:
+                out["timeout"] = dict(_timespec(rd, a[3]), absolute=False, clock=CLOCK_MONOTONIC)
+        elif name in ("rt_sigtimedwait", "semtimedop"):
+            ptr = a[2] if name == "rt_sigtimedwait" else a[3]
+            if ptr:
+                out["timeout"] = dict(_timespec(rd, ptr), absolute=False, clock=CLOCK_MONOTONIC)
+        else:
+            return None
+    except (psutil.Error, OSError, ValueError, TimeoutError) as err:
+        out["error"] = _why(err)
+    return out
+
+
+def _futex(rd: _Reader, uaddr: int) -> Dict[str, Any]:
+    """The futex word and, in case it is a glibc mutex, the fields after it."""
+    try:
+        raw = rd.read(uaddr, MUTEX_BYTES)
+    except (psutil.Error, OSError, ValueError, TimeoutError) as err:
+        try:  # the word alone may be readable where 20 bytes are not (end of a mapping)
+            raw = rd.read(uaddr, 4)
+        except (psutil.Error, OSError, ValueError, TimeoutError):
+            return {"uaddr": uaddr, "error": _why(err)}
+        return {"uaddr": uaddr, "word": int.from_bytes(raw, "little")}
+    f = [int.from_bytes(raw[i:i + 4], "little") for i in range(0, MUTEX_BYTES, 4)]
+    return {"uaddr": uaddr, "word": f[0], "count": f[1], "owner": f[2], "nusers": f[3], "kind": f[4]}
+
+
+def collect(snap: Optional[SystemSnapshot], pids: Optional[Iterable[int]] = None) -> Dict[str, Any]:
+    """Details of every sleeping thread of ``pids`` (default: all in ``snap``).
+
+    Returns {"read_at": {clock id: ns}, "threads": {tid: {...}}} where each
+    thread entry holds the syscall number and arguments it was read for (the
+    analysis uses it only while the thread is still in that call).
+    """
+    out: Dict[str, Any] = {
+        "read_at": {str(CLOCK_REALTIME): time.clock_gettime_ns(time.CLOCK_REALTIME),
+                    str(CLOCK_MONOTONIC): time.clock_gettime_ns(time.CLOCK_MONOTONIC)},
+        "threads": {},
+    }
+    if snap is None:
+        return out
+    wanted = set(snap.processes) if pids is None else set(pids)
+    for pid in sorted(wanted):
+        p = snap.processes.get(pid)
+        if p is None or p.state in ("Z", "X"):
+            continue
+        rd = _Reader(pid)
+        for t in p.threads:
+            d = thread_details(pid, t, rd)
+            if d is not None:
+                d["pid"] = pid
+                out["threads"][str(t.tid)] = d
+    return out

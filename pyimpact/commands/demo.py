@@ -1,0 +1,76 @@
+"""`pyimpact demo`: the main job, on a bundled target, end to end.
+
+Starts pyimpact/demo/stuck_pipeline.py (a pipeline that works, then gets stuck
+in a pipe -> file lock chain), and runs on it, printing each command first:
+`trace` while it works (writing a Perfetto timeline), then `diagnose` and
+`kill-preview` once it is stuck, then `report` on the saved recording. The
+target is ended afterwards by its process group (which this command created),
+on every path.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import subprocess
+import sys
+
+import click
+
+from ..errors import PyimpactError
+
+
+def _run(args: list) -> int:
+    click.secho("$ sudo pyimpact " + " ".join(args), bold=True)
+    return subprocess.run([sys.executable, "-m", "pyimpact", *args]).returncode
+
+
+def _have(command_module: str) -> bool:
+    return importlib.util.find_spec(f"pyimpact.commands.{command_module}") is not None
+
+
+@click.command("demo")
+@click.option("--output-dir", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Where to write the demo's timeline files.")
+def command(output_dir):
+    """Run trace, diagnose, kill-preview and report on a bundled demo target."""
+    os.makedirs(output_dir, exist_ok=True)
+    timeline = os.path.join(output_dir, "pyimpact-demo.json")
+    recording = os.path.join(output_dir, "pyimpact-demo.parquet")
+    target = subprocess.Popen([sys.executable, "-m", "pyimpact.demo.stuck_pipeline", "4"],
+                              stdout=subprocess.PIPE, start_new_session=True)
+    failures = 0
+    try:
+        line = target.stdout.readline().decode()
+        if not line.startswith("ready"):
+            raise PyimpactError("the demo target did not start")
+        pid = target.pid
+        click.echo(f"demo target started: pid {pid} (a pipeline that works for 4 s, then gets stuck)\n")
+        failures += _run(["trace", "-p", str(pid), "-d", "3", "-o", timeline]) != 0
+        click.echo(f"\nopen {timeline} in https://ui.perfetto.dev to see the timeline\n")
+        if target.stdout.readline().decode().strip() != "stuck":
+            raise PyimpactError("the demo target did not reach its stuck state")
+        if _have("diagnose"):
+            failures += _run(["diagnose", str(pid)]) != 0
+            click.echo()
+        if _have("kill_preview"):
+            failures += _run(["kill-preview", str(pid)]) != 0
+            click.echo()
+        failures += _run(["trace", "-p", str(pid), "-d", "1", "-o", recording]) != 0
+        if _have("report"):
+            click.echo()
+            failures += _run(["report", recording]) != 0
+    finally:
+        try:
+            os.killpg(target.pid, signal.SIGTERM)
+            target.wait(timeout=5)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            try:
+                os.killpg(target.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            target.wait()
+        target.stdout.close()
+    if failures:
+        raise PyimpactError(f"{failures} demo step(s) failed")
+    click.echo(f"\ndemo done; files: {timeline}, {recording}")
