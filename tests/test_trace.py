@@ -302,3 +302,19 @@ def test_error_not_root(spawn):
 def test_error_nothing_to_trace():
     res = subprocess.run(PYIMPACT + ["trace", "-d", "1"], capture_output=True, timeout=60)
     _one_line_error(res, 2, "nothing to trace")
+
+
+def test_trace_all_sees_unrelated_processes(spawn):
+    """--all follows processes the tracer was never told about."""
+    code = ("import os, sys\nsys.stdin.readline()\nfor i in range(7):\n    pid = os.fork()\n    if pid == 0:\n        os._exit(3)\n    os.waitpid(pid, 0)\n")
+    target = spawn([sys.executable, "-c", code], stdin=subprocess.PIPE)
+    trace = start_trace(spawn, ["--all", "-d", "2", "--json"])
+    target.stdin.write(b"go\n")
+    target.stdin.flush()
+    target.wait(timeout=30)
+    stdout, stderr = trace.communicate(timeout=60)
+    assert trace.returncode == 0, stderr.decode()
+    s = json.loads(stdout)
+    assert s["mode"] == "system"
+    ours = [e for e in s["exits"] if e["exit_code"] == 3]
+    assert len(ours) >= 7
