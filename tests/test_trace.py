@@ -15,7 +15,7 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import PYIMPACT, start_trace, wait_for_line
+from conftest import PYIMPACT, run_cli_as_nobody, start_trace, wait_for_line
 from pyimpact.recording import Recording
 from pyimpact.timeline import COLUMNS
 
@@ -290,13 +290,10 @@ def test_error_unwritable_output(spawn, tmp_path):
 
 def test_error_not_root(spawn):
     sleeper = spawn([sys.executable, "-c", "import time; time.sleep(60)"])
-
-    def drop():
-        os.setgid(65534)
-        os.setuid(65534)
-    res = subprocess.run(PYIMPACT + ["trace", "-p", str(sleeper.pid), "-d", "1"], capture_output=True,
-                         timeout=60, preexec_fn=drop, cwd="/")
-    _one_line_error(res, 4, "root")
+    res = run_cli_as_nobody(["trace", "-p", str(sleeper.pid), "-d", "1"])
+    assert res.returncode == 4, (res.returncode, res.stderr)
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.startswith("pyimpact: ") and "root" in res.stderr, res.stderr
 
 
 def test_error_nothing_to_trace():

@@ -7,12 +7,20 @@ Stages kept apart as cilium/ebpf does: `ProbeConfig` (validated settings) ->
 
 Events arrive through the BPF ring buffer and are kept as raw 88-byte records in
 one bytearray; `pyimpact.timeline` turns them into the timeline DataFrame in one
-vectorised pass. Python never decodes events one by one on the hot path.
+vectorised pass. Python never decodes events one by one on the hot path: the
+ring buffer is read through its own mmap (`RingReader`, what libbpf does in C),
+runs of fixed-size records are copied in one numpy step, and the reader wakes
+on a timer rather than once per event (frequent kinds are submitted with
+BPF_RB_NO_WAKEUP, see probes/pyimpact.h).
 """
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
+import select
+import struct
+import threading
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -26,6 +34,99 @@ EVENT_SIZE = 88
 EXEC_PATH_LEN = 128
 PROBE_SOURCES = ("pyimpact.h", "futex.bpf.c", "syscalls.bpf.c", "lifecycle.bpf.c", "signals.bpf.c", "blockio.bpf.c")
 LOST_REASONS = ("ringbuf_full", "map_full")
+POLL_MAX_MS = 100           # the longest the reader sleeps between two reads of the ring buffer
+POLL_BUSY_MS = 10           # ... once a read found the buffer more than 1/8 full
+
+
+class RingReader:
+    """Reads a BPF ring buffer map through mmap, as libbpf does, but in bulk.
+
+    Layout (kernel/bpf/ringbuf.c): page 0 holds consumer_pos (read-write for
+    us), page 1 producer_pos (read-only), then the data area, mapped twice in a
+    row so that a record wrapping at the end reads as one piece. Each record is
+    an 8-byte header (u32 length with BUSY and DISCARD flags, u32 page offset)
+    and its data, padded to 8 bytes. Runs of plain 88-byte events (the common
+    case) are checked and copied with one numpy operation; anything else (an
+    exec event with its path, a discarded or not yet committed record) goes
+    through the per-record path."""
+
+    BUSY = 1 << 31
+    DISCARD = 1 << 30
+    HDR = 8
+    STRIDE = EVENT_SIZE + 8
+
+    def __init__(self, map_fd: int, size: int):
+        import numpy as np
+
+        self._np = np
+        page = mmap.PAGESIZE
+        if size <= 0 or size & (size - 1) or size % page:
+            raise ValueError(f"unexpected ring buffer size {size}")
+        self.size = size
+        self.mask = size - 1
+        self.base = page        # the data area's offset inside self.data
+        self.cons = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        self.data = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        # The two positions are read and written as whole aligned 64-bit words
+        # (numpy scalar access is one load or store). struct.pack_into("<Q")
+        # would write byte by byte: the kernel could then see a torn, much
+        # smaller consumer_pos and refuse reservations as if the buffer were full.
+        self.cons_pos = np.frombuffer(self.cons, dtype=np.uint64, count=1, offset=0)
+        self.prod_pos = np.frombuffer(self.data, dtype=np.uint64, count=1, offset=0)
+        self.epoll = select.epoll()
+        self.epoll.register(map_fd, select.EPOLLIN)
+        self.rec_dtype = np.dtype([("len", "<u4"), ("pg_off", "<u4"), ("ev", f"V{EVENT_SIZE}")])
+        self.lock = threading.Lock()
+
+    def wait(self, timeout_ms: int) -> None:
+        """Sleep until the kernel wakes us (a rare event) or timeout_ms pass."""
+        self.epoll.poll(max(0, timeout_ms) / 1000.0)
+
+    def consume(self, sink) -> int:
+        """Take every committed record, in order: runs of 88-byte events go to
+        sink.bulk(bytes, count), any other record to sink.one(record). Returns
+        the number of records taken."""
+        with self.lock:
+            return self._consume(sink)
+
+    def _consume(self, sink) -> int:
+        np = self._np
+        cons = int(self.cons_pos[0])
+        prod = int(self.prod_pos[0])      # then the records: x86 keeps loads in order
+        taken = 0
+        while cons < prod:
+            off = self.base + (cons & self.mask)
+            k = (prod - cons) // self.STRIDE
+            if k:
+                recs = np.frombuffer(self.data, dtype=self.rec_dtype, count=k, offset=off)
+                odd = np.flatnonzero(recs["len"] != EVENT_SIZE)
+                m = int(odd[0]) if len(odd) else k
+                if m:
+                    sink.bulk(recs["ev"][:m].tobytes(), m)
+                    cons += m * self.STRIDE
+                    taken += m
+                    if m == k and cons >= prod:
+                        break
+                    off = self.base + (cons & self.mask)
+            # One record that is not a plain 88-byte event (or a short tail).
+            length = struct.unpack_from("<I", self.data, off)[0]
+            if length & self.BUSY:
+                break       # not committed yet: everything after it waits too
+            size = length & ~(self.BUSY | self.DISCARD)
+            if not length & self.DISCARD:
+                sink.one(self.data[off + self.HDR:off + self.HDR + size])
+                taken += 1
+            cons += (size + self.HDR + 7) & ~7
+        self.cons_pos[0] = cons           # one 64-bit store, after every read of the records
+        return taken
+
+    def close(self) -> None:
+        self.cons_pos = self.prod_pos = None     # views must go before their mmap closes
+        for res in (self.epoll, self.cons, self.data):
+            try:
+                res.close()
+            except (OSError, ValueError, BufferError):
+                pass
 
 
 @dataclass(frozen=True)
@@ -137,10 +238,17 @@ class KernelProbes:
         self.clock_offset_ns = 0
         self.timings = {}
         self._bpf = None
-        self._raw = bytearray()
+        # Raw records as a list of chunks (one per read of the ring buffer),
+        # joined once by raw_events(): a growing bytearray would be moved by
+        # realloc again and again, leaving the heap fragmented (RSS grew about
+        # twice as fast as the data on a training job's trace).
+        self._chunks = []
+        self._tail = bytearray()    # records taken one at a time (fallback path, exec events)
         self._exec_paths = []       # (event index, path)
         self._count = 0
         self._callback = None
+        self._reader = None
+        self._busy = False
 
     # -- stages ---------------------------------------------------------
     def open(self) -> "KernelProbes":
@@ -151,7 +259,7 @@ class KernelProbes:
         self.timings["import_s"] = time.monotonic() - t0
         t1 = time.monotonic()
         try:
-            self._bpf = BPF(text=probe_source(), cflags=self.config.cflags())
+            self._bpf = BPF(text=probe_source().encode(), cflags=self.config.cflags())
         except Exception as exc:
             raise BPFUnavailable(f"could not load the BPF probes: {str(exc).splitlines()[0]}",
                                  "is BPF permitted here (root, no lockdown, kernel >= 5.8)?") from None
@@ -159,14 +267,13 @@ class KernelProbes:
         self.clock_offset_ns = clock_offset_ns()
         for pid in self.config.pids:
             self.follow(pid)
-        self._callback = self._on_event
-        self._bpf["events"].open_ring_buffer(self._callback)
+        self._open_reader()
         self.timings["open_s"] = time.monotonic() - t0
         return self
 
     def follow(self, pid: int) -> None:
         """Add a process to the traced map (its future children follow by themselves)."""
-        self._bpf["traced"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+        self._bpf[b"traced"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
 
     def close(self) -> None:
         """Detach every probe. Safe to call twice."""
@@ -174,6 +281,10 @@ class KernelProbes:
             return
         t0 = time.monotonic()
         bpf, self._bpf = self._bpf, None
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        _detach_fast(bpf)
         bpf.cleanup()
         self.timings["detach_s"] = time.monotonic() - t0
 
@@ -184,22 +295,67 @@ class KernelProbes:
         self.close()
 
     # -- events ---------------------------------------------------------
+    def _open_reader(self) -> None:
+        """Read the ring buffer through mmap; bcc's per-event callback is the
+        fallback where that is not possible."""
+        table = self._bpf[b"events"]
+        try:
+            self._reader = RingReader(table.get_fd(), int(table.max_entries))
+        except (OSError, ValueError, AttributeError):
+            self._reader = None
+            self._callback = self._on_event
+            table.open_ring_buffer(self._callback)
+
+    # sink for RingReader
+    def bulk(self, data: bytes, count: int) -> None:
+        if self._tail:
+            self._flush_tail()
+        self._chunks.append(data)
+        self._count += count
+
+    def _flush_tail(self) -> None:
+        self._chunks.append(bytes(self._tail))
+        self._tail = bytearray()
+
+    def one(self, record) -> None:
+        record = bytes(record)
+        self._on_record(record, len(record))
+
     def _on_event(self, _ctx, data, size) -> None:
-        record = ctypes.string_at(data, size)
+        self._on_record(ctypes.string_at(data, size), size)
+
+    def _on_record(self, record: bytes, size: int) -> None:
         if size > EVENT_SIZE:
             path = record[EVENT_SIZE:].split(b"\0", 1)[0]
             self._exec_paths.append((self._count, path.decode("utf-8", "replace")))
             record = record[:EVENT_SIZE]
-        self._raw += record
+        self._tail += record
         self._count += 1
+        if len(self._tail) >= 1 << 20:
+            self._flush_tail()
 
     def poll(self, timeout_ms: int = 100) -> None:
-        """Wait up to timeout_ms for events and take what has arrived."""
-        self._bpf.ring_buffer_poll(timeout_ms)
+        """Wait up to timeout_ms (at most POLL_MAX_MS) for events and take what
+        has arrived. Frequent kinds do not wake the reader, so this may return
+        only when the time is up, with everything since the last call."""
+        timeout_ms = min(int(timeout_ms), POLL_MAX_MS)
+        if self._reader is not None:
+            if self._busy:
+                # The last read found the buffer filling up: come back sooner.
+                timeout_ms = min(timeout_ms, POLL_BUSY_MS)
+            self._reader.wait(timeout_ms)
+            taken = self._reader.consume(self)
+            self._busy = taken * RingReader.STRIDE >= self._reader.size // 8
+        else:
+            self._bpf.ring_buffer_poll(timeout_ms)
+            self._bpf.ring_buffer_consume()
 
     def drain(self) -> None:
         """Take every event already in the ring buffer, without waiting."""
-        self._bpf.ring_buffer_consume()
+        if self._reader is not None:
+            self._reader.consume(self)
+        else:
+            self._bpf.ring_buffer_consume()
 
     @property
     def event_count(self) -> int:
@@ -207,12 +363,16 @@ class KernelProbes:
 
     def raw_events(self) -> tuple:
         """(bytes of the 88-byte records, [(index, exec path)])."""
-        return bytes(self._raw), list(self._exec_paths)
+        if self._tail:
+            self._flush_tail()
+        raw = b"".join(self._chunks)
+        self._chunks = [raw] if raw else []
+        return raw, list(self._exec_paths)
 
     # -- maps -----------------------------------------------------------
     def lost(self) -> dict:
         """Events and records lost in the kernel, by reason, summed over CPUs."""
-        table = self._bpf["lost"]
+        table = self._bpf[b"lost"]
         return {reason: int(sum(table[ctypes.c_int(i)])) for i, reason in enumerate(LOST_REASONS)}
 
     def _wall(self, mono_ns: int) -> int:
@@ -231,7 +391,7 @@ class KernelProbes:
     def inflight(self) -> list:
         """Per thread, the syscall it is in now (entries with ts 0 are idle)."""
         out = []
-        for key, v in self._bpf["inflight"].items():
+        for key, v in self._bpf[b"inflight"].items():
             if v.ts == 0:
                 continue
             tid = key.value
@@ -241,7 +401,7 @@ class KernelProbes:
 
     def syscall_stats(self) -> list:
         out = []
-        for key, v in self._bpf["syscall_stats"].items():
+        for key, v in self._bpf[b"syscall_stats"].items():
             out.append(SyscallStat(pid=v.tgid, tid=key.tid, nr=key.nr, syscall=syscall_name(key.nr),
                                    count=v.count, total_ns=v.total_ns, max_ns=v.max_ns,
                                    hist_log2=[int(h) for h in v.hist]))
@@ -249,13 +409,50 @@ class KernelProbes:
 
     def block_inflight(self) -> list:
         out = []
-        for key, v in self._bpf["block_inflight"].items():
+        for key, v in self._bpf[b"block_inflight"].items():
             out.append(BlockRequest(
                 pid=v.tgid, tid=v.tid, comm=bytes(v.comm).split(b"\0", 1)[0].decode("utf-8", "replace"),
                 dev=dev_name(key.dev), sector=key.sector, bytes=v.bytes,
                 rwbs=int(v.rwbs).to_bytes(8, "little").split(b"\0", 1)[0].decode("ascii", "replace"),
                 queued_ns=self._wall(v.queued), issued_ns=self._wall(v.issued) if v.issued else 0))
         return out
+
+
+def _detach_fast(bpf) -> None:
+    """Detach before bcc's cleanup(), in the order and the way that costs least:
+    the raw syscall tracepoints first (every syscall on the machine pays for them
+    until then; closing one takes well under a millisecond), then every classic
+    tracepoint at once, one thread each. Closing a classic tracepoint's perf
+    event waits for an RCU grace period; bcc closes them one after the other
+    and the waits add up (0.70 s for the 8 here). Closed concurrently they
+    still serialise in part in the kernel, but overlap enough to take 0.3 s.
+    ctypes releases the GIL around each close. cleanup() then finds nothing
+    left to detach and frees the rest as usual."""
+    try:
+        from bcc.libbcc import lib
+    except ImportError:
+        return
+    for tp in list(bpf.raw_tracepoint_fds):
+        try:
+            bpf.detach_raw_tracepoint(tp)
+        except Exception:  # cleanup() retries what is left
+            pass
+    fds = dict(bpf.tracepoint_fds)
+    if not fds:
+        return
+    done = []
+
+    def close(tp, fd):
+        if lib.bpf_close_perf_event_fd(fd) >= 0:
+            done.append(tp)
+
+    threads = [threading.Thread(target=close, args=(tp, fd), daemon=True) for tp, fd in fds.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for tp in done:
+        bpf.tracepoint_fds.pop(tp, None)
 
 
 def open_probes(pids: Iterable[int] = (), trace_all: bool = False, **options) -> KernelProbes:

@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from typing import Any, Dict, List, Optional
 
 #: environment variable naming the py-spy binary (tests, unusual installs)
@@ -115,6 +116,7 @@ class StackDumps:
     def __init__(self, pids: List[int], *, timeout_s: float = 3.0) -> None:
         self.results: Dict[str, Dict[str, Any]] = {}
         self._threads = []
+        self._pids = list(pids)
         exe = find_pyspy()
         for pid in pids:
             t = threading.Thread(target=self._one, args=(pid, exe, timeout_s),
@@ -126,7 +128,13 @@ class StackDumps:
         self.results[str(pid)] = dump(pid, timeout_s=timeout_s, pyspy=exe)
 
     def wait(self, timeout_s: float = 3.0) -> Dict[str, Dict[str, Any]]:
-        """The dumps finished by now (an unfinished one is reported as such)."""
+        """The dumps finished within ``timeout_s`` in all; one still running is
+        reported as not finished (its py-spy is left to its own timeout)."""
+        deadline = time.monotonic() + timeout_s
         for t in self._threads:
-            t.join(timeout_s)
-        return dict(self.results)
+            t.join(max(0.0, deadline - time.monotonic()))
+        out = dict(self.results)
+        for t, pid in zip(self._threads, self._pids):
+            if str(pid) not in out:
+                out[str(pid)] = {"tool": "py-spy", "error": f"py-spy did not finish within {timeout_s:g} s"}
+        return out

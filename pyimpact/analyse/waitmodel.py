@@ -1,0 +1,222 @@
+"""The wait-for graph's data model: threads, processes, edges, and the graph.
+
+Plain records shared by the builder (``pyimpact.analyse.waitgraph``), the
+per-syscall resolvers (``pyimpact.analyse.waitresolve``) and the verdict
+(``pyimpact.analyse.diagnose``).  Node ids are ``t:TID`` (thread),
+``p:PID`` (process), ``r:ADDR`` (remote peer) and ``x:WHAT`` (another end
+outside any process, e.g. a block device).  Pure: no I/O.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+# activity of a thread over the window
+RUNNING = "running"      # on CPU for a good part of the window
+WAKING = "waking"        # woke up during the window (periodic work, timed waits)
+TIMED = "timed"          # sleeping in a wait with a finite timeout
+WAITING = "waiting"      # sleeping without a timeout, and did not wake during the window
+STOPPED = "stopped"
+ZOMBIE = "zombie"
+UNKNOWN = "unknown"
+
+ALIVE = (RUNNING, WAKING, TIMED)
+
+
+@dataclass
+class Edge:
+    """``source`` waits for ``target`` to act on ``resource``."""
+
+    target: str
+    kind: str                       # root-cause vocabulary: mutex, futex, pipe, socket, child, ...
+    resource: str                   # in words: "mutex 0x55d0c0a0", "pipe:[1234]"
+    evidence: List[str] = field(default_factory=list)
+    exact: bool = True              # False: "some thread of that process" (an OR over its threads)
+
+
+@dataclass
+class ThreadWait:
+    """One thread: what it does, what it waits on, and for how long."""
+
+    pid: int
+    tid: int
+    name: str
+    state: str
+    activity: str
+    syscall: Optional[str] = None
+    call: str = ""                  # the syscall with its arguments, in words
+    kind: Optional[str] = None      # what it waits on, in the root-cause vocabulary
+    resource: str = ""              # what it waits on, in words
+    edges: List[Edge] = field(default_factory=list)
+    end_reason: str = ""            # when it leads nowhere: why (sleeps forever, remote peer, ...)
+    end_kind: Optional[str] = None  # an intrinsic root-cause kind (signal-stop, block-io, gpu)
+    input_wait: bool = False        # waits for outside input (listening socket, terminal)
+    join: bool = False              # waits for another thread to finish (join)
+    timeout_s: Optional[float] = None   # time left of a finite timeout, when known
+    has_timeout: bool = False
+    blocked_for_s: Optional[float] = None
+    blocked_exact: bool = False     # blocked_for_s from the probes (syscall entry), not a bound
+    window_s: Optional[float] = None
+    cpu_s: Optional[float] = None
+    wakeups: Optional[int] = None
+    syscalls: Optional[int] = None  # completed during the window (probes)
+    wchan: str = ""
+    kernel_stack: List[str] = field(default_factory=list)
+    python_stack: List[Dict[str, Any]] = field(default_factory=list)
+    python_name: str = ""
+    evidence: List[str] = field(default_factory=list)
+
+    @property
+    def node(self) -> str:
+        return f"t:{self.tid}"
+
+    @property
+    def label(self) -> str:
+        return self.python_name or self.name
+
+
+@dataclass
+class ProcessInfo:
+    """One process as the analysis sees it (latest snapshot, deltas over the window)."""
+
+    pid: int
+    name: str
+    state: str
+    ppid: int
+    cmdline: List[str]
+    tids: List[int]
+    children: List[int]
+    python: bool
+    uid: Optional[int]
+    sig_caught: int
+    sig_ignored: int
+    sig_blocked: int
+    tracer_pid: int
+    exe: Optional[str]
+    create_time: float
+    cpu_s: Optional[float] = None        # CPU over the window, all threads
+    io_bytes: Optional[int] = None       # rchar + wchar over the window
+    disk_bytes: Optional[int] = None     # read_bytes + write_bytes over the window
+    syscalls: Optional[int] = None       # completed during the window (probes)
+    observed: str = "target"             # target (traced) or related (snapshotted only)
+
+    @property
+    def node(self) -> str:
+        return f"p:{self.pid}"
+
+
+@dataclass
+class WaitGraph:
+    """Threads, processes and the edges between them, plus what was missing."""
+
+    threads: Dict[int, ThreadWait] = field(default_factory=dict)
+    processes: Dict[int, ProcessInfo] = field(default_factory=dict)
+    ends: Dict[str, str] = field(default_factory=dict)      # non-thread, non-process sink -> reason
+    end_kinds: Dict[str, str] = field(default_factory=dict)  # sink -> intrinsic kind
+    missing_pids: List[int] = field(default_factory=list)   # referenced, never snapshotted
+    window_s: Optional[float] = None
+    bpf: bool = False
+    notes: List[str] = field(default_factory=list)
+
+    # -- graph access ---------------------------------------------------
+    def successors(self, node: str) -> List[Edge]:
+        """Who ``node`` waits for (empty for an end)."""
+        kind, _, ident = node.partition(":")
+        if kind == "t":
+            t = self.threads.get(int(ident))
+            if t is None or t.activity != WAITING:
+                return []
+            return list(t.edges)
+        if kind == "p":
+            p = self.processes.get(int(ident))
+            if p is None or self.process_end_reason(p.pid):
+                return []
+            return [Edge(f"t:{tid}", "", f"thread {tid}", exact=False) for tid in p.tids
+                    if tid in self.threads]
+        return []
+
+    def process_end_reason(self, pid: int) -> str:
+        """Why process ``pid`` is an end of a chain ("" when all its threads wait)."""
+        p = self.processes.get(pid)
+        if p is None:
+            return f"pid {pid} was not observed (exited, or not readable)"
+        if p.state in ("Z", "X"):
+            return "it is a zombie (exited, not reaped)"
+        threads = [self.threads[t] for t in p.tids if t in self.threads]
+        if not threads:
+            return "its threads could not be read"
+        if all(t.activity == STOPPED for t in threads):
+            return "it is stopped"
+        for t in threads:
+            if t.activity == RUNNING:
+                return f"it is running (thread {t.tid} on CPU)"
+        for t in threads:
+            if t.activity in (WAKING, TIMED):
+                return f"it is alive (thread {t.tid} {_alive_words(t)})"
+        if any(t.activity != WAITING for t in threads):
+            return "some of its threads are in an unknown state"
+        return ""
+
+    def node_label(self, node: str) -> str:
+        kind, _, ident = node.partition(":")
+        if kind == "t":
+            t = self.threads.get(int(ident))
+            return f"thread {ident} ({t.label})" if t else f"thread {ident}"
+        if kind == "p":
+            p = self.processes.get(int(ident))
+            return f"pid {ident} ({p.name})" if p else f"pid {ident}"
+        if kind == "r":
+            return f"remote {ident}"
+        return ident
+
+    def pid_of(self, node: str) -> Optional[int]:
+        kind, _, ident = node.partition(":")
+        if kind == "t":
+            t = self.threads.get(int(ident))
+            return t.pid if t else None
+        if kind == "p":
+            return int(ident)
+        return None
+
+
+def _alive_words(t: ThreadWait) -> str:
+    if t.activity == RUNNING:
+        return "is on CPU"
+    if t.activity == TIMED:
+        left = f", {secs(t.timeout_s)} left" if t.timeout_s is not None else ""
+        return f"sleeps with a timeout in {t.syscall or '?'}{left}"
+    return f"woke up {t.wakeups or 0} times in the window"
+
+
+def secs(s: Optional[float]) -> str:
+    """A duration in words ("850 ms", "12.3 s", "4 min")."""
+    if s is None:
+        return "?"
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def process_words(p: ProcessInfo, width: int = 48) -> str:
+    """"pid 123 (python worker.py --fast)": program and arguments, paths
+    shortened to their last part, cut to ``width``."""
+    if not p.cmdline:
+        return f"pid {p.pid} ({p.name})"
+    words = [os.path.basename(a) if "/" in a and not a.endswith("/") else a for a in p.cmdline]
+    cmd = " ".join(words)
+    if len(cmd) > width:
+        cmd = cmd[:width - 1] + "…"
+    return f"pid {p.pid} ({cmd})"
+
+
+def python_location(tw: ThreadWait) -> str:
+    """"in acquire at orders.py:42" from the innermost Python frame."""
+    if not tw.python_stack:
+        return ""
+    fr = tw.python_stack[0]
+    return f"in {fr.get('function')} at {os.path.basename(str(fr.get('file')))}:{fr.get('line')}"

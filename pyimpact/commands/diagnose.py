@@ -1,0 +1,268 @@
+"""`pyimpact diagnose PID`: is it hung, what does each thread wait on, and who
+is the root cause.
+
+Composition only: collect (Tracer: snapshot, probes for a window, snapshot;
+then the processes the waits point to, the details behind the syscall
+arguments, Python stacks) -> Recording -> ``analyse.diagnose`` -> render.
+The verdict is printed before the probes are detached (detaching classic
+tracepoints waits for RCU grace periods), and imports stay lazy: time to
+verdict is part of the job.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import click
+
+from ..errors import ProcessGone, UsageError
+
+_T0 = time.monotonic()  # when this command's module was loaded (time-to-verdict marks)
+
+#: rounds of "snapshot the processes the waits point to" (A waits on B, B on C, ...)
+RELATED_ROUNDS = 3
+RELATED_MAX = 64
+
+
+def _snapshot(pids: List[int], *, holders: bool = False):
+    """Snapshot some extra processes; those that vanish or deny are skipped."""
+    import psutil
+
+    from ..collect import procfs
+
+    keep = []
+    for pid in pids:
+        try:
+            procfs.process_identity(pid)
+            keep.append(pid)
+        except (psutil.Error, OSError):
+            continue
+    if not keep:
+        return None
+    try:
+        return procfs.take_snapshot(keep, tree=False, holders=holders, timeout_s=0.6)
+    except (psutil.Error, OSError):
+        return None
+
+
+def _merge(base, extra):
+    """Add the processes (and missing host tables) of ``extra`` into ``base``."""
+    if base is None:
+        return extra
+    if extra is None:
+        return base
+    base.processes.update(extra.processes)
+    if not base.locks:
+        base.locks = extra.locks
+    for k, v in extra.sockets.items():
+        base.sockets.setdefault(k, v)
+    for k, v in extra.inode_holders.items():
+        base.inode_holders.setdefault(k, v)
+    base.errors.extend(e for e in extra.errors if e not in base.errors)
+    return base
+
+
+def gather_related(rec, key: str, rounds: int = RELATED_ROUNDS, again: Optional[List[int]] = None) -> List[int]:
+    """Snapshot the processes the waits point to, outside the traced tree,
+    into ``rec.snapshots[key]``; repeat so chains can be followed further.
+    ``again``: processes to snapshot in any case (those seen at the start of
+    the window, so their change over the window is known)."""
+    from ..analyse.waitgraph import referenced_pids
+
+    added: List[int] = []
+    if again:
+        snap = _snapshot(list(again))
+        added.extend(again)
+        if snap is not None:
+            rec.snapshots[key] = _merge(rec.snapshots.get(key), snap)
+    for _ in range(rounds):
+        missing = [p for p in referenced_pids(rec) if p not in added][:RELATED_MAX - len(added)]
+        if not missing:
+            break
+        snap = _snapshot(missing)
+        added.extend(missing)
+        if snap is None:
+            continue
+        rec.snapshots[key] = _merge(rec.snapshots.get(key), snap)
+    return added
+
+
+class _WindowWork:
+    """What runs during the observation window, beside the probes: snapshot
+    the related processes (and follow them with the probes), start the py-spy
+    dumps, sample the GPU.  Runs once, from the tracer's first tick."""
+
+    def __init__(self, python_stacks: bool, on_window: Optional[Callable[[Any], None]] = None) -> None:
+        self.python_stacks = python_stacks
+        self.on_window = on_window
+        self.done = False
+        self.dumps = None
+        self.related: List[int] = []
+        self.gpu_thread: Optional[threading.Thread] = None
+        self.gpu_sample: Optional[Dict[str, Any]] = None
+
+    def __call__(self, tracer) -> None:
+        if self.done:
+            return
+        self.done = True
+        rec = tracer.rec
+        self.related = gather_related(rec, "related_start")
+        if tracer.probes is not None:
+            followed = []
+            for pid in self.related:
+                try:
+                    tracer.probes.follow(pid)
+                    followed.append(pid)
+                except Exception:  # a map update failing only narrows what is seen
+                    pass
+            rec.metadata["followed_pids"] = followed
+        snaps = [s for s in (rec.snapshots.get("start"), rec.snapshots.get("related_start")) if s]
+        if self.python_stacks:
+            from ..collect.pystacks import StackDumps
+
+            pys = sorted({pid for s in snaps for pid, p in s.processes.items()
+                          if p.python and p.state not in ("Z", "X")})
+            self.dumps = StackDumps(pys, timeout_s=2.0) if pys else None
+        if any(f.target.startswith("/dev/nvidia") for s in snaps for p in s.processes.values() for f in p.fds):
+            self.gpu_thread = threading.Thread(target=self._gpu, name="pyimpact-gpu", daemon=True)
+            self.gpu_thread.start()
+        if self.on_window is not None:
+            self.on_window(tracer)
+
+    def _gpu(self) -> None:
+        try:
+            from ..collect import gpu  # optional: NVML may be absent
+        except Exception:
+            return
+        try:
+            self.gpu_sample = gpu.read_gpus().to_dict()
+        except Exception as err:  # NVML trouble never stops a diagnosis
+            self.gpu_sample = {"available": False, "reason": str(err)}
+
+
+def observe(pid: int, *, window: float = 1.0, use_bpf: bool = True, python_stacks: bool = True,
+            on_verdict: Optional[Callable[[Any, Any], None]] = None,
+            on_window: Optional[Callable[[Any], None]] = None) -> Tuple[Any, Any]:
+    """Observe ``pid`` for ``window`` seconds and diagnose it.
+
+    Returns (Diagnosis, Recording).  ``on_verdict(diagnosis, recording)`` is
+    called before the probes are detached, so the answer is shown first;
+    ``on_window(tracer)`` once the probes watch (tests use it to act inside
+    the window).
+    """
+    from ..analyse.diagnose import diagnose
+    from ..collect import waits
+    from ..collect.tracer import TraceRequest, Tracer
+
+    marks = {"imported": time.monotonic() - _T0}
+    req = TraceRequest(pids=(pid,), duration_s=window, use_bpf=use_bpf, degrade=True,
+                       options={"command": "diagnose", "window_s": window})
+    work = _WindowWork(python_stacks, on_window)
+    with Tracer(req) as tr:
+        marks["attached"] = time.monotonic() - _T0
+        tr.run(on_tick=work, tick_s=3600.0)
+        work(tr)  # a window too short for a tick still gets its work
+        marks["window_done"] = time.monotonic() - _T0
+        rec = tr.recording()
+        marks["recording"] = time.monotonic() - _T0
+        gather_related(rec, "related", again=work.related)
+        details = waits.collect(rec.snapshots.get("end") or rec.snapshots.get("start"))
+        rel = rec.snapshots.get("related")
+        if rel is not None:
+            details["threads"].update(waits.collect(rel)["threads"])
+        rec.metadata["wait_details"] = details
+        if not python_stacks:
+            snap = rec.snapshots.get("start")
+            if snap is not None and any(p.python for p in snap.processes.values()):
+                rec.note_unavailable("Python stacks", "not asked for (--no-python)")
+        elif work.dumps is not None:
+            stacks = work.dumps.wait(2.0)
+            rel_py = [p for p, info in (rel.processes.items() if rel else []) if info.python
+                      and str(p) not in stacks]
+            if rel_py:
+                from ..collect.pystacks import StackDumps
+
+                stacks.update(StackDumps(rel_py, timeout_s=1.0).wait(1.0))
+            rec.metadata["python_stacks"] = stacks
+        if work.gpu_thread is not None:
+            work.gpu_thread.join(1.0)
+            if work.gpu_sample is not None:
+                rec.gpu = list(rec.gpu or []) + [work.gpu_sample]
+        start = rec.snapshots.get("start")
+        was = start.processes.get(pid) if start is not None else None
+        if pid in rec.metadata.get("exited_targets", []) and (was is None or was.state not in ("Z", "X")):
+            raise ProcessGone(f"process {pid} exited during the observation window",
+                              "it is not stuck any more")
+        marks["collected"] = time.monotonic() - _T0
+        try:
+            d = diagnose(rec, pid)
+        except KeyError:
+            raise ProcessGone(f"process {pid} exited before it could be diagnosed") from None
+        marks["diagnosed"] = time.monotonic() - _T0
+        if on_verdict is not None:
+            on_verdict(d, rec)
+        marks["shown"] = time.monotonic() - _T0
+        rec.metadata["diagnose_timings_s"] = {k: round(v, 4) for k, v in marks.items()}
+    return d, rec
+
+
+def _tgid(pid: int) -> Optional[int]:
+    """The process a task id belongs to (None when it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Tgid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+@click.command("diagnose")
+@click.argument("pid", type=int)
+@click.option("-w", "--window", type=click.FloatRange(min=0.05, max=60.0), default=1.0, show_default=True,
+              help="Seconds to observe with the probes.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema pyimpact.diagnose/1).")
+@click.option("--no-bpf", is_flag=True, help="Use /proc only (no root or BPF needed; sees less).")
+@click.option("--no-python", is_flag=True, help="Do not read Python stacks with py-spy.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Also save the recording (.parquet or .json) for `pyimpact report`.")
+def command(pid, window, as_json, no_bpf, no_python, output):
+    """Why is PID stuck: what each thread waits on, and the root cause.
+
+    \b
+    Verdicts: deadlock, blocked, stopped, zombie (hung); busy (spinning),
+    idle, progressing (not hung).
+    \b
+    Examples:
+      sudo pyimpact diagnose 1234            human view
+      sudo pyimpact diagnose 1234 --json     one JSON document
+      pyimpact diagnose --no-bpf 1234        /proc only, without root
+    """
+    if pid <= 0:
+        raise UsageError(f"invalid PID {pid}")
+    tgid = _tgid(pid)
+    if tgid is not None and tgid != pid:
+        raise UsageError(f"{pid} is a thread of process {tgid}", f"run: pyimpact diagnose {tgid}")
+    if output:
+        from ..export import check_output_path
+
+        check_output_path(output)
+
+    def show(d, rec) -> None:
+        if as_json:
+            import json
+
+            sys.stdout.write(json.dumps(d.to_json(), indent=2, default=str) + "\n")
+            sys.stdout.flush()
+        else:
+            from ..render.diagnose_view import write
+
+            write(d, sys.stdout)
+
+    _, rec = observe(pid, window=window, use_bpf=not no_bpf, python_stacks=not no_python, on_verdict=show)
+    if output:
+        path = rec.save(output)
+        click.echo(f"recording written to {path}", err=True)

@@ -1,0 +1,72 @@
+"""`pyimpact report FILE`: the diagnosis of a saved recording, and its story.
+
+Postmortem: the same pure analysis a live `diagnose` runs, on a recording
+written by `pyimpact trace -o` or `pyimpact diagnose -o` (.parquet or .json),
+plus the timeline's story (who blocked on what and for how long, signals,
+forks and exits, slow I/O, losses).  Reads the file only; touches nothing else.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import InputError, PyimpactError
+
+
+def load(path: str):
+    """The recording in ``path``, or InputError (exit code 7) saying why not."""
+    from ..recording import Recording
+
+    try:
+        return Recording.load(path)
+    except PyimpactError:
+        raise
+    except Exception as err:  # a damaged or foreign file: one line, not a traceback
+        raise InputError(f"cannot read {path}: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+                         "is it a recording written by pyimpact trace -o or diagnose -o?") from None
+
+
+def analyse(rec, pids=()):
+    """(story, [Diagnosis]) for the targets of ``rec`` (or ``pids``)."""
+    from ..analyse.diagnose import diagnose
+    from ..analyse.story import tell
+
+    story = tell(rec)
+    wanted = list(pids) or [int(t["pid"]) for t in rec.metadata.get("targets", []) if "pid" in t]
+    diagnoses = []
+    for pid in wanted:
+        try:
+            diagnoses.append(diagnose(rec, pid))
+        except KeyError:
+            if pids:
+                raise InputError(f"pid {pid} is not in the recording's snapshots") from None
+    return story, diagnoses
+
+
+@click.command("report")
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.option("-p", "--pid", "pids", type=int, multiple=True, help="Diagnose this process (default: the targets).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: the story and the diagnoses.")
+def command(file, pids, as_json):
+    """Diagnose a saved recording and tell what happened during it.
+
+    \b
+    Examples:
+      pyimpact report t.parquet          story + diagnosis of each target
+      pyimpact report t.parquet --json
+      pyimpact report t.json -p 1234     one process of a system-wide trace
+    """
+    rec = load(file)
+    story, diagnoses = analyse(rec, pids)
+    if as_json:
+        import json
+
+        doc = {"schema": "pyimpact.report/1", "file": file, "story": story.to_dict(),
+               "diagnoses": [d.to_json() for d in diagnoses]}
+        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+        sys.stdout.flush()
+        return
+    from ..render.report_view import write
+
+    write(story, diagnoses, sys.stdout)

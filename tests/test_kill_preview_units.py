@@ -1,0 +1,147 @@
+"""Unit tests of the pure impact analysis: checkpoint evidence, heavy-job
+picking, signal masks.  The samples are shaped exactly as the collector
+(pyimpact.commands.kill_preview.TreeObserver) writes them; each case is one
+file-system story the end-to-end tests cannot stage cheaply (a single file
+replaced by rename, an in-place rewrite, checkpoints older than the job).
+"""
+from __future__ import annotations
+
+from pyimpact.analyse.checkpoints import (family_key, final_name, find_checkpoints, is_checkpoint_name,
+                                          is_log_name, is_temp_name)
+from pyimpact.analyse.impact_jobs import ProcRow, pick_jobs
+from pyimpact.analyse.impact_signals import read_signals
+from pyimpact.snapshot import ProcessSnapshot
+
+S = 1_000_000_000
+W = 0o1          # O_WRONLY
+T0 = 1_000 * S   # window start
+
+
+def sample(t, files, wfds=()):
+    """files: path -> (size, mtime, ctime, ino); wfds: (pid, fd, path, pos, flags, size)."""
+    return {"t_ns": t, "procs": {}, "files": {p: list(v) for p, v in files.items()},
+            "wfds": [list(w) for w in wfds]}
+
+
+def test_names():
+    assert is_temp_name("checkpoint_0001.pt.tmp") and is_temp_name("model.ckpt~") and is_temp_name(".x.pt.part")
+    assert not is_temp_name("checkpoint_0001.pt")
+    assert final_name("checkpoint_0001.pt.tmp") == "checkpoint_0001.pt"
+    assert final_name("tmpab12.pt") == "ab12.pt"
+    assert is_checkpoint_name("model.safetensors") and is_checkpoint_name("checkpoint-500")
+    assert is_checkpoint_name("weights.h5") and not is_checkpoint_name("train.py")
+    assert is_log_name("train.log") and is_log_name("events.out.tfevents.123.host")
+    assert family_key("/r/ckpt/checkpoint_0000120.pt.tmp") == "/r/ckpt/checkpoint_#.pt"
+    assert family_key("/r/out/checkpoint-500/model.safetensors") == "/r/out/checkpoint-#/model.safetensors"
+    assert family_key("/r/run3/model.pt") == "/r/run3/model.pt"
+
+
+def test_files_saved_together_are_one_checkpoint_for_the_cadence():
+    """Two shards written together every 30 s: the cadence is 30 s, not 0.01 s."""
+    files = {}
+    for k, t in enumerate((T0 - 60 * S, T0 - 30 * S)):
+        step = f"/r/out/checkpoint-{k}"
+        for shard in (1, 2):
+            ts = t + shard * S // 100
+            files[f"{step}/model-0000{shard}-of-00002.safetensors"] = (100, ts, ts, 10 * k + shard)
+    samples = [sample(T0, files), sample(T0 + S, files)]
+    ck = find_checkpoints(samples, root_start_ns=T0 - 100 * S, rename_calls={}, fsync_calls={})
+    assert ck.family.key == "/r/out/checkpoint-#/model-#-of-#.safetensors"
+    assert len(ck.family.completions) == 4 and abs(ck.cadence_s - 30.0) < 0.1
+
+
+def test_single_file_replaced_by_rename_gives_cadence_and_survivor():
+    p, tmp = "/r/latest.pt", "/r/latest.pt.tmp"
+    samples = [
+        sample(T0, {p: (100, T0 - 2 * S, T0 - 2 * S, 1)}),
+        sample(T0 + 1 * S, {p: (100, T0 - 2 * S + 2 * S, T0 + S - S // 2, 2)}),        # replaced: ino 2
+        sample(T0 + 2 * S, {p: (100, T0 + 2 * S - S // 2, T0 + 2 * S - S // 2 + 10, 3),  # replaced: ino 3
+                            tmp: (40, T0 + 2 * S, T0 + 2 * S, 4)},
+               wfds=[(7, 5, tmp, 40, W, 40)]),
+    ]
+    ck = find_checkpoints(samples, root_start_ns=T0 - 60 * S, rename_calls={7: 2}, fsync_calls={})
+    fam = ck.family
+    assert fam.key == "/r/latest.pt" and len(fam.completions) == 3
+    assert fam.newest.ino == 3 and any("rename" in e for e in fam.evidence)
+    assert ck.cadence_s is not None and 1.0 <= ck.cadence_s <= 2.5
+    [part] = ck.partial
+    assert part.path == tmp and part.temp_and_rename is True and part.survives == p
+    assert part.expected_size_bytes == 100 and part.progress_pct == 40
+    assert not part.overwrites_previous
+
+
+def test_in_place_rewrite_destroys_the_previous_checkpoint():
+    p = "/r/model.ckpt"
+    samples = [
+        sample(T0, {p: (1000, T0 - 30 * S, T0 - 30 * S, 9)}),
+        sample(T0 + S, {p: (200, T0 + S, T0 + S, 9)}, wfds=[(7, 3, p, 200, W, 200)]),
+        sample(T0 + 2 * S, {p: (400, T0 + 2 * S, T0 + 2 * S, 9)}, wfds=[(7, 3, p, 400, W, 400)]),
+    ]
+    ck = find_checkpoints(samples, root_start_ns=T0 - 60 * S, rename_calls={}, fsync_calls={})
+    [part] = ck.partial
+    assert part.overwrites_previous and part.temp_and_rename is False and part.survives is None
+    assert part.write_rate_bps == 200 and part.expected_size_bytes == 1000 and part.eta_s == 3.0
+
+
+def test_checkpoints_older_than_the_process_are_not_its_own():
+    files = {f"/r/ckpt_{i}.pt": (10, T0 - (100 - i) * S, T0 - (100 - i) * S, i) for i in range(3)}
+    samples = [sample(T0, files), sample(T0 + S, files)]
+    ck = find_checkpoints(samples, root_start_ns=T0 - 10 * S, rename_calls={}, fsync_calls={})
+    assert ck.family is None and ck.partial == []
+
+
+def test_logs_and_appends_are_never_half_written_checkpoints():
+    log, big = "/r/train.log", "/r/data.out"
+    samples = [sample(T0 + i * S, {}, wfds=[(7, 3, log, 5 << 20, W, 5 << 20),
+                                            (7, 4, "/r/blob", 9 << 20, W | 0o2000, 9 << 20),
+                                            (7, 1, big, 10, W, 10)]) for i in range(2)]
+    ck = find_checkpoints(samples, root_start_ns=T0 - S, rename_calls={}, fsync_calls={})
+    assert ck.partial == []
+
+
+def test_pick_jobs_groups_workers_and_launchers_and_skips_the_caller():
+    rows = {
+        1: ProcRow(1, 0, "init", 9e3, 0.0, 10 << 20, ["/sbin/init"]),
+        10: ProcRow(10, 1, "bash", 9e3, 0.0, 5 << 20, ["bash"]),
+        20: ProcRow(20, 10, "torchrun", 600, 0.01, 80 << 20, ["torchrun", "--nproc-per-node=2", "train.py"]),
+        21: ProcRow(21, 20, "python", 590, 0.9, 2 << 30, ["python", "train.py"], gpu_bytes=10 << 30),
+        22: ProcRow(22, 20, "python", 590, 0.9, 2 << 30, ["python", "train.py"], gpu_bytes=10 << 30),
+        23: ProcRow(23, 21, "pt_data_worker", 580, 0.4, 1 << 29, ["python", "train.py"]),
+        30: ProcRow(30, 10, "python", 100, 0.3, 50 << 20, ["python", "-m", "pytest"]),   # the caller
+        31: ProcRow(31, 30, "python", 50, 1.0, 10 << 20, ["python", "busy.py"]),
+        32: ProcRow(32, 10, "python", 2, 1.0, 10 << 20, ["python", "new.py"]),          # too young
+        40: ProcRow(40, 2, "kworker", 9e3, 1.0, 0, [], kernel_thread=True),
+        50: ProcRow(50, 10, "python", 900, 0.0, 100 << 20, ["python", "idle_gpu.py"], gpu_bytes=1 << 30),
+    }
+    jobs = pick_jobs(rows, exclude={30})
+    assert [j.root for j in jobs] == [20, 50, 31]
+    launcher = jobs[0]
+    assert sorted(launcher.pids) == [20, 21, 22, 23] and launcher.gpu_bytes == 20 << 30
+    assert jobs[1].why == "holds GPU memory"
+
+
+def test_signal_masks():
+    def mask(*sigs):
+        return sum(1 << (s - 1) for s in sigs)
+
+    p = ProcessSnapshot(pid=5, python=True, sig_caught=mask(2, 15), sig_blocked=mask(15),
+                        sig_ignored=mask(10), sig_pending=mask(15))
+    s = read_signals(p)
+    assert s.handles_sigterm and s.graceful_stop_possible and not s.handles_sigusr1
+    assert s.detail["SIGTERM"].state == "caught+blocked" and "unblocks" in s.note
+    assert s.detail["SIGUSR1"].state == "ignored" and "KeyboardInterrupt" in s.detail["SIGINT"].meaning
+    assert s.pending == ["SIGTERM"]
+    plain = read_signals(ProcessSnapshot(pid=6))
+    assert not plain.handles_sigterm and "same loss as SIGKILL" in plain.detail["SIGTERM"].meaning
+
+
+def test_files_another_process_writes_are_not_the_jobs():
+    """A checkpoint appears in the job's directory while the job wrote less
+    than its size: someone else writes it (a neighbour job in the same place)."""
+    old = {f"/r/ckpt_{i}.pt": (5000, T0 - (10 - i) * S, T0 - (10 - i) * S, i) for i in range(3)}
+    new = dict(old, **{"/r/ckpt_3.pt": (5000, T0 + S // 2, T0 + S // 2, 3)})
+    samples = [sample(T0, old), sample(T0 + S, new)]
+    ck = find_checkpoints(samples, root_start_ns=T0 - 60 * S, rename_calls={}, fsync_calls={}, wrote_bytes=100)
+    assert ck.family is None
+    ck = find_checkpoints(samples, root_start_ns=T0 - 60 * S, rename_calls={}, fsync_calls={}, wrote_bytes=6000)
+    assert ck.family is not None and ck.family.newest.path == "/r/ckpt_3.pt"
