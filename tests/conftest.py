@@ -15,6 +15,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGETS = os.path.join(ROOT, "tests", "targets")
+RECORDINGS = os.path.join(ROOT, "tests", "recordings")   # real recordings saved as fixtures
 PYIMPACT = [sys.executable, "-m", "pyimpact"]
 
 
