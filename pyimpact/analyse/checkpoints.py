@@ -60,10 +60,18 @@ def is_log_name(name: str) -> bool:
     return bool(_LOG_NAME.search(name))
 
 
+_STEP_DIR = re.compile(r"(checkpoint|ckpt|step|epoch|iter)", re.IGNORECASE)
+
+
 def family_key(path: str) -> str:
     """dir + final name with digit runs as '#': checkpoint_000120.pt(.tmp) ->
-    dir/checkpoint_#.pt.  Files of one family are successive checkpoints."""
+    dir/checkpoint_#.pt.  Files of one family are successive checkpoints.
+    A per-checkpoint directory (checkpoint-500/model.safetensors) is
+    numbered the same way: checkpoint-#/model.safetensors."""
     d, name = os.path.split(path)
+    parent, sub = os.path.split(d)
+    if _STEP_DIR.search(sub):
+        d = os.path.join(parent, re.sub(r"\d+", "#", sub))
     return os.path.join(d, re.sub(r"\d+", "#", final_name(name)))
 
 
@@ -119,7 +127,17 @@ class PartialFile:
     is_checkpoint: bool = False
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        d = dict(self.__dict__)
+        d["basis"] = {
+            "bytes_written": "measured: the file's size when last sampled (stat)",
+            "expected_size_bytes": (f"estimated: {self.expected_basis}" if self.expected_size_bytes
+                                    else "unavailable: no complete earlier checkpoint of this name beside it"),
+            "write_rate_bps": ("measured: growth of the file between samples" if self.write_rate_bps
+                               else "unavailable: it did not grow while watched"),
+            "eta_s": ("estimated: bytes still to write at the measured rate" if self.eta_s is not None
+                      else "unavailable: needs the expected size and a write rate"),
+        }
+        return d
 
 
 @dataclass
@@ -157,14 +175,18 @@ def _versions(samples: List[dict]) -> Dict[str, List[dict]]:
 
 
 def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict[int, int],
-                     fsync_calls: Dict[int, int], inflight: Iterable[dict] = ()) -> CheckpointFindings:
+                     fsync_calls: Dict[int, int], inflight: Iterable[dict] = (),
+                     wrote_bytes: Optional[int] = None) -> CheckpointFindings:
     """Families of checkpoint files, the one this job writes, its cadence,
     and the files a kill now would leave half-written.
 
     ``rename_calls``/``fsync_calls``: per pid of the tree, counts from the
     probes' in-kernel aggregate (empty without probes).  ``inflight``: rows
     {pid, fd, path, syscall, for_ns} of write/fsync calls in progress at the
-    end of the window, already mapped to paths.
+    end of the window, already mapped to paths.  ``wrote_bytes``: what the
+    tree passed to write() over the window (wchar growth; None if unknown):
+    a file that appeared while the tree wrote less than its size is someone
+    else's.
     """
     notes: List[str] = []
     if not samples:
@@ -195,7 +217,7 @@ def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict
                 families[key].open_by.append((pid, fd, path))
     renames = sum(rename_calls.values())
     for fam in families.values():
-        _score(fam, root_start_ns, renames, first_ns)
+        _score(fam, root_start_ns, renames, first_ns, wrote_bytes)
     ranked = sorted((f for f in families.values() if f.score > 0),
                     key=lambda f: (f.score, f.newest.completed_ns if f.newest else 0), reverse=True)
     best = ranked[0] if ranked else None
@@ -216,8 +238,15 @@ def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict
     return CheckpointFindings(best, cadence, cadence_basis, partial, ranked[1:], notes)
 
 
-def _score(fam: Family, root_start_ns: int, renames: int, first_ns: int) -> None:
-    """How sure we are that the job wrote this family (0: not this process's)."""
+def _score(fam: Family, root_start_ns: int, renames: int, first_ns: int, wrote_bytes: Optional[int]) -> None:
+    """How sure we are that the job wrote this family (0: not this process's).
+
+    Seen open for writing by the tree: certain.  Completed while watched:
+    the tree's, if it passed at least that many bytes to write() meanwhile
+    (every way of writing a file but mmap goes through write()); if it did
+    not, another process writes these files and the family is not the job's.
+    Written since the process started, in a directory the job works in:
+    likely, by location only, and said so."""
     ev = fam.evidence
     if fam.open_by:
         pids = sorted({p for p, _, _ in fam.open_by})
@@ -225,23 +254,45 @@ def _score(fam: Family, root_start_ns: int, renames: int, first_ns: int) -> None
         ev.append("open for writing by pid " + ", ".join(map(str, pids)))
     in_window = [c for c in fam.completions if c.seen_in_window]
     if in_window:
+        smallest = min(c.size_bytes for c in in_window)
+        if not fam.open_by and wrote_bytes is not None and wrote_bytes < smallest:
+            fam.score = 0
+            ev.append(f"{len(in_window)} completed while watched, but the tree wrote only {wrote_bytes} "
+                      f"bytes meanwhile: another process writes these")
+            return
         fam.score += 3
         how = " by rename (a new inode each time)" if any(c.via_new_inode for c in in_window) else ""
         ev.append(f"{len(in_window)} completed while watched{how}")
     mine = [c for c in fam.completions if c.completed_ns >= root_start_ns]
     if mine:
         fam.score += 1
-        if not in_window:
-            ev.append(f"{len(mine)} written since the process started")
+        if not in_window and not fam.open_by:
+            ev.append(f"{len(mine)} written since the process started, in a directory it works in "
+                      "(attributed by location; not seen being written)")
     elif fam.completions and not fam.open_by:
         fam.score = 0   # every version predates the process: an earlier run's files
         ev.append("all files predate the process (an earlier run's?)")
 
 
+SAVE_CLUSTER_NS = 1_000_000_000   # completions this close are one save (model + optimizer files)
+
+
+def save_events(fam: Family) -> List[int]:
+    """Completion times grouped into save events: a checkpoint often is several
+    files written together, which must not read as a sub-second cadence."""
+    out: List[int] = []
+    for t in sorted({c.completed_ns for c in fam.completions}):
+        if out and t - out[-1] < SAVE_CLUSTER_NS:
+            out[-1] = t
+        else:
+            out.append(t)
+    return out
+
+
 def _cadence(fam: Optional[Family], first_ns: int) -> Tuple[Optional[float], str]:
     if fam is None:
         return None, "no checkpoint found"
-    times = sorted({c.completed_ns for c in fam.completions})
+    times = save_events(fam)
     if len(times) < 2:
         return None, "only one checkpoint seen: no cadence yet"
     gaps = [(b - a) / 1e9 for a, b in zip(times, times[1:])][-10:]
@@ -252,7 +303,7 @@ def _cadence(fam: Optional[Family], first_ns: int) -> Tuple[Optional[float], str
         parts.append(f"{earlier} earlier file(s) in {os.path.dirname(fam.key) or '.'}")
     if seen:
         parts.append(f"{seen} completed while watched")
-    return statistics.median(gaps), (f"measured: median of {len(gaps)} interval(s) between checkpoint "
+    return statistics.median(gaps), (f"median of {len(gaps)} interval(s) between checkpoint "
                                      f"completion times ({'; '.join(parts)})")
 
 

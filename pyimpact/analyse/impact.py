@@ -1,0 +1,414 @@
+"""Impact: what a kill costs (DESIGN.md "Impact"), as a pure function of a Recording.
+
+``analyse_impact(rec)`` separates what a kill of the target now would lose
+(compute since the last *completed* checkpoint, half-written files) from what
+it would not (completed checkpoints, data already passed to write(), which
+sits in the page cache and outlives the process), what it would free (USS,
+VRAM, cores, disk rates), whom it would hurt (children, distributed peers,
+the parent), whether a graceful stop exists (signal masks), and from all that
+a verdict (safe / costly / unsafe) and a recommendation with the figures for
+each way to stop.
+
+Every figure carries its basis: *measured* (read from the kernel, /proc,
+file timestamps or the probes over the window) or *estimated* (extrapolated
+from a rate, the rate and span given), or *unavailable* (why).
+
+Inputs, all inside the Recording (so a saved one gives the same answer):
+snapshots (start/end), ``metadata["kill_preview"]["observations"]`` (the
+collector's samples of the tree and its files over the window), ``gpu``
+(NVML samples), ``syscall_stats`` and ``inflight`` (probes).  No I/O, no
+clock reads: "now" is the time of the last sample (``as_of``).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from ..recording import Recording
+from ..snapshot import ProcessSnapshot, SystemSnapshot
+from .checkpoints import CheckpointFindings, find_checkpoints, writable
+from .impact_resources import (Figure, GpuFigures, cpu_rate, cpu_since, gpu_figures, gpu_since,
+                               io_rates, latest_pss, per_process_rates, wchar_growth)
+from .impact_signals import SignalReport, read_signals
+from .impact_tree import FileGroups, SocketGroups, cascade, group_files, group_sockets, role_of, tree_pids
+from .impact_verdict import mib as _mib
+from .impact_verdict import recommend, verdict
+
+SCHEMA = "pyimpact.kill-preview/1"
+COSTLY_AFTER_S = 60.0          # lost wall, CPU or GPU seconds from which a kill is "costly"
+RENAME_CALLS = ("rename", "renameat", "renameat2")
+FSYNC_CALLS = ("fsync", "fdatasync", "sync_file_range", "msync", "syncfs")
+WRITE_CALLS = FSYNC_CALLS + ("write", "pwrite64", "writev", "pwritev", "pwritev2", "copy_file_range",
+                             "sendfile", "fallocate", "ftruncate", "close")
+
+
+def iso(ns: Optional[int]) -> Optional[str]:
+    if not ns:
+        return None
+    return _dt.datetime.fromtimestamp(ns / 1e9, tz=_dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+# --------------------------------------------------------------------------
+# The report
+# --------------------------------------------------------------------------
+
+@dataclass
+class ProcessRow:
+    pid: int
+    ppid: int
+    role: str
+    command: str
+    age_s: Optional[float]
+    cpu_pct: Optional[float]
+    rss_bytes: Optional[int]
+    uss_bytes: Optional[int]
+    threads: int
+    state: str
+    files: FileGroups
+    sockets: SocketGroups
+    gpus: List[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["files"] = self.files.to_dict()
+        d["sockets"] = self.sockets.to_dict()
+        return d
+
+
+@dataclass
+class ImpactReport:
+    target: dict
+    as_of_ns: int
+    observation: dict
+    tree: List[ProcessRow]
+    loss: dict
+    freed: dict
+    cascade: dict
+    signals: SignalReport
+    gpu: dict
+    safe_to_kill: dict
+    recommendation: dict
+    notes: List[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """The stable ``--json`` document (schema ``pyimpact.kill-preview/1``).
+
+        Keys (new keys may be added; these keep their meaning):
+          as_of, as_of_ns      the moment the figures describe (last sample)
+          target               pid, start_ticks, command, age_s, started_at
+          observation          window_s, samples, kernel_probes, lost_events,
+                               watched_dirs, unavailable [{what, why}]
+          tree[]               pid, ppid, role, command, age_s, cpu_pct, rss_bytes,
+                               uss_bytes, threads, files{checkpoints, logs, temp,
+                               written, read, shm, gpu_devices}, sockets{listening,
+                               peers}, gpus[{device, used_memory_bytes}]
+          loss                 since ("checkpoint" | "start"), since_checkpoint_s,
+                               cpu_seconds, gpu_seconds, last_checkpoint{path,
+                               completed_at, completed_at_ns, size_bytes, basis,
+                               family} | null, checkpoint_cadence_s,
+                               next_checkpoint_in_s, partial_files[{path, pid, fd,
+                               bytes_written, expected_size_bytes, write_rate_bps,
+                               eta_s, temp_and_rename, survives, overwrites_previous,
+                               basis{...}}], not_lost[], summary, notes[],
+                               basis{<figure>: {value?, kind, basis}}
+          freed                ram_uss_bytes, ram_rss_bytes, vram_bytes{gpu: bytes},
+                               cpu_cores, disk_read_bps, disk_write_bps,
+                               network_bps (null: not measurable), listening_ports,
+                               basis{...}
+          cascade              children[{pid, role, fate, ...}], parent{pid, effect},
+                               peers[{kind: distributed|tcp|listener|pipe, who,
+                               effect}], group_kill
+          signals              handles_sigterm, handles_sigint, handles_sigusr1,
+                               graceful_stop_possible, detail{SIG: {state, meaning}},
+                               pending[]
+          gpu                  available, reason, devices[], tree_vram_bytes,
+                               tree_sm_util_pct
+          safe_to_kill         verdict (safe | costly | unsafe), reason,
+                               next_safe_in_s, next_safe_basis
+          recommendation       action (kill | wait | sigterm | suspend), text,
+                               options[{action, text, loses_s, ...}]
+        "kind" is measured (read from the kernel, /proc, file times or the
+        probes), estimated (extrapolated, basis given) or unavailable (why).
+        """
+        return {
+            "schema": SCHEMA,
+            "as_of": iso(self.as_of_ns),
+            "as_of_ns": self.as_of_ns,
+            "target": dict(self.target),
+            "observation": dict(self.observation),
+            "tree": [r.to_dict() for r in self.tree],
+            "loss": self.loss,
+            "freed": self.freed,
+            "cascade": self.cascade,
+            "signals": self.signals.to_dict(),
+            "gpu": self.gpu,
+            "safe_to_kill": self.safe_to_kill,
+            "recommendation": self.recommendation,
+            "notes": list(self.notes),
+        }
+
+
+# --------------------------------------------------------------------------
+# Inputs out of the Recording
+# --------------------------------------------------------------------------
+
+def observation_for(rec: Recording, root: int) -> dict:
+    """The collector's observation of ``root`` (empty when there is none)."""
+    for obs in rec.metadata.get("kill_preview", {}).get("observations", []):
+        if int(obs.get("root", -1)) == root:
+            return obs
+    return {"root": root, "samples": []}
+
+
+def _call_counts(rec: Recording, pids: set, names) -> Dict[int, int]:
+    st = rec.syscall_stats
+    if st is None or st.empty:
+        return {}
+    rows = st[st["pid"].isin(list(pids)) & st["syscall"].isin(list(names))]
+    return {int(pid): int(n) for pid, n in rows.groupby("pid")["count"].sum().items()}
+
+
+def _inflight_writes(rec: Recording, snap: SystemSnapshot, pids: set, as_of_ns: int) -> List[dict]:
+    """Writes and fsyncs in progress at the end of the trace, mapped to paths
+    through the end snapshot's fds (the fd is open while its call runs)."""
+    df = rec.inflight
+    if df is None or df.empty:
+        return []
+    out = []
+    for r in df.to_dict(orient="records"):
+        if int(r["pid"]) not in pids or r["syscall"] not in WRITE_CALLS or r["syscall"] == "close":
+            continue
+        args = list(r.get("args") or [])
+        fd = int(args[0]) if args else -1
+        p = snap.processes.get(int(r["pid"]))
+        f = next((x for x in p.fds if x.fd == fd), None) if p else None
+        if f is None or f.kind != "file":
+            continue
+        if r["syscall"] not in FSYNC_CALLS and not writable(f.flags):
+            continue
+        out.append({"pid": int(r["pid"]), "fd": fd, "path": f.target, "syscall": r["syscall"],
+                    "for_ns": max(0, as_of_ns - int(r["since_ns"])), "flags": f.flags, "size": f.size_bytes})
+    return out
+
+
+def _slow_write_notes(rec: Recording, pids: set) -> List[str]:
+    ev = rec.events
+    if ev is None or ev.empty:
+        return []
+    rows = ev[(ev["kind"] == "syscall") & ev["pid"].isin(list(pids)) & ev["syscall"].isin(list(FSYNC_CALLS))]
+    if rows.empty:
+        return []
+    longest = int(rows["dur_ns"].max())
+    return [f"{len(rows)} slow fsync-type call(s) during the window (probes), longest "
+            f"{longest / 1e6:.0f} ms: the tree flushes files to disk"]
+
+
+# --------------------------------------------------------------------------
+# The analysis
+# --------------------------------------------------------------------------
+
+def analyse_impact(rec: Recording, root: Optional[int] = None, costly_after_s: float = COSTLY_AFTER_S,
+                   wait_limit_s: float = 600.0) -> ImpactReport:
+    """What killing ``root`` (default: the recording's first target) now would cost."""
+    if root is None:
+        targets = rec.metadata.get("targets") or []
+        if not targets:
+            raise ValueError("the recording names no target process")
+        root = int(targets[0]["pid"])
+    snap = rec.snapshots.get("end") or rec.snapshots.get("start")
+    if snap is None or root not in snap.processes:
+        raise ValueError(f"no snapshot of process {root} in the recording")
+    obs = observation_for(rec, root)
+    samples = obs.get("samples", [])
+    as_of_ns = int(samples[-1]["t_ns"]) if samples else int(rec.end_ns or snap.taken_at_ns)
+    first_ns = int(samples[0]["t_ns"]) if samples else as_of_ns
+    rp = snap.processes[root]
+    pids = tree_pids(snap, root)
+    pidset = set(pids)
+    # pids seen in any sample belong to the tree too (short-lived workers)
+    for s in samples:
+        pidset.update(int(k) for k in s.get("procs", {}))
+    root_start_ns = int(rp.create_time * 1e9)
+    notes: List[str] = list(obs.get("notes", []))
+
+    renames = _call_counts(rec, pidset, RENAME_CALLS)
+    fsyncs = _call_counts(rec, pidset, FSYNC_CALLS)
+    inflight = _inflight_writes(rec, snap, pidset, as_of_ns)
+    ck = find_checkpoints(samples, root_start_ns, renames, fsyncs, inflight, wchar_growth(samples))
+    notes += ck.notes + _slow_write_notes(rec, pidset)
+
+    gpuf = gpu_figures(rec.gpu or [], pidset)
+    rates = per_process_rates(samples)
+    loss = _loss(ck, samples, gpuf, root_start_ns, as_of_ns, rp, snap)
+    tree = _tree_rows(snap, root, pids, rates, gpuf, as_of_ns)
+    freed = _freed(tree, samples, gpuf)
+    effects = cascade(snap, root, pids, tree)
+    signals = read_signals(rp)
+    safe = verdict(loss, ck.partial, costly_after_s)
+    recommendation = recommend(loss, safe, signals, freed, effects, wait_limit_s)
+
+    meta = rec.metadata
+    unavailable = [dict(u) for u in meta.get("unavailable", [])]
+    if not gpuf.available and not any(u.get("what", "").startswith("GPU") for u in unavailable):
+        unavailable.append({"what": "GPU (NVML)", "why": gpuf.reason})
+    observation = {
+        "window_s": round((as_of_ns - first_ns) / 1e9, 3),
+        "samples": len(samples),
+        "sample_interval_s": obs.get("interval_s"),
+        "kernel_probes": not any(u.get("what") == "kernel probes" for u in meta.get("unavailable", []))
+        and "clock_offset_ns" in meta,
+        "events": 0 if rec.events is None else int(len(rec.events)),
+        "lost_events": rec.lost_total,
+        "watched_dirs": list(obs.get("watched", [])),
+        "ended": meta.get("end_reason"),
+        "unavailable": unavailable,
+    }
+    target = {"pid": root, "start_ticks": rp.start_ticks, "command": " ".join(rp.cmdline) or rp.name,
+              "comm": rp.name, "age_s": round((as_of_ns - root_start_ns) / 1e9, 3),
+              "started_at": iso(root_start_ns), "state": rp.state}
+    gpu = {"available": gpuf.available, "reason": gpuf.reason, "devices": gpuf.devices,
+           "tree_vram_bytes": {str(k): v for k, v in gpuf.vram_by_device.items()},
+           "tree_sm_util_pct": {str(k): round(v[0], 1) for k, v in gpuf.util_by_device.items()}}
+    if not gpuf.available and any(r.files.gpu_devices for r in tree):
+        notes.append("the tree holds /dev/nvidia* open, but NVML could not be read: GPU figures are missing")
+    return ImpactReport(target=target, as_of_ns=as_of_ns, observation=observation, tree=tree, loss=loss,
+                        freed=freed, cascade=effects, signals=signals, gpu=gpu, safe_to_kill=safe,
+                        recommendation=recommendation, notes=notes)
+
+
+def _loss(ck: CheckpointFindings, samples, gpuf: GpuFigures, root_start_ns: int, as_of_ns: int,
+          rp: ProcessSnapshot, snap: SystemSnapshot) -> dict:
+    fam = ck.family
+    newest = fam.newest if fam else None
+    notes: List[str] = []
+    # A checkpoint older than the process is one it may have resumed from, not one it wrote.
+    if newest is not None and newest.completed_ns >= root_start_ns - 1_000_000_000:
+        anchor, since = newest.completed_ns, "checkpoint"
+    else:
+        anchor, since = root_start_ns, "start"
+        if newest is not None:
+            notes.append(f"the newest checkpoint {newest.path} predates this process (it may have "
+                         "resumed from it); the work since the process started is lost")
+    since_s = max(0.0, (as_of_ns - anchor) / 1e9)
+    if since == "checkpoint":
+        since_fig = Figure(round(since_s, 3), "measured",
+                           f"as-of time minus the completion time of {os.path.basename(newest.path)} "
+                           "(its ctime/mtime: when it was renamed into place or last written)")
+    else:
+        since_fig = Figure(round(since_s, 3), "measured", "no checkpoint by this process: everything "
+                           "since it started (start time from /proc)")
+    cpu = cpu_since(samples, anchor, since == "start")
+    gpu = gpu_since(gpuf, since_s)
+    last = None
+    if since == "checkpoint":
+        last = {"path": newest.path, "completed_at": iso(newest.completed_ns),
+                "completed_at_ns": newest.completed_ns, "size_bytes": newest.size_bytes,
+                "basis": "; ".join(fam.evidence) or "checkpoint-like file in a watched directory",
+                "family": fam.key}
+    next_in = None
+    next_basis = ""
+    if ck.cadence_s and since == "checkpoint":
+        next_in = (anchor + ck.cadence_s * 1e9 - as_of_ns) / 1e9
+        next_basis = f"last completion + cadence {ck.cadence_s:.1f} s"
+        if next_in < 0:
+            notes.append(f"the next checkpoint is overdue by {-next_in:.1f} s (cadence {ck.cadence_s:.1f} s): "
+                         "the job may checkpoint by steps, not by time, or be slowed down")
+            next_in = 0.0
+    written = sum((snap.processes[pid].io_write_bytes or 0) for pid in tree_pids(snap, rp.pid))
+    not_lost = []
+    if last:
+        not_lost.append(f"completed checkpoints stay on disk (newest: {last['path']})")
+    for p in ck.partial:
+        if p.temp_and_rename and p.survives:
+            not_lost.append(f"{p.survives} survives: the file being written is a temporary that would be "
+                            "left behind, the complete one is replaced only by a rename")
+    if written:
+        not_lost.append(f"{_mib(written)} the tree wrote to files is in the page cache or on disk: "
+                        "the kernel keeps it after the process dies (not counted as lost)")
+    if since == "checkpoint":
+        summary = (f"A kill now loses {since_s:.1f} s of work since the last completed checkpoint "
+                   f"({os.path.basename(newest.path)})")
+    else:
+        summary = (f"No checkpoint found: a kill now loses everything since the process started "
+                   f"{since_s:.1f} s ago")
+    if cpu.value is not None:
+        summary += f", {cpu.value:.1f} CPU-s ({cpu.kind})"
+    if gpu.value:
+        summary += f", {gpu.value:.1f} GPU-s ({gpu.kind})"
+    summary += "."
+    return {
+        "summary": summary,
+        "since": since,
+        "since_checkpoint_s": round(since_s, 3),
+        "cpu_seconds": cpu.value,
+        "gpu_seconds": gpu.value,
+        "last_checkpoint": last,
+        "checkpoint_cadence_s": round(ck.cadence_s, 3) if ck.cadence_s else None,
+        "next_checkpoint_in_s": round(next_in, 3) if next_in is not None else None,
+        "partial_files": [p.to_dict() for p in ck.partial],
+        "not_lost": not_lost,
+        "other_checkpoint_candidates": [f.key for f in ck.other_families],
+        "basis": {
+            "since_checkpoint_s": since_fig.to_dict(),
+            "cpu_seconds": cpu.to_dict(),
+            "gpu_seconds": gpu.to_dict(),
+            "checkpoint_cadence_s": {"kind": "measured" if ck.cadence_s else "unavailable",
+                                     "basis": ck.cadence_basis},
+            "next_checkpoint_in_s": {"kind": "estimated" if next_in is not None else "unavailable",
+                                     "basis": next_basis or "no cadence known"},
+        },
+        "notes": notes,
+    }
+
+
+def _tree_rows(snap: SystemSnapshot, root: int, pids: List[int], rates, gpuf: GpuFigures,
+               as_of_ns: int) -> List[ProcessRow]:
+    rows = []
+    tree = set(pids)
+    for pid in pids:
+        p = snap.processes[pid]
+        parent = snap.processes.get(p.ppid)
+        r = rates.get(pid)
+        rows.append(ProcessRow(
+            pid=pid, ppid=p.ppid, role=role_of(p, parent, pid == root),
+            command=" ".join(p.cmdline) or f"[{p.name}]",
+            age_s=round(as_of_ns / 1e9 - p.create_time, 2) if p.create_time else None,
+            cpu_pct=round(100 * r["cpu_cores"], 1) if r else None,
+            rss_bytes=p.rss_bytes, uss_bytes=p.uss_bytes, threads=p.num_threads, state=p.state,
+            files=group_files(p), sockets=group_sockets(p, snap, tree),
+            gpus=[{"device": d, "used_memory_bytes": b} for d, b in gpuf.vram_by_pid.get(pid, [])]))
+    return rows
+
+
+def _freed(tree: List[ProcessRow], samples, gpuf: GpuFigures) -> dict:
+    uss = [r.uss_bytes for r in tree]
+    rate = cpu_rate(samples)
+    rb, wb = io_rates(samples)
+    ports = sorted({port for r in tree for port in r.sockets.listening})
+    pss = latest_pss(samples)
+    return {
+        "ram_uss_bytes": sum(u for u in uss if u is not None),
+        "ram_pss_bytes": pss[0] if pss else None,
+        "ram_rss_bytes": sum(r.rss_bytes or 0 for r in tree),
+        "ram_complete": all(u is not None for u in uss),
+        "vram_bytes": {str(k): v for k, v in gpuf.vram_by_device.items()},
+        "cpu_cores": round(rate[0], 2) if rate else None,
+        "disk_read_bps": round(rb) if rb is not None else None,
+        "disk_write_bps": round(wb) if wb is not None else None,
+        "network_bps": None,
+        "listening_ports": ports,
+        "basis": {
+            "ram": "measured: the RAM a kill of the whole job returns lies between the sum of USS "
+                   "(pages only one of its processes maps) and the sum of PSS (adds its share of shared "
+                   "pages: all of those the job's processes share only among themselves, e.g. fork "
+                   "copy-on-write pages of workers), from /proc smaps_rollup; RSS counts every shared page",
+            "vram": ("measured: NVML per-process used memory" if gpuf.available else f"unavailable: {gpuf.reason}"),
+            "cpu_cores": (f"measured: /proc CPU time over the {rate[1]:.1f} s window" if rate
+                          else "unavailable: too few samples"),
+            "disk": "measured: /proc/PID/io read_bytes/write_bytes over the window (live processes)",
+            "network": "unavailable: Linux keeps no per-process network byte counters and the probes "
+                       "do not count socket bytes yet",
+        },
+    }

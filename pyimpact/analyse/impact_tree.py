@@ -1,0 +1,246 @@
+"""The process tree of a job: who is who, what each holds, what dies with it.
+
+Roles are read from what the processes show of themselves: PyTorch names its
+DataLoader worker processes ``pt_data_worker`` (comm); multiprocessing,
+joblib/loky, TensorBoard and torch's compile workers carry their module in
+argv; a forked child with its parent's argv is a worker of it.
+
+The cascade follows kernel rules, not hopes: SIGKILL of a process does not
+kill its children; they are re-parented to init (or the nearest subreaper)
+and live on unless they notice.  PyTorch's DataLoader workers poll
+``os.getppid()`` and leave within ~5 s (MP_STATUS_CHECK_INTERVAL); a process
+group kill (``kill -- -PGID``) ends them all at once.
+
+Pure functions over ``SystemSnapshot`` records.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from ..snapshot import ProcessSnapshot, SystemSnapshot
+from .checkpoints import is_checkpoint_name, is_log_name, is_temp_name, writable
+
+DATALOADER_WORKER_EXIT_S = 5.0     # torch.utils.data._utils.MP_STATUS_CHECK_INTERVAL
+_BORING_READ = ("/usr/", "/lib", "/etc/", "/opt/conda/lib", "/proc/", "/sys/", "/dev/", "/run/")
+_LAUNCHERS = ("torchrun", "torch.distributed.run", "torch.distributed.launch", "accelerate",
+              "deepspeed", "mpirun", "mpiexec", "srun", "horovodrun")
+
+
+def tree_pids(snap: SystemSnapshot, root: int) -> List[int]:
+    """root and its descendants present in the snapshot, parents first."""
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop(0)
+        if pid in snap.processes and pid not in out:
+            out.append(pid)
+            todo.extend(sorted(snap.processes[pid].children))
+    return out
+
+
+def role_of(p: ProcessSnapshot, parent: Optional[ProcessSnapshot], is_root: bool) -> str:
+    argv = " ".join(p.cmdline)
+    if is_root:
+        return "launcher" if any(x in argv for x in _LAUNCHERS) else "main"
+    if p.name == "pt_data_worker":
+        return "dataloader worker"
+    if "multiprocessing.resource_tracker" in argv or "multiprocessing.semaphore_tracker" in argv:
+        return "helper: mp resource tracker"
+    if "multiprocessing.forkserver" in argv:
+        return "helper: mp forkserver"
+    if "tensorboard" in argv:
+        return "helper: TensorBoard"
+    if "compile_worker" in argv or "torch._inductor" in argv:
+        return "helper: torch compile worker"
+    if "wandb" in argv:
+        return "helper: wandb"
+    if "loky" in argv or "joblib" in argv:
+        return "joblib worker"
+    if "multiprocessing.spawn" in argv or "--multiprocessing-fork" in argv:
+        return "mp worker"
+    if parent is not None and p.cmdline and p.cmdline == parent.cmdline:
+        return "worker (forked)"
+    return "child"
+
+
+@dataclass
+class FileGroups:
+    checkpoints: List[str] = field(default_factory=list)
+    logs: List[str] = field(default_factory=list)
+    temp: List[str] = field(default_factory=list)
+    written: List[str] = field(default_factory=list)
+    read: List[str] = field(default_factory=list)
+    shm: List[str] = field(default_factory=list)          # shared memory (e.g. torch tensors)
+    gpu_devices: List[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def group_files(p: ProcessSnapshot) -> FileGroups:
+    """Open files by what they are for: written checkpoints, logs, temp
+    files, other written files, read data (system files left out)."""
+    g = FileGroups()
+    for f in p.fds:
+        t = f.target
+        if f.kind == "dev":
+            if t.startswith("/dev/nvidia") and t not in g.gpu_devices:
+                g.gpu_devices.append(t)
+            continue
+        if f.kind != "file" or not t.startswith("/"):
+            continue
+        name = os.path.basename(t.replace(" (deleted)", ""))
+        if t.startswith("/dev/shm/"):
+            if t not in g.shm:
+                g.shm.append(t)
+            continue
+        if writable(f.flags):
+            if is_log_name(name) or f.fd in (1, 2):   # stdout/stderr redirected to a file
+                bucket = g.logs
+            elif is_temp_name(name) or t.endswith(" (deleted)"):
+                bucket = g.temp
+            elif is_checkpoint_name(name):
+                bucket = g.checkpoints
+            else:
+                bucket = g.written
+        elif t.startswith(_BORING_READ) or "/site-packages/" in t or t.endswith((".so", ".py", ".pyc")):
+            continue
+        else:
+            bucket = g.read
+        if t not in bucket:
+            bucket.append(t)
+    return g
+
+
+@dataclass
+class SocketGroups:
+    listening: List[str] = field(default_factory=list)
+    peers: List[dict] = field(default_factory=list)   # {proto, local, remote, state, local_pid}
+
+    def to_dict(self) -> dict:
+        return {"listening": list(self.listening), "peers": [dict(x) for x in self.peers]}
+
+
+def group_sockets(p: ProcessSnapshot, snap: SystemSnapshot, tree: set) -> SocketGroups:
+    g = SocketGroups()
+    for f in p.fds:
+        if f.kind != "socket" or f.inode is None:
+            continue
+        s = snap.sockets.get(f.inode)
+        if s is None or not s.proto.startswith(("tcp", "udp")):
+            continue
+        if s.state == "LISTEN":
+            if s.local not in g.listening:
+                g.listening.append(s.local)
+        elif s.remote and s.state in ("ESTABLISHED", "SYN_SENT", "CLOSE_WAIT", ""):
+            local_pid = None
+            if s.peer_inode is not None:
+                for pid, _fd, _mode in snap.inode_holders.get(s.peer_inode, []):
+                    local_pid = pid
+                    break
+            if local_pid in tree:
+                continue    # talking to itself
+            g.peers.append({"proto": s.proto, "local": s.local, "remote": s.remote,
+                            "state": s.state, "local_pid": local_pid})
+    return g
+
+
+def distributed_env(p: ProcessSnapshot) -> Optional[dict]:
+    """What the allow-listed environment says about a distributed job."""
+    env = p.env
+    keys = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    if not any(k in env for k in keys) and not any(k.startswith(("TORCHELASTIC_", "SLURM_")) for k in env):
+        return None
+    out = {k.lower(): env[k] for k in keys if k in env}
+    elastic = {k: v for k, v in env.items() if k.startswith("TORCHELASTIC_")}
+    slurm = {k: v for k, v in env.items() if k in ("SLURM_JOB_ID", "SLURM_PROCID", "SLURM_NTASKS",
+                                                   "SLURM_STEP_ID", "SLURM_JOB_NAME")}
+    if elastic:
+        out["torchelastic"] = elastic
+    if slurm:
+        out["slurm"] = slurm
+    if "CUDA_VISIBLE_DEVICES" in env:
+        out["cuda_visible_devices"] = env["CUDA_VISIBLE_DEVICES"]
+    return out
+
+
+def child_fate(role: str, depth: int) -> str:
+    """What SIGKILL of the root does to a descendant."""
+    if role == "dataloader worker":
+        return (f"orphaned (re-parented to init/subreaper); PyTorch's worker watchdog notices "
+                f"the parent is gone and exits within ~{DATALOADER_WORKER_EXIT_S:.0f} s")
+    if role in ("mp worker", "joblib worker", "worker (forked)"):
+        return "orphaned (re-parented); exits when it next reads from the dead parent's pipe (EOF), else lives on"
+    if role.startswith("helper: mp"):
+        return "orphaned; exits when the parent's pipe closes, cleaning up its resources"
+    if depth > 1:
+        return "stays with its own parent (in the tree); dies or lives on with it"
+    return "orphaned (re-parented to init/subreaper) and keeps running, holding its resources"
+
+
+def cascade(snap: SystemSnapshot, root: int, pids: List[int], tree: list) -> dict:
+    """Who is hurt by the kill: children (and their fate), the parent,
+    distributed peers, TCP peers and listeners, pipe ends held outside."""
+    depth = {root: 0}
+    for pid in pids:
+        p = snap.processes[pid]
+        if pid != root:
+            depth[pid] = depth.get(p.ppid, 0) + 1
+    children = []
+    for r in tree:
+        if r.pid == root:
+            continue
+        children.append({"pid": r.pid, "ppid": r.ppid, "role": r.role, "command": r.command,
+                         "fate": child_fate(r.role, depth.get(r.pid, 1)), "uss_bytes": r.uss_bytes,
+                         "cpu_pct": r.cpu_pct})
+    rp = snap.processes[root]
+    parent = snap.processes.get(rp.ppid)
+    parent_info = {"pid": rp.ppid, "command": " ".join(parent.cmdline) if parent else None,
+                   "effect": "sees the child end (wait status: killed by the signal); a launcher or "
+                             "supervisor may restart it"}
+    peers: List[dict] = []
+    dist = distributed_env(rp)
+    if dist:
+        what = "distributed job"
+        if "rank" in dist or "world_size" in dist:
+            what = f"rank {dist.get('rank', '?')} of {dist.get('world_size', '?')}"
+        effect = ("the other ranks stall in their next collective until it times out (PyTorch's "
+                  "default: 10 min NCCL, 30 min Gloo) unless an elastic agent restarts the group")
+        if "torchelastic" in dist:
+            effect = ("torchelastic's agent sees this worker fail and restarts the whole group from "
+                      "its last checkpoint (if restarts remain); the other ranks lose their work since then too")
+        peers.append({"kind": "distributed", "who": what, "env": dist, "effect": effect})
+    for r in tree:
+        for s in r.sockets.peers:
+            who = f"{s['remote']}" + (f" (local pid {s['local_pid']})" if s.get("local_pid") else "")
+            peers.append({"kind": "tcp", "pid": r.pid, "who": who, "state": s["state"],
+                          "effect": "the peer sees the connection reset or closed (EOF/ECONNRESET)"})
+        for port in r.sockets.listening:
+            peers.append({"kind": "listener", "pid": r.pid, "who": port,
+                          "effect": "new connections to this port are refused"})
+    # Pipes shared with processes outside the tree, where they hold the other end:
+    # a reader of the job's output, or a writer feeding the job.
+    pidset = set(pids)
+    outside: Dict[int, set] = {}
+    for pid in pids:
+        for f in snap.processes[pid].fds:
+            if f.kind != "pipe" or f.inode is None or not f.mode:
+                continue
+            for hpid, _fd, mode in snap.inode_holders.get(f.inode, []):
+                if hpid in pidset or not mode:
+                    continue
+                if "w" in f.mode and "r" in mode:
+                    outside.setdefault(hpid, set()).add("reads")
+                elif "r" in f.mode and "w" in mode:
+                    outside.setdefault(hpid, set()).add("writes")
+    for hpid, how in sorted(outside.items())[:8]:
+        other = snap.processes.get(hpid)
+        if "reads" in how:
+            effect = "reads the job's output through a pipe: gets EOF once its last writer is gone"
+        else:
+            effect = "writes into the job through a pipe: gets EPIPE/SIGPIPE once no reader is left"
+        peers.append({"kind": "pipe", "pid": hpid, "who": f"pid {hpid}" + (f" ({other.name})" if other else ""),
+                      "effect": effect})
+    return {"children": children, "parent": parent_info, "peers": peers,
+            "group_kill": f"kill -- -{rp.pgid} ends the whole process group at once" if rp.pgid else ""}

@@ -1,0 +1,131 @@
+"""The safe-to-kill verdict and the recommendation, from the impact figures.
+
+Why these rules: a kill while a checkpoint (or any large file of the job) is
+being written can leave a truncated file, or no complete one at all for an
+in-place writer, so that is "unsafe" whatever else holds; otherwise the cost
+is the work since the last completed checkpoint, "costly" from a threshold
+(60 s of wall, CPU or GPU time by default).  The recommendation prefers what
+loses nothing: wait for the write or the next checkpoint when it is near, a
+graceful SIGTERM when the process catches it, a suspend (SIGSTOP) when the
+work is valuable and no checkpoint is in sight; kill when it is cheap.  Each
+option comes with its figures, so the operator can choose otherwise.
+
+Pure functions over the dicts built in pyimpact.analyse.impact.
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+from .checkpoints import PartialFile
+from .impact_signals import SignalReport
+
+
+def mib(n: Optional[float]) -> str:
+    """Bytes in binary units, for the sentences the analysis writes."""
+    if n is None:
+        return "?"
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def verdict(loss: dict, partial: List[PartialFile], costly_after_s: float) -> dict:
+    """safe / costly / unsafe, the reason, and when the next safe moment comes."""
+    next_ckpt = loss["next_checkpoint_in_s"]
+    if partial:
+        p = max(partial, key=lambda x: x.bytes_written)
+        what = f"{p.path} is being written"
+        if p.in_flight:
+            what += f" ({p.in_flight})"
+        if p.expected_size_bytes:
+            what += (f": {mib(p.bytes_written)} of ~{mib(p.expected_size_bytes)} "
+                     f"({p.progress_pct:.0f}%)")
+        else:
+            what += f": {mib(p.bytes_written)} so far"
+        if p.eta_s is not None:
+            what += f", ~{p.eta_s:.1f} s left"
+        if p.temp_and_rename:
+            what += "; a kill leaves the temporary behind" + (f", {p.survives} survives" if p.survives else "")
+        elif p.overwrites_previous:
+            what += "; it overwrites the previous checkpoint in place: a kill now leaves no complete copy here"
+        else:
+            what += "; a kill leaves it half-written" + (f" ({p.survives} survives)" if p.survives else "")
+        etas = [x.eta_s for x in partial if x.eta_s is not None]
+        return {"verdict": "unsafe", "reason": what,
+                "next_safe_in_s": round(max(etas), 2) if etas else None,
+                "next_safe_basis": "the write's progress at its measured rate" if etas else "unknown"}
+    lost = loss["since_checkpoint_s"]
+    cpu = loss["cpu_seconds"] or 0.0
+    gpu = loss["gpu_seconds"] or 0.0
+    costly = max(lost, cpu, gpu) >= costly_after_s
+    what = f"{lost:.1f} s of work" + (f" ({cpu:.1f} CPU-s" + (f", {gpu:.1f} GPU-s" if gpu else "") + ")")
+    if loss["since"] == "checkpoint":
+        what += " since the last completed checkpoint"
+    else:
+        what += " since the process started (no checkpoint found)"
+    if costly:
+        reason = f"a kill now loses {what} (>= {costly_after_s:.0f} s is costly); nothing is being written"
+    else:
+        reason = f"nothing is being written; a kill now loses only {what}"
+    return {"verdict": "costly" if costly else "safe", "reason": reason,
+            "next_safe_in_s": next_ckpt,
+            "next_safe_basis": ("expected next checkpoint (" + loss["basis"]["next_checkpoint_in_s"]["basis"] + ")")
+            if next_ckpt is not None else "no checkpoint cadence known"}
+
+
+def recommend(loss: dict, verdict: dict, signals: SignalReport, freed: dict, cascade: dict,
+              wait_limit_s: float) -> dict:
+    """The way to stop it that costs least, and the figures for every way."""
+    lost = loss["since_checkpoint_s"]
+    cpu = loss["cpu_seconds"]
+    ram = mib(freed["ram_uss_bytes"]) + (f"..{mib(freed['ram_pss_bytes'])}" if freed.get("ram_pss_bytes") else "")
+    frees = (f"frees {ram} RAM"
+             + (f", {freed['cpu_cores']:.1f} cores" if freed.get("cpu_cores") is not None else "")
+             + "".join(f", {mib(v)} VRAM on GPU {k}" for k, v in freed["vram_bytes"].items()))
+    options = []
+    options.append({"action": "kill", "text": f"kill now (SIGKILL): loses {lost:.1f} s"
+                    + (f" / {cpu:.1f} CPU-s" if cpu is not None else "") + f"; {frees}",
+                    "loses_s": lost, "cpu_seconds": cpu, "gpu_seconds": loss["gpu_seconds"]})
+    nxt = verdict.get("next_safe_in_s")
+    if nxt is not None:
+        options.append({"action": "wait", "wait_s": nxt,
+                        "text": f"wait {nxt:.1f} s ({verdict['next_safe_basis']}), then kill: loses ~0 s",
+                        "loses_s": 0.0})
+    if signals.handles_sigterm:
+        options.append({"action": "sigterm", "text": "send SIGTERM: the process catches it and can save "
+                        "and exit (what its handler does is not visible from outside; give it a grace period)",
+                        "loses_s": None})
+    else:
+        options.append({"action": "sigterm", "text": "SIGTERM is not caught: it ends the process like "
+                        "SIGKILL, with the same loss", "loses_s": lost})
+    stall = any(p["kind"] == "distributed" for p in cascade["peers"])
+    options.append({"action": "suspend", "text": "suspend (kill -STOP, later -CONT): loses nothing, frees "
+                    + (f"{freed['cpu_cores']:.1f} cores" if freed.get("cpu_cores") is not None else "the CPU")
+                    + " now but keeps its RAM/VRAM" + ("; its distributed peers stall meanwhile" if stall else ""),
+                    "loses_s": 0.0})
+    v = verdict["verdict"]
+    if v == "unsafe":
+        action = "wait"
+        text = (f"wait {nxt:.1f} s for the write to finish" if nxt is not None
+                else "wait until the write finishes") + " before stopping it"
+        if signals.handles_sigterm:
+            text += ", then send SIGTERM (it is caught: a graceful stop)"
+    elif signals.handles_sigterm:
+        action = "sigterm"
+        text = "graceful stop: send SIGTERM (the process catches it)"
+    elif v == "costly" and nxt is not None and nxt <= wait_limit_s:
+        action = "wait"
+        text = f"wait {nxt:.1f} s for the next checkpoint, then kill: saves {lost + nxt:.0f} s of work"
+    elif v == "costly":
+        action = "suspend"
+        text = (f"a kill loses {lost:.0f} s of work with no checkpoint in sight: suspend it (SIGSTOP) "
+                "if you need the CPU now, kill only if the work is not needed")
+    else:
+        action = "kill"
+        text = f"kill is cheap: loses {lost:.1f} s"
+        if nxt is not None and nxt < lost:
+            text += f" (or wait {nxt:.1f} s for the next checkpoint and lose ~0 s)"
+    return {"action": action, "text": text, "options": options}

@@ -1,0 +1,392 @@
+"""`pyimpact trace [-p PID] --kill-preview`: the live "if killed now" panel.
+
+Called by the trace command as ``run_kill_preview_panel(pids, duration_s,
+output, as_json) -> exit code``.  Read-only, like kill-preview: it never
+sends a signal.
+
+With PIDs it traces them (probes where available) and refreshes, about once a
+second, the kill-preview figures of each: CPU/RAM/GPU, the last checkpoint and
+its cadence, "If killed now: ...", the verdict and the recommendation.
+Without PIDs it watches the machine: it finds the heavy jobs itself (GPU
+holders; process trees older than 5 s using >= 0.5 cores or >= 1 GiB), and
+shows one row per job with its if-killed-now figures, side by side; jobs
+found at the start are traced with the probes, jobs that appear later are
+followed through /proc.
+
+Ctrl-C or SIGTERM (or the end of ``duration_s``) ends it; the recording is then written
+to ``output`` if given.  With ``as_json`` each refresh is one JSON line
+(``pyimpact.kill-preview-live/1``) and the last line holds the full
+kill-preview document of every job.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from typing import Dict, List, Optional
+
+from ..analyse.impact import analyse_impact
+from ..analyse.impact_jobs import ProcRow, pick_jobs
+from ..recording import Recording
+from .kill_preview import (GPU_INTERVAL_S, SAMPLE_INTERVAL_S, TreeObserver, _stat_fields,
+                           attach_observations, save_output, seed_from_snapshot)
+
+REFRESH_S = 1.0
+SNAPSHOT_EVERY_S = 1.0        # per-PID mode: a light /proc snapshot per refresh
+JOB_SNAPSHOT_EVERY_S = 3.0    # machine mode: per job, less often
+REDISCOVER_S = 5.0
+LIVE_SCHEMA = "pyimpact.kill-preview-live/1"
+
+
+# --------------------------------------------------------------------------
+# One watched job
+# --------------------------------------------------------------------------
+
+class JobWatch:
+    """A job's observer plus its latest light snapshot; builds the report."""
+
+    def __init__(self, root: int, start_snapshot=None):
+        from ..collect import procfs
+
+        self.root = root
+        snap = start_snapshot
+        if snap is None or root not in snap.processes:
+            snap = procfs.take_snapshot([root], tree=True, threads=False, stacks=False, holders=False,
+                                        timeout_s=0.5)
+        self.start = snap
+        self.latest = snap
+        self.latest_mono = time.monotonic()
+        self.observer = TreeObserver(root, snap.processes[root].start_ticks)
+        seed_from_snapshot(self.observer, snap)
+        self.report: Optional[dict] = None
+        self.exited = False
+
+    def refresh_snapshot(self) -> None:
+        from ..collect import procfs
+
+        try:
+            self.latest = procfs.take_snapshot([self.root], tree=True, threads=False, stacks=False,
+                                               holders=True, timeout_s=0.5)
+            self.latest_mono = time.monotonic()
+            self.observer.read_memory()
+        except Exception:  # noqa: BLE001 - gone, or unreadable for a moment: keep the last one
+            if self.observer.gone:
+                self.exited = True
+
+    def analyse(self, base: Recording, gpu_samples: List[dict], probes=None) -> Optional[dict]:
+        """Build an interim Recording (start snapshot, latest snapshot, samples
+        so far, probe aggregates read live) and analyse it."""
+        from ..recording import INFLIGHT_COLUMNS, STAT_COLUMNS, _frame
+
+        if not self.observer.samples or self.root not in self.latest.processes:
+            return self.report
+        meta = dict(base.metadata)
+        meta["unavailable"] = [dict(u) for u in base.metadata.get("unavailable", [])]
+        rec = Recording(snapshots={"start": self.start, "end": self.latest}, metadata=meta)
+        rec.metadata["targets"] = [{"pid": self.root, "start_ticks": self.observer.start_ticks}]
+        if probes is not None:
+            try:
+                rec.syscall_stats = _frame(probes.syscall_stats(), STAT_COLUMNS)
+                rec.inflight = _frame(probes.inflight(), INFLIGHT_COLUMNS)
+            except Exception:  # noqa: BLE001 - maps unreadable for a moment: figures without them
+                pass
+        attach_observations(rec, [self.observer], gpu_samples[-60:])
+        try:
+            self.report = analyse_impact(rec, self.root).to_dict()
+        except ValueError:
+            pass
+        return self.report
+
+
+# --------------------------------------------------------------------------
+# Machine-wide discovery (collection: /proc and NVML only)
+# --------------------------------------------------------------------------
+
+def _cmdline(pid: int) -> List[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return []
+    return [a.decode("utf-8", "replace") for a in raw.rstrip(b"\0").split(b"\0")] if raw else []
+
+
+def _proc_table() -> Dict[int, dict]:
+    out = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            st = _stat_fields(int(name))
+            if st is not None:
+                try:
+                    with open(f"/proc/{name}/stat", "rb") as f:
+                        flags = int(f.read().rsplit(b")", 1)[1].split()[6])
+                except (OSError, IndexError, ValueError):
+                    flags = 0
+                st["kthread"] = bool(flags & 0x00200000)
+                out[int(name)] = st
+    return out
+
+
+def _own_family() -> set:
+    """Our process and its ancestors (the shell, sudo, a terminal): never a
+    'job' to show, nor a parent to climb into."""
+    pid = os.getpid()
+    own = {pid}
+    for _ in range(64):
+        st = _stat_fields(pid)
+        if st is None or st["ppid"] <= 0:
+            break
+        pid = st["ppid"]
+        own.add(pid)
+    return own
+
+
+def discover_jobs(before: Dict[int, dict], after: Dict[int, dict], span_s: float,
+                  gpu_sample: Optional[dict]) -> list:
+    """Heavy jobs from two /proc tables ``span_s`` apart and an NVML sample."""
+    boot = _boot_time()
+    clk = os.sysconf("SC_CLK_TCK")
+    now = time.time()
+    gpu_mem: Dict[int, int] = {}
+    if gpu_sample and gpu_sample.get("available"):
+        for p in gpu_sample.get("processes", []):
+            gpu_mem[p["pid"]] = gpu_mem.get(p["pid"], 0) + (p.get("used_memory_bytes") or 1)
+    rows: Dict[int, ProcRow] = {}
+    for pid, st in after.items():
+        b = before.get(pid)
+        cores = 0.0
+        if b is not None and b["start_ticks"] == st["start_ticks"] and span_s > 0:
+            cores = max(0.0, (st["cpu_s"] - b["cpu_s"]) / span_s)
+        age = now - (boot + st["start_ticks"] / clk)
+        # A busy moment or a busy life: the recent rate is noisy on a loaded
+        # machine, the average since start is not.
+        cores = max(cores, st["cpu_s"] / age if age > 1 else 0.0)
+        rows[pid] = ProcRow(pid=pid, ppid=st["ppid"], comm=st["comm"], age_s=age, cpu_cores=cores,
+                            rss_bytes=st["rss"], kernel_thread=st.get("kthread", False),
+                            gpu_bytes=gpu_mem.get(pid, 0))
+    # argv only for processes that matter (reading it takes each process's mmap lock)
+    for r in rows.values():
+        if not r.kernel_thread and (r.cpu_cores >= 0.05 or r.gpu_bytes or r.rss_bytes >= (64 << 20)):
+            r.cmdline = _cmdline(r.pid)
+            p = rows.get(r.ppid)
+            for _ in range(8):
+                if p is None or p.pid <= 1 or p.cmdline:
+                    break
+                p.cmdline = _cmdline(p.pid)
+                p = rows.get(p.ppid)
+    return pick_jobs(rows, exclude=_own_family())
+
+
+def _boot_time() -> float:
+    with open("/proc/stat", "rb") as f:
+        for line in f:
+            if line.startswith(b"btime"):
+                return float(line.split()[1])
+    return 0.0
+
+
+# --------------------------------------------------------------------------
+# The panel
+# --------------------------------------------------------------------------
+
+def run_kill_preview_panel(pids: List[int], duration_s: Optional[float], output: Optional[str],
+                           as_json: bool) -> int:
+    """Run the live panel; returns the exit code (0 also after Ctrl-C)."""
+    from ..collect.gpu import GpuReader
+
+    machine = not pids
+    gpu = GpuReader().open()
+    try:
+        gpu_samples = [gpu.sample().to_dict()]
+        if machine:
+            before = _proc_table()
+            time.sleep(0.5)   # two /proc tables half a second apart give each process's CPU rate
+            jobs = discover_jobs(before, _proc_table(), 0.5, gpu_samples[-1])
+            roots = [j.root for j in jobs]
+        else:
+            roots = list(dict.fromkeys(int(p) for p in pids))
+        from .trace import StopFlag
+
+        with StopFlag() as stop, _tracer(roots, duration_s, machine) as tracer:
+            panel = _Panel(tracer, roots, machine, gpu, gpu_samples, as_json)
+            status = ""
+            try:
+                tracer.run(should_stop=stop, on_tick=panel.tick, tick_s=SAMPLE_INTERVAL_S)
+                status = tracer.end_reason
+            except KeyboardInterrupt:
+                status = "interrupted"
+            panel.finish(status)
+            rec = tracer.recording()
+            attach_observations(rec, [w.observer for w in panel.watches.values()], panel.gpu_samples)
+            rec.metadata["end_reason"] = status or rec.metadata.get("end_reason")
+            panel.final_output(status)
+            if output:
+                save_output(rec, output)
+        return 0
+    finally:
+        gpu.close()
+
+
+def _tracer(roots: List[int], duration_s: Optional[float], machine: bool):
+    """The Tracer for the jobs.  Watching the machine, a job found a moment
+    ago may have ended already: it is dropped rather than failing the panel."""
+    from ..collect.tracer import Tracer, TraceRequest
+    from ..errors import ProcessGone
+
+    roots = list(roots)
+    while True:
+        request = TraceRequest(pids=tuple(roots), duration_s=duration_s, use_bpf=bool(roots), degrade=True,
+                               stop_when_targets_exit=not machine,
+                               options={"command": "trace --kill-preview", "machine": machine})
+        try:
+            return Tracer(request)
+        except ProcessGone:
+            if not machine:
+                raise
+            alive = [p for p in roots if _stat_fields(p) is not None]
+            if alive == roots:
+                raise
+            roots = alive
+
+
+class _Panel:
+    """The refresh loop's state: one JobWatch per job, GPU samples, output."""
+
+    def __init__(self, tracer, roots: List[int], machine: bool, gpu, gpu_samples: List[dict], as_json: bool):
+        self.tracer = tracer
+        self.machine = machine
+        self.gpu = gpu
+        self.gpu_samples = gpu_samples
+        self.as_json = as_json
+        self.t0 = time.monotonic()
+        self.last_refresh = 0.0
+        self.last_gpu = time.monotonic()
+        self.last_discover = time.monotonic()
+        self.prev_table = _proc_table() if machine else {}
+        self.prev_table_t = time.monotonic()
+        start = tracer.rec.snapshots.get("start")
+        self.watches: Dict[int, JobWatch] = {}
+        for root in roots:
+            try:
+                self.watches[root] = JobWatch(root, start)
+            except Exception:  # noqa: BLE001 - it exited between discovery and now
+                continue
+        for w in self.watches.values():
+            w.observer.sample()
+        self.live = None
+        if not as_json:
+            from rich.console import Console
+            from rich.live import Live
+
+            self.console = Console(file=sys.stdout, highlight=False)
+            self.live = Live(self._renderable(""), console=self.console, refresh_per_second=4,
+                             transient=False, auto_refresh=False)
+            self.live.start()
+
+    # -- loop ------------------------------------------------------------
+    def tick(self, _tracer) -> None:
+        now = time.monotonic()
+        for w in self.watches.values():
+            w.observer.sample()
+        if now - self.last_gpu >= GPU_INTERVAL_S:
+            self.gpu_samples.append(self.gpu.sample().to_dict())
+            self.gpu_samples[:] = self.gpu_samples[-300:]
+            self.last_gpu = now
+        if self.machine and now - self.last_discover >= REDISCOVER_S:
+            self._rediscover()
+        if now - self.last_refresh >= REFRESH_S:
+            self.last_refresh = now
+            self._refresh()
+
+    def _rediscover(self) -> None:
+        now = time.monotonic()
+        table = _proc_table()
+        jobs = discover_jobs(self.prev_table, table, now - self.prev_table_t, self.gpu_samples[-1])
+        self.prev_table, self.prev_table_t, self.last_discover = table, now, now
+        for j in jobs:
+            if j.root not in self.watches:
+                try:
+                    self.watches[j.root] = JobWatch(j.root)
+                    self.watches[j.root].observer.sample()
+                except Exception:  # noqa: BLE001 - already gone
+                    continue
+
+    def _refresh(self) -> None:
+        every = JOB_SNAPSHOT_EVERY_S if self.machine else SNAPSHOT_EVERY_S
+        probes = self.tracer.probes
+        for w in self.watches.values():
+            if w.observer.gone:
+                w.exited = True
+                continue
+            if time.monotonic() - w.latest_mono >= every:
+                w.refresh_snapshot()
+            w.analyse(self.tracer.rec, self.gpu_samples, probes)
+        if self.as_json:
+            print(json.dumps(self._live_doc(""), default=str), flush=True)
+        elif self.live is not None:
+            self.live.update(self._renderable(""), refresh=True)
+
+    # -- output ----------------------------------------------------------
+    def _reports(self) -> List[dict]:
+        return [w.report for w in self.watches.values() if w.report is not None and not w.exited]
+
+    def _live_doc(self, status: str) -> dict:
+        from ..analyse.impact import iso
+
+        return {"schema": LIVE_SCHEMA, "as_of": iso(time.time_ns()),
+                "elapsed_s": round(time.monotonic() - self.t0, 2), "mode": "machine" if self.machine else "pids",
+                "status": status, "jobs": [_row(r) for r in self._reports()],
+                "exited": [w.root for w in self.watches.values() if w.exited]}
+
+    def _renderable(self, status: str):
+        from ..render.live_panel import jobs_table, pid_panel
+
+        elapsed = time.monotonic() - self.t0
+        if self.machine:
+            rows = sorted((_row(r) for r in self._reports()),
+                          key=lambda j: (j["vram_bytes"], j["cpu_cores"] or 0), reverse=True)
+            gpu = self.gpu_samples[-1] if self.gpu_samples else None
+            return jobs_table(rows, elapsed, _gpu_dict(gpu), status)
+        exited = [w.root for w in self.watches.values() if w.exited]
+        if exited:
+            status = (status + "; " if status else "") + "exited: " + ", ".join(map(str, exited))
+        return pid_panel(self._reports(), elapsed, status)
+
+    def finish(self, status: str) -> None:
+        """One last refresh with everything seen, then stop the live display."""
+        try:
+            for w in self.watches.values():
+                if not w.observer.gone:
+                    w.observer.sample()
+                if not w.observer.gone:
+                    w.refresh_snapshot()
+                    w.analyse(self.tracer.rec, self.gpu_samples, self.tracer.probes)
+                else:
+                    w.exited = True
+        finally:
+            if self.live is not None:
+                self.live.update(self._renderable(status or "ended"), refresh=True)
+                self.live.stop()
+                if not self.console.is_terminal:
+                    self.console.line()
+
+    def final_output(self, status: str) -> None:
+        if self.as_json:
+            doc = self._live_doc(status or "ended")
+            doc["final"] = True
+            doc["reports"] = self._reports()
+            print(json.dumps(doc, default=str), flush=True)
+
+
+def _row(r: dict) -> dict:
+    from ..render.live_panel import job_row
+
+    return job_row(r)
+
+
+def _gpu_dict(sample: Optional[dict]) -> Optional[dict]:
+    if sample is None:
+        return None
+    return {"available": sample.get("available"), "reason": sample.get("reason"),
+            "devices": sample.get("devices", []), "tree_vram_bytes": {}}

@@ -1,0 +1,296 @@
+"""Text rendering of an ImpactReport (kill-preview), within 80 columns.
+
+Nothing here decides anything: every figure, verdict and sentence comes from
+pyimpact.analyse.impact; this module lays them out and labels each figure
+with how it was obtained ("measured" / "estimated" and the basis).  Strings
+from other processes (argv, paths) go through ``clean`` and are printed as
+rich ``Text`` (never parsed as markup).
+"""
+from __future__ import annotations
+
+from typing import IO, List, Optional
+
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+from .text import clean, human_bytes, human_duration
+
+VERDICT_STYLE = {"safe": "bold green", "costly": "bold yellow", "unsafe": "bold red"}
+WIDTH = 80
+
+
+def _t(text, style: str = "") -> Text:
+    return Text(clean(text), style=style)
+
+
+def _kind(basis: dict) -> Text:
+    kind = basis.get("kind", "")
+    t = Text(kind, style={"measured": "green", "estimated": "yellow"}.get(kind, "dim"))
+    if basis.get("basis"):
+        t.append(": " + clean(basis["basis"]), style="dim")
+    return t
+
+
+def _grid() -> Table:
+    """Label | value | how it was obtained (wrapped inside its own column)."""
+    g = Table.grid(padding=(0, 1))
+    g.add_column(width=11, no_wrap=True)
+    g.add_column(width=12, justify="right", no_wrap=True)
+    g.add_column(ratio=1, overflow="fold")
+    return g
+
+
+def _secs(v) -> str:
+    return human_duration(v)
+
+
+def _short(text: str, n: int) -> str:
+    text = clean(text)
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _compact_bytes(n) -> str:
+    """'304M', '15.2M', '2.1G': for table cells."""
+    if n is None:
+        return "-"
+    n = float(n)
+    for unit in ("B", "K", "M", "G", "T"):
+        if abs(n) < 1024 or unit == "T":
+            return f"{n:.0f}{unit}" if unit == "B" or n >= 100 else f"{n:.1f}{unit}"
+        n /= 1024
+    return f"{n:.0f}T"
+
+
+def _compact_age(s) -> str:
+    if s is None:
+        return "-"
+    s = float(s)
+    if s < 60:
+        return f"{s:.0f}s"
+    if s < 3600:
+        return f"{s / 60:.0f}m"
+    if s < 86400 * 2:
+        return f"{s / 3600:.1f}h"
+    return f"{s / 86400:.0f}d"
+
+
+def gpu_line(gpu: dict) -> Text:
+    """One line per machine when there is no GPU, else one per device."""
+    if not gpu.get("available"):
+        return _t(f"GPU: unavailable - {gpu.get('reason') or 'NVML not readable'}", "dim")
+    t = Text()
+    for i, d in enumerate(gpu.get("devices", [])):
+        if i:
+            t.append("\n")
+        mem = (f"{_compact_bytes(d.get('mem_used_bytes'))}/{_compact_bytes(d.get('mem_total_bytes'))}"
+               if d.get("mem_total_bytes") else "mem ?")
+        util = f"{d['util_gpu_pct']:.0f}%" if d.get("util_gpu_pct") is not None else "?"
+        temp = f"{d['temperature_c']:.0f}°C" if d.get("temperature_c") is not None else "?°C"
+        power = f"{d['power_w']:.0f} W" if d.get("power_w") is not None else "? W"
+        tree = gpu.get("tree_vram_bytes", {}).get(str(d["index"]))
+        t.append(clean(f"GPU {d['index']} {_short(d.get('name', ''), 22)}: {util} busy, {mem}, {temp}, {power}"))
+        if tree is not None:
+            t.append(clean(f"; job {_compact_bytes(tree)}"), style="bold")
+    return t
+
+
+def header(r: dict) -> List[Text]:
+    tg, ob = r["target"], r["observation"]
+    lines = [_t(f"kill-preview of PID {tg['pid']}: {_short(tg['command'], 52)}", "bold")]
+    probes = "probes + /proc" if ob.get("kernel_probes") else "/proc only"
+    lost = f", {ob['lost_events']} events lost" if ob.get("lost_events") else ""
+    lines.append(_t(f"age {human_duration(tg['age_s'])}, watched {ob['window_s']:.1f} s ({probes}{lost}, "
+                    f"{ob['samples']} samples), as of {r['as_of'][11:23]} UTC", "dim"))
+    if ob.get("ended") and str(ob["ended"]).startswith("interrupted"):
+        lines.append(_t(f"window cut short ({ob['ended']}): figures from what was seen", "yellow"))
+    for u in ob.get("unavailable", []):
+        if u.get("what") not in ("GPU", "GPU (NVML)"):
+            lines.append(_t(f"not seen: {u['what']}: {u['why']}", "yellow"))
+    return lines
+
+
+def verdict_block(r: dict) -> List:
+    v = r["safe_to_kill"]
+    rec = r["recommendation"]
+    g = Table.grid(padding=(0, 1))
+    g.add_column(width=9, no_wrap=True)
+    g.add_column(ratio=1, overflow="fold")
+    t = Text(v["verdict"].upper(), style=VERDICT_STYLE.get(v["verdict"], "bold"))
+    t.append(" - " + clean(v["reason"]), style="")
+    g.add_row(Text("VERDICT", style="bold"), t)
+    t2 = Text(rec["action"], style="bold")
+    t2.append(" - " + clean(rec["text"]))
+    g.add_row(Text("RECOMMEND", style="bold"), t2)
+    return [g]
+
+
+def loss_block(r: dict) -> List:
+    loss = r["loss"]
+    b = loss["basis"]
+    out: List = [_t("Work lost if killed now", "bold underline"), _t(loss["summary"])]
+    g = _grid()
+    last = loss.get("last_checkpoint")
+    if last:
+        g.add_row("checkpoint", Text(""), _t(last["path"]))
+        g.add_row("", Text(""), _t(f"completed {last['completed_at'][11:23]} UTC; "
+                                   f"{human_bytes(last.get('size_bytes'))}; found by: {last['basis']}", "dim"))
+    else:
+        g.add_row("checkpoint", Text("none"), _t("none found: a kill loses everything since the process started"))
+    cad = loss.get("checkpoint_cadence_s")
+    g.add_row("cadence", Text("-" if cad is None else f"every {cad:.1f} s"), _kind(b["checkpoint_cadence_s"]))
+    g.add_row("wall time", Text(_secs(loss["since_checkpoint_s"])), _kind(b["since_checkpoint_s"]))
+    cpu = loss["cpu_seconds"]
+    g.add_row("CPU time", Text("-" if cpu is None else f"{cpu:.1f} s"), _kind(b["cpu_seconds"]))
+    gpu = loss["gpu_seconds"]
+    if r["gpu"].get("available") or b["gpu_seconds"].get("kind") != "unavailable":
+        g.add_row("GPU time", Text("-" if gpu is None else f"{gpu:.1f} s"), _kind(b["gpu_seconds"]))
+    else:
+        g.add_row("GPU time", Text("-"), Text("no GPU readings (see the GPU line)", style="dim"))
+    if loss.get("next_checkpoint_in_s") is not None:
+        g.add_row("next ckpt", Text(f"in {loss['next_checkpoint_in_s']:.1f} s"), _kind(b["next_checkpoint_in_s"]))
+    out.append(g)
+    for p in loss.get("partial_files", []):
+        exp = f" of ~{human_bytes(p['expected_size_bytes'])}" if p.get("expected_size_bytes") else ""
+        rate = f" at {human_bytes(p['write_rate_bps'])}/s" if p.get("write_rate_bps") else ""
+        text = _t(f"{p['path']}: {human_bytes(p['bytes_written'])}{exp}{rate} (pid {p['pid']}, fd {p['fd']})",
+                  "bold red")
+        pattern = ("temp file + rename: the previous checkpoint survives" if p.get("temp_and_rename")
+                   else "written in place: a kill leaves it truncated")
+        text.append("\n" + clean(f"{pattern} ({p.get('temp_basis', '')})"), style="dim")
+        if p.get("expected_basis"):
+            text.append("\n" + clean(f"expected size: {p['expected_basis']}"), style="dim")
+        out.append(_pairs([("HALF-WRITTEN", text)], width=12))
+    rows = [("not lost", _t(n, "green")) for n in loss.get("not_lost", [])]
+    rows += [("note", _t(n, "yellow")) for n in loss.get("notes", [])]
+    if rows:
+        out.append(_pairs(rows, width=8))
+    return out
+
+
+def tree_table(r: dict) -> Table:
+    t = Table(box=None, pad_edge=False, show_edge=False, expand=True, header_style="bold",
+              padding=(0, 1))
+    widths = {"PID": 7, "ROLE": 17, "AGE": 4, "CPU%": 4, "RSS": 5, "USS": 5, "THR": 3}
+    for col, w in widths.items():
+        t.add_column(col, justify="left" if col == "ROLE" else "right", no_wrap=True,
+                     overflow="ellipsis", width=w)
+    t.add_column("COMMAND", no_wrap=True, overflow="ellipsis", ratio=1)
+    for p in r["tree"]:
+        t.add_row(str(p["pid"]), _t(p["role"]), _compact_age(p["age_s"]),
+                  "-" if p["cpu_pct"] is None else f"{p['cpu_pct']:.0f}",
+                  _compact_bytes(p["rss_bytes"]), _compact_bytes(p["uss_bytes"]), str(p["threads"]),
+                  _t(p["command"]))
+    return t
+
+
+def files_lines(r: dict) -> List:
+    out = []
+    for p in r["tree"]:
+        f = p["files"]
+        parts = []
+        for key, label in (("checkpoints", "writes ckpt"), ("temp", "temp"), ("written", "writes"),
+                           ("logs", "logs"), ("read", "reads")):
+            if f.get(key):
+                more = f" +{len(f[key]) - 1}" if len(f[key]) > 1 else ""
+                parts.append(f"{label} {_short(f[key][0], 34)}{more}")
+        s = p["sockets"]
+        if s.get("listening"):
+            parts.append("listens " + ", ".join(s["listening"][:3]))
+        if s.get("peers"):
+            parts.append(f"{len(s['peers'])} TCP peer(s)")
+        if p.get("gpus"):
+            parts.append(", ".join(f"GPU {g['device']} {human_bytes(g['used_memory_bytes'])}" for g in p["gpus"]))
+        if f.get("shm"):
+            parts.append(f"{len(f['shm'])} shared-memory segment(s)")
+        if parts:
+            out.append((f"  {p['pid']}", _t("; ".join(parts), "dim")))
+    return [_pairs(out, width=7)] if out else []
+
+
+def freed_lines(r: dict) -> List[Text]:
+    f = r["freed"]
+    vram = ", ".join(f"GPU {k} {human_bytes(v)}" for k, v in f.get("vram_bytes", {}).items()) or "none"
+    cores = "-" if f.get("cpu_cores") is None else f"{f['cpu_cores']:.2f}"
+    disk = (f"disk read {human_bytes(f.get('disk_read_bps'))}/s, write {human_bytes(f.get('disk_write_bps'))}/s"
+            if f.get("disk_read_bps") is not None else "disk rates -")
+    ram = human_bytes(f["ram_uss_bytes"])
+    if f.get("ram_pss_bytes"):
+        ram += f" .. {human_bytes(f['ram_pss_bytes'])} (USS .. PSS sum"
+    else:
+        ram += " (USS sum"
+    lines = [_t("Resources freed", "bold underline"),
+             _t(f"  RAM   {ram}; RSS {human_bytes(f['ram_rss_bytes'])})"),
+             _t(f"  CPU   {cores} cores   VRAM {vram}"),
+             _t(f"  {disk}; network: not measured per process")]
+    if f.get("listening_ports"):
+        lines.append(_t("  ports released: " + ", ".join(f["listening_ports"])))
+    return lines
+
+
+def _pairs(rows, width: int = 22) -> Table:
+    """Two columns: a short label and text that wraps under itself."""
+    g = Table.grid(padding=(0, 1))
+    g.add_column(width=width, no_wrap=True, overflow="ellipsis")
+    g.add_column(ratio=1, overflow="fold")
+    for a, b in rows:
+        g.add_row(_t(a), b if isinstance(b, Text) else _t(b))
+    return g
+
+
+def cascade_lines(r: dict) -> List:
+    c = r["cascade"]
+    rows = []
+    for ch in c["children"]:
+        rows.append((f"  {ch['pid']} {ch['role']}", ch["fate"]))
+    if not c["children"]:
+        rows.append(("  children", "none"))
+    par = c.get("parent") or {}
+    if par.get("pid"):
+        who = f"{_short(par['command'], 40)}: " if par.get("command") else ""
+        rows.append((f"  parent {par['pid']}", f"{who}{par['effect']}"))
+    for p in c["peers"]:
+        rows.append((f"  {p['kind']} {p['who']}", p["effect"]))
+    if not c["peers"]:
+        rows.append(("  peers", "none (no rank/world-size environment, no TCP peers, no outside pipe ends)"))
+    out: List = [_t("Cascade", "bold underline"), _pairs(rows, width=25)]
+    if c.get("group_kill") and c["children"]:
+        out.append(_t(f"  ({c['group_kill']})", "dim"))
+    return out
+
+
+def signal_lines(r: dict) -> List:
+    s = r["signals"]
+    rows = [(f"  {name}", s["detail"][name]["meaning"]) for name in ("SIGTERM", "SIGINT", "SIGUSR1")]
+    if s.get("pending"):
+        rows.append(("  pending", ", ".join(s["pending"])))
+    return [_t("Signals", "bold underline"), _pairs(rows, width=10)]
+
+
+def render_impact(report, stream: IO[str], width: Optional[int] = None) -> None:
+    """Print the whole report (an ImpactReport or its dict) to ``stream``."""
+    r = report if isinstance(report, dict) else report.to_dict()
+    console = Console(file=stream, width=width or (None if stream.isatty() else WIDTH),
+                      highlight=False, soft_wrap=False)
+    parts: List = header(r) + [Text("")] + verdict_block(r) + [Text("")] + loss_block(r)
+    parts += [Text(""), _t("Process tree", "bold underline"), tree_table(r)] + files_lines(r)
+    parts += [Text("")] + freed_lines(r) + [Text("")] + cascade_lines(r) + [Text("")] + signal_lines(r)
+    parts += [Text(""), gpu_line(r["gpu"])]
+    if r.get("notes"):
+        parts.append(_pairs([("note", _t(n, "dim")) for n in r["notes"]], width=4))
+    console.print(Group(*parts))
+
+
+def one_line(r: dict) -> str:
+    """'If killed now: ...' for the live panel and the job table."""
+    loss, v, f = r["loss"], r["safe_to_kill"], r["freed"]
+    lost = f"{human_duration(loss['since_checkpoint_s'])}"
+    lost += " since checkpoint" if loss["since"] == "checkpoint" else " (all: no checkpoint)"
+    if loss.get("cpu_seconds") is not None:
+        lost += f", {loss['cpu_seconds']:.1f} CPU-s"
+    if loss.get("gpu_seconds"):
+        lost += f", {loss['gpu_seconds']:.1f} GPU-s"
+    vram = sum(f.get("vram_bytes", {}).values())
+    ram = human_bytes(f["ram_uss_bytes"]) + (f"..{human_bytes(f['ram_pss_bytes'])}" if f.get("ram_pss_bytes") else "")
+    freed = f"frees {ram} RAM" + (f", {human_bytes(vram)} VRAM" if vram else "")
+    return f"If killed now: loses {lost}; {freed}; {v['verdict']}"

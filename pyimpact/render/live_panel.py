@@ -1,0 +1,114 @@
+"""The live kill-preview panel (`trace --kill-preview`), as rich renderables.
+
+Two layouts: one block per traced PID (the figures of kill-preview, one
+line each, refreshed about once a second), and, when watching the whole
+machine, one table row per heavy job so the cost of stopping each can be
+compared side by side.  Layout only: every figure comes from ImpactReport
+dicts (pyimpact.analyse.impact) and GPU samples (pyimpact.collect.gpu).
+"""
+from __future__ import annotations
+
+from typing import List, Optional
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from .impact_view import VERDICT_STYLE, _compact_bytes, gpu_line, one_line
+from .text import clean, human_bytes, human_duration
+
+
+def _short(text: str, n: int) -> str:
+    text = clean(text)
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def target_block(r: dict) -> Group:
+    """The figures for one traced job."""
+    tg, f, loss = r["target"], r["freed"], r["loss"]
+    workers = len(r["tree"]) - 1
+    head = Text(f"PID {tg['pid']} ", style="bold")
+    head.append(_short(tg["command"], 44))
+    if workers:
+        head.append(f" (+{workers} child{'ren' if workers != 1 else ''})", style="dim")
+    cores = "-" if f.get("cpu_cores") is None else f"{f['cpu_cores']:.2f}"
+    ram = human_bytes(f["ram_uss_bytes"])
+    if f.get("ram_pss_bytes"):
+        ram += f"..{human_bytes(f['ram_pss_bytes'])}"
+    res = Text(f"CPU {cores} cores  RAM {ram} (USS..PSS)")
+    if f.get("disk_write_bps") is not None:
+        res.append(f"  disk r {human_bytes(f['disk_read_bps'])}/s w {human_bytes(f['disk_write_bps'])}/s")
+    lines = [head, res, gpu_line(r["gpu"])]
+    last = loss.get("last_checkpoint")
+    if last:
+        ck = Text(f"checkpoint {_short(last['path'], 44)} {human_duration(loss['since_checkpoint_s'])} ago")
+        if loss.get("checkpoint_cadence_s"):
+            ck.append(f", every {loss['checkpoint_cadence_s']:.1f} s")
+        if loss.get("next_checkpoint_in_s") is not None:
+            ck.append(f", next in {loss['next_checkpoint_in_s']:.1f} s")
+    else:
+        ck = Text("no checkpoint found: a kill loses everything since the start", style="yellow")
+    lines.append(ck)
+    for p in loss.get("partial_files", []):
+        exp = f" of ~{human_bytes(p['expected_size_bytes'])}" if p.get("expected_size_bytes") else ""
+        lines.append(Text(clean(f"writing {p['path']}: {human_bytes(p['bytes_written'])}{exp}"), style="red"))
+    verdict = r["safe_to_kill"]["verdict"]
+    line = Text(one_line(r))
+    line.stylize(VERDICT_STYLE.get(verdict, ""), len(line) - len(verdict), len(line))
+    lines.append(line)
+    lines.append(Text("-> " + clean(r["recommendation"]["text"]), style="bold"))
+    return Group(*lines)
+
+
+def pid_panel(reports: List[dict], elapsed_s: float, status: str = "") -> Group:
+    title = Text(f"pyimpact kill-preview (live, read-only)  {elapsed_s:5.1f} s", style="bold")
+    if status:
+        title.append(f"  {clean(status)}", style="yellow")
+    parts: List = [title]
+    for r in reports:
+        parts += [Text(""), target_block(r)]
+    if not reports:
+        parts.append(Text("waiting for the first figures...", style="dim"))
+    return Group(*parts)
+
+
+def job_row(r: dict) -> dict:
+    """The compact per-job figures (also the NDJSON row)."""
+    loss, f, v = r["loss"], r["freed"], r["safe_to_kill"]
+    return {
+        "pid": r["target"]["pid"], "command": r["target"]["command"], "processes": len(r["tree"]),
+        "cpu_cores": f.get("cpu_cores"), "ram_uss_bytes": f["ram_uss_bytes"],
+        "ram_pss_bytes": f.get("ram_pss_bytes"),
+        "vram_bytes": sum(f.get("vram_bytes", {}).values()),
+        "lost_s": loss["since_checkpoint_s"], "since": loss["since"],
+        "cpu_seconds": loss["cpu_seconds"], "gpu_seconds": loss["gpu_seconds"],
+        "verdict": v["verdict"], "next_safe_in_s": v.get("next_safe_in_s"),
+        "recommendation": r["recommendation"]["action"], "line": one_line(r),
+    }
+
+
+def jobs_table(rows: List[dict], elapsed_s: float, gpu: Optional[dict], status: str = "") -> Group:
+    title = Text(f"pyimpact kill-preview: heavy jobs (live, read-only)  {elapsed_s:5.1f} s", style="bold")
+    if status:
+        title.append(f"  {clean(status)}", style="yellow")
+    t = Table(box=None, pad_edge=False, expand=True, header_style="bold", padding=(0, 1))
+    for col, w in (("PID", 7), ("CPU", 4), ("RAM", 5), ("VRAM", 5), ("LOST", 9), ("VERDICT", 7),
+                   ("NEXT", 5)):
+        t.add_column(col, justify="right" if col != "VERDICT" else "left", width=w, no_wrap=True)
+    t.add_column("COMMAND", ratio=1, no_wrap=True, overflow="ellipsis")
+    for j in rows:
+        lost = human_duration(j["lost_s"]) + ("" if j["since"] == "checkpoint" else "*")
+        nxt = "-" if j.get("next_safe_in_s") is None else f"{j['next_safe_in_s']:.0f}s"
+        t.add_row(str(j["pid"]), "-" if j["cpu_cores"] is None else f"{j['cpu_cores']:.1f}",
+                  _compact_bytes(j["ram_uss_bytes"]), _compact_bytes(j["vram_bytes"]) if j["vram_bytes"] else "-",
+                  lost, Text(j["verdict"], style=VERDICT_STYLE.get(j["verdict"], "")), nxt,
+                  Text(clean(j["command"])))
+    parts: List = [title, t]
+    if not rows:
+        parts.append(Text("no heavy job found (GPU holders, or trees older than 5 s using >= 0.5 cores "
+                          "or >= 1 GiB)", style="dim"))
+    parts.append(Text("LOST: work since the last checkpoint (*: none found, since start); RAM: USS",
+                      style="dim"))
+    if gpu is not None:
+        parts.append(gpu_line(gpu))
+    return Group(*parts)
