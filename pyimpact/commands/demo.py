@@ -3,7 +3,8 @@
 Starts pyimpact/demo/stuck_pipeline.py (a pipeline that works, then gets stuck
 in a pipe -> file lock chain), and runs on it, printing each command first:
 `trace` while it works (writing a Perfetto timeline), then `diagnose` and
-`kill-preview` once it is stuck, then `report` on the saved recording. The
+`kill-preview` once it is stuck, then `report` (the postmortem) on the saved
+timeline. The
 target is ended afterwards by its process group (which this command created),
 on every path.
 """
@@ -36,7 +37,6 @@ def command(output_dir):
     """Run trace, diagnose, kill-preview and report on a bundled demo target."""
     os.makedirs(output_dir, exist_ok=True)
     timeline = os.path.join(output_dir, "pyimpact-demo.json")
-    recording = os.path.join(output_dir, "pyimpact-demo.parquet")
     target = subprocess.Popen([sys.executable, "-m", "pyimpact.demo.stuck_pipeline", "4"],
                               stdout=subprocess.PIPE, start_new_session=True)
     failures = 0
@@ -56,10 +56,8 @@ def command(output_dir):
         if _have("kill_preview"):
             failures += _run(["kill-preview", str(pid)]) != 0
             click.echo()
-        failures += _run(["trace", "-p", str(pid), "-d", "1", "-o", recording]) != 0
         if _have("report"):
-            click.echo()
-            failures += _run(["report", recording]) != 0
+            failures += _run(["report", timeline]) != 0
     finally:
         try:
             os.killpg(target.pid, signal.SIGTERM)
@@ -73,4 +71,4 @@ def command(output_dir):
         target.stdout.close()
     if failures:
         raise PyimpactError(f"{failures} demo step(s) failed")
-    click.echo(f"\ndemo done; files: {timeline}, {recording}")
+    click.echo(f"\ndemo done; timeline: {timeline}")

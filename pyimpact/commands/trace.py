@@ -64,7 +64,7 @@ def _status_printer(console):
 @click.option("--slow-ms", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Report syscalls blocking at least this long as events.")
 @click.option("--buffer-pages", type=int, default=1024, show_default=True, help="Ring buffer size in pages (power of two).")
-@click.option("--kill-preview", is_flag=True, help="Live panel: what a kill would cost now (no -p: the heavy jobs).")
+@click.option("--kill-preview", is_flag=True, help="Live panel: what a kill would cost now (no -p, or --all: every heavy job).")
 def command(pids, trace_all, duration, output, as_json, slow_ms, buffer_pages, kill_preview):
     """Record syscalls, futex waits/wakes, signals, forks/exits and block I/O.
 
@@ -78,12 +78,13 @@ def command(pids, trace_all, duration, output, as_json, slow_ms, buffer_pages, k
 
     if output:
         check_output_path(output)
+    if trace_all and pids:
+        raise UsageError("give either -p PID or --all, not both")
     if kill_preview:
+        # Without -p (or with --all) the panel watches the machine's heavy jobs.
         from .trace_kill_preview import run_kill_preview_panel
 
         sys.exit(run_kill_preview_panel(list(pids), duration, output, as_json))
-    if trace_all and pids:
-        raise UsageError("give either -p PID or --all, not both")
     if not trace_all and not pids:
         raise UsageError("nothing to trace", "give -p PID (repeatable) or --all")
 
