@@ -1,6 +1,6 @@
 """Unit tests of the pure impact analysis: checkpoint evidence, heavy-job
 picking, signal masks.  The samples are shaped exactly as the collector
-(pyimpact.commands.kill_preview.TreeObserver) writes them; each case is one
+(pyimpact.collect.workfiles.TreeObserver) writes them; each case is one
 file-system story the end-to-end tests cannot stage cheaply (a single file
 replaced by rename, an in-place rewrite, checkpoints older than the job).
 """

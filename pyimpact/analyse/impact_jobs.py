@@ -9,17 +9,24 @@ known worker kinds (DataLoader, multiprocessing, joblib), and into known
 launchers (torchrun, accelerate, deepspeed, mpirun, srun); never into a
 shell, a terminal or init.
 
-Pure: works on a table of process rows the collector read.
+Pure: works on the process tables the collector read
+(pyimpact.collect.jobs), two of them a moment apart for CPU rates, and on
+an NVML sample; no I/O, no clock reads.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List
+from typing import TYPE_CHECKING, Dict, Iterable, List, Optional
+
+if TYPE_CHECKING:  # the collector's records, read by attribute only
+    from ..collect.jobs import ProcTable
 
 MIN_AGE_S = 5.0
 MIN_CORES = 0.5
 MIN_RSS = 1 << 30
 MAX_JOBS = 12
+NOTABLE_CORES = 0.05          # a process this busy (or holding GPU or this much memory)
+NOTABLE_RSS = 64 << 20        # may be part of a heavy job: its argv is worth reading
 _LAUNCHERS = ("torchrun", "torch.distributed.run", "torch.distributed.launch", "accelerate",
               "deepspeed", "mpirun", "mpiexec", "srun", "horovodrun")
 _WORKER_MARKS = ("multiprocessing.spawn", "--multiprocessing-fork", "multiprocessing.forkserver",
@@ -48,6 +55,42 @@ class Job:
     rss_bytes: int
     gpu_bytes: int
     why: str
+
+
+def proc_rows(before: "ProcTable", after: "ProcTable", span_s: float,
+              gpu_sample: Optional[dict]) -> Dict[int, ProcRow]:
+    """One row per process of ``after``: its CPU rate (cores), age and GPU memory.
+
+    The rate is the larger of the recent one (``before`` to ``after``, span_s
+    apart, same process by start ticks) and the average since start: a busy
+    moment or a busy life, as the recent rate is noisy on a loaded machine
+    and the average since start is not."""
+    gpu_mem: Dict[int, int] = {}
+    if gpu_sample and gpu_sample.get("available"):
+        for p in gpu_sample.get("processes", []):
+            gpu_mem[p["pid"]] = gpu_mem.get(p["pid"], 0) + (p.get("used_memory_bytes") or 1)
+    rows: Dict[int, ProcRow] = {}
+    for pid, st in after.procs.items():
+        b = before.procs.get(pid)
+        cores = 0.0
+        if b is not None and b.start_ticks == st.start_ticks and span_s > 0:
+            cores = max(0.0, (st.cpu_s - b.cpu_s) / span_s)
+        age = after.taken_at_s - (after.boot_s + st.start_ticks / after.clk_tck)
+        cores = max(cores, st.cpu_s / age if age > 1 else 0.0)
+        rows[pid] = ProcRow(pid=pid, ppid=st.ppid, comm=st.comm, age_s=age, cpu_cores=cores,
+                            rss_bytes=st.rss_bytes, kernel_thread=st.kernel_thread,
+                            gpu_bytes=gpu_mem.get(pid, 0))
+    return rows
+
+
+def notable(r: ProcRow) -> bool:
+    """Busy, holding GPU memory, or large enough to count toward a job."""
+    return bool(r.gpu_bytes or r.cpu_cores >= NOTABLE_CORES or r.rss_bytes >= NOTABLE_RSS)
+
+
+def argv_wanted(rows: Dict[int, ProcRow]) -> List[int]:
+    """The pids whose command line the job rules need (in table order)."""
+    return [r.pid for r in rows.values() if not r.kernel_thread and notable(r)]
 
 
 def _is_worker(r: ProcRow) -> bool:
@@ -102,7 +145,7 @@ def pick_jobs(rows: Dict[int, ProcRow], exclude: Iterable[int] = (), min_age_s: 
     for r in rows.values():
         if r.kernel_thread or r.pid in excluded or r.pid <= 1:
             continue
-        if r.gpu_bytes or r.cpu_cores >= 0.05 or r.rss_bytes >= (64 << 20):
+        if notable(r):
             roots.add(job_root(r.pid, rows, excluded))
     jobs = []
     for root in roots:

@@ -3,14 +3,12 @@
 Read-only: this command never sends a signal.  It observes the process tree
 for a short window (kernel probes where available, /proc always), samples the
 tree's CPU counters, its files open for writing and the checkpoint-like files
-in the directories the job works in, reads NVML, and prints the impact
-analysis (pyimpact.analyse.impact) as text or ``--json``.
+in the directories the job works in (pyimpact.collect.workfiles), reads NVML,
+and prints the impact analysis (pyimpact.analyse.impact) as text or ``--json``.
 
-The first half of this module is collection: ``TreeObserver`` samples one
-job's tree and files every ~0.25 s.  It lives here because the project's
-collectors are owned elsewhere; it only reads /proc and stat()s local files,
-and its samples go into the Recording (``metadata["kill_preview"]``) so a
-saved recording is analysed again exactly.
+The samples go into the Recording (``metadata["kill_preview"]``) and the
+``--costly-after`` threshold into its options, so `pyimpact report` on a
+saved recording gives the same answer.
 
 Ctrl-C or SIGTERM during the window ends it early with the answer from what
 was seen so far (a second Ctrl-C aborts).
@@ -21,383 +19,21 @@ the window; 4 not permitted (run as root); 6 the -o file cannot be written.
 from __future__ import annotations
 
 import json
-import os
-import stat as stat_mod
 import sys
-import threading
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional
 
 import click
 
-from ..analyse.checkpoints import is_checkpoint_name, is_log_name, is_temp_name, writable
-from ..collect.procfs import REMOTE_FS_TYPES
+from ..collect.workfiles import SAMPLE_INTERVAL_S, TreeObserver, seed_from_snapshot
 from ..errors import OutputError, ProcessGone
 
-SAMPLE_INTERVAL_S = 0.25
 GPU_INTERVAL_S = 1.0
-MAX_DIRS = 64                 # directories scanned per sample
-MAX_ENTRIES_PER_DIR = 5000    # entries looked at per directory
-MAX_FILES_PER_DIR = 200       # candidate files kept per directory (newest first)
-MAX_FILES_TOTAL = 1000        # candidate files kept per sample
-DISCOVER_EVERY = 8            # samples between walks that look for new checkpoint directories
-MAX_SAMPLES = 1200            # per job; older samples are thinned beyond this (live panel)
-KEEP_RECENT = 400             # newest samples always kept at full rate
-_SKIP_DIRS = {".git", "__pycache__", "node_modules", "site-packages", ".venv", "venv", ".tox",
-              ".mypy_cache", ".pytest_cache", "dist-packages"}
-_SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc", "/proc", "/sys", "/dev", "/run", "/boot")
-CLK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 # --------------------------------------------------------------------------
-# Collection: one job's tree and files over the window
+# Into the Recording (shared with `trace --kill-preview`)
 # --------------------------------------------------------------------------
-
-def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def _stat_fields(pid: int) -> Optional[dict]:
-    """The fields of /proc/PID/stat the impact analysis needs (None: gone)."""
-    try:
-        data = _read(f"/proc/{pid}/stat")
-    except OSError:
-        return None
-    lp, rp = data.index(b"("), data.rindex(b")")
-    f = data[rp + 2:].split()
-    return {"comm": data[lp + 1:rp].decode("utf-8", "replace"), "state": f[0].decode(),
-            "ppid": int(f[1]), "start_ticks": int(f[19]),
-            "cpu_s": (int(f[11]) + int(f[12])) / CLK, "reaped_cpu_s": (int(f[13]) + int(f[14])) / CLK,
-            "rss": int(f[21]) * PAGE}
-
-
-def _io(pid: int) -> Tuple[Optional[int], Optional[int], Optional[int]]:
-    """(read_bytes, write_bytes, wchar): storage-level bytes, and bytes passed to write()."""
-    try:
-        kv = dict(line.split(b": ", 1) for line in _read(f"/proc/{pid}/io").splitlines() if b": " in line)
-        return int(kv[b"read_bytes"]), int(kv[b"write_bytes"]), int(kv[b"wchar"])
-    except (OSError, KeyError, ValueError):
-        return None, None, None
-
-
-def _children(pid: int) -> List[int]:
-    out: List[int] = []
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                out.extend(int(x) for x in _read(f"/proc/{pid}/task/{tid}/children").split())
-            except OSError:
-                continue
-    except OSError:
-        pass
-    return sorted(set(out))
-
-
-def tree_of(root: int) -> List[int]:
-    """root and its descendants, now (root first)."""
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop(0)
-        if pid in out:
-            continue
-        out.append(pid)
-        todo.extend(_children(pid))
-    return out
-
-
-def _mounts(who: str = "self") -> List[Tuple[str, str]]:
-    """(mount point, fs type), longest first, in the mount namespace of ``who``."""
-    out = []
-    try:
-        for line in _read(f"/proc/{who}/mountinfo").decode("utf-8", "replace").splitlines():
-            left, sep, right = line.partition(" - ")
-            if sep:
-                mp = left.split(" ")[4].replace("\\040", " ")
-                out.append((mp, right.split(" ", 1)[0]))
-    except OSError:
-        pass
-    return sorted(out, key=lambda m: len(m[0]), reverse=True)
-
-
-def _is_system_dir(path: str) -> bool:
-    return any(path == d or path.startswith(d + "/") for d in _SYSTEM_DIRS)
-
-
-class TreeObserver:
-    """Samples one job (root pid and its descendants): per process CPU/RSS/IO
-    counters, the regular files the tree holds open for writing, and the
-    checkpoint-like and temporary files in the directories the job works in
-    (its cwd, directories named on its command line, directories of files it
-    writes, and their subdirectories holding checkpoints).
-
-    Only local file systems are scanned: a stat() on a dead NFS server or a
-    FUSE daemon would hang the tool (the FUSE daemon may be the job)."""
-
-    def __init__(self, root: int, start_ticks: Optional[int] = None, interval_s: float = SAMPLE_INTERVAL_S):
-        self.root = root
-        self.start_ticks = start_ticks
-        self.interval_s = interval_s
-        self.samples: List[dict] = []
-        self.notes: List[str] = []
-        self.watch: Dict[str, str] = {}          # directory -> why it is watched
-        self._roots: Dict[str, int] = {}         # directory -> depth to walk for checkpoint dirs
-        self._prefix = self._root_prefix()
-        self._mounts = _mounts(str(root) if self._prefix else "self")
-        self._n = 0
-        self.gone = False
-
-    # -- where to look ---------------------------------------------------
-    def _root_prefix(self) -> str:
-        """'' when the job sees our file system; else /proc/PID/root (a container)."""
-        try:
-            if os.readlink(f"/proc/{self.root}/ns/mnt") != os.readlink("/proc/self/ns/mnt"):
-                self.notes.append("the job runs in another mount namespace: its files are read "
-                                  f"through /proc/{self.root}/root")
-                return f"/proc/{self.root}/root"
-        except OSError:
-            pass
-        return ""
-
-    def _fs_type(self, path: str) -> str:
-        for mp, fs in self._mounts:
-            if path == mp or path.startswith(mp.rstrip("/") + "/"):
-                return fs
-        return ""
-
-    def _local(self, path: str) -> bool:
-        fs = self._fs_type(path)
-        return not (fs in REMOTE_FS_TYPES or fs.startswith("fuse."))
-
-    def add_dir(self, path: str, why: str, depth: int = 0) -> None:
-        path = os.path.normpath(path)
-        if not path.startswith("/") or path == "/" or _is_system_dir(path):
-            return
-        if not self._local(path):
-            note = f"{path} not scanned: it is on {self._fs_type(path)} (a stat could hang)"
-            if note not in self.notes:
-                self.notes.append(note)
-            return
-        if depth > self._roots.get(path, -1):
-            self._roots[path] = depth
-        self.watch.setdefault(path, why)
-
-    def seed(self, cwd_by_pid: Dict[int, str], argv_by_pid: Dict[int, List[str]]) -> None:
-        """Initial directories from the start snapshot: cwd (walked 2 deep for
-        checkpoint directories) and paths on the command line (1 deep)."""
-        for pid, cwd in cwd_by_pid.items():
-            if cwd:
-                self.add_dir(cwd, f"working directory of pid {pid}", depth=2)
-        for pid, argv in argv_by_pid.items():
-            cwd = cwd_by_pid.get(pid) or "/"
-            for arg in argv[1:]:
-                for cand in {arg, arg.split("=", 1)[-1]}:
-                    if not cand or cand.startswith("-") or len(cand) > 4096:
-                        continue
-                    path = os.path.normpath(os.path.join(cwd, cand))
-                    real = self._prefix + path
-                    if _is_system_dir(path) or not self._local(path):
-                        continue       # never stat() on a network file system
-                    if os.path.isdir(real):
-                        self.add_dir(path, f"named on the command line of pid {pid}", depth=1)
-                    elif os.path.isfile(real) or (("/" in cand or is_checkpoint_name(cand))
-                                                  and os.path.isdir(os.path.dirname(real) or "/")):
-                        self.add_dir(os.path.dirname(path), f"holds {os.path.basename(path)} "
-                                     f"(command line of pid {pid})", depth=1)
-
-    def _discover(self) -> None:
-        """Walk the seeded roots (bounded) for directories holding checkpoint-like files."""
-        budget = MAX_DIRS * 4
-        for top, depth in list(self._roots.items()):
-            stack = [(top, 0)]
-            while stack and budget > 0:
-                d, level = stack.pop()
-                budget -= 1
-                try:
-                    with os.scandir(self._prefix + d) as it:
-                        entries = [e for _, e in zip(range(MAX_ENTRIES_PER_DIR), it)]
-                except OSError:
-                    continue
-                for e in entries:
-                    try:
-                        if e.is_dir(follow_symlinks=False):
-                            if level < depth and e.name not in _SKIP_DIRS and not e.name.startswith(".") \
-                                    and not e.name.endswith(".egg-info"):
-                                stack.append((os.path.join(d, e.name), level + 1))
-                        elif level > 0 and e.is_file(follow_symlinks=False) and is_checkpoint_name(e.name):
-                            self.watch.setdefault(d, f"holds checkpoint-like files (under {top})")
-                    except OSError:
-                        continue
-
-    # -- one sample ------------------------------------------------------
-    def sample(self) -> Optional[dict]:
-        """Take one sample now; None once the root has gone."""
-        if self.gone:
-            return None
-        root_stat = _stat_fields(self.root)
-        if root_stat is None or (self.start_ticks is not None and root_stat["start_ticks"] != self.start_ticks) \
-                or root_stat["state"] in ("Z", "X"):
-            self.gone = True
-            return None
-        if self._n % DISCOVER_EVERY == 0:
-            self._discover()
-        self._n += 1
-        procs: Dict[str, dict] = {}
-        wfds: List[list] = []
-        for pid in tree_of(self.root):
-            st = root_stat if pid == self.root else _stat_fields(pid)
-            if st is None:
-                continue
-            st["rb"], st["wb"], st["wc"] = _io(pid)
-            procs[str(pid)] = st
-            wfds.extend(self._writable_fds(pid))
-        # The time the files below are "as of": taken before they are read, so a
-        # checkpoint completing during the scan is never credited too early.
-        t_ns = time.time_ns()
-        files: Dict[str, list] = {}
-        for pid, fd, path, pos, flags, size in wfds:
-            st = self._stat(path)
-            if st is not None:
-                files[path] = st
-        for d in list(self.watch)[:MAX_DIRS]:
-            self._scan_dir(d, files)
-        if len(files) > MAX_FILES_TOTAL:   # keep what the tree writes, then the newest
-            keep = {w[2] for w in wfds}
-            ranked = sorted(files.items(), key=lambda kv: (kv[0] in keep, kv[1][1]), reverse=True)
-            files = dict(ranked[:MAX_FILES_TOTAL])
-        sample = {"t_ns": t_ns, "procs": procs, "wfds": wfds, "files": files}
-        self.samples.append(sample)
-        if len(self.samples) > MAX_SAMPLES:
-            self._thin()
-        return sample
-
-    def read_memory(self, timeout_s: float = 0.5) -> None:
-        """Add PSS and USS (from smaps_rollup) to the latest sample's processes.
-
-        Why PSS too: USS leaves out pages the job's processes share among
-        themselves (fork copy-on-write pages of DataLoader workers, shared
-        tensors), which a kill of the whole job frees as well; the PSS sum
-        counts them, so the RAM freed lies between the two sums.  smaps_rollup
-        takes the target's mmap lock, so it is read in a worker thread under a
-        deadline: a process stuck holding that lock cannot stick the tool."""
-        if not self.samples:
-            return
-        procs = self.samples[-1]["procs"]
-        result: Dict[str, Tuple[int, int]] = {}
-
-        def work() -> None:
-            for pid in list(procs):
-                try:
-                    pss = uss = 0
-                    for line in _read(f"/proc/{pid}/smaps_rollup").splitlines():
-                        if line.startswith(b"Pss:"):
-                            pss = int(line.split()[1]) * 1024
-                        elif line.startswith(b"Private_"):
-                            uss += int(line.split()[1]) * 1024
-                    result[pid] = (pss, uss)
-                except (OSError, ValueError, IndexError):
-                    continue
-
-        t = threading.Thread(target=work, daemon=True)
-        t.start()
-        t.join(timeout_s)
-        for pid, (pss, uss) in list(result.items()):
-            procs[pid]["pss"], procs[pid]["uss"] = pss, uss
-        if t.is_alive():
-            self.notes.append("memory maps of some processes could not be read in time (a process holds "
-                              "its mmap lock): PSS is incomplete")
-
-    def _thin(self) -> None:
-        """Bound memory in long live sessions: keep the first sample and the
-        newest KEEP_RECENT at full rate, every other one of those between."""
-        s = self.samples
-        middle = s[1:-KEEP_RECENT]
-        self.samples = s[:1] + middle[::2] + s[-KEEP_RECENT:]
-
-    def _writable_fds(self, pid: int) -> List[list]:
-        out = []
-        base = f"/proc/{pid}/fd"
-        try:
-            names = os.listdir(base)
-        except OSError:
-            return out
-        for name in names:
-            try:
-                target = os.readlink(f"{base}/{name}")
-            except OSError:
-                continue
-            if not target.startswith("/") or target.startswith(("/dev/", "/proc/", "/sys/")):
-                continue
-            try:
-                kv = dict(line.split(b":", 1) for line in _read(f"/proc/{pid}/fdinfo/{name}").splitlines()
-                          if b":" in line)
-                flags, pos = int(kv[b"flags"].strip(), 8), int(kv[b"pos"].strip())
-            except (OSError, KeyError, ValueError):
-                continue
-            if not writable(flags):
-                continue
-            size = None
-            if not target.endswith(" (deleted)") and self._local(target):
-                try:
-                    st = os.stat(f"{base}/{name}")
-                    size = st.st_size if stat_mod.S_ISREG(st.st_mode) else None
-                    if size is None:
-                        continue
-                except OSError:
-                    continue
-                d = os.path.dirname(target)
-                name_only = os.path.basename(target)
-                if d not in self.watch and not is_log_name(name_only) and int(name) > 2:
-                    self.add_dir(d, f"a file in it is open for writing by pid {pid}")
-            out.append([pid, int(name), target, pos, flags, size])
-        return out
-
-    def _stat(self, path: str) -> Optional[list]:
-        if path.endswith(" (deleted)") or not self._local(path):
-            return None
-        try:
-            st = os.stat(self._prefix + path, follow_symlinks=False)
-        except OSError:
-            return None
-        if not stat_mod.S_ISREG(st.st_mode):
-            return None
-        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-
-    def _scan_dir(self, d: str, files: Dict[str, list]) -> None:
-        found = []
-        try:
-            with os.scandir(self._prefix + d) as it:
-                for _, e in zip(range(MAX_ENTRIES_PER_DIR), it):
-                    if not (is_checkpoint_name(e.name) or is_temp_name(e.name)) or is_log_name(e.name):
-                        continue
-                    try:
-                        st = e.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    if stat_mod.S_ISREG(st.st_mode):
-                        found.append((os.path.join(d, e.name),
-                                      [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]))
-        except OSError:
-            return
-        found.sort(key=lambda x: x[1][1], reverse=True)
-        for path, st in found[:MAX_FILES_PER_DIR]:
-            files[path] = st
-
-    def to_dict(self) -> dict:
-        return {"root": self.root, "start_ticks": self.start_ticks, "interval_s": self.interval_s,
-                "samples": self.samples, "watched": sorted(self.watch),
-                "watch_reasons": dict(self.watch), "notes": list(self.notes)}
-
-
-def seed_from_snapshot(obs: TreeObserver, snap) -> None:
-    """Give the observer the cwd and argv of every process of the tree."""
-    if snap is None:
-        return
-    cwd = {pid: p.cwd for pid, p in snap.processes.items() if p.cwd}
-    argv = {pid: p.cmdline for pid, p in snap.processes.items() if p.cmdline}
-    obs.seed(cwd, argv)
-
 
 def attach_observations(rec, observers: List[TreeObserver], gpu_samples: List[dict]) -> None:
     """Put what the observers and NVML saw into the Recording."""
@@ -412,14 +48,20 @@ def attach_observations(rec, observers: List[TreeObserver], gpu_samples: List[di
 # The one-shot command
 # --------------------------------------------------------------------------
 
-def observe(pid: int, duration_s: float, use_bpf: bool = True, on_tick=None):
+def observe(pid: int, duration_s: float, use_bpf: bool = True, on_tick=None,
+            costly_after_s: Optional[float] = None):
     """Trace ``pid`` for ``duration_s`` and return (Recording, tracer) with
-    the tracer still attached (the caller prints, then closes it)."""
+    the tracer still attached (the caller prints, then closes it).
+    ``costly_after_s`` is only echoed into the recording's options, for
+    `pyimpact report` to judge a saved recording by the same threshold."""
     from ..collect.gpu import GpuReader
     from ..collect.tracer import Tracer, TraceRequest
 
+    options = {"command": "kill-preview", "duration_s": duration_s}
+    if costly_after_s is not None:
+        options["costly_after_s"] = costly_after_s
     tracer = Tracer(TraceRequest(pids=(pid,), duration_s=duration_s, use_bpf=use_bpf, degrade=True,
-                                 options={"command": "kill-preview", "duration_s": duration_s}))
+                                 options=options))
     tracer.__enter__()
     try:
         start = tracer.rec.snapshots.get("start")
@@ -492,7 +134,7 @@ def command(pid: int, duration_s: float, as_json: bool, output: Optional[str], n
     from ..analyse.impact import analyse_impact
     from ..render.impact_view import render_impact
 
-    rec, tracer = observe(pid, duration_s, use_bpf=not no_bpf)
+    rec, tracer = observe(pid, duration_s, use_bpf=not no_bpf, costly_after_s=costly_after)
     try:
         report = analyse_impact(rec, pid, costly_after_s=costly_after)
         if as_json:

@@ -3,7 +3,11 @@
 Postmortem: the same pure analysis a live `diagnose` runs, on a recording
 written by `pyimpact trace -o` or `pyimpact diagnose -o` (.parquet or .json),
 plus the timeline's story (who blocked on what and for how long, signals,
-forks and exits, slow I/O, losses).  Reads the file only; touches nothing else.
+forks and exits, slow I/O, losses).  A recording written by `kill-preview -o`
+or `trace --kill-preview -o` carries the kill-preview samples too; for those
+the same impact analysis a live kill-preview runs is given again (with the
+``--costly-after`` threshold the live run used, kept in the recording's
+options).  Reads the file only; touches nothing else.
 """
 from __future__ import annotations
 
@@ -44,10 +48,33 @@ def analyse(rec, pids=()):
     return story, diagnoses
 
 
+def kill_previews(rec, pids=()):
+    """([ImpactReport], [{pid, why}]): the kill-preview analysis of each job
+    the recording observed (of ``pids`` only, if given), and the jobs that
+    cannot be analysed (no snapshot of them: found after the trace started).
+    Both empty when the recording carries no kill-preview samples."""
+    from ..analyse.impact import COSTLY_AFTER_S, analyse_impact
+
+    observations = (rec.metadata.get("kill_preview") or {}).get("observations", [])
+    costly_after_s = float((rec.metadata.get("options") or {}).get("costly_after_s", COSTLY_AFTER_S))
+    reports, skipped = [], []
+    for obs in observations:
+        root = int(obs["root"])
+        if pids and root not in pids:
+            continue
+        try:
+            reports.append(analyse_impact(rec, root, costly_after_s=costly_after_s))
+        except ValueError as err:
+            skipped.append({"pid": root, "why": str(err)})
+    return reports, skipped
+
+
 @click.command("report")
 @click.argument("file", type=click.Path(dir_okay=False))
-@click.option("-p", "--pid", "pids", type=int, multiple=True, help="Diagnose this process (default: the targets).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON document: the story and the diagnoses.")
+@click.option("-p", "--pid", "pids", type=int, multiple=True,
+              help="Report on this process only (default: the targets and every previewed job).")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON document: the story, the diagnoses and any kill previews.")
 def command(file, pids, as_json):
     """Diagnose a saved recording and tell what happened during it.
 
@@ -56,17 +83,20 @@ def command(file, pids, as_json):
       pyimpact report t.parquet          story + diagnosis of each target
       pyimpact report t.parquet --json
       pyimpact report t.json -p 1234     one process of a system-wide trace
+      pyimpact report k.parquet          also the kill preview (kill-preview -o)
     """
     rec = load(file)
     story, diagnoses = analyse(rec, pids)
+    impacts, skipped = kill_previews(rec, pids)
     if as_json:
         import json
 
         doc = {"schema": "pyimpact.report/1", "file": file, "story": story.to_dict(),
-               "diagnoses": [d.to_json() for d in diagnoses]}
+               "diagnoses": [d.to_json() for d in diagnoses],
+               "kill_preview": [r.to_dict() for r in impacts], "kill_preview_skipped": skipped}
         sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
         sys.stdout.flush()
         return
     from ..render.report_view import write
 
-    write(story, diagnoses, sys.stdout)
+    write(story, diagnoses, sys.stdout, impacts, skipped)

@@ -21,16 +21,16 @@ kill-preview document of every job.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from typing import Dict, List, Optional
 
 from ..analyse.impact import analyse_impact
-from ..analyse.impact_jobs import ProcRow, pick_jobs
+from ..analyse.impact_jobs import argv_wanted, pick_jobs, proc_rows
+from ..collect.jobs import ProcTable, own_family, proc_table, read_cmdlines
+from ..collect.workfiles import SAMPLE_INTERVAL_S, TreeObserver, seed_from_snapshot, stat_fields
 from ..recording import Recording
-from .kill_preview import (GPU_INTERVAL_S, SAMPLE_INTERVAL_S, TreeObserver, _stat_fields,
-                           attach_observations, save_output, seed_from_snapshot)
+from .kill_preview import GPU_INTERVAL_S, attach_observations, save_output
 
 REFRESH_S = 1.0
 SNAPSHOT_EVERY_S = 1.0        # per-PID mode: a light /proc snapshot per refresh
@@ -100,90 +100,18 @@ class JobWatch:
 
 
 # --------------------------------------------------------------------------
-# Machine-wide discovery (collection: /proc and NVML only)
+# Machine-wide discovery: read (collect.jobs), then decide (analyse.impact_jobs)
 # --------------------------------------------------------------------------
 
-def _cmdline(pid: int) -> List[str]:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            raw = f.read()
-    except OSError:
-        return []
-    return [a.decode("utf-8", "replace") for a in raw.rstrip(b"\0").split(b"\0")] if raw else []
-
-
-def _proc_table() -> Dict[int, dict]:
-    out = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = _stat_fields(int(name))
-            if st is not None:
-                try:
-                    with open(f"/proc/{name}/stat", "rb") as f:
-                        flags = int(f.read().rsplit(b")", 1)[1].split()[6])
-                except (OSError, IndexError, ValueError):
-                    flags = 0
-                st["kthread"] = bool(flags & 0x00200000)
-                out[int(name)] = st
-    return out
-
-
-def _own_family() -> set:
-    """Our process and its ancestors (the shell, sudo, a terminal): never a
-    'job' to show, nor a parent to climb into."""
-    pid = os.getpid()
-    own = {pid}
-    for _ in range(64):
-        st = _stat_fields(pid)
-        if st is None or st["ppid"] <= 0:
-            break
-        pid = st["ppid"]
-        own.add(pid)
-    return own
-
-
-def discover_jobs(before: Dict[int, dict], after: Dict[int, dict], span_s: float,
-                  gpu_sample: Optional[dict]) -> list:
+def discover_jobs(before: ProcTable, after: ProcTable, span_s: float, gpu_sample: Optional[dict]) -> list:
     """Heavy jobs from two /proc tables ``span_s`` apart and an NVML sample."""
-    boot = _boot_time()
-    clk = os.sysconf("SC_CLK_TCK")
-    now = time.time()
-    gpu_mem: Dict[int, int] = {}
-    if gpu_sample and gpu_sample.get("available"):
-        for p in gpu_sample.get("processes", []):
-            gpu_mem[p["pid"]] = gpu_mem.get(p["pid"], 0) + (p.get("used_memory_bytes") or 1)
-    rows: Dict[int, ProcRow] = {}
-    for pid, st in after.items():
-        b = before.get(pid)
-        cores = 0.0
-        if b is not None and b["start_ticks"] == st["start_ticks"] and span_s > 0:
-            cores = max(0.0, (st["cpu_s"] - b["cpu_s"]) / span_s)
-        age = now - (boot + st["start_ticks"] / clk)
-        # A busy moment or a busy life: the recent rate is noisy on a loaded
-        # machine, the average since start is not.
-        cores = max(cores, st["cpu_s"] / age if age > 1 else 0.0)
-        rows[pid] = ProcRow(pid=pid, ppid=st["ppid"], comm=st["comm"], age_s=age, cpu_cores=cores,
-                            rss_bytes=st["rss"], kernel_thread=st.get("kthread", False),
-                            gpu_bytes=gpu_mem.get(pid, 0))
-    # argv only for processes that matter (reading it takes each process's mmap lock)
-    for r in rows.values():
-        if not r.kernel_thread and (r.cpu_cores >= 0.05 or r.gpu_bytes or r.rss_bytes >= (64 << 20)):
-            r.cmdline = _cmdline(r.pid)
-            p = rows.get(r.ppid)
-            for _ in range(8):
-                if p is None or p.pid <= 1 or p.cmdline:
-                    break
-                p.cmdline = _cmdline(p.pid)
-                p = rows.get(p.ppid)
-    return pick_jobs(rows, exclude=_own_family())
-
-
-def _boot_time() -> float:
-    with open("/proc/stat", "rb") as f:
-        for line in f:
-            if line.startswith(b"btime"):
-                return float(line.split()[1])
-    return 0.0
+    rows = proc_rows(before, after, span_s, gpu_sample)
+    parent_of = {pid: r.ppid for pid, r in rows.items()}
+    for pid, argv in read_cmdlines(argv_wanted(rows), parent_of).items():
+        rows[pid].cmdline = argv
+    # our process and its ancestors (the shell, sudo, a terminal): never a
+    # 'job' to show, nor a parent to climb into
+    return pick_jobs(rows, exclude=own_family())
 
 
 # --------------------------------------------------------------------------
@@ -200,9 +128,9 @@ def run_kill_preview_panel(pids: List[int], duration_s: Optional[float], output:
     try:
         gpu_samples = [gpu.sample().to_dict()]
         if machine:
-            before = _proc_table()
+            before = proc_table()
             time.sleep(0.5)   # two /proc tables half a second apart give each process's CPU rate
-            jobs = discover_jobs(before, _proc_table(), 0.5, gpu_samples[-1])
+            jobs = discover_jobs(before, proc_table(), 0.5, gpu_samples[-1])
             roots = [j.root for j in jobs]
         else:
             roots = list(dict.fromkeys(int(p) for p in pids))
@@ -244,7 +172,7 @@ def _tracer(roots: List[int], duration_s: Optional[float], machine: bool):
         except ProcessGone:
             if not machine:
                 raise
-            alive = [p for p in roots if _stat_fields(p) is not None]
+            alive = [p for p in roots if stat_fields(p) is not None]
             if alive == roots:
                 raise
             roots = alive
@@ -263,7 +191,7 @@ class _Panel:
         self.last_refresh = 0.0
         self.last_gpu = time.monotonic()
         self.last_discover = time.monotonic()
-        self.prev_table = _proc_table() if machine else {}
+        self.prev_table = proc_table() if machine else ProcTable()
         self.prev_table_t = time.monotonic()
         start = tracer.rec.snapshots.get("start")
         self.watches: Dict[int, JobWatch] = {}
@@ -301,7 +229,7 @@ class _Panel:
 
     def _rediscover(self) -> None:
         now = time.monotonic()
-        table = _proc_table()
+        table = proc_table()
         jobs = discover_jobs(self.prev_table, table, now - self.prev_table_t, self.gpu_samples[-1])
         self.prev_table, self.prev_table_t, self.last_discover = table, now, now
         for j in jobs:

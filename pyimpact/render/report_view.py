@@ -1,5 +1,6 @@
 """Human view of `pyimpact report`: the recording's story, then the same
-diagnosis a live `diagnose` prints, for each target.
+diagnosis a live `diagnose` prints, for each target, then the same view a
+live `kill-preview` prints, for each job the recording observed for one.
 
 Formatters yield lines; strings that came from other processes go through
 ``clean``.  Nothing here computes anything.
@@ -8,11 +9,12 @@ from __future__ import annotations
 
 import datetime as _dt
 import textwrap
-from typing import IO, Iterator, List
+from typing import IO, Iterator, List, Sequence
 
 from ..analyse.diagnose import Diagnosis
 from ..analyse.story import Story
 from . import diagnose_view
+from .impact_view import render_impact
 from .text import clean, human_bytes, human_duration
 
 
@@ -71,11 +73,20 @@ def story_lines(st: Story) -> Iterator[str]:
                    f"sector {s['sector']}, {human_bytes(s['bytes'])}: {s['ms']} ms")
 
 
-def write(st: Story, diagnoses: List[Diagnosis], stream: IO[str]) -> None:
+def write(st: Story, diagnoses: List[Diagnosis], stream: IO[str], impacts: Sequence = (),
+          skipped: Sequence[dict] = ()) -> None:
+    """``impacts``: ImpactReports (kill preview); ``skipped``: {pid, why} of
+    jobs observed but not analysable."""
     for line in story_lines(st):
         stream.write(line + "\n")
     for d in diagnoses:
         stream.write("\n")
         for line in diagnose_view.render(d):
             stream.write(line + "\n")
+    for r in impacts:
+        stream.write("\n")
+        stream.flush()
+        render_impact(r, stream)
+    for s in skipped:
+        stream.write(f"\nkill-preview of PID {s['pid']}: not analysed: {clean(s['why'])}\n")
     stream.flush()
