@@ -52,7 +52,7 @@ static __always_inline void pyi_emit_futex_wait(struct pyi_inflight *in, u64 dur
             e->a[3] = absolute ? PYI_TIMEOUT_ABSOLUTE : PYI_TIMEOUT_RELATIVE;
         }
     }
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, PYI_RB_QUIET);
 }
 
 static __always_inline void pyi_emit_futex_wake(struct pyi_inflight *in, u64 dur, s64 ret,
@@ -67,7 +67,7 @@ static __always_inline void pyi_emit_futex_wake(struct pyi_inflight *in, u64 dur
     e->a[0] = uaddr;
     e->a[1] = nr_wake;
     e->a[2] = uaddr2;
-    events.ringbuf_submit(e, 0);
+    events.ringbuf_submit(e, PYI_RB_QUIET);
 }
 
 /* Returns 1 when the syscall was a futex call (handled here), else 0. */

@@ -26,6 +26,15 @@
 #define PYI_LOST_RINGBUF      0   /* ring buffer reservation failed */
 #define PYI_LOST_MAP_FULL     1   /* a map was full: a thread or request went unrecorded */
 
+/* Submit flag for the frequent kinds (futex waits/wakes, slow syscalls): no
+ * wake-up of the reader per event. A wake-up costs the traced thread an
+ * irq_work (a self-IPI, a VM exit on a virtual machine) and the reader a
+ * context switch per event; the reader polls on a timer instead (at most
+ * 100 ms, see KernelProbes.poll) and takes what has accumulated in bulk. The
+ * rare kinds keep the default adaptive wake-up, so a lone fork or signal still
+ * wakes a reader waiting for it. */
+#define PYI_RB_QUIET BPF_RB_NO_WAKEUP
+
 #define PYI_COMM_LEN 16
 #define PYI_PATH_LEN 128
 

@@ -105,7 +105,7 @@ RAW_TRACEPOINT_PROBE(sys_exit)
             e->a[1] = in->args[1];
             e->a[2] = in->args[2];
             e->a[3] = in->args[3];
-            events.ringbuf_submit(e, 0);
+            events.ringbuf_submit(e, PYI_RB_QUIET);
         }
     }
     in->ts = 0;

@@ -371,9 +371,28 @@ class KernelProbes:
 
     # -- maps -----------------------------------------------------------
     def lost(self) -> dict:
-        """Events and records lost in the kernel, by reason, summed over CPUs."""
+        """Events and records lost in the kernel, by reason, summed over CPUs.
+
+        kernel_skipped: runs of our programs the kernel skipped because another
+        tracing program was already running on that CPU (an interrupt, e.g. a
+        block completion, arriving inside a probe). Each skip may have been an
+        event; the kernel counts them per program (recursion_misses)."""
         table = self._bpf[b"lost"]
-        return {reason: int(sum(table[ctypes.c_int(i)])) for i, reason in enumerate(LOST_REASONS)}
+        counts = {reason: int(sum(table[ctypes.c_int(i)])) for i, reason in enumerate(LOST_REASONS)}
+        counts["kernel_skipped"] = self._recursion_misses()
+        return counts
+
+    def _recursion_misses(self) -> int:
+        total = 0
+        for func in list(self._bpf.funcs.values()):
+            try:
+                with open(f"/proc/self/fdinfo/{func.fd}", "rb") as f:
+                    for line in f:
+                        if line.startswith(b"recursion_misses:"):
+                            total += int(line.split()[1])
+            except (OSError, ValueError):
+                continue
+        return total
 
     def _wall(self, mono_ns: int) -> int:
         return mono_ns + self.clock_offset_ns

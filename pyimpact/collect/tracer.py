@@ -175,7 +175,7 @@ class Tracer:
         return self.probes.event_count if self.probes is not None else 0
 
     def lost(self) -> dict:
-        return self.probes.lost() if self.probes is not None else {"ringbuf_full": 0, "map_full": 0}
+        return self.probes.lost() if self.probes is not None else {"ringbuf_full": 0, "map_full": 0, "kernel_skipped": 0}
 
     # -- result ---------------------------------------------------------
     def recording(self) -> Recording:

@@ -1,0 +1,138 @@
+"""Benchmark 6: pyimpact's memory, and the time to write a big recording.
+
+rss: `pyimpact trace -p PID -o out.parquet --json` follows the training job
+(train_job.py, 2 DataLoader workers) for S seconds. The pyimpact process's
+VmRSS and RssAnon are sampled every second, and its VmHWM (peak RSS, what the
+target is about) is read until it exits, i.e. after the timeline was decoded
+and the Parquet file written. os.wait4 gives ru_maxrss as a cross-check. The
+growth of RSS per event while tracing, and the events per second, give the
+extrapolation to longer runs.
+
+export: scripts/bench/export_job.py, in its own process: N synthetic raw
+records -> decode_events -> Recording -> Parquet and Perfetto JSON.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+
+from . import tracers
+from .common import PY, LineReader, Procs, log
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _status(pid: int) -> dict:
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key = line.split(":", 1)[0]
+                if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
+                    out[key] = int(line.split()[1])
+    except OSError:
+        pass
+    return out
+
+
+def rss_while_tracing(procs: Procs, workdir: str, seconds: float) -> dict:
+    out_file = os.path.join(workdir, "memory-trace.parquet")
+    job = procs.spawn([PY, os.path.join(HERE, "train_job.py"), "--seconds", str(seconds)],
+                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        pid = int(job.stdout.readline().split()[1])
+        # The job prints its step times (one long line) at the end: read them
+        # as they come, or the job blocks on a full pipe and never exits.
+        job_out = LineReader(job.stdout)
+        tool = tracers.PyimpactTrace(procs, extra=["-o", out_file], workdir=workdir).start(pid)
+        tpid = tool.proc.pid
+        attached = _status(tpid)
+        t0 = time.monotonic()
+        job.stdin.write("go\n")
+        job.stdin.flush()
+        samples = []
+        next_sample = t0
+        while job.poll() is None:
+            now = time.monotonic()
+            if now >= next_sample:
+                st = _status(tpid)
+                samples.append({"t": round(now - t0, 2), **st})
+                next_sample = now + 1.0
+            time.sleep(0.05)
+        job_end = time.monotonic() - t0
+        job_out.join(10)
+        result = json.loads(job_out.text() or "{}")
+        # pyimpact stops by itself once its target exited: decode, summary, write, detach.
+        hwm = 0
+        anon_max = max((s.get("RssAnon", 0) for s in samples), default=0)
+        maxrss = None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            st = _status(tpid)          # empty once it is a zombie
+            hwm = max(hwm, st.get("VmHWM", 0))
+            anon_max = max(anon_max, st.get("RssAnon", 0))
+            try:
+                done, status, ru = os.wait4(tpid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if done:
+                tool.proc.returncode = os.waitstatus_to_exitcode(status)
+                maxrss = ru.ru_maxrss
+                break
+            time.sleep(0.02)
+        exit_s = time.monotonic() - t0
+        info = tool.stop(timeout=600)
+    finally:
+        procs.finish(job, sig=None, timeout=30)
+    s = info.get("summary") or {}
+    events = (s.get("events") or {}).get("total", 0)
+    rec = {
+        "seconds": seconds, "job_end_s": job_end, "tracer_exit_s": exit_s,
+        "steps": result.get("steps"), "mean_step_s": result.get("mean_step_s"),
+        "events": events, "events_per_s": events / max(job_end, 1e-9), "lost": s.get("lost"),
+        "train_s": sum(result.get("step_s", [])) or None,
+        "by_kind": (s.get("events") or {}).get("by_kind"),
+        "rss_kb_after_attach": attached.get("VmRSS"), "hwm_kb_after_attach": attached.get("VmHWM"),
+        "peak_rss_kb": hwm or None, "ru_maxrss_kb": maxrss,
+        "peak_rss_anon_kb": anon_max,
+        "samples": samples,
+        "output_mb": os.path.getsize(out_file) / 2**20 if os.path.exists(out_file) else None,
+        "tracer_rc": info.get("rc"),
+    }
+    # RSS growth while tracing (before the end-of-run decode and write).
+    during = [x for x in samples if x["t"] > 5 and x.get("VmRSS")]
+    if len(during) >= 2 and events:
+        kb = during[-1]["VmRSS"] - during[0]["VmRSS"]
+        dt = during[-1]["t"] - during[0]["t"]
+        rec["rss_growth_kb_per_min"] = kb / dt * 60
+        rec["rss_growth_bytes_per_event"] = kb * 1024 / max(1.0, rec["events_per_s"] * dt)
+    if os.path.exists(out_file):
+        os.unlink(out_file)
+    return rec
+
+
+def export_times(procs: Procs, workdir: str, n: int) -> dict:
+    proc = procs.spawn([PY, os.path.join(HERE, "export_job.py"), str(n), workdir],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=1800)
+    if proc.returncode != 0:
+        return {"events": n, "error": err.strip()[-1500:]}
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run(procs: Procs, workdir: str, seconds: float, export_events: int, do_rss: bool = True,
+        do_export: bool = True) -> dict:
+    res = {}
+    if do_rss:
+        r = rss_while_tracing(procs, workdir, seconds)
+        res["rss"] = r
+        log(f"memory: traced the training job {seconds:g} s: {r['events']} events, peak RSS "
+            f"{(r['peak_rss_kb'] or 0) / 1024:.0f} MB (after attach {(r['hwm_kb_after_attach'] or 0) / 1024:.0f} MB)")
+    if do_export:
+        e = export_times(procs, workdir, export_events)
+        res["export"] = e
+        log(f"export {export_events} events: " + ", ".join(f"{k} {v:.2f}" for k, v in e.items()
+                                                           if isinstance(v, float)))
+    return res

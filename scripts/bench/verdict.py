@@ -1,0 +1,93 @@
+"""Benchmark 4: time to verdict of `pyimpact diagnose PID`.
+
+Targets, deadlocked before the command starts:
+  c-deadlock    two pthreads in an AB-BA mutex deadlock (c/deadlock.c)
+  py-deadlock   two Python threads in an AB-BA threading.Lock deadlock (the
+                command also reads Python stacks here)
+From just before the command is spawned: when the line "Verdict:" arrives
+on its stdout, and when the command has exited (probes detached). Warm: page
+cache warm (a discarded run first). Cold: `sync; echo 3 >
+/proc/sys/vm/drop_caches` before each run, so Python, pandas, bcc and LLVM
+are read from disk again.
+"""
+from __future__ import annotations
+
+import subprocess
+import time
+
+from .common import PY, PYIMPACT, Procs, build_c, drop_caches, log, summary
+
+PY_DEADLOCK = r"""
+import threading
+a, b = threading.Lock(), threading.Lock()
+barrier = threading.Barrier(3)
+def take(first, second):
+    with first:
+        barrier.wait()
+        with second:
+            pass
+t1 = threading.Thread(target=take, args=(a, b), name="take-a-b")
+t2 = threading.Thread(target=take, args=(b, a), name="take-b-a")
+t1.start(); t2.start()
+barrier.wait()
+print("ready", flush=True)
+t1.join()
+"""
+
+
+def _target(procs: Procs, kind: str, bindir: str) -> subprocess.Popen:
+    argv = [build_c("deadlock", bindir)] if kind == "c-deadlock" else [PY, "-c", PY_DEADLOCK]
+    proc = procs.spawn(argv, stdout=subprocess.PIPE, text=True)
+    if proc.stdout.readline().strip() != "ready":
+        raise RuntimeError(f"{kind} target did not start")
+    time.sleep(0.2)     # both threads are asleep on their second lock
+    return proc
+
+
+def one_run(procs: Procs, pid: int, window: float, cold: bool) -> dict:
+    if cold:
+        drop_caches()
+    argv = PYIMPACT + ["diagnose", str(pid), "--window", str(window)]
+    t0 = time.monotonic()
+    proc = procs.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    verdict_s, verdict = None, ""
+    for line in proc.stdout:
+        if verdict_s is None and line.startswith("Verdict:"):
+            verdict_s = time.monotonic() - t0
+            verdict = line.strip()
+    rc = proc.wait()
+    exit_s = time.monotonic() - t0
+    err = proc.stderr.read()
+    proc.stdout.close()
+    proc.stderr.close()
+    return {"cold": cold, "verdict_s": verdict_s, "exit_s": exit_s, "rc": rc, "verdict": verdict,
+            "stderr_tail": err.strip()[-300:]}
+
+
+def run(procs: Procs, bindir: str, warm_runs: int, cold_runs: int, window: float = 1.0,
+        targets=("c-deadlock", "py-deadlock")) -> dict:
+    out = {"window_s": window, "targets": {}}
+    for kind in targets:
+        target = _target(procs, kind, bindir)
+        try:
+            one_run(procs, target.pid, window, cold=False)          # warm the page cache
+            runs = []
+            plan = [False] * warm_runs + [True] * cold_runs
+            for cold in plan:
+                r = one_run(procs, target.pid, window, cold)
+                runs.append(r)
+                log(f"verdict {kind:11s} {'cold' if cold else 'warm'}: verdict "
+                    f"{r['verdict_s'] if r['verdict_s'] is None else round(r['verdict_s'], 2)} s, exit "
+                    f"{r['exit_s']:.2f} s, {r['verdict'] or r['stderr_tail']}")
+        finally:
+            procs.finish(target, sig=None, timeout=0.1)
+            procs.kill(target)
+            target.wait()
+        res = {"runs": runs}
+        for temp in ("warm", "cold"):
+            sel = [r for r in runs if r["cold"] == (temp == "cold")]
+            res[temp] = {"verdict_s": summary(r["verdict_s"] for r in sel),
+                         "exit_s": summary(r["exit_s"] for r in sel),
+                         "verdicts": sorted({r["verdict"] for r in sel})}
+        out["targets"][kind] = res
+    return out
