@@ -92,7 +92,7 @@ def test_report_tells_the_story_of_the_window(diag_procs, tmp_path):
     assert kinds.index("fork") < kinds.index("exit")
     naps = [w for w in st["waits"] if w["pid"] == proc.pid and w["what"] == "clock_nanosleep()"]
     assert naps and naps[0]["count"] >= 3 and naps[0]["max_s"] >= 0.04
-    assert st["lost"] == {"ringbuf_full": 0, "map_full": 0}
+    assert {"ringbuf_full", "map_full"} <= set(st["lost"]) and not any(st["lost"].values()), st["lost"]
     assert doc["diagnoses"][0]["verdict"]["class"] in ("idle", "progressing")
 
     human = report(path).stdout
