@@ -84,12 +84,16 @@ def targets(res: dict) -> list:
     at50 = next((r for r in cap if r["rate_target"] == 50_000), None)
     bal = [r["balance"] for r in cap]
     skipped = sum(r.get("kernel_skipped_total", 0) for r in cap)
+    def lost_split(r):
+        lost = r.get("lost") or {}
+        return (f"{r['lost_total']} ({lost.get('ringbuf_full', 0)} ring buffer full, "
+                f"{lost.get('kernel_skipped', 0)} runs skipped by the kernel, {lost.get('map_full', 0)} map full)")
     lines.append(f"| 5a | 0 events lost at 50k events/s | lost (pyimpact's count) "
-                 f"{'n/a' if at50 is None else at50['lost_total']} | "
+                 f"{'n/a' if at50 is None else lost_split(at50)} | "
                  f"{_met(None if at50 is None else at50['lost_total'] == 0)} |")
     lines.append(f"| 5b | received + lost = generated at every rate | balance per rate "
-                 f"{', '.join(f'{b:+d}' for b in bal) or 'n/a'}; events the kernel skipped without counting "
-                 f"(block completion): {skipped} in all | "
+                 f"{', '.join(f'{b:+d}' for b in bal) or 'n/a'} (kernel-skipped runs read back from bpftool: "
+                 f"{skipped} in all) | "
                  f"{_met(None if not cap else all(b == 0 for b in bal))} |")
     mem = res.get("memory") or {}
     peak = mem.get("peak_rss_kb")
