@@ -233,8 +233,8 @@ def capacity_section(res: dict) -> list:
            "--slow-ms 60000` (default 4 MiB ring buffer; the large slow threshold keeps the generator's own "
            "blocking calls out of the count). *Skipped in the kernel*: runs of pyimpact's programs that the "
            "kernel refused (BPF recursion protection: the block-completion interrupt arriving while another "
-           "classic-tracepoint BPF program runs on that CPU), read from bpftool while the tracer still runs; "
-           "pyimpact does not count those. *Balance* = received + lost − generated.", "",
+           "classic-tracepoint BPF program runs on that CPU), read from bpftool while the tracer still runs "
+           "as a cross-check (pyimpact counts the same skips in its lost figure, `kernel_skipped`). *Balance* = received + lost − generated.", "",
            "| target rate | achieved | generated | received | lost (pyimpact) | skipped in the kernel | balance | pyimpact CPU |",
            "|---|---|---|---|---|---|---|---|"]
     for r in cap.get("rates", []):
