@@ -133,10 +133,12 @@ class LineReader(threading.Thread):
 
 
 # -- builds ------------------------------------------------------------------
-def build_c(name: str, outdir: str, *flags: str) -> str:
+def build_c(name: str, outdir: str, *flags: str, source: str = "") -> str:
+    """Compile scripts/bench/c/NAME.c (or `source`) into outdir once."""
     exe = os.path.join(outdir, name)
     if not os.path.exists(exe):
-        subprocess.run(["gcc", "-O2", "-Wall", "-pthread", "-o", exe, str(C_DIR / f"{name}.c"), *flags], check=True)
+        src = source or str(C_DIR / f"{name}.c")
+        subprocess.run(["gcc", "-O2", "-Wall", "-pthread", "-o", exe, src, *flags], check=True)
     return exe
 
 

@@ -1,7 +1,7 @@
 """Benchmark 4: time to verdict of `pyimpact diagnose PID`.
 
 Targets, deadlocked before the command starts:
-  c-deadlock    two pthreads in an AB-BA mutex deadlock (c/deadlock.c)
+  c-deadlock    two pthreads in an AB-BA mutex deadlock (tests/targets/diag_mutex_deadlock.c)
   py-deadlock   two Python threads in an AB-BA threading.Lock deadlock (the
                 command also reads Python stacks here)
 From just before the command is spawned: when the line "Verdict:" arrives
@@ -15,7 +15,9 @@ from __future__ import annotations
 import subprocess
 import time
 
-from .common import PY, PYIMPACT, Procs, build_c, drop_caches, log, summary
+from .common import PY, PYIMPACT, ROOT, Procs, build_c, drop_caches, log, summary
+
+DEADLOCK_C = str(ROOT / "tests" / "targets" / "diag_mutex_deadlock.c")   # the same target the diagnose tests use
 
 PY_DEADLOCK = r"""
 import threading
@@ -36,9 +38,9 @@ t1.join()
 
 
 def _target(procs: Procs, kind: str, bindir: str) -> subprocess.Popen:
-    argv = [build_c("deadlock", bindir)] if kind == "c-deadlock" else [PY, "-c", PY_DEADLOCK]
+    argv = [build_c("deadlock", bindir, source=DEADLOCK_C)] if kind == "c-deadlock" else [PY, "-c", PY_DEADLOCK]
     proc = procs.spawn(argv, stdout=subprocess.PIPE, text=True)
-    if proc.stdout.readline().strip() != "ready":
+    if not proc.stdout.readline().startswith("ready"):
         raise RuntimeError(f"{kind} target did not start")
     time.sleep(0.2)     # both threads are asleep on their second lock
     return proc
