@@ -15,7 +15,8 @@ kind = syscall         a syscall that blocked >= the slow threshold (--slow-ms)
 kind = futex_wait      a futex wait (every one by a followed thread)
   syscall, uaddr, futex_op, futex_val, timeout_ns (<NA> = no timeout),
   timeout_absolute, ret (0 woken, -110 timed out, -11 value changed, ...)
-kind = futex_wake      a futex wake
+kind = futex_wake      a futex wake that woke at least one waiter (wakes that woke
+                       nobody are only counted: metadata futex_wakes_woke_nobody)
   syscall, uaddr, futex_op, futex_val (how many it asked to wake), woken, ret
 kind = fork            a new thread or process; pid/tid are the parent's
   child_pid, is_thread, vfork, clone_flags

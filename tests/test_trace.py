@@ -19,7 +19,7 @@ from conftest import PYIMPACT, run_cli_as_nobody, start_trace, wait_for_line
 from pyimpact.recording import Recording
 from pyimpact.timeline import COLUMNS
 
-NFORK, NSIG, NBLOCK, NLOOP = 23, 13, 17, 29
+NFORK, NSIG, NBLOCK, NLOOP, NIDLE = 23, 13, 17, 29, 11
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def traced_workload(c_build, tmp_path_factory):
         exe = c_build("workload")
         data = f"/var/tmp/pyimpact-test-{os.getpid()}.dat"   # O_DIRECT needs a real disk, not tmpfs
         target = spawn([exe, data], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        mutex_addr = int(target.stdout.readline().decode().strip(), 16)
+        mutex_addr, idle_addr = (int(x, 16) for x in target.stdout.readline().decode().split())
         out = str(tmp / "workload.parquet")
         trace = start_trace(spawn, ["-p", str(target.pid), "-o", out, "--json"], timeout=30)
         target.stdin.write(b"g")
@@ -45,7 +45,7 @@ def traced_workload(c_build, tmp_path_factory):
         summary = json.loads(stdout)
         rec = Recording.load(out)
         os.unlink(data)
-        yield {"pid": target.pid, "mutex": mutex_addr, "summary": summary, "rec": rec, "done": done,
+        yield {"pid": target.pid, "mutex": mutex_addr, "idle_futex": idle_addr, "summary": summary, "rec": rec, "done": done,
                "path": out, "tmp": tmp}
     finally:
         spawn.cleanup()
@@ -90,6 +90,14 @@ def test_futex_on_contended_mutex(traced_workload):
     assert wakes.woken.sum() >= 1
     # a wait blocks while the other thread holds the lock for ~2 ms
     assert waits.dur_ns.max() > 500_000
+
+
+def test_futex_wakes_that_woke_nobody_are_counted_not_sent(traced_workload):
+    ev, rec = traced_workload["rec"].events, traced_workload["rec"]
+    assert not (ev.uaddr == traced_workload["idle_futex"]).any()
+    assert rec.metadata["futex_wakes_woke_nobody"] >= NIDLE
+    assert traced_workload["summary"]["futex"]["wakes_woke_nobody"] == rec.metadata["futex_wakes_woke_nobody"]
+    assert (ev[ev.kind == "futex_wake"].woken >= 1).all()
 
 
 def test_block_io_attributed(traced_workload):

@@ -114,6 +114,7 @@ def summarise(rec: Recording) -> dict:
         "signals": signals,
         "signal_deliveries": int(len(sig_dlv)),
         "futex": {"waits": int(len(fw)), "wakes": int(len(fk)),
+                  "wakes_woke_nobody": int(meta.get("futex_wakes_woke_nobody", 0)),
                   "wait_ms": float(fw["dur_ns"].sum()) / 1e6 if len(fw) else 0.0, "addresses": futex_addrs},
         "slow_syscalls": slow_by_name,
         "syscalls": top_syscalls,

@@ -382,6 +382,10 @@ class KernelProbes:
         counts["kernel_skipped"] = self._recursion_misses()
         return counts
 
+    def futex_idle_wakes(self) -> int:
+        """FUTEX_WAKE calls that woke nobody: counted in the kernel, not sent as events."""
+        return int(sum(self._bpf[b"futex_idle_wakes"][ctypes.c_int(0)]))
+
     def _recursion_misses(self) -> int:
         total = 0
         for func in list(self._bpf.funcs.values()):

@@ -194,6 +194,7 @@ class Tracer:
             rec.inflight = _frame(self.probes.inflight(), INFLIGHT_COLUMNS)
             rec.block_inflight = _frame(self.probes.block_inflight(), BLOCK_COLUMNS)
             meta["lost"] = self.probes.lost()
+            meta["futex_wakes_woke_nobody"] = self.probes.futex_idle_wakes()
             meta["probe_timings"] = dict(self.probes.timings)
         alive = self.targets_alive()
         if alive:

@@ -79,8 +79,9 @@ def render_summary(s: dict, console: Console) -> None:
         console.print(t)
 
     fx = s["futex"]
-    if fx["waits"] or fx["wakes"]:
-        console.print(f"futex: {fx['waits']} waits ({fx['wait_ms']:.1f} ms waited), {fx['wakes']} wakes")
+    if fx["waits"] or fx["wakes"] or fx.get("wakes_woke_nobody"):
+        idle = f" (+{fx['wakes_woke_nobody']} that woke nobody, counted)" if fx.get("wakes_woke_nobody") else ""
+        console.print(f"futex: {fx['waits']} waits ({fx['wait_ms']:.1f} ms waited), {fx['wakes']} wakes{idle}")
         t = Table(box=None, pad_edge=False)
         for col in ("pid", "address", "waits", "waited ms", "max ms", "wakes", "woken"):
             t.add_column(col, justify="right")

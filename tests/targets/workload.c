@@ -1,12 +1,13 @@
 /* A known workload for `pyimpact trace` tests, with exact (prime) counts.
  *
- * Prints the contended mutex's address, then waits for one byte on stdin
+ * Prints the contended mutex's address and the idle futex word's, then waits for one byte on stdin
  * (so the tracer is attached before anything happens), then:
  *   - forks NFORK children; child i exits with code i % 7;
  *   - one more child sleeps 20 ms (a slow syscall in a child) and execs /bin/true;
  *   - sends NSIG SIGUSR1 to itself (a handler counts them);
  *   - two threads contend on one pthread mutex (futex waits and wakes on it);
- *   - writes NBLOCK 4 KiB blocks with O_DIRECT to argv[1], then fsync.
+ *   - writes NBLOCK 4 KiB blocks with O_DIRECT to argv[1], then fsync;
+ *   - makes NIDLE FUTEX_WAKE calls on a word nobody waits on.
  * Prints "done <signals handled>" and exits 0.
  */
 #define _GNU_SOURCE
@@ -19,14 +20,18 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
 
 #define NFORK 23
 #define NSIG_SENT 13
 #define NBLOCK 17
 #define NLOOP 29
+#define NIDLE 11
 
 static pthread_mutex_t contended = PTHREAD_MUTEX_INITIALIZER;
 static volatile sig_atomic_t handled;
+static int idle_word;
 
 static void on_usr1(int sig) { (void)sig; handled++; }
 
@@ -48,7 +53,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: workload FILE\n");
         return 2;
     }
-    printf("%p\n", (void *)&contended);
+    printf("%p %p\n", (void *)&contended, (void *)&idle_word);
     fflush(stdout);
     char go;
     if (read(0, &go, 1) != 1)
@@ -98,6 +103,8 @@ int main(int argc, char **argv)
         }
     fsync(fd);
     close(fd);
+    for (int i = 0; i < NIDLE; i++)
+        syscall(SYS_futex, &idle_word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
     printf("done %d\n", (int)handled);
     fflush(stdout);
     return 0;
