@@ -27,11 +27,27 @@ class Handle:
 
     name = "untraced"
 
-    def __init__(self, procs: Procs):
+    def __init__(self, procs: Procs, other: bool = False):
         self.procs = procs
         self.proc = None
         self.ready_s = None
         self.info: dict = {}
+        # other=True: trace a sleeping bystander instead of the loop, to measure
+        # what tracing costs the processes that are NOT traced.
+        self.other = other
+        self.sleeper = None
+        if other:
+            self.name = f"{self.name}-other"
+
+    def _target(self, pid: int) -> int:
+        if not self.other:
+            return pid
+        self.sleeper = self.procs.spawn(["sleep", "86400"])
+        return self.sleeper.pid
+
+    def _end_sleeper(self) -> None:
+        if self.sleeper is not None:
+            self.procs.finish(self.sleeper, sig=signal.SIGKILL)
 
     def start(self, pid: int, timeout: float = 60.0) -> "Handle":
         return self
@@ -43,6 +59,7 @@ class Handle:
         if self.proc is not None:
             self.procs.kill(self.proc)
             self.proc.wait()
+        self._end_sleeper()
 
 
 class PyimpactTrace(Handle):
@@ -50,23 +67,16 @@ class PyimpactTrace(Handle):
 
     def __init__(self, procs: Procs, extra=(), other: bool = False, workdir: str | None = None,
                  tree: str | None = None):
-        super().__init__(procs)
+        super().__init__(procs, other)
         self.extra = list(extra)
         # pyimpact from another checkout: PYTHONPATH, and a working directory
         # without a pyimpact package (python -m puts the cwd first on sys.path)
         self.env = dict(os.environ, PYTHONPATH=tree) if tree else None
         self.cwd = tree
-        self.other = other
-        self.sleeper = None
         self.workdir = workdir or tempfile.gettempdir()
-        if other:
-            self.name = "pyimpact-other"
 
     def start(self, pid: int, timeout: float = 60.0) -> "PyimpactTrace":
-        target = pid
-        if self.other:
-            self.sleeper = self.procs.spawn(["sleep", "86400"])
-            target = self.sleeper.pid
+        target = self._target(pid)
         self.stdout = tempfile.TemporaryFile(mode="w+", dir=self.workdir)
         t0 = time.monotonic()
         self.proc = self.procs.spawn(PYIMPACT + ["trace", "-p", str(target), "--json"] + self.extra,
@@ -105,31 +115,18 @@ class PyimpactTrace(Handle):
         self.info["stderr_tail"] = self.err.text()[-1500:]
         m = re.search(r"probes detached in ([0-9.]+) s", self.err.text())
         self.info["detach_reported_s"] = float(m.group(1)) if m else None
-        if self.sleeper is not None:
-            self.procs.finish(self.sleeper, sig=signal.SIGKILL)
+        self._end_sleeper()
         return self.info
-
-    def kill(self) -> None:
-        super().kill()
-        if self.sleeper is not None:
-            self.procs.finish(self.sleeper, sig=signal.SIGKILL)
 
 
 class Syscount(Handle):
     name = "syscount"
 
     def __init__(self, procs: Procs, other: bool = False):
-        super().__init__(procs)
-        self.other = other
-        self.sleeper = None
-        if other:
-            self.name = "syscount-other"
+        super().__init__(procs, other)
 
     def start(self, pid: int, timeout: float = 60.0) -> "Syscount":
-        target = pid
-        if self.other:
-            self.sleeper = self.procs.spawn(["sleep", "86400"])
-            target = self.sleeper.pid
+        target = self._target(pid)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         t0 = time.monotonic()
         self.proc = self.procs.spawn([SYSCOUNT, "-L", "-p", str(target)], stdout=subprocess.PIPE,
@@ -153,14 +150,8 @@ class Syscount(Handle):
             if len(parts) >= 2 and parts[1].isdigit():
                 counts[parts[0]] = int(parts[1])
         self.info["counts"] = counts
-        if self.sleeper is not None:
-            self.procs.finish(self.sleeper, sig=signal.SIGKILL)
+        self._end_sleeper()
         return self.info
-
-    def kill(self) -> None:
-        super().kill()
-        if self.sleeper is not None:
-            self.procs.finish(self.sleeper, sig=signal.SIGKILL)
 
 
 class Strace(Handle):
