@@ -59,19 +59,8 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
         pyi_count_lost(PYI_LOST_RINGBUF);
         return 0;
     }
-    u64 id = bpf_get_current_pid_tgid();
-    x->e.ts = bpf_ktime_get_ns();
-    x->e.dur = 0;
-    x->e.kind = PYI_KIND_EXEC;
-    x->e.tgid = id >> 32;
-    x->e.tid = (u32)id;
-    x->e.aux = 0;
-    x->e.ret = 0;
+    pyi_fill(&x->e, PYI_KIND_EXEC, bpf_ktime_get_ns());
     x->e.a[0] = args->old_pid;
-    x->e.a[1] = 0;
-    x->e.a[2] = 0;
-    x->e.a[3] = 0;
-    bpf_get_current_comm(&x->e.comm, sizeof(x->e.comm));
     unsigned short offset = args->data_loc_filename & 0xFFFF;
     bpf_probe_read_kernel_str(&x->filename, sizeof(x->filename), (void *)args + offset);
     events.ringbuf_submit(x, 0);

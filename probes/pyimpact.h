@@ -131,15 +131,9 @@ static __always_inline int pyi_is_traced_tid(u32 tid)
 #endif
 }
 
-/* Reserve an event and fill its common fields; NULL (and counted) when the
- * ring buffer is full. */
-static __always_inline struct pyi_event *pyi_reserve(u32 kind, u64 ts)
+/* Fill the fields every event has, for the current task. */
+static __always_inline void pyi_fill(struct pyi_event *e, u32 kind, u64 ts)
 {
-    struct pyi_event *e = events.ringbuf_reserve(sizeof(struct pyi_event));
-    if (!e) {
-        pyi_count_lost(PYI_LOST_RINGBUF);
-        return 0;
-    }
     u64 id = bpf_get_current_pid_tgid();
     e->ts = ts;
     e->dur = 0;
@@ -153,5 +147,17 @@ static __always_inline struct pyi_event *pyi_reserve(u32 kind, u64 ts)
     e->a[2] = 0;
     e->a[3] = 0;
     bpf_get_current_comm(&e->comm, sizeof(e->comm));
+}
+
+/* Reserve an event and fill its common fields; NULL (and counted) when the
+ * ring buffer is full. */
+static __always_inline struct pyi_event *pyi_reserve(u32 kind, u64 ts)
+{
+    struct pyi_event *e = events.ringbuf_reserve(sizeof(struct pyi_event));
+    if (!e) {
+        pyi_count_lost(PYI_LOST_RINGBUF);
+        return 0;
+    }
+    pyi_fill(e, kind, ts);
     return e;
 }
