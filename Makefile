@@ -12,7 +12,8 @@ setup:
 demo: setup
 	$(VENV)/bin/pyimpact demo
 
-test: setup
+test:
+	scripts/setup.sh --with-torch --with-test-deps
 	$(PY) -m pytest -rs -q tests
 
 bench: setup

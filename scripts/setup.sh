@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Set up pyimpact on a fresh Debian/Ubuntu machine, idempotently.
 #
-#   sudo scripts/setup.sh [--with-torch]
+#   sudo scripts/setup.sh [--with-torch] [--with-test-deps]
+#
+# --with-test-deps also installs the third-party software the tests run
+# (Debian packages listed one per line in tests/apt-packages.txt).
 #
 # 1. installs bcc (python3-bpfcc), kernel headers, bpftool and build tools;
 # 2. makes /lib/modules/$(uname -r)/build and /source point at real header
@@ -16,9 +19,11 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 venv="$here/.venv"
 with_torch=0
+with_test_deps=0
 for arg in "$@"; do
   case "$arg" in
     --with-torch) with_torch=1 ;;
+    --with-test-deps) with_test_deps=1 ;;
     *) echo "setup.sh: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -42,6 +47,13 @@ command -v strace >/dev/null 2>&1 || need_pkgs+=(strace)
 
 headers_ok() { [ -e "/lib/modules/$kernel/build/include/generated/autoconf.h" ] || [ -e "/lib/modules/$kernel/build/include/config/auto.conf" ] || [ -d "/lib/modules/$kernel/build/arch" ]; }
 
+if [ "$with_test_deps" = 1 ] && [ -f "$here/tests/apt-packages.txt" ]; then
+  while read -r pkg _; do
+    case "$pkg" in ''|'#'*) continue ;; esac
+    dpkg -s "$pkg" >/dev/null 2>&1 || need_pkgs+=("$pkg")
+  done < "$here/tests/apt-packages.txt"
+fi
+
 if ! headers_ok; then
   if apt-cache policy "linux-headers-$kernel" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
     need_pkgs+=("linux-headers-$kernel")
@@ -53,12 +65,17 @@ fi
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
   # The exact headers package may only show up after the update.
   if ! headers_ok && apt-cache policy "linux-headers-$kernel" 2>/dev/null | grep -q 'Candidate: [0-9]'; then
     need_pkgs=("${need_pkgs[@]/linux-headers-amd64/linux-headers-$kernel}")
   fi
-  apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  # Services a package would start belong to the tests, which start their own.
+  policy=/usr/sbin/policy-rc.d
+  own_policy=0
+  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod 755 "$policy"; own_policy=1; fi
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${need_pkgs[@]}" >/dev/null
+  if [ "$own_policy" = 1 ]; then rm -f "$policy"; fi
 fi
 
 if ! headers_ok; then
