@@ -9,8 +9,10 @@
  *   PYI_RINGBUF_PAGES  ring buffer size in pages (a power of two)
  *   PYI_MAX_THREADS    size of the per-thread maps
  *
- * The layout of struct pyi_event is mirrored in pyimpact/timeline.py (EVENT_DTYPE);
- * change both together.
+ * The layout of struct pyi_event, the kind numbers and PYI_PATH_LEN are mirrored
+ * in pyimpact/timeline.py (EVENT_DTYPE, KINDS, EXEC_PATH_LEN): the kind name
+ * after PYI_KIND_ is the timeline's kind in capitals. tests/test_event_layout.py
+ * fails, without root, when the two sides differ.
  */
 
 #define PYI_KIND_SYSCALL      1   /* a syscall that blocked >= PYI_SLOW_NS */
@@ -19,8 +21,8 @@
 #define PYI_KIND_FORK         4
 #define PYI_KIND_EXEC         5
 #define PYI_KIND_EXIT         6
-#define PYI_KIND_SIGNAL_GEN   7
-#define PYI_KIND_SIGNAL_DLV   8
+#define PYI_KIND_SIGNAL_GENERATE 7
+#define PYI_KIND_SIGNAL_DELIVER  8
 #define PYI_KIND_BLOCK_IO     9
 
 #define PYI_LOST_RINGBUF      0   /* ring buffer reservation failed */

@@ -28,7 +28,7 @@ TRACEPOINT_PROBE(signal, signal_generate)
     u32 target = args->pid;
     if (!pyi_is_traced(sender) && !pyi_is_traced_tid(target))
         return 0;
-    struct pyi_event *e = pyi_reserve(PYI_KIND_SIGNAL_GEN, bpf_ktime_get_ns());
+    struct pyi_event *e = pyi_reserve(PYI_KIND_SIGNAL_GENERATE, bpf_ktime_get_ns());
     if (!e)
         return 0;
     e->aux = args->sig;
@@ -51,7 +51,7 @@ TRACEPOINT_PROBE(signal, signal_deliver)
         struct pyi_exit_info info = { .code = -1, .sig = sig };
         exit_info.update(&tgid, &info);
     }
-    struct pyi_event *e = pyi_reserve(PYI_KIND_SIGNAL_DLV, bpf_ktime_get_ns());
+    struct pyi_event *e = pyi_reserve(PYI_KIND_SIGNAL_DELIVER, bpf_ktime_get_ns());
     if (!e)
         return 0;
     e->aux = sig;

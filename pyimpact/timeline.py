@@ -40,6 +40,8 @@ import pandas as pd
 
 from .syscall_table import syscall_name
 
+# struct pyi_event and the PYI_KIND_* numbers of probes/pyimpact.h, field for
+# field (tests/test_event_layout.py compares the two without root).
 EVENT_DTYPE = np.dtype([
     ("ts", "<u8"), ("dur", "<u8"), ("kind", "<u4"), ("tgid", "<u4"), ("tid", "<u4"),
     ("aux", "<i4"), ("ret", "<i8"), ("a", "<u8", (4,)), ("comm", "S16"),
@@ -48,7 +50,6 @@ assert EVENT_DTYPE.itemsize == 88
 
 KINDS = {1: "syscall", 2: "futex_wait", 3: "futex_wake", 4: "fork", 5: "exec", 6: "exit",
          7: "signal_generate", 8: "signal_deliver", 9: "block_io"}
-KIND_NAMES = list(KINDS.values())
 
 INT_COLUMNS = ["nr", "ret", "arg0", "arg1", "arg2", "arg3", "uaddr", "futex_val", "timeout_ns", "woken",
                "child_pid", "clone_flags", "old_pid", "exit_code", "exit_signal", "sig", "target_tid",

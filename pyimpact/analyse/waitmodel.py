@@ -21,7 +21,6 @@ STOPPED = "stopped"
 ZOMBIE = "zombie"
 UNKNOWN = "unknown"
 
-ALIVE = (RUNNING, WAKING, TIMED)
 
 
 @dataclass

@@ -17,21 +17,19 @@ from __future__ import annotations
 
 import ctypes
 import mmap
-import os
 import select
 import struct
 import threading
 import time
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Iterable
 
 from ..errors import BPFUnavailable, UsageError
 from ..syscall_table import syscall_name
+from ..timeline import EVENT_DTYPE
 from .bpf_env import BPFEnvironment, check_bpf_environment
 
-EVENT_SIZE = 88
-EXEC_PATH_LEN = 128
+EVENT_SIZE = EVENT_DTYPE.itemsize      # struct pyi_event (probes/pyimpact.h)
 PROBE_SOURCES = ("pyimpact.h", "futex.bpf.c", "syscalls.bpf.c", "lifecycle.bpf.c", "signals.bpf.c", "blockio.bpf.c")
 LOST_REASONS = ("ringbuf_full", "map_full")
 POLL_MAX_MS = 100           # the longest the reader sleeps between two reads of the ring buffer
@@ -264,10 +262,15 @@ class KernelProbes:
             raise BPFUnavailable(f"could not load the BPF probes: {str(exc).splitlines()[0]}",
                                  "is BPF permitted here (root, no lockdown, kernel >= 5.8)?") from None
         self.timings["compile_attach_s"] = time.monotonic() - t1
-        self.clock_offset_ns = clock_offset_ns()
-        for pid in self.config.pids:
-            self.follow(pid)
-        self._open_reader()
+        try:
+            # From here on the probes are attached: any later failure detaches them.
+            self.clock_offset_ns = clock_offset_ns()
+            for pid in self.config.pids:
+                self.follow(pid)
+            self._open_reader()
+        except BaseException:
+            self.close()
+            raise
         self.timings["open_s"] = time.monotonic() - t0
         return self
 
@@ -476,12 +479,3 @@ def _detach_fast(bpf) -> None:
         t.join()
     for tp in done:
         bpf.tracepoint_fds.pop(tp, None)
-
-
-def open_probes(pids: Iterable[int] = (), trace_all: bool = False, **options) -> KernelProbes:
-    """Convenience: build a config and open the probes (caller closes)."""
-    return KernelProbes(ProbeConfig(pids=tuple(pids), trace_all=trace_all, **options)).open()
-
-
-def running_as_root() -> bool:
-    return os.geteuid() == 0
