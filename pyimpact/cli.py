@@ -15,7 +15,7 @@ import click
 import psutil
 
 from . import __version__
-from .errors import NotPermitted, ProcessGone, PyimpactError
+from .errors import NotPermitted, ProcessGone, PyimpactError, UsageError
 
 COMMANDS = {
     "trace": "pyimpact.commands.trace",
@@ -81,8 +81,13 @@ def main(argv=None) -> int:
         return NotPermitted.exit_code
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except click.UsageError as exc:
+        # One line, like every other error: the message and where to look.
+        where = f"see '{exc.ctx.command_path} --help'" if exc.ctx is not None else "see 'pyimpact --help'"
+        error_line(f"{exc.format_message()} ({where})")
+        return UsageError.exit_code
     except click.ClickException as exc:
-        exc.show()
+        error_line(exc.format_message())
         return exc.exit_code
     except click.exceptions.Abort:
         error_line("interrupted")

@@ -31,7 +31,9 @@ class BPFEnvironment:
 
 def _require_root() -> None:
     if os.geteuid() != 0:
-        raise NotPermitted("kernel probes need root", "run with sudo, or use --no-bpf for a /proc-only answer")
+        # The hint names no option: each command has its own (trace has no
+        # /proc-only mode; diagnose and kill-preview degrade to one by themselves).
+        raise NotPermitted("kernel probes need root", "run with sudo")
 
 
 def _require_bcc() -> str:

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import click
 
 from ..errors import ProcessGone, UsageError
+from .params import PID, Number
 
 _T0 = time.monotonic()  # when this command's module was loaded (time-to-verdict marks)
 
@@ -221,8 +222,8 @@ def _tgid(pid: int) -> Optional[int]:
 
 
 @click.command("diagnose")
-@click.argument("pid", type=int)
-@click.option("-w", "--window", type=click.FloatRange(min=0.05, max=60.0), default=1.0, show_default=True,
+@click.argument("pid", type=PID)
+@click.option("-w", "--window", type=Number(0.05, 60.0), default=1.0, show_default=True,
               help="Seconds to observe with the probes.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema pyimpact.diagnose/1).")
 @click.option("--no-bpf", is_flag=True, help="Use /proc only (no root or BPF needed; sees less).")
@@ -241,8 +242,11 @@ def command(pid, window, as_json, no_bpf, no_python, output):
       sudo pyimpact diagnose 1234 --json     one JSON document
       pyimpact diagnose --no-bpf 1234        /proc only, without root
     """
-    if pid <= 0:
-        raise UsageError(f"invalid PID {pid}")
+    from ..collect.special import special_process
+
+    special = special_process(pid)
+    if special is not None:
+        raise UsageError(special.describe("diagnose"))
     tgid = _tgid(pid)
     if tgid is not None and tgid != pid:
         raise UsageError(f"{pid} is a thread of process {tgid}", f"run: pyimpact diagnose {tgid}")

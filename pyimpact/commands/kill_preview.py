@@ -26,7 +26,8 @@ from typing import List, Optional
 import click
 
 from ..collect.workfiles import SAMPLE_INTERVAL_S, TreeObserver, seed_from_snapshot
-from ..errors import OutputError, ProcessGone
+from ..errors import OutputError, ProcessGone, UsageError
+from .params import PID, Number
 
 GPU_INTERVAL_S = 1.0
 
@@ -120,20 +121,24 @@ Examples:
 
 
 @click.command("kill-preview", epilog=EXAMPLES)
-@click.argument("pid", type=int)
-@click.option("-d", "--duration", "duration_s", type=click.FloatRange(0.2, 3600), default=2.0,
+@click.argument("pid", type=PID)
+@click.option("-d", "--duration", "duration_s", type=Number(0.2, 3600), default=2.0,
               show_default=True, help="Seconds to observe before answering.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document instead of text.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also save the recording here.")
 @click.option("--no-bpf", is_flag=True, help="Use /proc only (no kernel probes).")
-@click.option("--costly-after", type=click.FloatRange(0), default=60.0, show_default=True,
+@click.option("--costly-after", type=Number(0, 10**9), default=60.0, show_default=True,
               help="Lost seconds (wall, CPU or GPU) from which a kill counts as costly.")
 def command(pid: int, duration_s: float, as_json: bool, output: Optional[str], no_bpf: bool,
             costly_after: float) -> None:
     """What a kill of PID now would lose, free and break (read-only: sends no signal)."""
     from ..analyse.impact import analyse_impact
+    from ..collect.special import special_process
     from ..render.impact_view import render_impact
 
+    special = special_process(pid)
+    if special is not None:
+        raise UsageError(special.describe("kill-preview"))
     rec, tracer = observe(pid, duration_s, use_bpf=not no_bpf, costly_after_s=costly_after)
     try:
         report = analyse_impact(rec, pid, costly_after_s=costly_after)

@@ -16,12 +16,23 @@ import sys
 import click
 
 from ..errors import InputError, PyimpactError
+from .params import PID
 
 
 def load(path: str):
     """The recording in ``path``, or InputError (exit code 7) saying why not."""
+    import os
+
     from ..recording import Recording
 
+    if os.path.isdir(path):
+        raise InputError(f"cannot read {path}: it is a directory", "give a recording file")
+    try:
+        with open(path, "rb"):   # unreadable (mode, missing): one line naming why
+            pass
+    except OSError as err:
+        raise InputError(f"cannot read {path}: {err.strerror or err}",
+                         "check the path and its permissions") from None
     try:
         return Recording.load(path)
     except PyimpactError:
@@ -70,8 +81,8 @@ def kill_previews(rec, pids=()):
 
 
 @click.command("report")
-@click.argument("file", type=click.Path(dir_okay=False))
-@click.option("-p", "--pid", "pids", type=int, multiple=True,
+@click.argument("file", type=str)   # checked by load(): exit code 7, not 2
+@click.option("-p", "--pid", "pids", type=PID, multiple=True,
               help="Report on this process only (default: the targets and every previewed job).")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON document: the story, the diagnoses and any kill previews.")

@@ -15,6 +15,10 @@ import time
 import click
 
 from ..errors import UsageError
+from .params import PID, Number
+
+#: the longest -d accepted (30 days); without -d a trace runs until stopped
+MAX_DURATION_S = 30 * 86400
 
 
 class StopFlag:
@@ -56,14 +60,14 @@ def _status_printer(console):
 
 
 @click.command("trace")
-@click.option("-p", "--pid", "pids", type=int, multiple=True, help="Process to trace (repeatable); children follow.")
+@click.option("-p", "--pid", "pids", type=PID, multiple=True, help="Process to trace (repeatable); children follow.")
 @click.option("--all", "trace_all", is_flag=True, help="Trace every process on the machine.")
-@click.option("-d", "--duration", type=click.FloatRange(min=0.01), help="Stop after S seconds.")
+@click.option("-d", "--duration", type=Number(0.01, MAX_DURATION_S), help="Stop after S seconds.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the recording: .json (Perfetto), .parquet or .csv.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON document.")
-@click.option("--slow-ms", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--slow-ms", type=Number(0, 3_600_000, unit=" ms"), default=1.0, show_default=True,
               help="Report syscalls blocking at least this long as events.")
-@click.option("--buffer-pages", type=int, default=1024, show_default=True, help="Ring buffer size in pages (power of two).")
+@click.option("--buffer-pages", type=click.IntRange(1, 65536), default=1024, show_default=True, help="Ring buffer size in pages (power of two).")
 @click.option("--kill-preview", is_flag=True, help="Live panel: what a kill would cost now (no -p, or --all: every heavy job).")
 def command(pids, trace_all, duration, output, as_json, slow_ms, buffer_pages, kill_preview):
     """Record syscalls, futex waits/wakes, signals, forks/exits and block I/O.
@@ -81,6 +85,12 @@ def command(pids, trace_all, duration, output, as_json, slow_ms, buffer_pages, k
     if trace_all and pids:
         raise UsageError("give either -p PID or --all, not both")
     if kill_preview:
+        from ..collect.special import special_process
+
+        for pid in pids:
+            special = special_process(pid)
+            if special is not None:
+                raise UsageError(special.describe("trace --kill-preview"))
         # Without -p (or with --all) the panel watches the machine's heavy jobs.
         from .trace_kill_preview import run_kill_preview_panel
 
