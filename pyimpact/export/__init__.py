@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 
 from ..errors import InputError
-from .atomic import atomic_path, check_output_path  # noqa: F401
+from .atomic import atomic_file, check_output_path  # noqa: F401
 
 
 def write_recording(rec, path: str) -> str:
@@ -19,8 +19,8 @@ def write_recording(rec, path: str) -> str:
     suffix = os.path.splitext(path)[1].lower()
     writer = {".json": perfetto.write, ".parquet": tables.write_parquet, ".csv": tables.write_csv}
     check_output_path(path)
-    with atomic_path(path) as tmp:
-        writer[suffix](rec, tmp)
+    with atomic_file(path) as f:    # writers get the file object, never a name
+        writer[suffix](rec, f)
     return os.path.abspath(path)
 
 

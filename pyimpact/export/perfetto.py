@@ -14,7 +14,9 @@ key holds the rest of the recording, so `pyimpact report t.json` reads it back.
 """
 from __future__ import annotations
 
+import io
 import json
+from typing import BinaryIO
 
 import pandas as pd
 
@@ -102,10 +104,15 @@ def _process_name(rec: Recording, pid: int, fallback: str) -> str:
     return f"{fallback} ({pid})"
 
 
-def write(rec: Recording, path: str) -> None:
+def write(rec: Recording, out: BinaryIO) -> None:
+    """Write to the binary file object `out` (the atomic writer's descriptor)."""
     doc = {"traceEvents": trace_events(rec), "displayTimeUnit": "ns", "pyimpact": rec.sidecar()}
-    with open(path, "w") as f:
-        json.dump(doc, f, default=_json_default, separators=(",", ":"))
+    text = io.TextIOWrapper(out, encoding="utf-8", newline="")
+    try:
+        json.dump(doc, text, default=_json_default, separators=(",", ":"))
+        text.flush()
+    finally:
+        text.detach()     # `out` stays open: its owner closes it
 
 
 def read(path: str) -> Recording:

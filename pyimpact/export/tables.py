@@ -2,7 +2,9 @@
 schema metadata) and CSV (the timeline's documented columns only)."""
 from __future__ import annotations
 
+import io
 import json
+from typing import BinaryIO
 
 import pandas as pd
 import pyarrow as pa
@@ -12,21 +14,32 @@ from ..recording import METADATA_KEY, Recording, sidecar_json
 from ..timeline import coerce_timeline
 
 
-def write_parquet(rec: Recording, path: str) -> None:
+def write_parquet(rec: Recording, out: BinaryIO) -> None:
+    """Write to the binary file object `out`, with a CRC32 on every data page
+    so that a damaged file is refused on read instead of analysed."""
     table = pa.Table.from_pandas(rec.events, preserve_index=False)
     meta = dict(table.schema.metadata or {})
     meta[METADATA_KEY] = sidecar_json(rec).encode()
-    pq.write_table(table.replace_schema_metadata(meta), path, compression="zstd")
+    pq.write_table(table.replace_schema_metadata(meta), out, compression="zstd",
+                   write_page_checksum=True)
 
 
 def read_parquet(path: str) -> Recording:
-    table = pq.read_table(path)
+    # a page whose CRC does not match raises (OSError), and the caller turns it
+    # into one InputError line: a damaged recording is never analysed as fine
+    table = pq.read_table(path, page_checksum_verification=True)
     side = json.loads((table.schema.metadata or {}).get(METADATA_KEY, b"{}"))
     return Recording.from_sidecar(table.to_pandas(), side)
 
 
-def write_csv(rec: Recording, path: str) -> None:
-    rec.events.to_csv(path, index=False)
+def write_csv(rec: Recording, out: BinaryIO) -> None:
+    """Write the timeline to the binary file object `out`."""
+    text = io.TextIOWrapper(out, encoding="utf-8", newline="")
+    try:
+        rec.events.to_csv(text, index=False)
+        text.flush()
+    finally:
+        text.detach()
 
 
 def read_csv(path: str) -> Recording:
