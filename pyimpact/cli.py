@@ -23,6 +23,9 @@ COMMANDS = {
     "kill-preview": "pyimpact.commands.kill_preview",
     "report": "pyimpact.commands.report",
     "demo": "pyimpact.commands.demo",
+    "stop": "pyimpact.commands.stop",
+    "suspend": "pyimpact.commands.suspend",
+    "resume": "pyimpact.commands.resume",
 }
 
 

@@ -15,6 +15,8 @@ Exit codes (documented in the README):
   5  BPF unavailable (no bcc, BPF not permitted, no headers, no tracefs)
   6  output path cannot be written
   7  input file cannot be read (report)
+  8  an action was not carried out: declined at the prompt, a wait that gave up,
+     or processes still running after the grace period (stop, suspend, resume)
   130 interrupted before anything could be shown
 """
 from __future__ import annotations
@@ -56,3 +58,15 @@ class OutputError(PyimpactError):
 
 class InputError(PyimpactError):
     exit_code = 7
+
+
+class NotDone(PyimpactError):
+    """An action command did not do (all of) what it was asked."""
+
+    exit_code = 8
+
+
+class Interrupted(PyimpactError):
+    """Ctrl-C (or SIGTERM) ended a command; the message says what was and was not done."""
+
+    exit_code = 130

@@ -28,6 +28,7 @@ ENV_ALLOW_KEYS = frozenset({
     "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
     "MASTER_ADDR", "MASTER_PORT",
     "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
+    "TORCH_NCCL_HEARTBEAT_TIMEOUT_SEC",   # how long a suspended rank has before NCCL aborts it
 })
 #: Environment key prefixes allowed as well (SLURM_JOB_* is within SLURM_*).
 ENV_ALLOW_PREFIXES = ("TORCHELASTIC_", "SLURM_")

@@ -259,6 +259,20 @@ class TreeObserver:
             self._thin()
         return sample
 
+    def scan_files(self) -> Dict[str, list]:
+        """The candidate files now, without sampling the tree (which may have
+        exited): the files the last sample saw open for writing, and the
+        checkpoint-like and temporary files in the watched directories.  What
+        a stop left on disk is read with this."""
+        files: Dict[str, list] = {}
+        for w in (self.samples[-1].get("wfds", []) if self.samples else []):
+            st = self._stat(w[2])
+            if st is not None:
+                files[w[2]] = st
+        for d in list(self.watch)[:MAX_DIRS]:
+            self._scan_dir(d, files)
+        return files
+
     def read_memory(self, timeout_s: float = 0.5) -> None:
         """Add PSS and USS (from smaps_rollup) to the latest sample's processes.
 

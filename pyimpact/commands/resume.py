@@ -1,0 +1,27 @@
+"""`pyimpact resume PID`: SIGCONT of a suspended tree, deepest first, the root last (see act/tree.py)."""
+from __future__ import annotations
+
+import click
+
+from ..errors import NotDone
+from .act_common import confirm_or_stop, say, warn
+from .suspend import _describe
+
+
+@click.command("resume")
+@click.argument("pid", type=int)
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+def command(pid: int, yes: bool) -> None:
+    """Resume PID and its descendants (SIGCONT, children first, the parent last)."""
+    from ..act.signal_log import SignalLog
+    from ..act.tree import ProcessTree, resume_tree
+
+    with ProcessTree.identify(pid) as tree:
+        say(f"Plan: SIGCONT to {len(tree.live())} process(es), children first: {_describe(tree)}")
+        confirm_or_stop("Resume now?", yes)
+        with SignalLog(command="resume", echo=warn) as log:
+            res = resume_tree(tree, log, "pyimpact resume: user request")
+        say(f"resumed: {', '.join(map(str, res['resumed'])) or 'none'}")
+        if res["still_stopped"]:
+            raise NotDone(f"still stopped: {', '.join(map(str, res['still_stopped']))} (a debugger or "
+                          "another stop holds it?)")

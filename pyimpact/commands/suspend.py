@@ -1,0 +1,68 @@
+"""`pyimpact suspend PID` and `pyimpact resume PID`: SIGSTOP / SIGCONT of a whole process tree.
+
+The order (parent first on suspend, children first on resume) and why is in
+pyimpact/act/tree.py.  Before sending, the plan and what a suspend keeps held
+(RAM, VRAM, ports; distributed peers timing out) are printed and confirmed
+unless ``--yes``.  Every signal goes through a pidfd and into the signal log.
+
+Exit codes: 0 done; 3 no such process; 4 not permitted; 6 the signal log
+cannot be written; 8 declined, or some process did not reach the state.
+"""
+from __future__ import annotations
+
+import click
+
+from ..errors import NotDone
+from .act_common import confirm_or_stop, say, warn
+
+
+def _snapshot(pid: int):
+    from ..collect import procfs
+
+    return procfs.take_snapshot([pid], tree=True, threads=False, stacks=False, holders=True, timeout_s=0.8)
+
+
+def _gpu_sample():
+    from ..collect.gpu import read_gpus
+
+    try:
+        return read_gpus().to_dict()
+    except Exception:  # noqa: BLE001 - GPU figures are extra; the warning says they are unknown
+        return None
+
+
+def _describe(tree) -> str:
+    return ", ".join(f"{h.pid} ({h.comm})" for h in tree.live())
+
+
+EXAMPLES_S = """
+\b
+Examples:
+  sudo pyimpact suspend 1234          print the plan and warnings, ask, then SIGSTOP the tree
+  sudo pyimpact suspend 1234 --yes    without asking
+  sudo pyimpact resume 1234           SIGCONT the tree, workers first
+"""
+
+
+@click.command("suspend", epilog=EXAMPLES_S)
+@click.argument("pid", type=int)
+@click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
+def command(pid: int, yes: bool) -> None:
+    """Suspend PID and its descendants (SIGSTOP, parent first): frees CPU, keeps RAM/VRAM."""
+    from ..act.signal_log import SignalLog
+    from ..act.tree import ProcessTree, suspend_tree
+    from ..analyse.act_notes import suspend_warnings
+
+    with ProcessTree.identify(pid) as tree:
+        snap = _snapshot(pid)
+        say(f"Plan: SIGSTOP to {len(tree.live())} process(es), parent first: {_describe(tree)}")
+        for w in suspend_warnings(snap, pid, _gpu_sample()):
+            say(f"  warning: {w}")
+        say(f"  resume later with: pyimpact resume {pid}")
+        confirm_or_stop("Suspend now?", yes)
+        with SignalLog(command="suspend", echo=warn) as log:
+            res = suspend_tree(tree, log, "pyimpact suspend: user request")
+        say(f"suspended: {', '.join(map(str, res['stopped'])) or 'none'}")
+        if res["not_stopped"]:
+            raise NotDone(f"not stopped yet: {', '.join(map(str, res['not_stopped']))} (in an uninterruptible "
+                          "wait? it stops when that returns)", f"check with: pyimpact diagnose {pid}")
