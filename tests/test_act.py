@@ -1,0 +1,288 @@
+"""The act layer against real processes: stop, suspend/resume, pidfds, signal log.
+
+Every process signalled here was started by the test (its own session, so
+teardown kills that process group by id and reaps it; the test process is a
+child subreaper meanwhile, so orphaned workers come back to it and are
+reaped).  The commands run as real subprocesses (`python -m pyimpact ...`),
+with the signal log pointed into the test's tmp dir.
+
+Ground truth comes from the jobs themselves: the training job logs every
+step and checkpoint with a timestamp, the slow writer says when its file is
+complete, the stubborn job reports each SIGTERM it catches.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from typing import List, Optional
+
+import pytest
+
+from pyimpact.act.pidfd import ProcessHandle
+from pyimpact.act.signal_log import SignalLog
+from pyimpact.act.tree import ProcessTree
+from pyimpact.errors import ProcessGone
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+TARGETS = os.path.join(HERE, "targets")
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _prctl(option: int, value: int) -> None:
+    ctypes.CDLL(None, use_errno=True).prctl(option, value, 0, 0, 0)
+
+
+class Job:
+    def __init__(self, proc: subprocess.Popen, ready: int):
+        self.proc, self.ready = proc, ready
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def line(self, timeout: float = 30.0) -> str:
+        buf = b""
+        end = time.monotonic() + timeout
+        while not buf.endswith(b"\n"):
+            r, _, _ = select.select([self.ready], [], [], max(0.0, end - time.monotonic()))
+            if not r:
+                pytest.fail(f"job {self.pid} said nothing within {timeout} s")
+            ch = os.read(self.ready, 1)
+            if not ch:
+                pytest.fail(f"job {self.pid} exited (rc {self.proc.poll()}) before saying anything")
+            buf += ch
+        return buf.decode().strip()
+
+
+class Jobs:
+    """Jobs in their own sessions; cleanup kills those groups by id and reaps."""
+
+    def __init__(self, tmp_path):
+        self.tmp = tmp_path
+        self.procs: List[subprocess.Popen] = []
+        self.fds: List[int] = []
+
+    def start(self, argv: List[str], ready_arg: Optional[str] = "--ready-fd") -> Job:
+        r, w = os.pipe()
+        args = list(argv) + ([ready_arg, str(w)] if ready_arg else [])
+        if ready_arg is None:
+            args = [argv[0], argv[1], str(w)] + list(argv[2:])
+        p = subprocess.Popen([sys.executable] + args, cwd=str(self.tmp), pass_fds=(w,), start_new_session=True,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=open(self.tmp / f"stderr.{len(self.procs)}", "wb"))
+        os.close(w)
+        self.procs.append(p)
+        self.fds.append(r)
+        return Job(p, r)
+
+    def cleanup(self) -> None:
+        groups = {p.pid for p in self.procs}
+        for pgid in groups:
+            try:
+                os.killpg(pgid, signal.SIGCONT)
+                os.killpg(pgid, signal.SIGKILL)      # only groups this fixture created
+            except ProcessLookupError:
+                pass
+        for p in self.procs:
+            p.wait(timeout=10)
+        reap_orphans(groups)
+        for fd in self.fds:
+            os.close(fd)
+
+
+def reap_orphans(groups, timeout: float = 10.0) -> None:
+    """Reap the processes of ``groups`` re-parented to us (we are a subreaper)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            mine = [c for c in _children(os.getpid()) if _pgid(c) in groups]
+            if not mine:
+                return
+            time.sleep(0.02)
+
+
+def _children(pid: int) -> List[int]:
+    out = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out += [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def _pgid(pid: int) -> int:
+    try:
+        return os.getpgid(pid)
+    except ProcessLookupError:
+        return -1
+
+
+def descendants(pid: int) -> List[int]:
+    out, todo = [], [pid]
+    while todo:
+        cur = todo.pop(0)
+        for c in _children(cur) if os.path.exists(f"/proc/{cur}") else []:
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def alive(pid: int, start_ticks: int) -> bool:
+    """The process (pid, start time) still runs (a zombie does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return False
+    fields = data[data.rindex(b")") + 2:].split()
+    return int(fields[19]) == start_ticks and fields[0] not in (b"Z", b"X")
+
+
+def ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read()
+    return int(data[data.rindex(b")") + 2:].split()[19])
+
+
+def states(pid: int) -> str:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        data = f.read()
+    return data[data.rindex(b")") + 2:].split()[0].decode()
+
+
+@pytest.fixture
+def jobs(tmp_path):
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    j = Jobs(tmp_path)
+    try:
+        yield j
+    finally:
+        try:
+            j.cleanup()
+        finally:
+            _prctl(PR_SET_CHILD_SUBREAPER, 0)
+
+
+def pyimpact(tmp_path, *args: str, stdin: Optional[str] = None, timeout: float = 90.0):
+    env = dict(os.environ, PYIMPACT_SIGNAL_LOG=str(tmp_path / "signals.jsonl"))
+    p = subprocess.run([sys.executable, "-m", "pyimpact", *args], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=timeout, input=stdin if stdin is not None else "")
+    return p.returncode, p.stdout, p.stderr
+
+
+def signal_log(tmp_path) -> List[dict]:
+    path = tmp_path / "signals.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def parse_log(path) -> List[tuple]:
+    out = []
+    for line in open(path):
+        parts = line.split()
+        step = re.search(r"step[= ](\d+)", line)
+        out.append((float(parts[0]), parts[1], int(step.group(1)) if step else -1))
+    return out
+
+
+def report_line(text: str) -> None:
+    """Figures for the closing note: appended to $PYIMPACT_ACT_REPORT if set."""
+    path = os.environ.get("PYIMPACT_ACT_REPORT")
+    if path:
+        with open(path, "a") as f:
+            f.write(text + "\n")
+
+
+# --------------------------------------------------------------------------
+# pidfds: a reused pid is never signalled
+# --------------------------------------------------------------------------
+
+def _spawn_with_pid(jobs: Jobs, want: int) -> Optional[Job]:
+    """Start a sleeper that gets pid ``want`` (ns_last_pid; retried: other
+    processes fork too)."""
+    for _ in range(200):
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(want - 1))
+        job = jobs.start([os.path.join(TARGETS, "act_jobs.py"), "graceful"], ready_arg=None)
+        if job.pid == want:
+            return job
+        os.killpg(job.pid, signal.SIGKILL)
+        job.proc.wait()
+    return None
+
+
+def test_a_pidfd_never_signals_a_new_process_with_the_old_pid(jobs, tmp_path):
+    old = jobs.start([os.path.join(TARGETS, "act_jobs.py"), "stubborn"], ready_arg=None)
+    old.line()
+    old_ticks = ticks(old.pid)
+    handle = ProcessHandle.open(old.pid, old_ticks)
+    tree = ProcessTree(handle)
+    os.killpg(old.pid, signal.SIGKILL)      # the test's own job exits...
+    old.proc.wait()
+    new = _spawn_with_pid(jobs, old.pid)    # ...and a new process gets its pid
+    assert new is not None, "could not get the same pid again"
+    assert new.line() == "ready"
+    assert new.pid == handle.pid and ticks(new.pid) != old_ticks
+
+    with SignalLog(str(tmp_path / "signals.jsonl"), command="test") as log:
+        assert handle.exited()
+        assert log.send(handle, signal.SIGTERM, "test: stale handle") is False
+        tree.kill(log, "test: stale tree")
+    time.sleep(0.3)
+    assert new.proc.poll() is None, "the new process with the old pid was signalled"
+    r, _, _ = select.select([new.ready], [], [], 0)
+    assert not r, "the new process received a SIGTERM"
+    rec = signal_log(tmp_path)
+    assert rec[0]["result"].startswith("not sent") and rec[0]["start_ticks"] == old_ticks
+    # identifying by (pid, start time) refuses the newcomer too
+    with pytest.raises(ProcessGone):
+        ProcessHandle.open(old.pid, old_ticks)
+    handle.close()
+
+
+# --------------------------------------------------------------------------
+# suspend / resume of a tree
+# --------------------------------------------------------------------------
+
+def test_suspend_then_resume_a_tree_in_order(jobs, tmp_path):
+    job = jobs.start([os.path.join(TARGETS, "act_jobs.py"), "tree", "2"], ready_arg=None)
+    assert job.line() == "ready"
+    tree = [job.pid] + descendants(job.pid)
+    assert len(tree) == 5
+
+    rc, out, err = pyimpact(tmp_path, "suspend", str(job.pid), stdin="n\n")
+    assert rc == 8 and "nothing was sent" in err
+    assert not signal_log(tmp_path) and all(states(p) != "T" for p in tree)
+
+    rc, out, err = pyimpact(tmp_path, "suspend", str(job.pid), "--yes")
+    assert rc == 0, err
+    assert "RAM stays held" in out and "5 process(es)" in out
+    assert all(states(p) == "T" for p in tree), {p: states(p) for p in tree}
+    stops = [r for r in signal_log(tmp_path) if r["signal"] == "SIGSTOP"]
+    assert [r["pid"] for r in stops][0] == job.pid            # the parent first
+    assert sorted(r["pid"] for r in stops) == sorted(tree)
+
+    rc, out, err = pyimpact(tmp_path, "resume", str(job.pid), "--yes")
+    assert rc == 0, err
+    assert all(states(p) in ("S", "R") for p in tree), {p: states(p) for p in tree}
+    conts = [r for r in signal_log(tmp_path) if r["signal"] == "SIGCONT"]
+    assert conts[-1]["pid"] == job.pid                         # the parent last
+    assert sorted(r["pid"] for r in conts) == sorted(tree)
+    depth = {job.pid: 0, **{c: 1 for c in _children(job.pid)}}
+    order = [depth.get(r["pid"], 2) for r in conts]
+    assert order == sorted(order, reverse=True)               # deepest first
