@@ -26,6 +26,7 @@ COMMANDS = {
     "stop": "pyimpact.commands.stop",
     "suspend": "pyimpact.commands.suspend",
     "resume": "pyimpact.commands.resume",
+    "record": "pyimpact.commands.record",
 }
 
 

@@ -1,0 +1,182 @@
+"""The recorder's own BPF program (probes/recorder.bpf.c): build, load, read, detach.
+
+Why a loader apart from KernelProbes: the trace probes follow a set of
+processes and hook every syscall (a raw tracepoint) to aggregate latencies;
+the recorder runs for days machine-wide and must not touch syscalls it does
+not record, so it is a different, small program attached to rare
+tracepoints only. Stages as in probes.py: `RecorderConfig` (validated) ->
+`RecorderProbes.open()` (BTF offsets, compile, attach) -> `poll()` ->
+`close()`; a context manager, so every exit path detaches.
+
+Events are rare (tens a second on a busy machine), so each is decoded here
+into a `RecEvent` through bcc's ring buffer callback; times are turned from
+boot-time ns into wall-clock ns.
+"""
+from __future__ import annotations
+
+import ctypes
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Callable, List, Optional
+
+from ..errors import BPFUnavailable, UsageError
+from .bpf_env import check_bpf_environment
+from .btf import recorder_offsets
+
+KINDS = {1: "fork", 2: "exec", 3: "exit", 4: "signal", 5: "close", 6: "fsync", 7: "rename"}
+COMM_LEN, PATH_LEN, DEPTH, NAME_LEN = 16, 256, 8, 64
+CLOCK_BOOTTIME = 7
+
+
+class _Event(ctypes.Structure):
+    _fields_ = [("ts", ctypes.c_uint64), ("kind", ctypes.c_uint32), ("tgid", ctypes.c_uint32),
+                ("tid", ctypes.c_uint32), ("other", ctypes.c_uint32), ("aux", ctypes.c_int32),
+                ("ret", ctypes.c_int32), ("a", ctypes.c_uint64 * 3), ("comm", ctypes.c_char * COMM_LEN)]
+
+
+EVENT_SIZE = ctypes.sizeof(_Event)
+assert EVENT_SIZE == 72
+
+
+@dataclass
+class RecEvent:
+    """One recorder event (see probes/recorder.bpf.c for the field meanings)."""
+
+    t_ns: int                   # wall clock
+    kind: str
+    pid: int                    # the acting process (fork: the parent)
+    tid: int
+    comm: str
+    other: int = 0              # fork: child pid; exec: old pid; signal: target pid
+    aux: int = 0
+    ret: int = 0
+    a: tuple = (0, 0, 0)
+    boot_ns: int = 0            # the raw boot-time stamp (matches /proc start times)
+    filename: str = ""          # exec: program path
+    names: List[str] = field(default_factory=list)   # close/fsync: path components, innermost first
+    truncated: bool = False     # close/fsync: deeper than the components kept
+    oldname: str = ""           # rename
+    newname: str = ""
+
+
+@dataclass(frozen=True)
+class RecorderConfig:
+    ringbuf_pages: int = 256
+    min_bytes: int = 1 << 20          # close/fsync of a written file this large is recorded
+    files: bool = True                # False: no syscall tracepoints at all (lifecycle and signals only)
+
+    def validate(self) -> None:
+        pages = int(self.ringbuf_pages)
+        if pages < 1 or pages > 16384 or pages & (pages - 1):
+            raise UsageError(f"ring buffer pages must be a power of two between 1 and 16384, not {pages}")
+        if not (0 <= int(self.min_bytes) <= 1 << 50):
+            raise UsageError(f"minimum file size out of range: {self.min_bytes}")
+
+    def cflags(self, offsets: dict) -> list:
+        self.validate()
+        flags = [f"-DPYI_RINGBUF_PAGES={int(self.ringbuf_pages)}", f"-DPYI_REC_MIN_BYTES={int(self.min_bytes)}LL"]
+        flags += [f"-D{k}={int(v)}" for k, v in sorted(offsets.items())]
+        return flags
+
+
+def recorder_source(files: bool = True) -> str:
+    src = (resources.files("pyimpact.probes") / "recorder.bpf.c").read_text()
+    if not files:
+        # Drop the syscall tracepoints: enabling any one of them sends every
+        # syscall of every task through the slow tracing path.
+        cut = src.index("/* ---- file completions")
+        src = src[:cut]
+    return src
+
+
+def _boot_offset_ns() -> int:
+    """Wall clock minus CLOCK_BOOTTIME."""
+    best = None
+    for _ in range(5):
+        b0 = time.clock_gettime_ns(CLOCK_BOOTTIME)
+        w = time.time_ns()
+        b1 = time.clock_gettime_ns(CLOCK_BOOTTIME)
+        if best is None or b1 - b0 < best[0]:
+            best = (b1 - b0, w - (b0 + b1) // 2)
+    return best[1]
+
+
+def _text(raw: bytes) -> str:
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+class RecorderProbes:
+    """The loaded recorder program. Use as a context manager."""
+
+    def __init__(self, config: Optional[RecorderConfig] = None):
+        self.config = config or RecorderConfig()
+        self.config.validate()
+        self._bpf = None
+        self._sink: Optional[Callable[[RecEvent], None]] = None
+        self.boot_offset_ns = 0
+        self.timings = {}
+
+    def open(self) -> "RecorderProbes":
+        t0 = time.monotonic()
+        check_bpf_environment()
+        offsets = recorder_offsets()
+        from bcc import BPF
+
+        try:
+            self._bpf = BPF(text=recorder_source(self.config.files).encode(), cflags=self.config.cflags(offsets))
+        except Exception as exc:
+            raise BPFUnavailable(f"could not load the recorder probes: {str(exc).splitlines()[0]}",
+                                 "is BPF permitted here (root, no lockdown, kernel >= 5.8)?") from None
+        self.boot_offset_ns = _boot_offset_ns()
+        self._bpf[b"rec_events"].open_ring_buffer(self._on_event)
+        self.timings["open_s"] = time.monotonic() - t0
+        return self
+
+    def close(self) -> None:
+        if self._bpf is None:
+            return
+        from .probes import _detach_fast
+
+        bpf, self._bpf = self._bpf, None
+        _detach_fast(bpf)
+        bpf.cleanup()
+
+    def __enter__(self) -> "RecorderProbes":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def poll(self, sink: Callable[[RecEvent], None], timeout_ms: int = 1000) -> None:
+        """Wait up to timeout_ms for events; hand each to ``sink``."""
+        self._sink = sink
+        self._bpf.ring_buffer_poll(int(timeout_ms))
+
+    def drain(self, sink: Callable[[RecEvent], None]) -> None:
+        self._sink = sink
+        self._bpf.ring_buffer_consume()
+
+    def lost(self) -> int:
+        return int(sum(self._bpf[b"rec_lost"][ctypes.c_int(0)]))
+
+    def _on_event(self, _ctx, data, size) -> None:
+        if size < EVENT_SIZE or self._sink is None:
+            return
+        raw = ctypes.string_at(data, size)
+        e = _Event.from_buffer_copy(raw[:EVENT_SIZE])
+        ev = RecEvent(t_ns=int(e.ts) + self.boot_offset_ns, boot_ns=int(e.ts), kind=KINDS.get(e.kind, str(e.kind)),
+                      pid=e.tgid, tid=e.tid, comm=_text(e.comm), other=e.other, aux=e.aux, ret=e.ret,
+                      a=tuple(int(x) for x in e.a))
+        rest = raw[EVENT_SIZE:]
+        if ev.kind == "exec":
+            ev.filename = _text(rest[:PATH_LEN])
+        elif ev.kind in ("close", "fsync") and len(rest) >= 8:
+            depth = int.from_bytes(rest[:4], "little")
+            ev.truncated = depth > DEPTH
+            names = rest[8:8 + DEPTH * NAME_LEN]
+            ev.names = [_text(names[i * NAME_LEN:(i + 1) * NAME_LEN]) for i in range(min(depth, DEPTH))]
+        elif ev.kind == "rename":
+            ev.oldname = _text(rest[:PATH_LEN])
+            ev.newname = _text(rest[PATH_LEN:2 * PATH_LEN])
+        self._sink(ev)

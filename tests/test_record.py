@@ -1,0 +1,134 @@
+"""`pyimpact record` against a real job: workers, checkpoints, a signal, and a
+kill -9 of the recorder in the middle (restart continues the same database).
+
+Real BPF (root, as in CI), real processes, the history read back with the
+same reader the other commands use.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import PYIMPACT, TARGETS, wait_for_line
+from pyimpact.collect.history_db import HistoryReader
+
+JOB = os.path.join(TARGETS, "history_job.py")
+
+
+def start_recorder(spawn, db, *extra):
+    proc = spawn(PYIMPACT + ["record", "--db", str(db), "-i", "0.3s", "--no-gpu", *extra],
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wait_for_line(proc.stderr, "recorder running", 60)
+    return proc
+
+
+def wait_rows(db, sql, args, n, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    rows = []
+    while time.monotonic() < deadline:
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+                rows = conn.execute(sql, args).fetchall()
+        except sqlite3.Error:
+            rows = []
+        if len(rows) >= n:
+            return rows
+        time.sleep(0.1)
+    raise AssertionError(f"{sql} {args}: only {rows}")
+
+
+def cue(job, line, answer):
+    job.stdin.write(line + "\n")
+    job.stdin.flush()
+    wait_for_line(job.stdout, answer)
+
+
+@pytest.mark.timeout(180)
+def test_recorder_keeps_history_across_kill9_and_restart(spawn, tmp_path):
+    db = tmp_path / "h.db"
+    out = tmp_path / "ckpts"
+    out.mkdir()
+    rec1 = start_recorder(spawn, db)
+    assert stat.S_IMODE(os.stat(db).st_mode) == 0o600
+
+    job = spawn([sys.executable, JOB, str(out)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    root, w1, w2 = (int(x) for x in wait_for_line(job.stdout, "ready").split()[1:])
+    cue(job, "ckpt 0", "ckpt 0")
+    cue(job, "ckpt 1", "ckpt 1")
+    wait_rows(db, "SELECT path FROM files WHERE kind = 'rename' AND pid = ?", (root,), 2)
+
+    os.kill(rec1.pid, signal.SIGKILL)          # mid-run: nothing cleanly closed
+    rec1.wait(10)
+    cue(job, "ckpt 2", "ckpt 2")               # while no recorder runs: not in the history
+
+    rec2 = start_recorder(spawn, db)
+    cue(job, "ckpt 3", "ckpt 3")
+    cue(job, "signal", "signalled")
+    job.stdin.write("exit\n")
+    job.stdin.flush()
+    assert job.wait(20) == 0
+    wait_rows(db, "SELECT exit_ns FROM processes WHERE pid = ? AND exit_ns IS NOT NULL", (root,), 1)
+    rec2.send_signal(signal.SIGTERM)
+    _, err = rec2.communicate(timeout=30)
+    assert rec2.returncode == 0, err
+    assert b"recorder stopped" in err
+
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    runs = conn.execute("SELECT started_ns, ended_ns FROM runs ORDER BY id").fetchall()
+    assert len(runs) == 2
+    assert runs[0][1] is None and runs[1][1] is not None      # the killed run never ended cleanly
+    conn.close()
+
+    with HistoryReader(str(db)) as h:
+        root_rec = h.process(root)
+        assert root_rec is not None and root_rec.exit_ns is not None and root_rec.exit_code == 0
+        assert any("history_job.py" in a for a in root_rec.cmdline)
+        job_row = h.job(root_rec.job_id)
+        assert job_row["root_pid"] == root and job_row["ended_ns"] is not None
+        for w in (w1, w2):
+            wr = h.process(w)
+            assert wr is not None, w
+            assert wr.ppid == root and wr.parent_known and wr.parent_id == root_rec.id   # original parent
+            assert wr.job_id == root_rec.job_id
+            assert wr.exit_ns is not None and wr.exit_signal == signal.SIGTERM
+        # exactly one row per process across the two recorder runs
+        assert len(h.query("SELECT id FROM processes WHERE pid = ? AND exit_ns IS NOT NULL", (root,))) == 1
+
+        done = h.completions(root_rec.job_id, limit=50)
+        renames = [os.path.basename(c["path"]) for c in done if c["kind"] == "rename"]
+        assert renames == ["ckpt-0.pt", "ckpt-1.pt", "ckpt-3.pt"], done
+        assert all(c["old_path"] == str(out / "ckpt.pt.tmp") for c in done if c["kind"] == "rename")
+        assert all(c["size"] == 2 << 20 for c in done if c["kind"] == "rename")
+        closes = [c for c in done if c["kind"] in ("close", "fsync")]
+        assert {c["path"] for c in closes} == {str(out / "ckpt.pt.tmp")}
+        assert {c["kind"] for c in closes} == {"close", "fsync"}
+
+        sigs = h.signals_to([w1], before_ns=time.time_ns())
+        usr1 = [s for s in sigs if s["sig"] == signal.SIGUSR1]
+        assert len(usr1) == 1 and usr1[0]["sender_pid"] == root
+        samples = h.query("SELECT nprocs, rss_bytes FROM job_samples WHERE job_id = ?", (root_rec.job_id,))
+        assert samples and max(n for n, _ in samples) == 3 and all(r > 0 for _, r in samples)
+
+
+def test_record_rejects_bad_options(tmp_path):
+    res = subprocess.run(PYIMPACT + ["record", "--db", str(tmp_path / "x.db"), "-i", "soon"],
+                         capture_output=True, text=True)
+    assert res.returncode == 2 and res.stderr.startswith("pyimpact: invalid interval")
+    assert "Traceback" not in res.stderr
+
+
+def test_install_service_without_systemd_prints_the_unit(tmp_path):
+    from pyimpact.commands import record
+
+    lines = []
+    record.install_service(["--db", str(tmp_path / "h.db")], echo=lines.append, systemd=False)
+    assert lines[0].startswith("systemd is not running here")
+    assert "ExecStart=" in lines[1] and "record --db" in lines[1]
