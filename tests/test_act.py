@@ -70,11 +70,10 @@ class Jobs:
         self.procs: List[subprocess.Popen] = []
         self.fds: List[int] = []
 
-    def start(self, argv: List[str], ready_arg: Optional[str] = "--ready-fd") -> Job:
+    def start(self, argv: List[str]) -> Job:
+        """``argv`` names the ready pipe's fd as "{fd}"."""
         r, w = os.pipe()
-        args = list(argv) + ([ready_arg, str(w)] if ready_arg else [])
-        if ready_arg is None:
-            args = [argv[0], argv[1], str(w)] + list(argv[2:])
+        args = [a.replace("{fd}", str(w)) for a in argv]
         p = subprocess.Popen([sys.executable] + args, cwd=str(self.tmp), pass_fds=(w,), start_new_session=True,
                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=open(self.tmp / f"stderr.{len(self.procs)}", "wb"))
@@ -218,7 +217,7 @@ def _spawn_with_pid(jobs: Jobs, want: int) -> Optional[Job]:
     for _ in range(200):
         with open("/proc/sys/kernel/ns_last_pid", "w") as f:
             f.write(str(want - 1))
-        job = jobs.start([os.path.join(TARGETS, "act_jobs.py"), "graceful"], ready_arg=None)
+        job = jobs.start([os.path.join(TARGETS, "act_jobs.py"), "graceful", "{fd}"])
         if job.pid == want:
             return job
         os.killpg(job.pid, signal.SIGKILL)
@@ -227,7 +226,7 @@ def _spawn_with_pid(jobs: Jobs, want: int) -> Optional[Job]:
 
 
 def test_a_pidfd_never_signals_a_new_process_with_the_old_pid(jobs, tmp_path):
-    old = jobs.start([os.path.join(TARGETS, "act_jobs.py"), "stubborn"], ready_arg=None)
+    old = jobs.start([os.path.join(TARGETS, "act_jobs.py"), "stubborn", "{fd}"])
     old.line()
     old_ticks = ticks(old.pid)
     handle = ProcessHandle.open(old.pid, old_ticks)
@@ -260,7 +259,7 @@ def test_a_pidfd_never_signals_a_new_process_with_the_old_pid(jobs, tmp_path):
 # --------------------------------------------------------------------------
 
 def test_suspend_then_resume_a_tree_in_order(jobs, tmp_path):
-    job = jobs.start([os.path.join(TARGETS, "act_jobs.py"), "tree", "2"], ready_arg=None)
+    job = jobs.start([os.path.join(TARGETS, "act_jobs.py"), "tree", "{fd}", "2"])
     assert job.line() == "ready"
     tree = [job.pid] + descendants(job.pid)
     assert len(tree) == 5
@@ -286,3 +285,126 @@ def test_suspend_then_resume_a_tree_in_order(jobs, tmp_path):
     depth = {job.pid: 0, **{c: 1 for c in _children(job.pid)}}
     order = [depth.get(r["pid"], 2) for r in conts]
     assert order == sorted(order, reverse=True)               # deepest first
+
+
+# --------------------------------------------------------------------------
+# stop
+# --------------------------------------------------------------------------
+
+def train(jobs: Jobs, *extra: str) -> Job:
+    return jobs.start([os.path.join(TARGETS, "train_ckpt.py"), "--ckpt-dir", "ckpt", "--log", "train.log",
+                       "--interval", "2.0", "--ready-fd", "{fd}", *extra])
+
+
+def test_stop_when_checkpoint_lands_right_after_one_and_restart_redoes_little(jobs, tmp_path):
+    job = train(jobs)
+    job.line()                                      # first checkpoint done: cadence from here on
+    rc, out, err = pyimpact(tmp_path, "stop", str(job.pid), "--when", "checkpoint", "--yes", "--json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert "waiting" in err and "next checkpoint" in err
+    log = parse_log(tmp_path / "train.log")
+    ckpts = [x for x in log if x[1] == "ckpt"]
+    steps = [x for x in log if x[1] == "step"]
+    term = [r for r in signal_log(tmp_path) if r["pid"] == job.pid]
+    assert [r["signal"] for r in term] == ["SIGTERM"]
+    t_sig = term[0]["t_ns"] / 1e9
+    last_ckpt = max(c for c in ckpts if c[0] <= t_sig)
+    # the stop landed right after a checkpoint, not at a random moment of the cadence
+    assert 0 <= t_sig - last_ckpt[0] < 0.6, (t_sig - last_ckpt[0])
+    assert not any(c[0] > t_sig for c in ckpts)
+    lost_steps = steps[-1][2] - last_ckpt[2]
+    o = doc["outcome"]
+    assert o["newest_durable_checkpoint"]["path"].endswith(f"checkpoint_{last_ckpt[2]:07d}.pt")
+    assert abs(o["lost_s"] - (steps[-1][0] - last_ckpt[0])) < 0.5
+    assert o["left_behind"] == []
+    assert doc["predicted"]["lost_s"] < 0.6
+    # restart from it: the steps redone are exactly the ones since that checkpoint
+    restart = jobs.start([os.path.join(TARGETS, "train_ckpt.py"), "--ckpt-dir", "ckpt", "--log", "restart.log",
+                          "--resume", "--stop-at-step", str(last_ckpt[2] + 1), "--ready-fd", "{fd}"])
+    restart.proc.wait(timeout=60)
+    resumed = [x for x in parse_log(tmp_path / "restart.log") if x[1] == "resume"]
+    assert resumed and resumed[0][2] == last_ckpt[2]
+    report_line(f"stop --when checkpoint: signal {t_sig - last_ckpt[0]:.3f} s after checkpoint step "
+                f"{last_ckpt[2]}; predicted loss {doc['predicted']['lost_s']:.2f} s, actual {o['lost_s']:.2f} s "
+                f"({lost_steps} steps, redone after restart from step {resumed[0][2]})")
+
+
+def test_stop_when_safe_waits_for_the_large_write(jobs, tmp_path):
+    size, rate = 12 << 20, 3 << 20
+    job = jobs.start([os.path.join(TARGETS, "kp_slow_writer.py"), str(tmp_path / "out"), str(size), str(rate),
+                      "{fd}"])
+    assert job.line() == "ready"
+    rc, out, err = pyimpact(tmp_path, "stop", str(job.pid), "--yes", "--no-bpf", "--grace", "5")
+    assert rc == 0, err
+    assert "ckpt_0003.bin to finish" in err
+    f = tmp_path / "out" / "ckpt_0003.bin"
+    assert f.stat().st_size == size                   # the write was not cut short
+    sent = signal_log(tmp_path)[0]
+    assert sent["signal"] == "SIGTERM" and sent["t_ns"] >= f.stat().st_mtime_ns
+    assert "no half-written files left behind" in out
+
+
+def test_stop_a_tree_whose_sigterm_is_not_caught_leaves_no_orphans(jobs, tmp_path):
+    job = jobs.start([os.path.join(TARGETS, "act_jobs.py"), "tree", "{fd}", "2"])
+    assert job.line() == "ready"
+    members = [(p, ticks(p)) for p in [job.pid] + descendants(job.pid)]
+    rc, out, err = pyimpact(tmp_path, "stop", str(job.pid), "--when", "now", "--yes", "--no-bpf", "--grace", "5")
+    assert rc == 0, err
+    assert "SIGTERM is not caught" in out
+    assert not [p for p, t in members if alive(p, t)]
+    assert sorted(r["pid"] for r in signal_log(tmp_path)) == sorted(p for p, _ in members)
+    assert {r["signal"] for r in signal_log(tmp_path)} == {"SIGTERM"}
+
+
+@pytest.mark.timeout(180)
+def test_stop_graceful_training_job_saves_and_its_workers_go(jobs, tmp_path):
+    job = train(jobs, "--sigterm")
+    job.line()
+    workers = [(p, ticks(p)) for p in descendants(job.pid)]
+    assert len(workers) >= 2
+    rc, out, err = pyimpact(tmp_path, "stop", str(job.pid), "--when", "now", "--yes", "--no-bpf", "--json")
+    assert rc == 0, err
+    doc = json.loads(out)
+    assert "SIGTERM is caught" in err
+    assert not alive(job.pid, ticks(job.pid)) if os.path.exists(f"/proc/{job.pid}") else True
+    assert not [p for p, t in workers if alive(p, t)]
+    assert "SIGKILL" not in {r["signal"] for r in signal_log(tmp_path)}
+    o = doc["outcome"]
+    assert o["saved_on_signal"] is True and o["lost_s"] < 2.0
+    stop_line = [x for x in parse_log(tmp_path / "train.log") if x[1] == "stop"]
+    assert stop_line, "the job's SIGTERM handler did not run"
+
+
+def test_stop_escalates_to_sigkill_only_with_force(jobs, tmp_path):
+    job = jobs.start([os.path.join(TARGETS, "act_jobs.py"), "stubborn", "{fd}"])
+    assert job.line() == "ready"
+    rc, out, err = pyimpact(tmp_path, "stop", str(job.pid), "--when", "now", "--yes", "--no-bpf", "--grace", "1")
+    assert rc == 8 and "still running" in err and "--force" in err
+    assert job.line(5) == "term" and job.proc.poll() is None
+    assert [r["signal"] for r in signal_log(tmp_path)] == ["SIGTERM"]
+    rc, out, err = pyimpact(tmp_path, "stop", str(job.pid), "--when", "now", "--yes", "--no-bpf", "--grace", "1",
+                            "--force")
+    assert rc == 0, err
+    assert [r["signal"] for r in signal_log(tmp_path)] == ["SIGTERM", "SIGTERM", "SIGKILL"]
+    assert job.proc.wait(5) == -signal.SIGKILL
+
+
+def test_stop_cancelled_while_waiting_sends_nothing(jobs, tmp_path):
+    job = jobs.start([os.path.join(TARGETS, "act_jobs.py"), "stubborn", "{fd}"])
+    assert job.line() == "ready"
+    env = dict(os.environ, PYIMPACT_SIGNAL_LOG=str(tmp_path / "signals.jsonl"))
+    p = subprocess.Popen([sys.executable, "-m", "pyimpact", "stop", str(job.pid), "--when", "checkpoint", "--yes",
+                          "--no-bpf"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         stdin=subprocess.DEVNULL, text=True)
+    try:
+        line = p.stderr.readline()
+        assert "waiting" in line and "first checkpoint" in line, line
+        p.send_signal(signal.SIGINT)                # our own child: Ctrl-C
+        _, err = p.communicate(timeout=20)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 130 and "nothing was sent" in err
+    assert signal_log(tmp_path) == [] and job.proc.poll() is None

@@ -119,30 +119,29 @@ def outcome(samples: List[dict], final_files: Dict[str, list], root_start_ns: in
             exit_ns: int) -> dict:
     """What the stop actually lost, from the samples up to the exit and the
     files found after it (``final_files``: path -> [size, mtime_ns, ctime_ns, ino])."""
-    last = samples[-1] if samples else {"wfds": [], "files": {}}
-    open_at_end = {w[2] for w in last.get("wfds", [])}
+    live = findings(list(samples), root_start_ns, []) if samples else None
+    partial = {p.path: p for p in (live.partial if live else [])}
     final = {"t_ns": exit_ns, "procs": {}, "wfds": [], "files": dict(final_files)}
     ck = findings(list(samples) + [final], root_start_ns, [])
     fam = ck.family
-    sizes = [c.size_bytes for c in (fam.completions if fam else []) if c.path not in open_at_end]
-    usual = sorted(sizes)[len(sizes) // 2] if sizes else None
     left: List[dict] = []
     bad = set()
+    since_ns = samples[0]["t_ns"] if samples else signal_ns
     for path, (size, mtime, _ctime, _ino) in final_files.items():
         name = os.path.basename(path)
-        written_recently = mtime >= (samples[0]["t_ns"] if samples else signal_ns)
-        if is_temp_name(name) and is_checkpoint_name(name) and written_recently:
+        p = partial.get(path)
+        if is_temp_name(name) and is_checkpoint_name(name) and mtime >= since_ns:
             left.append({"path": path, "size_bytes": size, "why": "temporary file left behind (its rename "
                          "never happened); the previous complete checkpoint is untouched"})
             bad.add(path)
-        elif path in open_at_end:
-            if usual is not None and size < usual:
-                left.append({"path": path, "size_bytes": size, "why": f"open for writing when last seen, "
-                             f"and smaller than the usual {usual} bytes: half-written"})
+        elif p is not None:
+            if p.expected_size_bytes and size < p.expected_size_bytes:
+                left.append({"path": path, "size_bytes": size, "why": f"being written when last seen, and "
+                             f"smaller than the usual {p.expected_size_bytes} bytes: half-written"})
                 bad.add(path)
-            elif usual is None:
-                left.append({"path": path, "size_bytes": size, "why": "open for writing when last seen; "
-                             "no earlier version to compare its size with: possibly incomplete"})
+            elif not p.expected_size_bytes:
+                left.append({"path": path, "size_bytes": size, "why": "being written when last seen; no "
+                             "earlier version to compare its size with: possibly incomplete"})
                 bad.add(path)
     durable = [c for c in (fam.completions if fam else []) if c.path not in bad and c.path in final_files
                and final_files[c.path][3] == c.ino]
