@@ -49,14 +49,36 @@ class LazyGroup(click.Group):
             return None  # a command not built in this checkout
 
 
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 80})
-@click.version_option(__version__, prog_name="pyimpact")
+#: shown under the group's --help; the same table is in errors.py and the README
+EXIT_CODES = """
+\b
+Exit codes:
+  0    success
+  1    internal error (a bug: please report it)
+  2    usage error (bad option, unknown -o format, several processes match)
+  3    no such process (none matches), or it exited before an answer
+  4    permission denied (run as root)
+  5    BPF unavailable (bcc, BPF, kernel headers or tracefs missing)
+  6    output path cannot be written
+  7    input file cannot be read
+  130  interrupted before anything could be shown
+\b
+Shell completion (bash; zsh and fish alike, see README):
+  eval "$(_PYIMPACT_COMPLETE=bash_source pyimpact)"
+"""
+
+
+@click.group(cls=LazyGroup, epilog=EXIT_CODES,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 80})
+@click.version_option(__version__, "-V", "--version", prog_name="pyimpact",
+                      message="%(prog)s %(version)s")
 def cli():
     """Why is this process stuck, and what do I lose if I kill it now?
 
     \b
     Examples:
       sudo pyimpact diagnose 1234           what each thread waits for, and the root cause
+      sudo pyimpact diagnose train.py       the same, the process found by name
       sudo pyimpact kill-preview 1234       what a kill would lose, free and break
       sudo pyimpact trace -p 1234 -o t.json record; open t.json in ui.perfetto.dev
       pyimpact report t.parquet             the same analysis on a saved recording
