@@ -293,7 +293,7 @@ def test_error_unwritable_output(spawn, tmp_path):
     _one_line_error(res, 6, "cannot write")
     res = subprocess.run(PYIMPACT + ["trace", "-p", str(sleeper.pid), "-d", "1", "-o", str(tmp_path / "t.txt")],
                          capture_output=True, timeout=60)
-    _one_line_error(res, 6, "unknown format")
+    _one_line_error(res, 2, "unknown format")
 
 
 def test_error_not_root(spawn):

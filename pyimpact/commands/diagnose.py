@@ -18,7 +18,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import click
 
 from ..errors import ProcessGone, UsageError
-from .params import PID, Number
+from .params import Number
+from .target import process_target
 
 _T0 = time.monotonic()  # when this command's module was loaded (time-to-verdict marks)
 
@@ -222,16 +223,19 @@ def _tgid(pid: int) -> Optional[int]:
 
 
 @click.command("diagnose")
-@click.argument("pid", type=PID)
+@process_target
 @click.option("-w", "--window", type=Number(0.05, 60.0), default=1.0, show_default=True,
               help="Seconds to observe with the probes.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema pyimpact.diagnose/1).")
 @click.option("--no-bpf", is_flag=True, help="Use /proc only (no root or BPF needed; sees less).")
 @click.option("--no-python", is_flag=True, help="Do not read Python stacks with py-spy.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="Also save the recording (.parquet or .json) for `pyimpact report`.")
+              help="Also save the recording (.parquet, .json, .html; - = JSON on stdout) for `pyimpact report`.")
 def command(pid, window, as_json, no_bpf, no_python, output):
-    """Why is PID stuck: what each thread waits on, and the root cause.
+    """Why is it stuck: what each thread waits on, and the root cause.
+
+    The process is a PID or a name (comm, program, or the script an
+    interpreter runs: train.py); a name must match one process.
 
     \b
     Verdicts: deadlock, blocked, stopped, zombie (hung); busy (spinning),
@@ -239,6 +243,7 @@ def command(pid, window, as_json, no_bpf, no_python, output):
     \b
     Examples:
       sudo pyimpact diagnose 1234            human view
+      sudo pyimpact diagnose train.py        the one process running train.py
       sudo pyimpact diagnose 1234 --json     one JSON document
       pyimpact diagnose --no-bpf 1234        /proc only, without root
     """
@@ -250,10 +255,9 @@ def command(pid, window, as_json, no_bpf, no_python, output):
     tgid = _tgid(pid)
     if tgid is not None and tgid != pid:
         raise UsageError(f"{pid} is a thread of process {tgid}", f"run: pyimpact diagnose {tgid}")
-    if output:
-        from ..export import check_output_path
+    from .output import check_output
 
-        check_output_path(output)
+    to_stdout = check_output(output, as_json)
 
     def show(d, rec) -> None:
         if as_json:
@@ -264,7 +268,7 @@ def command(pid, window, as_json, no_bpf, no_python, output):
         else:
             from ..render.diagnose_view import write
 
-            write(d, sys.stdout)
+            write(d, sys.stderr if to_stdout else sys.stdout)
 
     _, rec = observe(pid, window=window, use_bpf=not no_bpf, python_stacks=not no_python, on_verdict=show)
     if output:

@@ -27,7 +27,8 @@ import click
 
 from ..collect.workfiles import SAMPLE_INTERVAL_S, TreeObserver, seed_from_snapshot
 from ..errors import OutputError, ProcessGone, UsageError
-from .params import PID, Number
+from .params import Number
+from .target import process_target
 
 GPU_INTERVAL_S = 1.0
 
@@ -114,6 +115,7 @@ EXAMPLES = """
 \b
 Examples:
   sudo pyimpact kill-preview 1234            observe 2 s, then print the impact
+  sudo pyimpact kill-preview train.py        the one process running train.py
   sudo pyimpact kill-preview 1234 -d 10      watch longer (more checkpoints seen)
   sudo pyimpact kill-preview 1234 --json     the stable JSON document
   sudo pyimpact kill-preview 1234 -o k.json  also save the recording
@@ -121,17 +123,21 @@ Examples:
 
 
 @click.command("kill-preview", epilog=EXAMPLES)
-@click.argument("pid", type=PID)
+@process_target
 @click.option("-d", "--duration", "duration_s", type=Number(0.2, 3600), default=2.0,
               show_default=True, help="Seconds to observe before answering.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document instead of text.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also save the recording here.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also save the recording here (.parquet, .json, .html; - = JSON on stdout).")
 @click.option("--no-bpf", is_flag=True, help="Use /proc only (no kernel probes).")
 @click.option("--costly-after", type=Number(0, 10**9), default=60.0, show_default=True,
               help="Lost seconds (wall, CPU or GPU) from which a kill counts as costly.")
 def command(pid: int, duration_s: float, as_json: bool, output: Optional[str], no_bpf: bool,
             costly_after: float) -> None:
-    """What a kill of PID now would lose, free and break (read-only: sends no signal)."""
+    """What a kill now would lose, free and break (read-only: sends no signal).
+
+    The process is a PID or a name (comm, program, or script: train.py);
+    a name must match one process.
+    """
     from ..analyse.impact import analyse_impact
     from ..collect.special import special_process
     from ..render.impact_view import render_impact
@@ -139,13 +145,16 @@ def command(pid: int, duration_s: float, as_json: bool, output: Optional[str], n
     special = special_process(pid)
     if special is not None:
         raise UsageError(special.describe("kill-preview"))
+    from .output import check_output
+
+    to_stdout = check_output(output, as_json)
     rec, tracer = observe(pid, duration_s, use_bpf=not no_bpf, costly_after_s=costly_after)
     try:
         report = analyse_impact(rec, pid, costly_after_s=costly_after)
         if as_json:
             click.echo(json.dumps(report.to_dict(), indent=2, default=str))
         else:
-            render_impact(report, sys.stdout)
+            render_impact(report, sys.stderr if to_stdout else sys.stdout)
         sys.stdout.flush()
         if output:
             save_output(rec, output)

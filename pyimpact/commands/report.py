@@ -7,7 +7,9 @@ forks and exits, slow I/O, losses).  A recording written by `kill-preview -o`
 or `trace --kill-preview -o` carries the kill-preview samples too; for those
 the same impact analysis a live kill-preview runs is given again (with the
 ``--costly-after`` threshold the live run used, kept in the recording's
-options).  Reads the file only; touches nothing else.
+options).  Reads the file only; touches nothing else but ``-o``, which
+converts the recording to another format (.html, .json, .parquet, .csv)
+instead of printing the report.
 """
 from __future__ import annotations
 
@@ -86,7 +88,10 @@ def kill_previews(rec, pids=()):
               help="Report on this process only (default: the targets and every previewed job).")
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON document: the story, the diagnoses and any kill previews.")
-def command(file, pids, as_json):
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Convert instead: write the recording as .html (page with charts), .json (Perfetto), "
+                   ".parquet or .csv; - = JSON on stdout.")
+def command(file, pids, as_json, output):
     """Diagnose a saved recording and tell what happened during it.
 
     \b
@@ -95,7 +100,16 @@ def command(file, pids, as_json):
       pyimpact report t.parquet --json
       pyimpact report t.json -p 1234     one process of a system-wide trace
       pyimpact report k.parquet          also the kill preview (kill-preview -o)
+      pyimpact report t.parquet -o t.html   a self-contained page with charts
     """
+    if output:
+        from .output import check_output
+
+        check_output(output, as_json)
+        rec = load(file)
+        path = rec.save(output)
+        click.echo(f"wrote {path}", err=True)
+        return
     rec = load(file)
     story, diagnoses = analyse(rec, pids)
     impacts, skipped = kill_previews(rec, pids)

@@ -15,7 +15,7 @@ import time
 import click
 
 from ..errors import UsageError
-from .params import PID, Number
+from .params import Number
 
 #: the longest -d accepted (30 days); without -d a trace runs until stopped
 MAX_DURATION_S = 30 * 86400
@@ -60,30 +60,37 @@ def _status_printer(console):
 
 
 @click.command("trace")
-@click.option("-p", "--pid", "pids", type=PID, multiple=True, help="Process to trace (repeatable); children follow.")
+@click.option("-p", "--pid", "pids", multiple=True, metavar="PID|NAME",
+              help="Process to trace, by PID or unique name (repeatable); children follow.")
+@click.option("-n", "--name", "names", multiple=True, metavar="NAME",
+              help="Process to trace by name (comm, program or script; must be unique; repeatable).")
 @click.option("--all", "trace_all", is_flag=True, help="Trace every process on the machine.")
 @click.option("-d", "--duration", type=Number(0.01, MAX_DURATION_S), help="Stop after S seconds.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the recording: .json (Perfetto), .parquet or .csv.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the recording: .json (Perfetto), .parquet, .csv, .html; - = JSON on stdout.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON document.")
 @click.option("--slow-ms", type=Number(0, 3_600_000, unit=" ms"), default=1.0, show_default=True,
               help="Report syscalls blocking at least this long as events.")
 @click.option("--buffer-pages", type=click.IntRange(1, 65536), default=1024, show_default=True, help="Ring buffer size in pages (power of two).")
 @click.option("--kill-preview", is_flag=True, help="Live panel: what a kill would cost now (no -p, or --all: every heavy job).")
-def command(pids, trace_all, duration, output, as_json, slow_ms, buffer_pages, kill_preview):
+def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_pages, kill_preview):
     """Record syscalls, futex waits/wakes, signals, forks/exits and block I/O.
 
     \b
     Examples:
       sudo pyimpact trace -p 1234 -d 10 -o t.json   then open t.json in ui.perfetto.dev
       sudo pyimpact trace -p 1234 --json            summary as JSON, Ctrl-C to stop
+      sudo pyimpact trace -n train.py -d 10         the process running train.py
       sudo pyimpact trace --all -d 5                every process for 5 s
     """
-    from ..export import check_output_path
+    from .output import check_output
 
-    if output:
-        check_output_path(output)
-    if trace_all and pids:
-        raise UsageError("give either -p PID or --all, not both")
+    to_stdout = check_output(output, as_json)
+    if trace_all and (pids or names):
+        raise UsageError("give either -p PID / -n NAME or --all, not both")
+    if pids or names:
+        from .target import resolve_many
+
+        pids = resolve_many(pids, names)
     if kill_preview:
         from ..collect.special import special_process
 
@@ -104,7 +111,7 @@ def command(pids, trace_all, duration, output, as_json, slow_ms, buffer_pages, k
     from ..collect.tracer import Tracer, TraceRequest
     from ..render.summary_view import render_summary
 
-    out = Console(soft_wrap=False)
+    out = Console(soft_wrap=False, stderr=to_stdout)
     err = Console(stderr=True)
     request = TraceRequest(pids=tuple(pids), trace_all=trace_all, duration_s=duration,
                            slow_ns=int(slow_ms * 1e6), ringbuf_pages=buffer_pages,

@@ -4,21 +4,34 @@
             carries the rest of the recording, so `pyimpact report` reads it back
   .parquet  the timeline table; schema metadata holds everything else
   .csv      the timeline table alone (documented columns, see pyimpact.timeline)
+  .html     a self-contained page: the wait-for chain and per-process CPU, RSS
+            and GPU charts (inline SVG, no script, no network); write-only
+  -         the .json form, on standard output
 """
 from __future__ import annotations
 
 import os
 
 from ..errors import InputError
-from .atomic import atomic_file, check_output_path  # noqa: F401
+from .atomic import STDOUT, atomic_file, check_output_path  # noqa: F401
 
 
 def write_recording(rec, path: str) -> str:
-    from . import perfetto, tables
+    """Write ``rec`` by suffix; returns the absolute path ("-": standard output)."""
+    from . import html, perfetto, tables
 
-    suffix = os.path.splitext(path)[1].lower()
-    writer = {".json": perfetto.write, ".parquet": tables.write_parquet, ".csv": tables.write_csv}
     check_output_path(path)
+    if path == STDOUT:
+        import sys
+
+        sys.stdout.flush()
+        perfetto.write(rec, sys.stdout.buffer)
+        sys.stdout.buffer.write(b"\n")
+        sys.stdout.buffer.flush()
+        return "standard output"
+    suffix = os.path.splitext(path)[1].lower()
+    writer = {".json": perfetto.write, ".parquet": tables.write_parquet, ".csv": tables.write_csv,
+              ".html": html.write}
     with atomic_file(path) as f:    # writers get the file object, never a name
         writer[suffix](rec, f)
     return os.path.abspath(path)

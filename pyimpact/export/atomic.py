@@ -35,9 +35,11 @@ import time
 from contextlib import contextmanager
 from typing import BinaryIO, Iterator, Optional, Tuple
 
-from ..errors import OutputError
+from ..errors import OutputError, UsageError
 
-SUFFIXES = (".json", ".parquet", ".csv")
+SUFFIXES = (".json", ".parquet", ".csv", ".html")
+#: ``-o -``: the recording (pyimpact's Perfetto JSON) goes to standard output
+STDOUT = "-"
 
 #: Output files are readable by their owner only (recordings hold command
 #: lines, paths, environment keys); a stricter umask makes them stricter still.
@@ -54,11 +56,15 @@ _O_TMPFILE = getattr(os, "O_TMPFILE", 0)
 
 
 def check_output_path(path: str) -> str:
-    """Fail early (before a long trace) if `path` cannot be written."""
+    """Fail early (before a long trace) if `path` cannot be written.
+    An unknown suffix is a usage error (exit 2): the path may be fine, the
+    request is not."""
+    if path == STDOUT:
+        return path
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in SUFFIXES:
-        raise OutputError(f"cannot write {path}: unknown format {suffix or '(no suffix)'}",
-                          "use .json (Perfetto), .parquet or .csv")
+        raise UsageError(f"cannot write {path}: unknown format {suffix or '(no suffix)'}",
+                         "use .json (Perfetto), .parquet, .csv, .html, or - for JSON on stdout")
     full = os.path.abspath(path)
     directory = os.path.dirname(full)
     if os.path.isdir(full):
