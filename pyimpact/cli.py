@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import textwrap
 
 import click
 import psutil
@@ -49,19 +50,26 @@ class LazyGroup(click.Group):
             return None  # a command not built in this checkout
 
 
-#: shown under the group's --help; the same table is in errors.py and the README
-EXIT_CODES = """
-\b
-Exit codes:
-  0    success
-  1    internal error (a bug: please report it)
-  2    usage error (bad option, unknown -o format, several processes match)
-  3    no such process (none matches), or it exited before an answer
-  4    permission denied (run as root)
-  5    BPF unavailable (bcc, BPF, kernel headers or tracefs missing)
-  6    output path cannot be written
-  7    input file cannot be read
-  130  interrupted before anything could be shown
+def exit_code_lines() -> list:
+    """(code, meaning) pairs from pyimpact/errors.py's docstring: the one list
+    of exit codes, which --help shows and the README repeats (a test checks)."""
+    from . import errors
+
+    body = errors.__doc__.split("Exit codes", 1)[1].split("\n", 1)[1]
+    pairs = []
+    for line in body.splitlines():
+        head = line.strip().split(None, 1)
+        if head and head[0].isdigit():
+            pairs.append([head[0], head[1] if len(head) > 1 else ""])
+        elif head and pairs:
+            pairs[-1][1] += " " + line.strip()
+    return [tuple(p) for p in pairs]
+
+
+#: shown under the group's --help (\b keeps click from rewrapping the table)
+EXIT_CODES = "\n\b\nExit codes:\n" + "\n".join(
+    textwrap.fill(text, 78, initial_indent=f"  {code:<4} ", subsequent_indent=" " * 7)
+    for code, text in exit_code_lines()) + """
 \b
 Shell completion (bash; zsh and fish alike, see README):
   eval "$(_PYIMPACT_COMPLETE=bash_source pyimpact)"

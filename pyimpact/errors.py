@@ -8,9 +8,11 @@ are mapped to these at the command boundary.
 Exit codes (documented in the README):
   0  success
   1  internal error (a bug: please report it)
-  2  usage error (bad option or argument; a kernel thread or init given to
-     diagnose / kill-preview, which do not apply to them)
-  3  no such process, or it exited before an answer could be given
+  2  usage error (bad option or argument; an unknown -o format; a name that
+     several processes match; a kernel thread or init given to diagnose /
+     kill-preview, which do not apply to them)
+  3  no such process (or none has that name), or it exited before an answer
+     could be given
   4  permission denied (not root)
   5  BPF unavailable (no bcc, BPF not permitted, no headers, no tracefs)
   6  output path cannot be written

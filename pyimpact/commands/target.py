@@ -69,13 +69,24 @@ def resolve_target(target: Optional[str], pid_opt: Optional[int], name_opt: Opti
 
 
 def _resolve_spec(spec: str) -> int:
-    """A PID (checked as every PID option is: 1..PID_MAX_LIMIT) or a name."""
+    """A PID (checked as every PID option is: 1..PID_MAX_LIMIT) or a name.
+    Anything ``float()`` reads is taken for a mistyped PID, never for a name."""
     from ..collect import findproc
 
-    if spec.strip().isdigit():
-        pid = PID.convert(spec, None, None)    # out of range: a usage error, exit 2
+    if spec.strip().isdigit() or _numeric(spec):
+        # out of range, or a number that is no PID (nan, -1, 1.5): a usage error, exit 2
+        pid = PID.convert(spec, None, None)
         return findproc.resolve(str(pid))
     return findproc.resolve(spec)
+
+
+def _numeric(spec: str) -> bool:
+    """Looks like a number (a mistyped PID), not like a name."""
+    try:
+        float(spec)
+    except ValueError:
+        return False
+    return True
 
 
 def resolve_many(specs, names) -> tuple:
