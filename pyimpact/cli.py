@@ -28,6 +28,7 @@ COMMANDS = {
     "suspend": "pyimpact.commands.suspend",
     "resume": "pyimpact.commands.resume",
     "record": "pyimpact.commands.record",
+    "orphans": "pyimpact.commands.orphans",
 }
 
 

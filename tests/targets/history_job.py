@@ -7,6 +7,7 @@ each line read from stdin:
   ckpt N   writes OUTDIR/ckpt.pt.tmp (2 MiB), fsyncs it, renames it to
            OUTDIR/ckpt-N.pt and prints "ckpt N"
   signal   sends SIGUSR1 to the first worker and prints "signalled"
+  spawn P  starts program P as a child (same process group), prints "spawned PID"
   exit     stops the workers and exits 0
 Stdlib only.
 """
@@ -45,6 +46,11 @@ def main():
         elif cmd[0] == "signal":
             os.kill(workers[0].pid, signal.SIGUSR1)
             print("signalled", flush=True)
+        elif cmd[0] == "spawn":
+            import subprocess
+
+            child = subprocess.Popen([cmd[1]], stdout=subprocess.DEVNULL)
+            print("spawned", child.pid, flush=True)
         elif cmd[0] == "exit":
             break
     for w in workers:
