@@ -7,6 +7,7 @@ are real ones, from `pyimpact trace` of a real syscall storm.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -21,7 +22,7 @@ from conftest import NOBODY, PYIMPACT, start_trace, wait_for_line
 from pyimpact.export import atomic
 from pyimpact.recording import Recording
 
-NCALLS = 4099          # getppid calls of the storm, every one an event with --slow-ms 0
+NCALLS = 30011         # getppid calls of the storm, every one an event with --slow-ms 0
 
 #: The attacker: as nobody, swap every temporary file of ours that appears in
 #: the directory for a symlink to the victim (rename over it: the directory has
@@ -69,15 +70,17 @@ def _drop_to_nobody():
 
 @pytest.fixture(scope="module")
 def storm_recording(c_build, tmp_path_factory):
-    """A real recording with thousands of events: `trace --slow-ms 0 -o` of a
-    storm of getppid calls.  Returns the private path of the .parquet."""
+    """A real recording with thousands of events and real losses: `trace
+    --slow-ms 0 --buffer-pages 128 -o` of a storm of getppid calls.  Returns
+    the private path of the .parquet."""
     from conftest import Spawner
 
     spawn = Spawner()
     out = str(tmp_path_factory.mktemp("storm") / "storm.parquet")
     try:
         target = spawn([c_build("storm"), str(NCALLS)], stdin=subprocess.PIPE)
-        trace = start_trace(spawn, ["-p", str(target.pid), "--slow-ms", "0", "-o", out, "--json"])
+        trace = start_trace(spawn, ["-p", str(target.pid), "--slow-ms", "0", "--buffer-pages", "128",
+                                    "-o", out, "--json"])
         target.stdin.write(b"g")
         target.stdin.flush()
         target.wait(timeout=60)
@@ -86,7 +89,7 @@ def storm_recording(c_build, tmp_path_factory):
     finally:
         spawn.cleanup()
     rec = Recording.load(out)
-    assert len(rec.events) >= NCALLS
+    assert len(rec.events) > 1000 and rec.lost_total > 0
     return out
 
 
@@ -156,7 +159,7 @@ def test_symlink_swap_of_temp_file_never_writes_the_victim(storm_recording, host
         monkeypatch.setattr(atomic, "_O_TMPFILE", 0)
     rec = Recording.load(storm_recording)
     before = _victim_state(victim_dir)
-    for _ in range(12):
+    for _ in range(6):
         for suffix in (".json", ".parquet", ".csv"):
             out = os.path.join(where, "rec" + suffix)
             rec.save(out)
@@ -170,3 +173,139 @@ def test_symlink_swap_of_temp_file_never_writes_the_victim(storm_recording, host
     if tmpfile == "no O_TMPFILE":
         assert "moved" in attacks        # the attack really happened, and changed nothing
     assert _root_files_left(where) == [], "temporary files left behind"
+
+
+# --- item 6: stray files, damaged Parquet, CSV losses ------------------------
+
+#: Write part of a recording through the atomic writer, then SIGKILL ourselves
+#: in the middle of the write (a real kill, not an exception).
+KILLED_WRITER = r"""
+import os, signal, sys
+from pyimpact.export import atomic
+if sys.argv[2] == "no O_TMPFILE":
+    atomic._O_TMPFILE = 0
+with atomic.atomic_file(sys.argv[1]) as f:
+    f.write(b"x" * 1000000)
+    f.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("tmpfile", ["O_TMPFILE", "no O_TMPFILE"])
+def test_sigkill_during_write_leaves_nothing_for_long(storm_recording, tmp_path, tmpfile):
+    out = tmp_path / "rec.json"
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(atomic.__file__)).rsplit("/pyimpact", 1)[0])
+    res = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(out), tmpfile], env=env, timeout=60)
+    assert res.returncode == -signal.SIGKILL
+    left = sorted(os.listdir(tmp_path))
+    if tmpfile == "O_TMPFILE":
+        assert left == []            # an anonymous file: nothing was ever named
+        return
+    # without O_TMPFILE the killed run leaves its private directory; the next
+    # write to the same output removes it once it is stale
+    assert len(left) == 1 and left[0].startswith(".rec.json.") and (tmp_path / left[0]).is_dir()
+    Recording.load(storm_recording).save(str(out))
+    assert sorted(os.listdir(tmp_path)) == sorted(left + ["rec.json"])       # fresh: maybe still being written
+    old = time.time() - 2 * atomic.STALE_AFTER_S
+    os.utime(tmp_path / left[0], (old, old))
+    Recording.load(storm_recording).save(str(out))
+    assert os.listdir(tmp_path) == ["rec.json"]
+
+
+def test_stale_cleanup_removes_only_our_own(storm_recording, tmp_path):
+    """Leftovers of our naming owned by us go; someone else's file, a symlink of
+    our naming (and its target) and other names stay."""
+    out = tmp_path / "rec.parquet"
+    old = time.time() - 2 * atomic.STALE_AFTER_S
+    ours = tmp_path / ".rec.parquet.k3j_x9q2.tmp"          # the old writer's mkstemp naming
+    ours.write_bytes(b"partial")
+    theirs = tmp_path / ".rec.parquet.aaaabbbb.tmp"
+    theirs.write_bytes(b"not ours")
+    os.chown(theirs, NOBODY, NOBODY)
+    target = tmp_path / "target"
+    target.write_bytes(b"keep me")
+    link = tmp_path / ".rec.parquet.0123456789ab.tmp"
+    link.symlink_to(target)
+    other = tmp_path / ".other.parquet.ccccdddd.tmp"
+    other.write_bytes(b"another output's")
+    for p in (ours, theirs, target, other):
+        os.utime(p, (old, old))
+    os.utime(link, (old, old), follow_symlinks=False)
+    Recording.load(storm_recording).save(str(out))
+    assert sorted(os.listdir(tmp_path)) == sorted([theirs.name, "target", link.name, other.name, "rec.parquet"])
+    assert target.read_bytes() == b"keep me"
+
+
+@pytest.mark.parametrize("umask,mode", [(0o022, 0o600), (0o000, 0o600), (0o077, 0o600), (0o277, 0o400)])
+def test_output_mode_0600_or_stricter(storm_recording, tmp_path, umask, mode):
+    """Item 5: outputs are 0600 whatever the umask allows, stricter when it says
+    so, and an existing 0600 file stays 0600 (written by the real CLI path)."""
+    out = tmp_path / "rec.csv"
+    out.write_text("old")
+    os.chmod(out, 0o600)
+    rec = Recording.load(storm_recording)
+    prev = os.umask(umask)
+    try:
+        for suffix in (".json", ".parquet", ".csv"):
+            rec.save(str(tmp_path / ("rec" + suffix)))
+    finally:
+        os.umask(prev)
+    for suffix in (".json", ".parquet", ".csv"):
+        assert (os.stat(tmp_path / ("rec" + suffix)).st_mode & 0o777) == mode
+
+
+def _silent_corruption(path: str, damaged: str) -> int:
+    """Copy `path` to `damaged` with one byte of one data page flipped such that
+    a reader that does not verify page checksums reads wrong data without any
+    error: the damage this is about.  Returns the offset."""
+    import pyarrow.parquet as pq
+
+    data = open(path, "rb").read()
+    good = pq.read_table(path)
+    rg = pq.ParquetFile(path).metadata.row_group(0)
+    for ci in range(rg.num_columns):
+        col = rg.column(ci)
+        start, size = col.data_page_offset, col.total_compressed_size
+        for off in range(start + size // 3, start + size):
+            b = bytearray(data)
+            b[off] ^= 0x5A
+            with open(damaged, "wb") as f:
+                f.write(b)
+            try:
+                if not pq.read_table(damaged).equals(good):
+                    return off
+            except Exception:
+                continue
+    raise AssertionError("no silent corruption found")
+
+
+def test_damaged_parquet_page_is_refused(storm_recording, tmp_path):
+    """A flipped byte in a page of a real recording: `report` exits 7 with one
+    line, instead of analysing wrong data."""
+    damaged = str(tmp_path / "damaged.parquet")
+    _silent_corruption(storm_recording, damaged)
+    for args in ([damaged], [damaged, "--json"]):
+        res = subprocess.run(PYIMPACT + ["report", *args], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 7, res.stdout[-500:] + res.stderr
+        assert res.stdout == "" and len(res.stderr.strip().splitlines()) == 1, res.stderr
+        assert "damaged" in res.stderr and "Traceback" not in res.stderr
+    ok = subprocess.run(PYIMPACT + ["report", storm_recording], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+
+
+def test_report_of_csv_says_losses_unknown(storm_recording, tmp_path):
+    """The storm lost events; its CSV cannot say how many, so report must not say "none"."""
+    rec = Recording.load(storm_recording)
+    assert rec.lost_total > 0
+    csv = str(tmp_path / "storm.csv")
+    rec.save(csv)
+    res = subprocess.run(PYIMPACT + ["report", csv], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "losses: unknown (CSV holds the timeline only)" in res.stdout
+    assert "losses: none" not in res.stdout
+    doc = json.loads(subprocess.run(PYIMPACT + ["report", csv, "--json"], capture_output=True, text=True,
+                                    timeout=60, check=True).stdout)
+    assert doc["story"]["lost_unknown"] == "CSV holds the timeline only" and doc["story"]["lost"] == {}
+    # the Parquet of the same recording does carry the counters
+    res = subprocess.run(PYIMPACT + ["report", storm_recording], capture_output=True, text=True, timeout=60)
+    assert f"{rec.metadata['lost']['ringbuf_full']} (ringbuf_full)" in res.stdout

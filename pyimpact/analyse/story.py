@@ -74,6 +74,8 @@ class Story:
     io_total: Dict[str, Any] = field(default_factory=dict)
     pending: List[Pending] = field(default_factory=list)
     lost: Dict[str, int] = field(default_factory=dict)
+    #: why the loss counters are not known (a CSV recording), else ""
+    lost_unknown: str = ""
     unavailable: List[str] = field(default_factory=list)
 
     def to_dict(self) -> Dict[str, Any]:
@@ -99,6 +101,7 @@ def tell(rec: Recording) -> Story:
     if start == 0 and ev is not None and len(ev):
         start = st.started_ns = int(ev["time_ns"].min())
     st.lost = {k: int(v) for k, v in (meta.get("lost") or {}).items()}
+    st.lost_unknown = str(meta.get("lost_unknown") or "")
     st.unavailable = [f"{u.get('what')}: {u.get('why')}" for u in meta.get("unavailable", [])]
     if ev is not None and len(ev):
         st.event_counts = {str(k): int(v) for k, v in ev["kind"].value_counts().items() if v}

@@ -52,4 +52,6 @@ def read_recording(path: str):
     except InputError:
         raise
     except Exception as err:  # a corrupt or foreign file: one line, not a traceback
-        raise InputError(f"cannot read {path}: not a pyimpact recording ({err.__class__.__name__}: {err})") from None
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise InputError(f"cannot read {path}: damaged or not a pyimpact recording "
+                         f"({err.__class__.__name__}: {first})") from None

@@ -183,7 +183,8 @@ class _Private:
             except OSError:
                 continue                     # swapped for a symlink or a file before we opened it
             st = os.fstat(fd)
-            if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) == 0o700 and st.st_dev == parent.st_dev:
+            if st.st_uid == os.geteuid() and not st.st_mode & 0o077 and st.st_dev == parent.st_dev:
+                os.fchmod(fd, 0o700)         # a strict umask (0277) must not lock us out of it
                 self.entry, self.fd, self.ino = entry, fd, st.st_ino
                 return
             os.close(fd)                     # someone else's directory under our name: not ours to touch

@@ -10,6 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..errors import InputError
 from ..recording import METADATA_KEY, Recording, sidecar_json
 from ..timeline import coerce_timeline
 
@@ -27,7 +28,13 @@ def write_parquet(rec: Recording, out: BinaryIO) -> None:
 def read_parquet(path: str) -> Recording:
     # a page whose CRC does not match raises (OSError), and the caller turns it
     # into one InputError line: a damaged recording is never analysed as fine
-    table = pq.read_table(path, page_checksum_verification=True)
+    try:
+        table = pq.read_table(path, page_checksum_verification=True)
+    except OSError as err:
+        if "CRC" in str(err) or "checksum" in str(err):
+            raise InputError(f"cannot read {path}: the file is damaged (a data page fails its CRC checksum)",
+                             "use an undamaged copy of the recording") from None
+        raise
     side = json.loads((table.schema.metadata or {}).get(METADATA_KEY, b"{}"))
     return Recording.from_sidecar(table.to_pandas(), side)
 
@@ -46,4 +53,7 @@ def read_csv(path: str) -> Recording:
     events = coerce_timeline(pd.read_csv(path, dtype=str, keep_default_na=True))
     rec = Recording(events=events)
     rec.note_unavailable("snapshots and metadata", "a CSV recording holds the timeline only")
+    # no loss counters travel in a CSV: zeros here would claim "nothing lost"
+    rec.metadata["lost"] = {}
+    rec.metadata["lost_unknown"] = "CSV holds the timeline only"
     return rec

@@ -38,9 +38,12 @@ def story_lines(st: Story) -> Iterator[str]:
     counts = ", ".join(f"{n} {k}" for k, n in sorted(st.event_counts.items()))
     yield f"  events: {counts or 'none'}"
     lost = sum(st.lost.values())
-    yield ("  losses: none" if not lost else
-           "  losses: " + ", ".join(f"{n} ({k})" for k, n in st.lost.items() if n)
-           + ": the timeline is incomplete")
+    if st.lost_unknown:
+        yield f"  losses: unknown ({clean(st.lost_unknown)})"
+    else:
+        yield ("  losses: none" if not lost else
+               "  losses: " + ", ".join(f"{n} ({k})" for k, n in st.lost.items() if n)
+               + ": the timeline is incomplete")
     for u in st.unavailable:
         yield f"  not seen: {clean(u)}"
     yield ""
