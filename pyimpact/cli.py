@@ -29,6 +29,7 @@ COMMANDS = {
     "resume": "pyimpact.commands.resume",
     "record": "pyimpact.commands.record",
     "orphans": "pyimpact.commands.orphans",
+    "gpu-report": "pyimpact.commands.gpu_report",
 }
 
 
