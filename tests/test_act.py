@@ -311,14 +311,14 @@ def test_stop_when_checkpoint_lands_right_after_one_and_restart_redoes_little(jo
     t_sig = term[0]["t_ns"] / 1e9
     last_ckpt = max(c for c in ckpts if c[0] <= t_sig)
     # the stop landed right after a checkpoint, not at a random moment of the cadence
-    assert 0 <= t_sig - last_ckpt[0] < 0.6, (t_sig - last_ckpt[0])
+    assert 0 <= t_sig - last_ckpt[0] < 1.0, (t_sig - last_ckpt[0])   # cadence 2 s: half of it at most
     assert not any(c[0] > t_sig for c in ckpts)
     lost_steps = steps[-1][2] - last_ckpt[2]
     o = doc["outcome"]
     assert o["newest_durable_checkpoint"]["path"].endswith(f"checkpoint_{last_ckpt[2]:07d}.pt")
     assert abs(o["lost_s"] - (steps[-1][0] - last_ckpt[0])) < 0.5
     assert o["left_behind"] == []
-    assert doc["predicted"]["lost_s"] < 0.6
+    assert doc["predicted"]["lost_s"] < 1.0
     # restart from it: the steps redone are exactly the ones since that checkpoint
     restart = jobs.start([os.path.join(TARGETS, "train_ckpt.py"), "--ckpt-dir", "ckpt", "--log", "restart.log",
                           "--resume", "--stop-at-step", str(last_ckpt[2] + 1), "--ready-fd", "{fd}"])

@@ -188,10 +188,9 @@ def deliver(tree: ProcessTree, log: SignalLog, sig: int, why: str, grace_s: floa
 
 
 def exit_time_ns(tree: ProcessTree) -> Optional[int]:
-    times = [h.exited_at for h in tree.members]
-    if any(t is None for t in times) or not times:
-        return None
-    return int(max(times) * 1e9)
+    """When the root exited (its workers may take longer to wind down: that is not work)."""
+    t = tree.root.exited_at
+    return int(t * 1e9) if t is not None else None
 
 
 def run_stop(tree: ProcessTree, observer, root_start_ns: int, log: SignalLog, when: str, sig: int, why: str,

@@ -146,7 +146,11 @@ def outcome(samples: List[dict], final_files: Dict[str, list], root_start_ns: in
     durable = [c for c in (fam.completions if fam else []) if c.path not in bad and c.path in final_files
                and final_files[c.path][3] == c.ino]
     newest = max(durable, key=lambda c: c.completed_ns) if durable else None
-    if newest is not None and newest.completed_ns >= root_start_ns - 1_000_000_000:
+    saved = newest is not None and newest.completed_ns >= signal_ns
+    if saved:
+        lost = 0.0          # the job's own save on the signal: what follows it is shutdown, not work
+        since = "checkpoint"
+    elif newest is not None and newest.completed_ns >= root_start_ns - 1_000_000_000:
         lost = max(0.0, (exit_ns - newest.completed_ns) / 1e9)
         since = "checkpoint"
     else:
@@ -159,9 +163,10 @@ def outcome(samples: List[dict], final_files: Dict[str, list], root_start_ns: in
             "path": newest.path, "size_bytes": newest.size_bytes, "completed_ns": newest.completed_ns,
             "after_signal": newest.completed_ns >= signal_ns,
             "before_exit_s": round((exit_ns - newest.completed_ns) / 1e9, 3)},
-        "saved_on_signal": newest is not None and newest.completed_ns >= signal_ns,
+        "saved_on_signal": saved,
         "left_behind": left,
-        "basis": "lost: the tree's exit time minus the completion time (max of mtime, ctime) of the newest "
+        "basis": "lost: 0 when the job saved a checkpoint after the signal (its handler), else the main "
+                 "process's exit time minus the completion time (max of mtime, ctime) of the newest "
                  "complete checkpoint left at a final name; left behind: temporaries still present, and "
                  "files open for writing at the last sample that are smaller than their family's usual size",
     }
