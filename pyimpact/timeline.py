@@ -99,37 +99,99 @@ def empty_timeline() -> pd.DataFrame:
     return decode_events(b"", [], 0)
 
 
+# Decoding costs one pass per column over a trace that may hold millions of
+# events, so the helpers below touch no more memory than needed: a column's
+# values are written only where its kind has them (np.zeros is calloc'd, so the
+# pages of an all-null column are never touched), and codes are found with
+# hashing (pd.factorize), not by sorting n values.
+
 def _masked_int(values, mask) -> pd.arrays.IntegerArray:
-    return pd.arrays.IntegerArray(np.asarray(values, dtype=np.int64).copy(), ~np.asarray(mask, dtype=bool))
+    mask = np.asarray(mask, dtype=bool)
+    data = np.zeros(len(mask), dtype=np.int64)
+    np.copyto(data, values, casting="unsafe", where=mask)
+    return pd.arrays.IntegerArray(data, ~mask)
 
 
 def _masked_bool(values, mask) -> pd.arrays.BooleanArray:
-    return pd.arrays.BooleanArray(np.asarray(values, dtype=bool).copy(), ~np.asarray(mask, dtype=bool))
+    mask = np.asarray(mask, dtype=bool)
+    data = np.zeros(len(mask), dtype=bool)
+    np.copyto(data, values, casting="unsafe", where=mask)
+    return pd.arrays.BooleanArray(data, ~mask)
+
+
+def _sorted_factorize(values: np.ndarray):
+    """(codes, uniques) with uniques sorted, as np.unique(return_inverse=True)
+    gives them, in O(n) hashing plus a sort of the few distinct values."""
+    codes, uniques = pd.factorize(values, sort=False)
+    uniques = np.asarray(uniques)
+    order = np.argsort(uniques, kind="stable")
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order), dtype=np.int64)
+    return rank[codes], uniques[order]
 
 
 def _categorical(codes_values: np.ndarray, mask: np.ndarray, label) -> pd.Categorical:
     """Map integer codes to labels through a small lookup, nulls where mask is False."""
-    uniq, inverse = np.unique(codes_values[mask], return_inverse=True) if mask.any() else (np.array([], np.int64), None)
+    n = len(codes_values)
+    codes = np.full(n, -1, dtype=np.int32)
+    if not mask.any():
+        return pd.Categorical.from_codes(codes, categories=pd.Index([], dtype=object))
+    dense = bool(mask.all())
+    inverse, uniq = _sorted_factorize(codes_values if dense else codes_values[mask])
     labels = [label(v) for v in uniq.tolist()]
-    codes = np.full(len(codes_values), -1, dtype=np.int64)
-    if inverse is not None:
-        codes[mask] = inverse
     categories = pd.Index(labels, dtype=object).unique()
-    remap = np.array([categories.get_loc(lbl) for lbl in labels], dtype=np.int64) if labels else np.array([], np.int64)
-    codes[mask] = remap[codes[mask]] if len(remap) else codes[mask]
+    remap = np.array([categories.get_loc(lbl) for lbl in labels], dtype=np.int32)
+    if dense:
+        codes = remap[inverse]
+    else:
+        codes[mask] = remap[inverse]
     return pd.Categorical.from_codes(codes, categories=categories)
+
+
+def _comm_categorical(comm: np.ndarray) -> pd.Categorical:
+    """The 16-byte comm field as a categorical of its decoded names (few
+    distinct values): factorized as two 64-bit halves, exactly."""
+    n = len(comm)
+    if n == 0:
+        return pd.Categorical.from_codes(np.zeros(0, np.int32), categories=pd.Index([], dtype=object))
+    halves = np.ascontiguousarray(comm).view(np.uint64).reshape(n, 2)
+    lo_codes, lo_uniq = pd.factorize(halves[:, 0], sort=False)
+    hi_codes, hi_uniq = pd.factorize(halves[:, 1], sort=False)
+    pair_codes, pair_uniq = pd.factorize(lo_codes.astype(np.int64) * len(hi_uniq) + hi_codes, sort=False)
+    pairs = np.asarray(pair_uniq)
+    raw_names = np.empty(len(pairs), dtype="S16")
+    as_u64 = raw_names.view(np.uint64).reshape(len(pairs), 2)
+    as_u64[:, 0] = np.asarray(lo_uniq)[pairs // len(hi_uniq)]
+    as_u64[:, 1] = np.asarray(hi_uniq)[pairs % len(hi_uniq)]
+    order = np.argsort(raw_names, kind="stable")          # byte order, as np.unique sorted them
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order), dtype=np.int64)
+    names = [c.decode("utf-8", "replace") for c in raw_names[order].tolist()]
+    categories = pd.Index(names, dtype=object).unique()
+    remap = np.array([categories.get_loc(x) for x in names], dtype=np.int32)
+    return pd.Categorical.from_codes(remap[rank[pair_codes]], categories=categories)
 
 
 def decode_events(raw: bytes, exec_paths: list, clock_offset_ns: int) -> pd.DataFrame:
     """Raw 88-byte probe records to the timeline DataFrame, in one vectorised pass."""
     arr = np.frombuffer(raw, dtype=EVENT_DTYPE)
     n = len(arr)
+    # Sort the raw records once (one 88-byte take) rather than every column
+    # of the DataFrame afterwards: the ring buffer is in reservation order,
+    # nearly but not exactly time order. Exec paths follow their records.
+    ts = arr["ts"]
+    if n > 1 and bool((ts[1:] < ts[:-1]).any()):
+        order = np.argsort(ts, kind="stable")
+        arr = arr[order]
+        if exec_paths:
+            where = np.empty(n, dtype=np.int64)
+            where[order] = np.arange(n, dtype=np.int64)
+            exec_paths = [(int(where[i]), path) for i, path in exec_paths]
     kind = arr["kind"].astype(np.int64)
     aux = arr["aux"].astype(np.int64)
     ret = arr["ret"].astype(np.int64)
     a = arr["a"].view(np.int64).reshape(n, 4) if n else np.zeros((0, 4), np.int64)
     is_ = {name: kind == code for code, name in KINDS.items()}
-    none = np.zeros(n, dtype=bool)
 
     cols = {
         "time_ns": (arr["ts"].astype(np.int64) + clock_offset_ns),
@@ -138,12 +200,7 @@ def decode_events(raw: bytes, exec_paths: list, clock_offset_ns: int) -> pd.Data
         "pid": arr["tgid"].astype(np.int64),
         "tid": arr["tid"].astype(np.int64),
     }
-    comm_codes, comm_inv = np.unique(arr["comm"], return_inverse=True)
-    cols["comm"] = pd.Categorical.from_codes(
-        comm_inv.reshape(-1).astype(np.int64),
-        categories=pd.Index([c.decode("utf-8", "replace") for c in comm_codes], dtype=object).unique()) \
-        if len(set(comm_codes.tolist())) == len(comm_codes) else pd.Categorical(
-            [c.decode("utf-8", "replace") for c in arr["comm"]])
+    cols["comm"] = _comm_categorical(arr["comm"])
 
     sc = is_["syscall"]
     fw, fk = is_["futex_wait"], is_["futex_wake"]
@@ -201,9 +258,9 @@ def decode_events(raw: bytes, exec_paths: list, clock_offset_ns: int) -> pd.Data
     cols["io_error"] = _masked_int(aux, blk)
     cols["device_latency_ns"] = _masked_int(ret, blk & (ret >= 0))
 
-    df = pd.DataFrame(cols, columns=COLUMNS)
-    del none
-    return df.sort_values("time_ns", kind="stable").reset_index(drop=True)
+    # Every column above is a fresh array: no second copy (a DataFrame built
+    # from a dict copies by default, a full pass over a large trace).
+    return pd.DataFrame(cols, columns=COLUMNS, copy=False)
 
 
 CATEGORY_COLUMNS = ["kind", "comm"] + [c for c in STR_COLUMNS if c != "filename"]
