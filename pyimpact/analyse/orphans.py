@@ -141,13 +141,13 @@ def find_orphans(procs: Dict[int, "ProcFacts"], history: Optional[Dict[int, "His
         if h is not None and h.parent_known:
             if h.job_root_alive or h.job_root_pid == p.pid:
                 continue      # its job is alive (or it is the job): never an orphan
-            if h.parent_exit_ns is None or p.ppid == h.parent_pid:
+            if not h.parent_gone or p.ppid == h.parent_pid:
                 continue
             when = iso(h.job_ended_ns)
             job = f"{h.job_command or '?'} (pid {h.job_root_pid}{', exited ' + when if when else ', gone'})"
             kind = worker_kind(p.cmdline, p.comm) or "worker"
             ev = [f"started by pid {h.parent_pid} ({h.parent_command or '?'}), which exited at "
-                  f"{iso(h.parent_exit_ns)}", f"now a child of pid {p.ppid}"]
+                  f"{iso(h.parent_exit_ns) or 'an unrecorded time'}", f"now a child of pid {p.ppid}"]
             top[p.pid] = Orphan(pid=p.pid, start_ticks=p.start_ticks, job=job, command=" ".join(p.cmdline) or p.comm,
                                 orphaned_since_ns=h.parent_exit_ns, holds=holdings(p, gpu_mem), safe_to_clean=True,
                                 reason="", uid=p.uid, pgid=p.pgid, kind=kind, source="history", state=p.state,

@@ -51,6 +51,7 @@ class HistFacts:
     parent_known: bool
     parent_command: str
     parent_exit_ns: Optional[int]
+    parent_gone: bool               # exited (recorded), or no longer in /proc
     job_id: Optional[int]
     job_key: str
     job_command: str
@@ -204,12 +205,15 @@ def history_facts(reader, procs: Dict[int, ProcFacts], pids: Iterable[int]) -> D
         root_pid = job.get("root_pid")
         if root_pid is not None:
             live = procs.get(root_pid)
-            root_alive = (live is not None and job.get("ended_ns") is None
+            root_alive = (live is not None and job.get("ended_ns") is None and live.state not in ("Z", "X")
                           and abs(live.start_ticks - int(job.get("root_start_ticks") or -99)) <= 2)
+        pl = procs.get(parent.pid) if parent else None
+        parent_gone = parent is not None and (parent.exit_ns is not None or pl is None or pl.state in ("Z", "X")
+                                              or abs(pl.start_ticks - parent.start_ticks) > 2)
         out[pid] = HistFacts(
             proc_id=rec.id, parent_pid=rec.ppid, parent_known=rec.parent_known,
             parent_command=" ".join(parent.cmdline) if parent and parent.cmdline else (parent.comm if parent else ""),
-            parent_exit_ns=parent.exit_ns if parent else None, job_id=rec.job_id, job_key=job.get("key", ""),
+            parent_exit_ns=parent.exit_ns if parent else None, parent_gone=parent_gone, job_id=rec.job_id, job_key=job.get("key", ""),
             job_command=job.get("command") or "", job_root_pid=root_pid, job_root_alive=root_alive,
             job_ended_ns=job.get("ended_ns"))
     return out

@@ -307,12 +307,18 @@ class Recorder:
                      st and st["sid"], st and st["pgid"], _cgroup(pid), _uid(pid), job, live.proc_id))
 
     def _on_exit(self, ev: RecEvent) -> None:
-        live = self.live.pop(ev.pid, None)
-        if live is None:
-            return
         status = ev.aux
         sig = status & 0x7F
         code = (status >> 8) & 0xFF if sig == 0 else None
+        live = self.live.pop(ev.pid, None)
+        if live is None:
+            # Not seen alive by this run (it exited before the first scan reached it, e.g.
+            # right after a restart): the newest open record of that pid, if any.
+            self.db.add("UPDATE processes SET exit_ns = ?, exit_code = ?, exit_signal = ? WHERE id = (SELECT id "
+                        "FROM processes WHERE boot_id = ? AND pid = ? AND exit_ns IS NULL AND start_ticks <= ? "
+                        "ORDER BY start_ticks DESC LIMIT 1)",
+                        (ev.t_ns, code, sig or None, self.boot, ev.pid, ev.boot_ns * CLK_TCK // 1_000_000_000 + 2))
+            return
         self.db.add("UPDATE processes SET exit_ns = ?, exit_code = ?, exit_signal = ? WHERE id = ?",
                     (ev.t_ns, code, sig or None, live.proc_id))
         if live.is_root and live.job_id is not None:
@@ -442,8 +448,11 @@ class Recorder:
         self.db.add("UPDATE runs SET lost = ? WHERE id = ?", (lost, self.run_id))
         self.db.flush()
 
-    def run(self, should_stop: Callable[[], bool], on_flush: Optional[Callable[[], None]] = None) -> None:
+    def run(self, should_stop: Callable[[], bool], on_flush: Optional[Callable[[], None]] = None,
+            on_started: Optional[Callable[[], None]] = None) -> None:
         self.start()
+        if on_started is not None:
+            on_started()
         next_sample = time.monotonic() + self.s.interval_s
         next_retain = time.monotonic()
         while not should_stop():

@@ -177,8 +177,9 @@ def command(db_path, interval, max_age, max_size, min_file_size, no_files, no_gp
             pointer = None      # only the default look-up is lost; --history DB still works
         if gpu is not None and gpu.reason:
             click.echo(f"pyimpact: GPU unavailable ({gpu.reason}): recorded as unavailable", err=True)
-        click.echo(f"pyimpact: recorder running, history in {db_path} (every {interval_s:g} s)", err=True)
-        rec.run(lambda: stop["flag"] or (t_end is not None and time.monotonic() >= t_end))
+        rec.run(lambda: stop["flag"] or (t_end is not None and time.monotonic() >= t_end),
+                on_started=lambda: click.echo(f"pyimpact: recorder running, history in {db_path} "
+                                              f"(every {interval_s:g} s)", err=True))
     finally:
         if rec is not None:
             rec.stop()
