@@ -1,13 +1,14 @@
 # Two commands do everything on a fresh machine (as root):
 #   sudo make demo   set up, then trace and diagnose the bundled demo target
-#   sudo make test   set up, then run the whole test suite
+#   sudo make test   set up (with torch, CPU build, and the test packages), then run the whole test suite
+# Setup also installs /usr/local/bin/pyimpact (`sudo pyimpact ...`); `sudo make uninstall` removes it.
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test bench man uninstall clean
 
 setup:
-	scripts/setup.sh --with-torch
+	scripts/setup.sh
 
 demo: setup
 	$(VENV)/bin/pyimpact demo
@@ -16,8 +17,15 @@ test:
 	scripts/setup.sh --with-torch --with-test-deps
 	$(PY) -m pytest -rs -q tests
 
-bench: setup
+bench:
+	scripts/setup.sh --with-torch
 	$(PY) scripts/bench.py
 
-clean:
+man: setup
+	$(PY) scripts/make_man.py
+
+uninstall:
+	scripts/entrypoint.sh uninstall /usr/local
+
+clean: uninstall
 	rm -rf $(VENV) build *.egg-info

@@ -5,9 +5,10 @@
  * tracing costs no extra tracepoint dispatch on every syscall.
  */
 
-#define PYI_NR_FUTEX        202
-#define PYI_NR_FUTEX_WAKE2  454   /* futex_wake(uaddr, mask, nr, flags) */
-#define PYI_NR_FUTEX_WAIT2  455   /* futex_wait(uaddr, val, mask, flags, timeout, clockid) */
+/* Syscall numbers, -D flags per architecture (pyimpact.h):
+ *   PYI_NR_FUTEX        futex(uaddr, op, val, timeout|val2, uaddr2, val3)
+ *   PYI_NR_FUTEX_WAKE2  futex_wake(uaddr, mask, nr, flags)                  (6.7)
+ *   PYI_NR_FUTEX_WAIT2  futex_wait(uaddr, val, mask, flags, timeout, clockid) (6.7) */
 
 #define PYI_FUTEX_CMD_MASK  (~(128 | 256))   /* strip PRIVATE and CLOCK_REALTIME */
 

@@ -6,9 +6,7 @@
  * passed (kept in its inflight entry by syscalls.bpf.c).
  */
 
-#define PYI_NR_CLONE   56
-#define PYI_NR_FORK    57
-#define PYI_NR_VFORK   58
+/* PYI_NR_CLONE, PYI_NR_CLONE3, PYI_NR_VFORK: -D flags, per architecture (pyimpact.h). */
 #define PYI_CLONE_VM     0x00000100ULL
 #define PYI_CLONE_VFORK  0x00004000ULL
 #define PYI_CLONE_THREAD 0x00010000ULL

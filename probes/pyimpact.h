@@ -8,6 +8,14 @@
  *   PYI_SLOW_NS        a syscall blocking at least this long is sent as an event
  *   PYI_RINGBUF_PAGES  ring buffer size in pages (a power of two)
  *   PYI_MAX_THREADS    size of the per-thread maps
+ * and, per architecture (pyimpact/syscall_table.py, bpf_defines):
+ *   PYI_NR_<call>      the numbers of the syscalls handled specially (exit,
+ *                      exit_group, clone, clone3, fork, vfork, futex,
+ *                      futex_wake, futex_wait); 0xFFFFFFFF where the
+ *                      architecture has no such call
+ *   PYI_REGS_BASE      byte offset in struct pt_regs of an 8-word window
+ *                      holding the six syscall arguments
+ *   PYI_ARG0..PYI_ARG5 the word of that window holding each argument
  *
  * The layout of struct pyi_event, the kind numbers and PYI_PATH_LEN are mirrored
  * in pyimpact/timeline.py (EVENT_DTYPE, KINDS, EXEC_PATH_LEN): the kind name
@@ -87,14 +95,15 @@ struct pyi_exit_info {
     s32 sig;                 /* fatal signal delivered with default action; 0 none */
 };
 
-/* x86-64 struct pt_regs, as far as syscall arguments need it. */
-struct pyi_regs {
-    unsigned long r15, r14, r13, r12, bp, bx, r11, r10, r9, r8, ax, cx, dx, si, di, orig_ax;
+/* Eight consecutive words of struct pt_regs from PYI_REGS_BASE on: one read
+ * fetches all six syscall arguments (x86-64: r10 r9 r8 ax cx dx si di;
+ * arm64: x0..x7). */
+struct pyi_regs_window {
+    u64 w[8];
 };
-/* r10 .. di are contiguous: one read fetches all six syscall arguments. */
-struct pyi_regs_args {
-    unsigned long r10, r9, r8, ax, cx, dx, si, di;
-};
+#if !defined(PYI_NR_FUTEX) || !defined(PYI_REGS_BASE) || !defined(PYI_ARG5)
+#error "the per-architecture -D flags are missing (pyimpact.syscall_table.bpf_defines)"
+#endif
 
 BPF_RINGBUF_OUTPUT(events, PYI_RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(lost, u64, 2);

@@ -9,9 +9,8 @@
  * space as events.
  */
 
-#define PYI_NR_EXIT        60
-#define PYI_NR_EXIT_GROUP 231
-#define PYI_NR_CLONE3     435
+/* PYI_NR_EXIT, PYI_NR_EXIT_GROUP, PYI_NR_CLONE3 and the pt_regs layout
+ * (PYI_REGS_BASE, PYI_ARG0..5): -D flags per architecture (pyimpact.h). */
 
 RAW_TRACEPOINT_PROBE(sys_enter)
 {
@@ -22,26 +21,26 @@ RAW_TRACEPOINT_PROBE(sys_enter)
         return 0;
 
     struct pyi_inflight v;
-    struct pyi_regs_args r;
-    struct pyi_regs *regs = (struct pyi_regs *)ctx->args[0];
-    bpf_probe_read_kernel(&r, sizeof(r), &regs->r10);
+    struct pyi_regs_window r;
+    bpf_probe_read_kernel(&r, sizeof(r), (char *)ctx->args[0] + PYI_REGS_BASE);
     v.ts = bpf_ktime_get_ns();
     v.nr = (u32)ctx->args[1];
     v.pad = 0;
-    v.args[0] = r.di;
-    v.args[1] = r.si;
-    v.args[2] = r.dx;
-    v.args[3] = r.r10;
-    v.args[4] = r.r8;
-    v.args[5] = r.r9;
+    v.args[0] = r.w[PYI_ARG0];
+    v.args[1] = r.w[PYI_ARG1];
+    v.args[2] = r.w[PYI_ARG2];
+    v.args[3] = r.w[PYI_ARG3];
+    v.args[4] = r.w[PYI_ARG4];
+    v.args[5] = r.w[PYI_ARG5];
+    u64 arg0 = v.args[0];
 
-    if (v.nr == PYI_NR_CLONE3 && r.di) {
+    if (v.nr == PYI_NR_CLONE3 && arg0) {
         /* clone3 passes its flags in a struct: keep them where clone has them. */
         u64 flags = 0;
-        bpf_probe_read_user(&flags, sizeof(flags), (void *)r.di);
+        bpf_probe_read_user(&flags, sizeof(flags), (void *)arg0);
         v.args[0] = flags;
     } else if (v.nr == PYI_NR_EXIT_GROUP || v.nr == PYI_NR_EXIT) {
-        struct pyi_exit_info info = { .code = (s32)(r.di & 0xff), .sig = 0 };
+        struct pyi_exit_info info = { .code = (s32)(arg0 & 0xff), .sig = 0 };
         u32 key = v.nr == PYI_NR_EXIT_GROUP ? tgid : tid;
         exit_info.update(&key, &info);
     }

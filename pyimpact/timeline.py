@@ -38,7 +38,10 @@ import signal as _signal
 import numpy as np
 import pandas as pd
 
-from .syscall_table import syscall_name
+from .syscall_table import syscall_name, syscall_number
+
+#: this machine's futex syscall number (202 on x86_64, 98 on arm64)
+FUTEX_NR = syscall_number("futex") or -1
 
 # struct pyi_event and the PYI_KIND_* numbers of probes/pyimpact.h, field for
 # field (tests/test_event_layout.py compares the two without root).
@@ -211,7 +214,7 @@ def decode_events(raw: bytes, exec_paths: list, clock_offset_ns: int) -> pd.Data
     blk = is_["block_io"]
 
     nr = np.where(sc, aux, 0)
-    futex_nr = np.full(n, 202, np.int64)
+    futex_nr = np.full(n, FUTEX_NR, np.int64)     # futex events name the call futex (any variant)
     cols["nr"] = _masked_int(np.where(sc, aux, futex_nr), sc | fut)
     cols["syscall"] = _categorical(np.where(sc, nr, futex_nr), sc | fut, syscall_name)
     cols["ret"] = _masked_int(ret, sc | fut | sg | sd)

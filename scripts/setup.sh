@@ -3,6 +3,9 @@
 #
 #   sudo scripts/setup.sh [--with-torch] [--with-test-deps]
 #
+# --with-torch installs the CPU build of PyTorch into .venv (the kill-preview
+# tests train with it; pyimpact itself never imports torch, and `make demo`
+# does not ask for it).
 # --with-test-deps also installs the third-party software the tests run
 # (Debian packages listed one per line in tests/apt-packages.txt).
 #
@@ -13,7 +16,9 @@
 #    extracting /sys/kernel/kheaders.tar.xz under /tmp: CVE-2024-2314);
 # 3. mounts tracefs (and debugfs) when they are not mounted;
 # 4. creates .venv with bcc importable and nothing else from the system
-#    site-packages, and installs the project into it.
+#    site-packages, and installs the project into it;
+# 5. installs /usr/local/bin/pyimpact, a wrapper that execs .venv/bin/pyimpact,
+#    so `sudo pyimpact ...` works (scripts/entrypoint.sh; `make uninstall`).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -110,12 +115,29 @@ ln -sfn "$bcc_dir" "$site/bcc"
 stamp="$venv/.pyimpact-installed"
 if [ ! -e "$stamp" ] || [ "$here/pyproject.toml" -nt "$stamp" ]; then
   say "installing pyimpact into $venv"
-  "$venv/bin/pip" install -q -e "$here[test]"
+  "$venv/bin/pip" install -q -e "$here[test]"   # py-spy comes with it (a runtime dependency)
   touch "$stamp"
 fi
+# PyTorch, CPU build. PyPI's Linux x86_64 wheel is the CUDA build (with
+# several GB of nvidia-* wheels); the CPU build carries the local version
+# "+cpu" and is served by PyTorch's own index. So: first whatever pip is
+# configured with (a local wheel cache or mirror may hold the CPU build), then
+# the CPU index, and only if neither has it, PyPI's build -- said plainly.
+torch_version=2.13.0
+torch_cpu_index=https://download.pytorch.org/whl/cpu
 if [ "$with_torch" = 1 ] && ! "$venv/bin/python" -c 'import torch' >/dev/null 2>&1; then
-  say "installing torch==2.13.0 (CPU build)"
-  "$venv/bin/pip" install -q torch==2.13.0
+  if "$venv/bin/pip" install -q "torch==$torch_version+cpu" 2>/dev/null; then
+    say "installed torch $torch_version+cpu (CPU build, from pip's configured indexes)"
+  elif "$venv/bin/pip" install -q --retries 1 --timeout 30 --index-url "$torch_cpu_index" \
+       "torch==$torch_version+cpu"; then
+    say "installed torch $torch_version+cpu (CPU build, from $torch_cpu_index)"
+  else
+    say "the CPU build of torch $torch_version is not reachable ($torch_cpu_index);"
+    say "installing PyPI's torch $torch_version instead: the CUDA build (several GB), which also runs on CPU"
+    "$venv/bin/pip" install -q "torch==$torch_version"
+  fi
+  "$venv/bin/python" -c 'import torch; print("setup: torch", torch.__version__, "CUDA" if torch.version.cuda else "CPU-only")'
 fi
 "$venv/bin/python" -c 'import bcc, pyimpact' || { echo "setup.sh: bcc or pyimpact not importable in $venv" >&2; exit 1; }
-say "ready: $venv/bin/pyimpact"
+"$here/scripts/entrypoint.sh" install /usr/local | sed 's/^entrypoint.sh: /setup: /'
+say "ready: sudo pyimpact --help"

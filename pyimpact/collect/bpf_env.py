@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from ..errors import BPFUnavailable, NotPermitted
 
 TRACEFS_CANDIDATES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
-SETUP_HINT = "run: sudo scripts/setup.sh"
+# Hints name what a user of a wheel can do: scripts/setup.sh exists in a
+# checkout only.
+HEADERS_HINT = ("install the kernel headers: apt install linux-headers-$(uname -r) (Debian/Ubuntu), "
+                "dnf install kernel-devel-$(uname -r) (Fedora); in a checkout: sudo scripts/setup.sh")
+BCC_HINT = ("install the distribution's bcc: apt install python3-bpfcc (Debian/Ubuntu), "
+            "dnf install python3-bcc (Fedora); a venv or pipx sees it only with --system-site-packages; "
+            "PyPI's 'bcc' is an unrelated package")
+#: machine -> the syscall ABI the probes are built for (pyimpact.syscall_table)
+SUPPORTED_MACHINES = ("x86_64", "aarch64")
 
 
 @dataclass(frozen=True)
@@ -41,7 +49,7 @@ def _require_bcc() -> str:
         import bcc  # noqa: F401
         from bcc.version import __version__
     except Exception as exc:  # ImportError, or libbcc.so missing under it
-        raise BPFUnavailable(f"bcc is not importable ({exc.__class__.__name__}: {exc})", SETUP_HINT) from None
+        raise BPFUnavailable(f"bcc is not importable ({exc.__class__.__name__}: {exc})", BCC_HINT) from None
     return __version__
 
 
@@ -63,15 +71,26 @@ def _require_headers(kernel: str) -> str:
     build = f"/lib/modules/{kernel}/build"
     real = os.path.realpath(build)
     if not os.path.isdir(real) or not os.path.isdir(os.path.join(real, "include")):
-        raise BPFUnavailable(f"kernel headers not found at {build}", SETUP_HINT)
+        raise BPFUnavailable(f"kernel headers not found at {build}", HEADERS_HINT)
     if _is_under_tmp(real):
         raise BPFUnavailable(f"kernel headers at {build} resolve under a temporary directory ({real}); refusing them",
-                             SETUP_HINT)
+                             HEADERS_HINT)
     return real
+
+
+def require_supported_machine(machine: str = "") -> str:
+    """The probes read syscall numbers and pt_regs by architecture: refuse the
+    ones without a table rather than name syscalls wrongly."""
+    machine = machine or platform.machine()
+    if machine not in SUPPORTED_MACHINES:
+        raise BPFUnavailable(f"the kernel probes support x86_64 and aarch64, not {machine}",
+                             "diagnose and kill-preview still answer from /proc with --no-bpf")
+    return machine
 
 
 def check_bpf_environment() -> BPFEnvironment:
     """Raise a PyimpactError naming the first missing piece, else describe what is there."""
+    require_supported_machine()
     _require_root()
     version = _require_bcc()
     tracefs = _require_tracefs()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import mmap
+import platform
 import select
 import struct
 import threading
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 from ..errors import BPFUnavailable, UsageError
-from ..syscall_table import syscall_name
+from ..syscall_table import bpf_defines, syscall_name
 from ..timeline import EVENT_DTYPE
 from .bpf_env import BPFEnvironment, check_bpf_environment
 
@@ -34,6 +35,34 @@ PROBE_SOURCES = ("pyimpact.h", "futex.bpf.c", "syscalls.bpf.c", "lifecycle.bpf.c
 LOST_REASONS = ("ringbuf_full", "map_full")
 POLL_MAX_MS = 100           # the longest the reader sleeps between two reads of the ring buffer
 POLL_BUSY_MS = 10           # ... once a read found the buffer more than 1/8 full
+
+
+_FENCE_LOCKS = (threading.Lock(), threading.Lock())
+
+
+def _fence_weak() -> None:
+    """A full memory barrier from Python, for weakly ordered CPUs (arm64).
+
+    The ring buffer protocol needs the load of producer_pos ordered before the
+    loads of the records, and those before the store of consumer_pos (libbpf
+    uses smp_load_acquire / smp_store_release). Python has no fence, but a
+    lock's acquire and release are atomic operations with acquire and release
+    semantics (glibc: LDAXR/CASA and STLR on arm64): release, then acquire of
+    a second lock, keeps every access before it ahead of every access after
+    it. About 0.2 us; not needed on x86, whose loads and stores are not
+    reordered this way (TSO). Not yet run on real arm64 hardware."""
+    a, b = _FENCE_LOCKS
+    a.acquire()
+    a.release()
+    b.acquire()
+    b.release()
+
+
+def _fence_none() -> None:
+    """x86 (TSO): loads are not reordered with loads, nor stores with earlier loads."""
+
+
+_fence = _fence_none if platform.machine() in ("x86_64", "amd64", "i686") else _fence_weak
 
 
 class RingReader:
@@ -91,6 +120,7 @@ class RingReader:
         np = self._np
         cons = int(self.cons_pos[0])
         prod = int(self.prod_pos[0])      # then the records: x86 keeps loads in order
+        _fence()                          # ... arm64 does not: order them explicitly
         taken = 0
         while cons < prod:
             off = self.base + (cons & self.mask)
@@ -115,6 +145,7 @@ class RingReader:
                 sink.one(self.data[off + self.HDR:off + self.HDR + size])
                 taken += 1
             cons += (size + self.HDR + 7) & ~7
+        _fence()                          # every read of the records before the store (arm64)
         self.cons_pos[0] = cons           # one 64-bit store, after every read of the records
         return taken
 
@@ -158,7 +189,7 @@ class ProbeConfig:
             f"-DPYI_SLOW_NS={int(self.slow_ns)}ULL",
             f"-DPYI_RINGBUF_PAGES={int(self.ringbuf_pages)}",
             f"-DPYI_MAX_THREADS={int(self.max_threads)}",
-        ]
+        ] + bpf_defines()
 
 
 def probe_source() -> str:
