@@ -86,8 +86,10 @@ struct pyi_stat {
     u64 total_ns;
     u64 max_ns;
     u32 tgid;
-    u32 pad;
+    u32 errors;              /* calls that returned an error (-4095..-1) */
     u32 hist[PYI_HIST_SLOTS];
+    s64 last_err;            /* the last error returned (-errno), 0 none */
+    u64 last_err_arg0;       /* the first argument of that failed call (an fd, mostly) */
 };
 
 struct pyi_exit_info {

@@ -54,7 +54,7 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     return 0;
 }
 
-static __always_inline void pyi_account(u32 tgid, u32 tid, u32 nr, u64 dur)
+static __always_inline void pyi_account(u32 tgid, u32 tid, u32 nr, u64 dur, s64 ret, u64 arg0)
 {
     struct pyi_stat_key key = { .tid = tid, .nr = nr };
     struct pyi_stat *s = syscall_stats.lookup(&key);
@@ -78,6 +78,13 @@ static __always_inline void pyi_account(u32 tgid, u32 tid, u32 nr, u64 dur)
     if (slot >= PYI_HIST_SLOTS)
         slot = PYI_HIST_SLOTS - 1;
     s->hist[slot]++;
+    /* Failed calls are what a polling waiter leaves behind (a lock taken with
+     * F_SETLK and refused, a connect refused): count them, keep the last. */
+    if (ret < 0 && ret > -4096) {
+        s->errors++;
+        s->last_err = ret;
+        s->last_err_arg0 = arg0;
+    }
 }
 
 RAW_TRACEPOINT_PROBE(sys_exit)
@@ -92,7 +99,7 @@ RAW_TRACEPOINT_PROBE(sys_exit)
     u64 now = bpf_ktime_get_ns();
     u64 dur = now - in->ts;
     s64 ret = (s64)ctx->args[1];
-    pyi_account(id >> 32, tid, in->nr, dur);
+    pyi_account(id >> 32, tid, in->nr, dur, ret, in->args[0]);
 
     if (!pyi_futex_exit(in, dur, ret) && dur >= PYI_SLOW_NS) {
         struct pyi_event *e = pyi_reserve(PYI_KIND_SYSCALL, in->ts);

@@ -33,7 +33,8 @@ from .timeline import empty_timeline
 SCHEMA_VERSION = 1
 METADATA_KEY = b"pyimpact"
 
-STAT_COLUMNS = ["pid", "tid", "nr", "syscall", "count", "total_ns", "max_ns", "hist_log2"]
+STAT_COLUMNS = ["pid", "tid", "nr", "syscall", "count", "total_ns", "max_ns", "hist_log2", "errors", "last_err",
+                "last_err_arg0"]
 INFLIGHT_COLUMNS = ["pid", "tid", "nr", "syscall", "since_ns", "args"]
 BLOCK_COLUMNS = ["pid", "tid", "comm", "dev", "sector", "bytes", "rwbs", "queued_ns", "issued_ns"]
 

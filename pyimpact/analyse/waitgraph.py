@@ -121,6 +121,26 @@ def _stats_by_tid(rec: Recording) -> Dict[int, int]:
     return out
 
 
+def _stat_rows(rec: Recording) -> Dict[int, List[Dict[str, Any]]]:
+    """tid -> [{syscall, count, errors, last_err, last_err_arg0}] from the probes."""
+    out: Dict[int, List[Dict[str, Any]]] = {}
+    df = rec.syscall_stats
+    if df is None or not len(df):
+        return out
+    cols = set(df.columns)
+    for r in df.to_dict(orient="records"):
+        def num(k: str) -> int:
+            v = r.get(k) if k in cols else 0
+            try:
+                return 0 if v is None or v != v else int(v)
+            except (TypeError, ValueError):
+                return 0
+        out.setdefault(int(r["tid"]), []).append({
+            "syscall": str(r.get("syscall") or r.get("nr")), "count": num("count"), "errors": num("errors"),
+            "last_err": num("last_err"), "last_err_arg0": num("last_err_arg0")})
+    return out
+
+
 def _inflight_by_tid(rec: Recording) -> Dict[int, Tuple[int, int]]:
     out: Dict[int, Tuple[int, int]] = {}
     df = rec.inflight
@@ -133,9 +153,11 @@ def _inflight_by_tid(rec: Recording) -> Dict[int, Tuple[int, int]]:
 def build(rec: Recording) -> WaitGraph:
     """The wait-for graph of every process in the recording's snapshots."""
     ctx = _Ctx(rec)
-    g = WaitGraph(window_s=ctx.window_s, bpf=ctx.bpf)
+    g = WaitGraph(window_s=ctx.window_s, bpf=ctx.bpf, locks=list(ctx.locks), sockets=ctx.sockets,
+                  holders=ctx.holders, stats=_stat_rows(rec))
     for pid, p in sorted(ctx.latest.items()):
         g.processes[pid] = _process_info(ctx, p)
+        g.fds[pid] = list(p.fds)
         for t in p.threads:
             g.threads[t.tid] = _thread_wait(ctx, p, t)
     for pid, p in sorted(ctx.latest.items()):
@@ -144,6 +166,12 @@ def build(rec: Recording) -> WaitGraph:
             if tw.activity in (WAITING, TIMED) or (tw.activity == WAKING and p.state != "Z"):
                 resolve(ctx, g, p, t, tw)
     python_joins(ctx, g)
+    server_edges(rec, g)
+    for pid, p in ctx.latest.items():  # the peer ranks of a distributed job
+        if "RANK" in p.env:
+            for pid2 in socket_peers(ctx.sockets, ctx.holders, p.fds):
+                if pid2 != pid and pid2 not in ctx.latest:
+                    ctx.missing.add(pid2)
     for pid, p in ctx.latest.items():  # a zombie's parent, a stopped process's tracer
         if p.state in ("Z", "X") and p.ppid > 1 and p.ppid not in ctx.latest:
             ctx.missing.add(p.ppid)
@@ -153,6 +181,55 @@ def build(rec: Recording) -> WaitGraph:
         if pid not in g.processes:
             g.missing_pids.append(pid)
     return g
+
+
+def socket_peers(sockets: Dict[int, Any], holders: Dict[int, List[List[Any]]], fds: List[Any]) -> List[int]:
+    """Processes holding the local other end of this process's connected sockets."""
+    out: List[int] = []
+    for f in fds:
+        s = sockets.get(f.inode) if f.kind == "socket" and f.inode is not None else None
+        if s is None or not s.peer_inode:
+            continue
+        for h in holders.get(s.peer_inode, []):
+            if int(h[0]) not in out:
+                out.append(int(h[0]))
+    return out
+
+
+def server_edges(rec: Recording, g: WaitGraph) -> None:
+    """What the servers said, read-only (``metadata["server_waits"]``, filled
+    by ``pyimpact.collect.servers``): a database backend waiting on a lock
+    another session holds gets an edge to that session's process, which the
+    kernel cannot see (the backend sleeps on a semaphore with no owner)."""
+    from .waitmodel import Edge
+
+    for pid_s, info in ((rec.metadata.get("server_waits") or {}).get("processes") or {}).items():
+        pid = int(pid_s)
+        p = g.processes.get(pid)
+        if p is None or not isinstance(info, dict):
+            continue
+        line = str(info.get("evidence") or "")
+        blockers = [int(b) for b in info.get("blocked_by") or [] if int(b) in g.processes]
+        for tid in p.tids:
+            t = g.threads.get(tid)
+            if t is None:
+                continue
+            if line and line not in t.evidence:
+                t.evidence.append(line)
+            if blockers and t.activity in (WAITING, TIMED):
+                t.activity = WAITING
+                t.kind = str(info.get("kind") or "db-lock")
+                t.resource = str(info.get("resource") or "a lock held by another session")
+                t.edges = [Edge(f"p:{b}", t.kind, t.resource, [line], exact=False) for b in blockers]
+                t.end_reason = ""
+                t.work_wait = ""
+                break
+        if info.get("work_wait"):
+            for tid in p.tids:
+                t = g.threads.get(tid)
+                if t is not None and not t.edges and t.activity in (WAITING, TIMED):
+                    t.work_wait = str(info["work_wait"])
+                    t.input_wait = True
 
 
 def referenced_pids(rec: Recording) -> List[int]:
@@ -167,7 +244,12 @@ def _process_info(ctx: _Ctx, p: ProcessSnapshot) -> ProcessInfo:
                        uid=p.uid, sig_caught=p.sig_caught, sig_ignored=p.sig_ignored,
                        sig_blocked=p.sig_blocked, tracer_pid=p.tracer_pid, exe=p.exe,
                        create_time=p.create_time,
-                       observed="related" if p.pid in ctx.related else "target")
+                       observed="related" if p.pid in ctx.related else "target",
+                       env=dict(p.env), pgid=p.pgid, kernel_thread=p.kernel_thread)
+    for f in p.fds:
+        s = ctx.sockets.get(f.inode) if f.kind == "socket" and f.inode is not None else None
+        if s is not None and s.state == "LISTEN":
+            info.listening.append(f"{s.proto} {s.local or f.target}")
     p0 = ctx.proc_first(p.pid)
     if p0 is not None and p0 is not p and p0.start_ticks == p.start_ticks:
         info.cpu_s = max(0.0, (p.cpu_user_s + p.cpu_system_s) - (p0.cpu_user_s + p0.cpu_system_s))

@@ -51,6 +51,7 @@ class ThreadWait:
     end_reason: str = ""            # when it leads nowhere: why (sleeps forever, remote peer, ...)
     end_kind: Optional[str] = None  # an intrinsic root-cause kind (signal-stop, block-io, gpu)
     input_wait: bool = False        # waits for outside input (listening socket, terminal)
+    work_wait: str = ""             # waits for work nobody owes it, in words ("" = not known to be)
     join: bool = False              # waits for another thread to finish (join)
     timeout_s: Optional[float] = None   # time left of a finite timeout, when known
     has_timeout: bool = False
@@ -99,6 +100,10 @@ class ProcessInfo:
     disk_bytes: Optional[int] = None     # read_bytes + write_bytes over the window
     syscalls: Optional[int] = None       # completed during the window (probes)
     observed: str = "target"             # target (traced) or related (snapshotted only)
+    listening: List[str] = field(default_factory=list)   # addresses of its listening sockets
+    env: Dict[str, str] = field(default_factory=dict)    # allow-listed environment (RANK, ...)
+    pgid: int = 0
+    kernel_thread: bool = False
 
     @property
     def node(self) -> str:
@@ -117,6 +122,11 @@ class WaitGraph:
     window_s: Optional[float] = None
     bpf: bool = False
     notes: List[str] = field(default_factory=list)
+    locks: List[Any] = field(default_factory=list)           # /proc/locks (snapshot LockInfo)
+    fds: Dict[int, List[Any]] = field(default_factory=dict)  # pid -> its FdInfo list
+    sockets: Dict[int, Any] = field(default_factory=dict)    # inode -> SocketInfo
+    holders: Dict[int, List[List[Any]]] = field(default_factory=dict)   # inode -> [[pid, fd, mode]]
+    stats: Dict[int, List[Dict[str, Any]]] = field(default_factory=dict)  # tid -> per-syscall rows
 
     # -- graph access ---------------------------------------------------
     def successors(self, node: str) -> List[Edge]:

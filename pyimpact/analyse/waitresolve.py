@@ -118,6 +118,8 @@ def resolve(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnapshot, tw: T
         if name == "rt_sigtimedwait":
             _apply_timeout(ctx, p, t, tw, det, default_forever=not a[2])
         tw.end_reason = f"waits for a signal in {name}()" + ("" if tw.has_timeout else ", with no timeout")
+        if not tw.has_timeout:
+            tw.work_wait = f"signals (in {name}())"
     else:
         tw.call = f"{name}()"
         tw.kind, tw.resource = "unknown", f"{name}()"
@@ -320,6 +322,7 @@ def _resolve_fd(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnapshot, t
         tw.kind, tw.resource = "unknown", f"terminal {f.target}"
         tw.end_reason = f"waits for input from the terminal {f.target}"
         tw.input_wait = True
+        tw.work_wait = f"input from the terminal {f.target}"
     else:
         tw.kind, tw.resource = "unknown", f.target
         tw.end_reason = f"sleeps in {call} on {f.target}"
@@ -352,6 +355,8 @@ def _pipe_edges(ctx: Any, g: WaitGraph, p: ProcessSnapshot, tw: ThreadWait, f: F
     by_pid: Dict[int, List[List[Any]]] = {}
     for h in others:
         by_pid.setdefault(int(h[0]), []).append(h)
+    if reading and _fed_by_ancestors(ctx, p, tw, by_pid):
+        return
     for pid, hs in by_pid.items():
         ev = f"{what}: {end} end held by " + ", ".join(_holder_words(h) for h in hs)
         if pid == p.pid:
@@ -377,6 +382,17 @@ def _socket_edges(ctx: Any, g: WaitGraph, p: ProcessSnapshot, tw: ThreadWait, f:
         tw.resource = f"new connections on {s.local or f.target} ({s.proto}, listening)"
         tw.end_reason = f"waits for a client to connect to {s.local or f.target}"
         tw.input_wait = True
+        tw.work_wait = f"clients to connect to {s.proto} {s.local or f.target} (listening)"
+        return
+    if reading and call != "connect" and _server_side(ctx, s):
+        who = s.remote or "its client"
+        tw.resource = f"the next request on {s.proto} {s.local} from {who}"
+        tw.end_reason = (f"waits for the next request from {who} on a connection it accepted on "
+                         f"{s.local}: nothing is owed to it")
+        tw.input_wait = True
+        tw.work_wait = f"the next request from {who} (an accepted {s.proto} connection on {s.local})"
+        tw.evidence.append(f"{s.proto} {s.local} is a listening address on this host: "
+                           "this end accepted the connection (the server side)")
         return
     if call == "connect":
         tw.resource = f"connection to {s.remote or '?'} ({s.state})"
@@ -387,6 +403,9 @@ def _socket_edges(ctx: Any, g: WaitGraph, p: ProcessSnapshot, tw: ThreadWait, f:
     if peer:
         hs = ctx.holders.get(peer, [])
         pids = sorted({int(h[0]) for h in hs})
+        if reading and pids and call != "connect" and \
+                _fed_by_ancestors(ctx, p, tw, {pid: [h for h in hs if int(h[0]) == pid] for pid in pids}):
+            return
         if pids:
             for pid in pids:
                 if pid not in ctx.latest:
@@ -419,6 +438,54 @@ def _socket_edges(ctx: Any, g: WaitGraph, p: ProcessSnapshot, tw: ThreadWait, f:
                              [f"peer {s.remote} is not a socket of this host"]))
         return
     tw.end_reason = f"{f.target} is not connected ({s.state})"
+
+
+def _ancestors(ctx: Any, pid: int, limit: int = 64) -> List[int]:
+    out: List[int] = []
+    cur = ctx.latest.get(pid)
+    while cur is not None and cur.ppid > 0 and len(out) < limit:
+        out.append(cur.ppid)
+        cur = ctx.latest.get(cur.ppid)
+    return out
+
+
+def _fed_by_ancestors(ctx: Any, p: ProcessSnapshot, tw: ThreadWait,
+                      by_pid: Dict[int, List[List[Any]]]) -> bool:
+    """A reader whose only writers are its parent (or ancestors) waits for
+    work handed down to it (a job queue, a control channel): nothing is owed,
+    so the wait is a wait for work, not an edge."""
+    others = [pid for pid in by_pid if pid != p.pid]
+    if not others:
+        return False
+    anc = _ancestors(ctx, p.pid)
+    if not all(pid in anc for pid in others):
+        return False
+    who = ", ".join(f"pid {pid}" for pid in sorted(others))
+    tw.work_wait = f"work from its parent ({who} holds the other end)"
+    tw.end_reason = f"waits for work handed down by its parent: only {who} (an ancestor) can send"
+    tw.input_wait = True
+    tw.evidence.append(f"the other end is held only by {who}, an ancestor of pid {p.pid}")
+    return True
+
+
+def _server_side(ctx: Any, s: SocketInfo) -> bool:
+    """This connected socket is the accepting end: its local address is a
+    listening address of this host (TCP port, or the unix socket's bound path)."""
+    if not s.local or s.state == "LISTEN":
+        return False
+    if s.proto.startswith("unix"):
+        return any(c.state == "LISTEN" and c.local == s.local for c in ctx.sockets.values()
+                   if c.proto.startswith("unix"))
+    host, port = _split_addr(s.local)
+    for c in ctx.sockets.values():
+        if c.state != "LISTEN" or c.proto.rstrip("6") != s.proto.rstrip("6"):
+            continue
+        if s.netns is not None and c.netns is not None and c.netns != s.netns:
+            continue
+        lhost, lport = _split_addr(c.local)
+        if lport == port and lhost in (host, "0.0.0.0", "::", "*"):
+            return True
+    return False
 
 
 def _sock_words(s: SocketInfo) -> str:
@@ -650,9 +717,13 @@ def _resolve_poll(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnapshot,
     if not fds:
         tw.end_reason = f"waits in {name} without a timeout; the descriptors could not be read"
         return
-    # any one descriptor becoming ready frees it: edges are an OR over all of them
+    # any one descriptor becoming ready frees it: edges are an OR over all of them,
+    # and one descriptor that waits for work (a listener, a client's next
+    # request, a terminal) makes the whole wait a wait for work.
     sub: List[Edge] = []
     kinds = set()
+    unresolved = ""
+    works: List[str] = []
     for fd in fds:
         f = _fd(p, fd)
         probe = ThreadWait(pid=tw.pid, tid=tw.tid, name=tw.name, state=tw.state, activity=WAITING)
@@ -662,16 +733,29 @@ def _resolve_poll(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnapshot,
             _pipe_edges(ctx, g, p, probe, f, reading=True)
         elif f.kind == "socket":
             _socket_edges(ctx, g, p, probe, f, call="recvfrom", reading=True)
+        elif f.kind == "dev" and _is_tty(f.target):
+            probe.work_wait = f"input from the terminal {f.target}"
+            probe.end_reason = f"waits for input from the terminal {f.target}"
         else:
             probe.end_reason = f"fd {fd} is {f.target}"
+        tw.evidence.extend(e for e in probe.evidence if e not in tw.evidence)
+        if probe.work_wait:
+            works.append(probe.work_wait)
+            continue
         if probe.end_reason or not probe.edges:
-            tw.end_reason = f"waits in {name} without a timeout, among others on {_fd_words(f, fd)}"
-            tw.input_wait = tw.input_wait or probe.input_wait or (f is not None and f.kind != "pipe")
-            tw.evidence.extend(probe.evidence)
-            return
+            unresolved = unresolved or f"waits in {name} without a timeout, among others on {_fd_words(f, fd)}"
+            continue
         kinds.add(probe.kind)
         sub.extend(probe.edges)
-        tw.evidence.extend(probe.evidence)
+    if works:  # a listener says most about what it waits for
+        works.sort(key=lambda w: ("listening" not in w, "request" not in w))
+        tw.work_wait = works[0]
+        tw.input_wait = True
+        tw.end_reason = f"waits in {name} without a timeout for {works[0]}"
+        return
+    if unresolved:
+        tw.end_reason = unresolved
+        return
     tw.edges = sub
     if len(kinds) == 1:
         tw.kind = kinds.pop()

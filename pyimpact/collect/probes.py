@@ -235,6 +235,9 @@ class SyscallStat:
     total_ns: int
     max_ns: int
     hist_log2: list       # hist_log2[i]: calls with latency in [2^i, 2^(i+1)) ns
+    errors: int = 0       # calls that returned an error
+    last_err: int = 0     # the last error (-errno), 0 none
+    last_err_arg0: int = 0  # the first argument of that failed call
 
 
 @dataclass
@@ -461,7 +464,8 @@ class KernelProbes:
         for key, v in self._bpf[b"syscall_stats"].items():
             out.append(SyscallStat(pid=v.tgid, tid=key.tid, nr=key.nr, syscall=syscall_name(key.nr),
                                    count=v.count, total_ns=v.total_ns, max_ns=v.max_ns,
-                                   hist_log2=[int(h) for h in v.hist]))
+                                   hist_log2=[int(h) for h in v.hist], errors=int(v.errors),
+                                   last_err=int(v.last_err), last_err_arg0=int(v.last_err_arg0)))
         return out
 
     def block_inflight(self) -> list:

@@ -141,8 +141,20 @@ def render(d: Diagnosis) -> Iterator[str]:
     yield f"Observed {window} with {how}{lost}"
     yield ""
     rc = d.root_cause
-    yield f"Verdict: {d.verdict.upper()} ({rc.kind}, confidence {d.confidence})"
-    yield from _wrap(clean(d.summary), "  ", first="  ")
+    if d.verdict in ("idle", "progressing"):  # healthy: nothing is the cause of anything
+        yield f"Verdict: {d.verdict.upper()} (confidence {d.confidence})"
+        yield from _wrap(clean(d.summary), "  ", first="  ")
+    else:
+        yield f"Verdict: {d.verdict.upper()} ({rc.kind}, confidence {d.confidence})"
+        yield from _wrap(clean(d.summary), "  ", first="  ")
+        yield from _root_line(rc)
+    yield ""
+    yield from _thread_blocks(d)
+    yield ""
+    yield from _rest(d)
+
+
+def _root_line(rc) -> Iterator[str]:
     who = []
     if rc.pid is not None:
         who.append(f"pid {rc.pid}")
@@ -150,9 +162,9 @@ def render(d: Diagnosis) -> Iterator[str]:
         who.append(f"thread {rc.tid}")
     root = " ".join(who) if who else "outside this machine"
     yield from _wrap(f"Root cause: {root} — {rc.kind}: {clean(rc.resource)}", "  ", first="  ")
-    yield ""
-    yield from _thread_blocks(d)
-    yield ""
+
+
+def _rest(d: Diagnosis) -> Iterator[str]:
     if d.cycle:
         exact = d.confidence == "high"
         yield from chain_lines(d.cycle, "Cycle" if exact else

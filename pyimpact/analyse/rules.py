@@ -1,0 +1,738 @@
+"""The verdict rules: is a process hung, working, or waiting for work?
+
+Pure.  Each rule looks at one process of the wait-for graph and returns its
+own ``Verdict``, or None when it does not apply; ``Engine.verdict`` tries
+them in order of certainty and the first answer wins.  The rules follow the
+model in DESIGN.md ("The verdict model"), not the shape of any one program:
+
+* the verdict is about the process's *own* progress: bytes it moved, syscalls
+  it completed on CPU, or a child it waits for that progresses;
+* a wait without a timeout is a hang only when what it waits for is *owed*
+  (a lock someone holds, the reply from a peer, a child that should exit);
+  a wait for work nobody owes (a listening socket, a client's next request,
+  signals, work handed down by the parent, a terminal) is ``idle``;
+* a client blocked on a peer that is alive but idle is ``blocked`` with the
+  peer as root ("alive and has nothing to send -- possibly by design");
+* a thread that only wakes to retry and fail (a lock refused, a connection
+  refused, a queue poll timing out) polls for something: ``blocked`` on it;
+* a rank of a distributed job waiting in a collective waits for the rank
+  that is not in it.
+
+Another process's verdict is asked for recursively (memoised; a cycle gives
+up and counts as stuck), so a chain is judged by how its end really is.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+
+from .chains import ChainLink, best_path, chain_links, deadlocked, end_note, exact_cycles, pct
+from .verdict import HUNG, KINDS, RootCause, Verdict
+from .waitmodel import (RUNNING, STOPPED, TIMED, WAITING, WAKING, ZOMBIE, Edge, ProcessInfo, ThreadWait,
+                        WaitGraph, process_words, python_location, secs)
+
+#: bytes moved in the window from which a process is doing real work, not housekeeping
+#: (an idle server reads a few /proc files and writes a log line now and then)
+WORK_BYTES = 64 * 1024
+#: failed attempts of one call in the window from which a thread is retrying
+RETRIES = 2
+ETIMEDOUT, ECONNREFUSED, EAGAIN, EACCES, EINTR = 110, 111, 11, 13, 4
+LOCK_CALLS = ("fcntl", "flock")
+#: Python files whose frames mean "waits for work or an event", not "acquires a lock"
+_WAIT_MACHINERY = ("threading.py", "queue.py", "thread.py", "selectors.py", "events.py", "base_events.py",
+                   "process.py", "connection.py", "synchronize.py", "pool.py")
+#: a frame in one of these files means the thread is inside a torch.distributed collective
+_COLLECTIVE_FILES = ("distributed_c10d.py", "c10d_logger.py")
+
+Path = List[Tuple[str, Optional[Edge]]]
+
+
+def _sig_words(err: int) -> str:
+    return {ETIMEDOUT: "ETIMEDOUT", ECONNREFUSED: "ECONNREFUSED", EAGAIN: "EAGAIN", EACCES: "EACCES",
+            EINTR: "EINTR"}.get(err, f"errno {err}")
+
+
+class Engine:
+    """Verdicts for the processes of one wait-for graph, each computed once."""
+
+    def __init__(self, g: WaitGraph, signals: Optional[Callable[[int], List[Dict[str, Any]]]] = None) -> None:
+        self.g = g
+        self.dead = deadlocked(g)
+        self.memo: Dict[int, Optional[Verdict]] = {}
+        self.visiting: Set[int] = set()
+        self.signals = signals or (lambda pid: [])
+
+    # -- facts ------------------------------------------------------------
+    def threads(self, p: ProcessInfo) -> List[ThreadWait]:
+        return [self.g.threads[t] for t in p.tids if t in self.g.threads]
+
+    def work_done(self, p: ProcessInfo) -> List[str]:
+        """The process's own completed work in the window, in words (empty: none)."""
+        out = []
+        io, disk = p.io_bytes or 0, p.disk_bytes or 0
+        if io >= WORK_BYTES:
+            out.append(f"{io} B read+written")
+        if disk >= WORK_BYTES:
+            out.append(f"{disk} B of disk I/O")
+        for t in self.threads(p):
+            if t.activity == RUNNING and (t.syscalls or 0) > 0:
+                out.append(f"thread {t.tid} on CPU {pct(t.cpu_s, t.window_s)} of the window "
+                           f"with {t.syscalls} syscalls")
+                break
+        return out
+
+    def children(self, p: ProcessInfo) -> List[ProcessInfo]:
+        return [self.g.processes[c] for c in p.children if c in self.g.processes]
+
+    # -- the engine -------------------------------------------------------
+    def verdict(self, pid: int) -> Optional[Verdict]:
+        """The verdict on ``pid``; None for a process not observed, or when
+        asked again while its own verdict is being worked out (a cycle)."""
+        if pid in self.memo:
+            return self.memo[pid]
+        p = self.g.processes.get(pid)
+        if p is None or pid in self.visiting:
+            return None
+        self.visiting.add(pid)
+        try:
+            threads = self.threads(p)
+            v = None
+            for rule in RULES:
+                v = rule(self, p, threads)
+                if v is not None:
+                    v.rule = v.rule or rule.__name__
+                    break
+        finally:
+            self.visiting.discard(pid)
+        self.memo[pid] = v
+        return v
+
+
+# ==========================================================================
+# the rules, in order
+# ==========================================================================
+
+def rule_zombie(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Optional[Verdict]:
+    if not (p.state in ("Z", "X") or (threads and all(t.activity == ZOMBIE for t in threads))):
+        return None
+    import signal as _signal
+
+    g = e.g
+    parent = g.processes.get(p.ppid)
+    how, ev = "", []
+    if parent is not None:
+        pt = g.threads.get(parent.pid)
+        if pt is not None:
+            how = f"; it {end_note(g, pt.node)}" if pt.activity == WAITING and pt.end_reason else \
+                f"; it is {pt.activity}" + (f" in {pt.syscall}()" if pt.syscall else "")
+        catches = bool(parent.sig_caught >> (_signal.SIGCHLD.value - 1) & 1)
+        ev.append(f"parent pid {parent.pid} ({parent.name}) "
+                  f"{'has a SIGCHLD handler' if catches else 'does not handle SIGCHLD'} (SigCgt){how}")
+    ev.insert(0, f"/proc/{p.pid}/stat: state Z (exited, exit status not collected)")
+    pname = f" ({parent.name})" if parent is not None else ""
+    chain = [ChainLink(p.pid, p.pid, p.name, "Z", ZOMBIE, {"kind": "child",
+                       "resource": "its parent to collect the exit status"})]
+    if parent is not None:
+        pt = g.threads.get(parent.pid)
+        chain.append(ChainLink(parent.pid, parent.pid, parent.name, parent.state,
+                               pt.activity if pt else "unknown", None,
+                               note=end_note(g, f"t:{parent.pid}") if pt else "",
+                               location=python_location(pt) if pt else ""))
+    return Verdict("zombie", f"pid {p.pid} has exited and is a zombie: its parent pid {p.ppid}{pname} "
+                   f"has not called wait() for it{how}",
+                   RootCause(p.ppid, p.ppid, "child", f"exit status of pid {p.pid}, not collected by its "
+                             f"parent pid {p.ppid}"), "high", chain=chain, evidence=ev)
+
+
+def rule_stopped(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Optional[Verdict]:
+    if not (threads and all(t.activity == STOPPED for t in threads)):
+        return None
+    g = e.g
+    main = g.threads.get(p.pid) or threads[0]
+    since = f" for at least {secs(main.blocked_for_s)}" if main.blocked_for_s else ""
+    tids = set(p.tids)
+    sent = [s for s in e.signals(p.pid) if s["target"] in tids]
+    ev = [f"/proc/{p.pid}/stat: state {main.state} "
+          f"({'stopped by a tracer' if main.state == 't' else 'stopped by a signal'}){since}"]
+    traced = any(t.state == "t" for t in threads) or p.tracer_pid
+    if sent:
+        s = sent[-1]
+        who = f"{s['sig']} sent by pid {s['sender_pid']} ({s['comm']})"
+        ev.append(f"probes: {who} during the window")
+        root, summary = RootCause(p.pid, main.tid, "signal-stop", who), f"stopped by {who}"
+    elif traced and p.tracer_pid:
+        tracer = g.processes.get(p.tracer_pid)
+        name = f" ({tracer.name})" if tracer else ""
+        ev.append(f"/proc/{p.pid}/status: TracerPid {p.tracer_pid}{name}")
+        root = RootCause(p.tracer_pid, p.tracer_pid, "signal-stop", f"stopped under the tracer pid {p.tracer_pid}{name}")
+        summary = f"stopped under the tracer pid {p.tracer_pid}{name} (a debugger holds it)"
+    else:
+        why = ("the stop happened before tracing began, so its sender is unknown" if g.bpf
+               else "without the probes the sender of the stop signal cannot be seen")
+        ev.append(why)
+        root = RootCause(p.pid, main.tid, "signal-stop", "a stop signal (SIGSTOP/SIGTSTP/SIGTTIN/SIGTTOU)")
+        summary = f"stopped by a signal{since}; {why}"
+    chain = [ChainLink(p.pid, main.tid, main.label, main.state, STOPPED, None, note="stopped",
+                       location=python_location(main))]
+    return Verdict("stopped", summary, root, "high", chain=chain, evidence=ev)
+
+
+def rule_deadlock(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Optional[Verdict]:
+    g, dead = e.g, e.dead
+    mine = [t for t in threads if t.node in dead]
+    if not mine:
+        return None
+    cycles = exact_cycles(g, dead)
+    mine_nodes = {t.node for t in mine}
+    cycle = next((c for c in cycles if set(c) & mine_nodes), None)
+    if cycle is None:  # follow a member's exact edges into a cycle elsewhere (a join waiting on one)
+        for t in mine:
+            nodes = {n for n, _ in best_path(g, t.node)}
+            cycle = next((c for c in cycles if set(c) & nodes), None)
+            if cycle:
+                break
+    if cycle is not None:
+        core = [g.threads[int(n[2:])] for n in cycle]
+        confidence = "high"
+    else:
+        core = sorted((g.threads[int(n[2:])] for n in dead if n.startswith("t:")
+                       and not g.threads[int(n[2:])].join), key=lambda t: t.tid)
+        if not core:
+            core = sorted((g.threads[int(n[2:])] for n in dead if n.startswith("t:")), key=lambda t: t.tid)
+        confidence = "medium"
+    start = min(core, key=lambda t: t.tid)
+    if cycle is not None:  # rotate so the lowest tid comes first
+        i = [t.tid for t in core].index(start.tid)
+        core = core[i:] + core[:i]
+    kinds = [t.kind or "unknown" for t in core]
+    kind = "mutex" if "mutex" in kinds else kinds[0]
+    if kind not in KINDS:
+        kind = "unknown"
+    root = RootCause(start.pid, start.tid, kind, "; ".join(t.resource for t in core))
+    procs = sorted({t.pid for t in core})
+    where = "in this process" if procs == [p.pid] else "across pids " + ", ".join(str(x) for x in procs)
+    names = ", ".join(f"{t.tid} ({t.label})" for t in core)
+    if cycle is not None:
+        summary = (f"threads {names} {where} wait on each other in a cycle: "
+                   + "; ".join(f"{t.tid} needs {t.resource}" for t in core))
+    else:
+        summary = (f"threads {names} {where} wait forever on locks that no thread left can release "
+                   "(no owner is recorded, so the exact cycle is not known)")
+    cyc = [ChainLink(t.pid, t.tid, t.label, t.state, t.activity,
+                     {"kind": t.kind or "unknown", "resource": t.resource}, location=python_location(t))
+           for t in core]
+    first = next((t for t in mine if t.tid == p.pid), mine[0])
+    path = best_path(g, first.node)
+    core_nodes = {t.node for t in core}
+    cut = next((i for i, (n, _) in enumerate(path) if n in core_nodes), None)
+    if cut is not None:
+        path = path[:cut] + [(path[cut][0], None)]
+    chain = chain_links(g, path)
+    if cut is not None and chain:
+        chain[-1].note = "in the deadlock"
+    ev: List[str] = []
+    for t in core:
+        ev.extend(_thread_lines(t))
+    for t in mine:
+        if t not in core:
+            ev.append(f"thread {t.tid} ({t.label}) waits on {t.resource}, itself stuck in the deadlock")
+    if cycle is None:
+        ev.append("every thread of the set waits without a timeout on a private futex or on "
+                  "another member: only a thread of the process could wake it, and none can")
+    if g.bpf:
+        ev.append(f"probes: none of these threads was woken during the {g.window_s or 0:.2f} s window")
+    return Verdict("deadlock", summary, root, confidence, chain=chain, cycle=cyc, evidence=ev)
+
+
+def rule_working(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Optional[Verdict]:
+    """Own progress: bytes moved, or a thread on CPU completing syscalls."""
+    done = e.work_done(p)
+    running = [t for t in threads if t.activity == RUNNING]
+    if not done:
+        return None
+    hot = max(running, key=lambda t: t.cpu_s or 0) if running else (e.g.threads.get(p.pid) or threads[0])
+    return Verdict("progressing", "working: " + ", ".join(done),
+                   RootCause(p.pid, hot.tid, "unknown", "its own work: " + ", ".join(done)), "high",
+                   chain=[ChainLink(p.pid, hot.tid, hot.label, hot.state, hot.activity, None,
+                                    note=end_note(e.g, hot.node), location=python_location(hot))],
+                   evidence=[f"{p.name} pid {p.pid} during the window: " + ", ".join(done)])
+
+
+def rule_on_cpu(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Optional[Verdict]:
+    """On CPU without moving data: progressing when it completes syscalls
+    (below the bytes threshold), busy (spinning) when it completes none."""
+    running = [t for t in threads if t.activity == RUNNING]
+    if not running:
+        return None
+    hot = max(running, key=lambda t: t.cpu_s or 0)
+    syscalls = p.syscalls
+    io = (p.io_bytes or 0) + (p.disk_bytes or 0)
+    wakeups = sum(t.wakeups or 0 for t in running)
+    progressing = (syscalls > 0 or io > 0) if syscalls is not None else (io > 0 or wakeups > 0)
+    share = pct(hot.cpu_s, hot.window_s)
+    ev = [f"thread {t.tid} ({t.label}): CPU {t.cpu_s or 0:.2f} s of {t.window_s or 0:.2f} s, "
+          f"{t.wakeups or 0} voluntary sleeps" + (f", {t.syscalls} syscalls (probes)" if t.syscalls is not None else "")
+          for t in running]
+    chain = [ChainLink(p.pid, hot.tid, hot.label, hot.state, RUNNING, None, note=end_note(e.g, hot.node),
+                       location=python_location(hot))]
+    root = RootCause(p.pid, hot.tid, "unknown", f"CPU ({share} of the window on thread {hot.tid})")
+    if progressing:
+        what = [x for x in (f"{syscalls} syscalls" if syscalls else "", f"{io} B of I/O" if io else "",
+                            f"{wakeups} wake-ups" if not syscalls and not io and wakeups else "") if x]
+        return Verdict("progressing", f"working: thread {hot.tid} ({hot.label}) on CPU {share} of the window, "
+                       + ", ".join(what), root, "high", chain=chain, evidence=ev)
+    seen = "no syscalls, no I/O" if syscalls is not None else \
+        "no I/O and no voluntary sleeps (syscalls not visible without the probes)"
+    return Verdict("busy", f"spinning: thread {hot.tid} ({hot.label}) on CPU {share} of the window "
+                   f"with {seen}: an endless loop or a long computation", root,
+                   "high" if syscalls is not None else "medium", chain=chain, evidence=ev)
+
+
+# -- waits on others ------------------------------------------------------------
+
+def _owed(t: ThreadWait) -> bool:
+    """Waits without a timeout, all window long, on something a party owes it."""
+    return t.activity == WAITING and not t.work_wait and bool(t.edges)
+
+
+def _first_other(e: Engine, path: Path, pid: int) -> Optional[int]:
+    """Index in ``path`` of the first node of another process."""
+    for i, (node, _) in enumerate(path):
+        other = e.g.pid_of(node)
+        if other is not None and other != pid:
+            return i
+    return None
+
+
+def _outcome(e: Engine, p: ProcessInfo, t: ThreadWait) -> Optional[Tuple[int, Verdict]]:
+    """What one owed wait of ``t`` amounts to, with a rank (higher = worse):
+    4 blocked on something stuck, 3 blocked on an idle peer, 2 waits for a
+    working peer, 1 waits for idle children (a supervisor)."""
+    g = e.g
+    if t.kind == "child" or (t.edges and all(x.kind == "child" for x in t.edges)):
+        kids = [int(x.target[2:]) for x in t.edges if x.target.startswith("p:")]
+        return _children_outcome(e, p, t, kids)
+    path = best_path(g, t.node)
+    i = _first_other(e, path, p.pid)
+    if i is None:
+        return None  # the chain stays inside this process (its own threads): another rule
+    other = g.pid_of(path[i][0])
+    assert other is not None
+    v = e.verdict(other)
+    edge = path[i - 1][1] if i > 0 else None
+    kind = edge.kind if edge is not None and edge.kind else (t.kind or "unknown")
+    op = g.processes.get(other)
+    who = process_words(op) if op is not None else f"pid {other}"
+    lines = _path_lines(e, path)
+    since = _since(t)
+    if v is not None and v.verdict in ("progressing", "busy"):
+        chain = chain_links(g, path[:i] + [(path[i][0], None)])
+        tid = v.root_cause.tid if v.root_cause.pid == other else other
+        return 2, Verdict(v.verdict, f"waits for {who}, which is {'working' if v.verdict == 'progressing' else 'on CPU'}: "
+                          + v.summary, RootCause(other, tid, kind if kind in KINDS else "unknown",
+                                                 edge.resource if edge is not None else t.resource),
+                          "high" if v.confidence == "high" else "medium", chain=chain,
+                          evidence=lines + v.evidence[:3])
+    if v is not None and v.verdict == "idle":
+        chain = chain_links(g, path)
+        root = _root_of(g, path, t)
+        end = _peer_idle_words(kind)
+        return 3, Verdict("blocked", f"thread {t.tid} ({t.label}) blocked{since} on {t.resource}; {who} {end}",
+                          root, "high" if t.window_s is not None else "medium", chain=chain,
+                          evidence=lines + [f"{who}: {v.summary}"] + v.evidence[:2])
+    if v is not None and v.hung:
+        chain = chain_links(g, path[:i]) + list(v.chain)
+        return 4, Verdict("blocked", f"thread {t.tid} ({t.label}) blocked{since} on {t.resource}; "
+                          f"{who} is {v.verdict.upper()}: {v.summary}", v.root_cause, v.confidence,
+                          chain=chain, evidence=lines + v.evidence)
+    # the other end is not observed, or leads back here (a cycle not all waiting)
+    chain = chain_links(g, path)
+    root = _root_of(g, path, t)
+    end = end_note(g, path[-1][0])
+    return 4, Verdict("blocked", f"thread {t.tid} ({t.label}) blocked{since} on {t.resource}; at the end "
+                      f"of the chain, {g.node_label(path[-1][0])}: {end}", root, "medium", chain=chain,
+                      evidence=lines)
+
+
+def _peer_idle_words(kind: str) -> str:
+    if kind in ("file-lock", "mutex", "futex", "db-lock"):
+        return "holds it and is alive but idle: it is not about to release it"
+    if kind == "vfork":
+        return "is alive but has not called exec or exit"
+    return ("is alive and has nothing to send -- possibly by design (a blocking pop, a long poll, "
+            "a subscription, a sleep in a query)")
+
+
+def _since(t: ThreadWait) -> str:
+    if t.blocked_for_s is None:
+        return ""
+    return f" for {'' if t.blocked_exact else '≥ '}{secs(t.blocked_for_s)}"
+
+
+def _children_outcome(e: Engine, p: ProcessInfo, t: ThreadWait, kids: List[int]) -> Optional[Tuple[int, Verdict]]:
+    """A wait for children: as hung as the worst child, working when one works,
+    idle (a supervisor) when they are all healthy and idle."""
+    g = e.g
+    seen = [(c, e.verdict(c)) for c in kids]
+    seen = [(c, v) for c, v in seen if v is not None]
+    if not seen:
+        return None
+    me = ChainLink(p.pid, t.tid, t.label, t.state, t.activity, {"kind": "child", "resource": t.resource},
+                   location=python_location(t))
+    hung = [(c, v) for c, v in seen if v.hung]
+    if hung:
+        c, v = hung[0]
+        cp = g.processes[c]
+        return 4, Verdict("blocked", f"thread {t.tid} ({t.label}) waits{_since(t)} for child "
+                          f"{process_words(cp)}, which is {v.verdict.upper()}: {v.summary}", v.root_cause,
+                          v.confidence, chain=[me] + list(v.chain), evidence=_thread_lines(t) + v.evidence)
+    working = [(c, v) for c, v in seen if v.verdict in ("progressing", "busy")]
+    if working:
+        c, v = next(((c, v) for c, v in working if v.verdict == "busy"), working[0])
+        cp = g.processes[c]
+        tid = v.root_cause.tid if v.root_cause.pid == c else c
+        return 2, Verdict(v.verdict, f"waits for child {process_words(cp)}, which is "
+                          f"{'working' if v.verdict == 'progressing' else 'on CPU'}: {v.summary}",
+                          RootCause(c, tid, "child", f"child pid {c}"), v.confidence,
+                          chain=[me] + v.chain[:1], evidence=_thread_lines(t) + v.evidence[:3])
+    names = ", ".join(f"pid {c} ({g.processes[c].name}: {v.verdict})" for c, v in seen[:4])
+    return 1, Verdict("idle", f"not hung: waits for its children, which are healthy and idle ({names})",
+                      RootCause(p.pid, t.tid, "child", t.resource), "high", chain=[me],
+                      evidence=[f"thread {t.tid} ({t.label}) waits for children {names}"])
+
+
+def rule_owed_waits(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Optional[Verdict]:
+    """Threads waiting without a timeout on what another process owes them."""
+    best: Optional[Tuple[Tuple[int, int, int], Verdict]] = None
+    for t in threads:
+        if not _owed(t):
+            continue
+        out = _outcome(e, p, t)
+        if out is None:
+            continue
+        rank, v = out
+        key = (rank, int(t.tid == p.pid), len(v.chain))
+        if best is None or key > best[0]:
+            best = (key, v)
+    return best[1] if best is not None else None
+
+
+def rule_lock_in_own_threads(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Optional[Verdict]:
+    """Threads stuck acquiring locks while other threads of the process still
+    run: blocked on a lock whose holder is not recorded (Python locks keep no
+    owner), so the holder can only be guessed from the other stacks."""
+    g = e.g
+    held = []
+    for t in threads:
+        if t.activity != WAITING or t.work_wait or not _lock_acquire(t):
+            continue
+        path = best_path(g, t.node)
+        if path[-1][0] == p.node and "alive" in g.process_end_reason(p.pid):
+            held.append(t)
+    if not held:
+        return None
+    first = min(held, key=lambda t: t.tid)
+    names = ", ".join(f"{t.tid} ({t.label}) {python_location(t)}" for t in held)
+    summary = (f"thread(s) {names} wait{_since(first)} to acquire a lock that another thread of this "
+               "process holds; the lock records no owner, and other threads are still active, "
+               "so this is either a lock held for long or a deadlock among these threads")
+    chain = [ChainLink(t.pid, t.tid, t.label, t.state, t.activity, {"kind": "futex", "resource": t.resource},
+                       location=python_location(t)) for t in held[:1]]
+    chain.append(ChainLink(p.pid, None, p.name, p.state, "process", None, note=g.process_end_reason(p.pid)))
+    ev: List[str] = []
+    for t in held:
+        ev.extend(_thread_lines(t))
+    return Verdict("blocked", summary, RootCause(p.pid, None, "futex", "; ".join(t.resource for t in held)),
+                   "low", chain=chain, evidence=ev)
+
+
+def _lock_acquire(t: ThreadWait) -> bool:
+    """A thread waiting forever on an unowned futex from its own code (a
+    ``with lock:`` or ``lock.acquire()`` at its innermost Python frame), not
+    from Condition/Event/Queue waits, which wait for work."""
+    if t.kind != "futex" or t.join or not t.python_stack:
+        return False
+    top = str(t.python_stack[0].get("file") or "")
+    return not top.endswith(_WAIT_MACHINERY)
+
+
+# -- polling waiters ------------------------------------------------------------
+
+def _failures(e: Engine, t: ThreadWait) -> List[Dict[str, Any]]:
+    return [r for r in e.g.stats.get(t.tid, []) if r["errors"] >= RETRIES]
+
+
+def rule_polling(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Optional[Verdict]:
+    """A thread that wakes only to retry and fail: a lock refused (F_SETLK,
+    LOCK_NB), a connection refused, a wait timing out while the child that
+    should answer is stuck.  It is blocked on what it polls for."""
+    g = e.g
+    for t in sorted(threads, key=lambda t: (t.tid != p.pid, t.tid)):
+        if t.activity not in (WAKING, TIMED):
+            continue
+        for r in _failures(e, t):
+            call, err = r["syscall"], -int(r["last_err"])
+            tries = f"{r['errors']} of {r['count']} {call}() calls failed in the window (last: {_sig_words(err)})"
+            if call in LOCK_CALLS and err in (EAGAIN, EACCES):
+                v = _polled_lock(e, p, t, r, tries)
+                if v is not None:
+                    return v
+            if call == "connect" and err == ECONNREFUSED:
+                return Verdict("blocked", f"thread {t.tid} ({t.label}) retries a connection that is refused: "
+                               f"{tries}; nothing accepts at the address it wants",
+                               RootCause(None, None, "socket", "a listener that is not there (connection refused)"),
+                               "medium", chain=[_link(t)], evidence=[f"probes: thread {t.tid}: {tries}"])
+            if call in ("futex", "futex_wait") and err == ETIMEDOUT:
+                for c in p.children:
+                    v = e.verdict(c)
+                    if v is not None and v.hung:
+                        return Verdict("blocked", f"thread {t.tid} ({t.label}) polls with timeouts ({tries}) "
+                                       f"while its child pid {c} is {v.verdict.upper()}: {v.summary}",
+                                       v.root_cause, "medium", chain=[_link(t)] + list(v.chain),
+                                       evidence=[f"probes: thread {t.tid}: {tries}"] + v.evidence)
+    return None
+
+
+def _polled_lock(e: Engine, p: ProcessInfo, t: ThreadWait, r: Dict[str, Any], tries: str) -> Optional[Verdict]:
+    """The holder of the lock a thread keeps failing to take, from /proc/locks."""
+    g = e.g
+    fds = g.fds.get(p.pid, [])
+    fd = int(r["last_err_arg0"])
+    files = [f for f in fds if f.fd == fd] or [f for f in fds if f.kind == "file"]
+    for f in files:
+        held = [lk for lk in g.locks if not lk.waiting and lk.inode == f.inode and lk.pid not in (p.pid, 0, -1)
+                and lk.pid > 0]
+        if not held:
+            continue
+        lk = held[0]
+        line = (f"/proc/locks: {lk.id}: {lk.kind} {lk.mode} {lk.access} pid {lk.pid} {lk.dev}:{lk.inode} "
+                f"{lk.start}-{lk.end} (held) on {f.target}")
+        hp = g.processes.get(lk.pid)
+        who = process_words(hp) if hp is not None else f"pid {lk.pid}"
+        hv = e.verdict(lk.pid) if hp is not None else None
+        state = f"; {who} is {hv.verdict.upper()}: {hv.summary}" if hv is not None else ""
+        chain = [_link(t, {"kind": "file-lock", "resource": f"{lk.kind} {lk.access.lower()} lock on {f.target}"})]
+        if hv is not None and hv.hung:
+            root = hv.root_cause
+            chain += list(hv.chain)
+        else:
+            root = RootCause(lk.pid, lk.pid, "file-lock", f"{lk.kind} {lk.access.lower()} lock on {f.target}, "
+                             f"held by pid {lk.pid}")
+            if hp is not None:
+                ht = g.threads.get(lk.pid)
+                chain.append(ChainLink(lk.pid, lk.pid, hp.name, hp.state, ht.activity if ht else "process", None,
+                                       note=end_note(g, f"p:{lk.pid}")))
+        return Verdict("blocked", f"thread {t.tid} ({t.label}) polls for a lock on {f.target}: {tries}, "
+                       f"sleeping between attempts; {who} holds it{state}", root, "high", chain=chain,
+                       evidence=[f"probes: thread {t.tid}: {tries}", line]
+                       + (hv.evidence[:2] if hv is not None else []))
+    return None
+
+
+# -- distributed jobs ---------------------------------------------------------------
+
+def _in_collective(t: ThreadWait) -> str:
+    for fr in t.python_stack:
+        if str(fr.get("file") or "").endswith(_COLLECTIVE_FILES):
+            return str(fr.get("function") or "?")
+    return ""
+
+
+def _job_key(p: ProcessInfo) -> Optional[Tuple[str, ...]]:
+    env = p.env
+    if "RANK" not in env:
+        return None
+    return (env.get("TORCHELASTIC_RUN_ID", ""), env.get("MASTER_ADDR", ""), env.get("MASTER_PORT", ""),
+            env.get("WORLD_SIZE", ""))
+
+
+def rule_collective(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Optional[Verdict]:
+    """A rank waiting in a collective waits for the ranks that are not in it."""
+    key = _job_key(p)
+    if key is None:
+        return None
+    inside = [(t, _in_collective(t)) for t in threads]
+    inside = [(t, fn) for t, fn in inside if fn and t.activity != RUNNING]
+    if not inside:
+        return None
+    t, fn = inside[0]
+    g = e.g
+    peers = [q for q in g.processes.values() if q.pid != p.pid and _job_key(q) == key
+             and q.env.get("RANK") != p.env.get("RANK")]
+    if not peers:
+        return None
+    out = []
+    for q in sorted(peers, key=lambda q: int(q.env.get("RANK", "0") or 0)):
+        qin = [x for x in e.threads(q) if _in_collective(x)]
+        if qin:
+            continue
+        v = e.verdict(q.pid)
+        out.append((q, v))
+    rank = p.env.get("RANK")
+    ev = [f"thread {t.tid} ({t.label}) is in torch.distributed {fn} ({python_location(t)}); "
+          f"rank {rank} of {p.env.get('WORLD_SIZE', '?')} (environment)"]
+    for q in peers:
+        qin = [x for x in e.threads(q) if _in_collective(x)]
+        ev.append(f"rank {q.env.get('RANK')} is pid {q.pid}: "
+                  + (f"in {_in_collective(qin[0])} too" if qin else "not in a collective"))
+    if not out:
+        return None
+    q, v = out[0]
+    doing = f"{v.verdict}: {v.summary}" if v is not None else "not observed"
+    root = RootCause(q.pid, q.pid, "collective", f"rank {q.env.get('RANK')} (pid {q.pid}) has not joined "
+                     f"{fn}; it is {doing}")
+    chain = [_link(t, {"kind": "collective", "resource": f"{fn}: the other ranks to join"}),
+             ChainLink(q.pid, q.pid, q.name, q.state, "process", None,
+                       note=f"rank {q.env.get('RANK')}, not in a collective: {doing}")]
+    return Verdict("blocked", f"rank {rank} waits in {fn} for rank {q.env.get('RANK')} "
+                   f"({process_words(q)}), which does not call it: {doing}", root, "high", chain=chain,
+                   evidence=ev + (v.evidence[:2] if v is not None else []))
+
+
+# -- supervisors, waits for work ---------------------------------------------------
+
+def rule_supervisor(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Optional[Verdict]:
+    """A process waiting only for signals or work whose children work (or
+    are hung) is as its children are; with idle children the idle rule says so."""
+    kids = [c for c in p.children]
+    if not kids or not all(t.work_wait or t.activity in (WAKING, TIMED) for t in threads):
+        return None
+    main = e.g.threads.get(p.pid) or threads[0]
+    out = _children_outcome(e, p, main, kids)
+    if out is None or out[1].verdict == "idle":
+        return None
+    v = out[1]
+    if v.verdict in ("progressing", "busy"):
+        v.summary = "a supervisor whose children work: " + v.summary
+    return v
+
+
+def rule_unresolved(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Optional[Verdict]:
+    """A thread asleep all window with no timeout, on something the tool could
+    not follow (a shared futex with no owner, an uninterruptible sleep, a call
+    it does not resolve) and no wait for work: blocked, with what was seen."""
+    stuck = [t for t in threads if t.activity == WAITING and not t.work_wait and not t.edges
+             and not t.has_timeout]
+    if not stuck:
+        return None
+    if any(t.activity in (WAKING, TIMED, RUNNING) for t in threads) and not any(t.tid == p.pid for t in stuck):
+        return None  # a helper thread waiting while the main thread lives: not evidence of a hang
+    t = next((x for x in stuck if x.tid == p.pid), stuck[0])
+    if t.syscall is None and t.kind == "unknown":
+        summary = (f"thread {t.tid} ({t.label}) sleeps{_since(t)} with no wake-up seen; "
+                   "what it waits on could not be read")
+        conf = "low"
+    else:
+        summary = f"thread {t.tid} ({t.label}) blocked{_since(t)} on {t.resource}: {end_note(e.g, t.node)}"
+        conf = "medium"
+    kind = t.end_kind or t.kind or "unknown"
+    return Verdict("blocked", summary, RootCause(p.pid, t.tid, kind if kind in KINDS else "unknown",
+                                                 t.resource or f"{t.syscall or '?'}()"), conf,
+                   chain=[_link(t, note=end_note(e.g, t.node))], evidence=_thread_lines(t))
+
+
+def rule_idle(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Verdict:
+    """Nothing owed and nothing stuck: waiting for work, or sleeping with timeouts."""
+    g = e.g
+    main = g.threads.get(p.pid) or (threads[0] if threads else None)
+    alive = [t for t in threads if t.activity in (WAKING, TIMED)]
+    works = [t for t in threads if t.work_wait]
+    bits, ev = [], []
+    for t in works[:3]:
+        bits.append(f"waits for {t.work_wait}")
+        ev.append(f"thread {t.tid} ({t.label}) waits for {t.work_wait}")
+    if len(works) > 3:
+        bits.append(f"{len(works) - 3} more thread(s) wait for work")
+    if p.listening and not any("listening" in t.work_wait for t in works):
+        bits.insert(0, "a server waiting for clients on " + ", ".join(p.listening[:2]))
+    if p.listening:
+        ev.append("listens on " + ", ".join(p.listening[:4]))
+    kids = [(c, e.verdict(c)) for c in p.children]
+    kids = [(c, v) for c, v in kids if v is not None]
+    if kids:
+        ev.append("children: " + ", ".join(f"pid {c} {v.verdict}" for c, v in kids[:6]))
+    if any(t.activity == TIMED for t in threads):
+        bits.append("sleeps with timeouts")
+    wake = sum(t.wakeups or 0 for t in threads)
+    if wake:
+        span = next((t.window_s for t in threads if t.window_s), None)
+        bits.append(f"woke up {wake} times in {span or 0:.2f} s")
+    internal = [t for t in threads if t.activity == WAITING and not t.work_wait]
+    if internal:
+        bits.append(f"{len(internal)} thread(s) wait on work from its own threads")
+    io = p.io_bytes or 0
+    if io and not p.listening and not works:
+        # small but real I/O by a process that is no server waiting for work
+        return Verdict("progressing", f"working slowly: {io} B read+written in the window",
+                       RootCause(p.pid, main.tid if main else None, "unknown", f"{io} B of I/O"), "medium",
+                       chain=[_link(main)] if main else [], evidence=ev)
+    if io:
+        ev.append(f"{io} B of housekeeping I/O in the window (below {WORK_BYTES // 1024} KiB)")
+    lead = main if main in alive or main in works else (alive[0] if alive else (works[0] if works else main))
+    for t in alive[:3]:
+        ev.append(f"thread {t.tid} ({t.label}): {end_note(g, t.node)}")
+    root = RootCause(p.pid, lead.tid if lead else None, "unknown",
+                     (lead.resource or f"{lead.syscall or '?'}()") if lead else "")
+    return Verdict("idle", "not hung: " + (", ".join(bits) if bits else "no thread is stuck"), root,
+                   "high" if (alive or works) and g.window_s else "medium",
+                   chain=[_link(lead, note=end_note(g, lead.node))] if lead else [], evidence=ev)
+
+
+RULES = (rule_zombie, rule_stopped, rule_deadlock, rule_working, rule_on_cpu, rule_owed_waits,
+         rule_lock_in_own_threads, rule_polling, rule_collective, rule_supervisor, rule_unresolved, rule_idle)
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+def _link(t: ThreadWait, waits: Optional[Dict[str, str]] = None, note: str = "") -> ChainLink:
+    return ChainLink(t.pid, t.tid, t.label, t.state, t.activity, waits, note=note, location=python_location(t))
+
+
+def _thread_lines(t: ThreadWait) -> List[str]:
+    return [f"thread {t.tid} ({t.label}): {line}" for line in t.evidence]
+
+
+def _path_lines(e: Engine, path: Path) -> List[str]:
+    out: List[str] = []
+    for node, _ in path:
+        if node.startswith("t:") and int(node[2:]) in e.g.threads:
+            out.extend(_thread_lines(e.g.threads[int(node[2:])]))
+    return out
+
+
+def _root_of(g: WaitGraph, path: Path, first: ThreadWait) -> RootCause:
+    """Root cause from the chain's last node and the last real edge into it."""
+    node = path[-1][0]
+    kind_, _, ident = node.partition(":")
+    last_edge = next((e for _, e in reversed(path) if e is not None and e.kind), None)
+    kind = last_edge.kind if last_edge is not None else (first.kind or "unknown")
+    resource = last_edge.resource if last_edge is not None else (first.resource or "")
+    pid: Optional[int] = None
+    tid: Optional[int] = None
+    if kind_ == "t":
+        t = g.threads[int(ident)]
+        pid, tid = t.pid, t.tid
+        if t.activity == STOPPED:
+            kind = "signal-stop"
+        elif t.end_kind:
+            kind = t.end_kind
+    elif kind_ == "p":
+        pid = int(ident)
+        p = g.processes.get(pid)
+        tid = pid
+        if p is not None:
+            ths = [g.threads[x] for x in p.tids if x in g.threads]
+            run = [t for t in ths if t.activity == RUNNING]
+            if run:
+                tid = max(run, key=lambda t: t.cpu_s or 0).tid
+            if ths and all(t.activity == STOPPED for t in ths):
+                kind = "signal-stop"
+    elif kind_ == "x":
+        kind = g.end_kinds.get(node, kind)
+        prev = path[-2][0] if len(path) > 1 else None
+        if prev and prev.startswith("t:"):
+            t = g.threads[int(prev[2:])]
+            pid, tid = t.pid, t.tid
+    if kind not in KINDS:
+        kind = "unknown"
+    return RootCause(pid, tid, kind, resource)
