@@ -90,6 +90,7 @@ struct pyi_stat {
     u32 hist[PYI_HIST_SLOTS];
     s64 last_err;            /* the last error returned (-errno), 0 none */
     u64 last_err_arg0;       /* the first argument of that failed call (an fd, mostly) */
+    u64 ret_sum;             /* sum of positive returns: bytes, for read/write/send/recv calls */
 };
 
 struct pyi_exit_info {

@@ -80,6 +80,8 @@ static __always_inline void pyi_account(u32 tgid, u32 tid, u32 nr, u64 dur, s64 
     s->hist[slot]++;
     /* Failed calls are what a polling waiter leaves behind (a lock taken with
      * F_SETLK and refused, a connect refused): count them, keep the last. */
+    if (ret > 0)
+        s->ret_sum += ret;
     if (ret < 0 && ret > -4096) {
         s->errors++;
         s->last_err = ret;

@@ -34,7 +34,7 @@ SCHEMA_VERSION = 1
 METADATA_KEY = b"pyimpact"
 
 STAT_COLUMNS = ["pid", "tid", "nr", "syscall", "count", "total_ns", "max_ns", "hist_log2", "errors", "last_err",
-                "last_err_arg0"]
+                "last_err_arg0", "ret_sum"]
 INFLIGHT_COLUMNS = ["pid", "tid", "nr", "syscall", "since_ns", "args"]
 BLOCK_COLUMNS = ["pid", "tid", "comm", "dev", "sector", "bytes", "rwbs", "queued_ns", "issued_ns"]
 

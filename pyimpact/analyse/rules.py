@@ -38,6 +38,7 @@ WORK_BYTES = 64 * 1024
 RETRIES = 2
 ETIMEDOUT, ECONNREFUSED, EAGAIN, EACCES, EINTR = 110, 111, 11, 13, 4
 LOCK_CALLS = ("fcntl", "flock")
+LOCK_KINDS = ("file-lock", "mutex", "futex", "db-lock")
 #: Python files whose frames mean "waits for work or an event", not "acquires a lock"
 _WAIT_MACHINERY = ("threading.py", "queue.py", "thread.py", "selectors.py", "events.py", "base_events.py",
                    "process.py", "connection.py", "synchronize.py", "pool.py")
@@ -74,6 +75,8 @@ class Engine:
             out.append(f"{io} B read+written")
         if disk >= WORK_BYTES:
             out.append(f"{disk} B of disk I/O")
+        if (p.data_bytes or 0) >= WORK_BYTES and io < WORK_BYTES:
+            out.append(f"{p.data_bytes} B moved by its read/write/send/recv calls (probes)")
         for t in self.threads(p):
             if t.activity == RUNNING and (t.syscalls or 0) > 0:
                 out.append(f"thread {t.tid} on CPU {pct(t.cpu_s, t.window_s)} of the window "
@@ -101,6 +104,7 @@ class Engine:
                 v = rule(self, p, threads)
                 if v is not None:
                     v.rule = v.rule or rule.__name__
+                    v.evidence = [n for n in p.notes if n not in v.evidence] + v.evidence
                     break
         finally:
             self.visiting.discard(pid)
@@ -333,13 +337,19 @@ def _outcome(e: Engine, p: ProcessInfo, t: ThreadWait) -> Optional[Tuple[int, Ve
                                                  edge.resource if edge is not None else t.resource),
                           "high" if v.confidence == "high" else "medium", chain=chain,
                           evidence=lines + v.evidence[:3])
-    if v is not None and v.verdict == "idle":
-        chain = chain_links(g, path)
-        root = _root_of(g, path, t)
-        end = _peer_idle_words(kind)
+    holder = kind in LOCK_KINDS and v is not None and v.soft
+    if v is not None and (v.verdict == "idle" or holder):
+        if holder:  # a lock holder that itself waits by design is where the lock is stuck
+            chain = chain_links(g, path[:i] + [(path[i][0], None)])
+            root = RootCause(other, other, kind, edge.resource if edge is not None else t.resource)
+            end = f"holds it and is itself blocked: {v.summary}"
+        else:
+            chain = chain_links(g, path)
+            root = _root_of(g, path, t)
+            end = _peer_idle_words(kind)
         return 3, Verdict("blocked", f"thread {t.tid} ({t.label}) blocked{since} on {t.resource}; {who} {end}",
                           root, "high" if t.window_s is not None else "medium", chain=chain,
-                          evidence=lines + [f"{who}: {v.summary}"] + v.evidence[:2])
+                          evidence=lines + [f"{who}: {v.summary}"] + v.evidence[:2], soft=not holder)
     if v is not None and v.hung:
         chain = chain_links(g, path[:i]) + list(v.chain)
         return 4, Verdict("blocked", f"thread {t.tid} ({t.label}) blocked{since} on {t.resource}; "
@@ -512,7 +522,7 @@ def _polled_lock(e: Engine, p: ProcessInfo, t: ThreadWait, r: Dict[str, Any], tr
         hv = e.verdict(lk.pid) if hp is not None else None
         state = f"; {who} is {hv.verdict.upper()}: {hv.summary}" if hv is not None else ""
         chain = [_link(t, {"kind": "file-lock", "resource": f"{lk.kind} {lk.access.lower()} lock on {f.target}"})]
-        if hv is not None and hv.hung:
+        if hv is not None and hv.hung and not hv.soft:
             root = hv.root_cause
             chain += list(hv.chain)
         else:
@@ -660,7 +670,7 @@ def rule_idle(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Verdict:
     internal = [t for t in threads if t.activity == WAITING and not t.work_wait]
     if internal:
         bits.append(f"{len(internal)} thread(s) wait on work from its own threads")
-    io = p.io_bytes or 0
+    io = max(p.io_bytes or 0, p.data_bytes or 0)
     if io and not p.listening and not works:
         # small but real I/O by a process that is no server waiting for work
         return Verdict("progressing", f"working slowly: {io} B read+written in the window",

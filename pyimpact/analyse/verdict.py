@@ -41,6 +41,7 @@ class Verdict:
     cycle: List[ChainLink] = field(default_factory=list)
     evidence: List[str] = field(default_factory=list)
     rule: str = ""
+    soft: bool = False      # blocked only on a peer that is alive and idle (possibly by design)
 
     @property
     def hung(self) -> bool:

@@ -30,6 +30,10 @@ from .waitmodel import (RUNNING, STOPPED, TIMED, UNKNOWN, WAITING, WAKING, ZOMBI
                         WaitGraph)
 from .waitresolve import python_joins, resolve
 
+#: syscalls whose positive return is bytes moved
+DATA_CALLS = frozenset({"read", "write", "readv", "writev", "pread64", "pwrite64", "preadv", "pwritev",
+                        "preadv2", "pwritev2", "recvfrom", "sendto", "recvmsg", "sendmsg", "recvmmsg",
+                        "sendmmsg", "sendfile", "splice", "copy_file_range", "tee", "vmsplice"})
 #: fraction of the window on CPU from which a thread counts as running
 RUNNING_SHARE = 0.2
 #: with one snapshot only: a thread that ran this recently is not blocked
@@ -95,6 +99,7 @@ class _Ctx:
         self.window_s = float(meta["duration_s"]) if meta.get("duration_s") else None
         self.ev = rec.events
         self.stats = _stats_by_tid(rec)
+        self.stat_rows = _stat_rows(rec)
         self.inflight = _inflight_by_tid(rec)
         self.block = rec.block_inflight
         self.missing: set = set()
@@ -137,7 +142,7 @@ def _stat_rows(rec: Recording) -> Dict[int, List[Dict[str, Any]]]:
                 return 0
         out.setdefault(int(r["tid"]), []).append({
             "syscall": str(r.get("syscall") or r.get("nr")), "count": num("count"), "errors": num("errors"),
-            "last_err": num("last_err"), "last_err_arg0": num("last_err_arg0")})
+            "last_err": num("last_err"), "last_err_arg0": num("last_err_arg0"), "ret_sum": num("ret_sum")})
     return out
 
 
@@ -154,7 +159,7 @@ def build(rec: Recording) -> WaitGraph:
     """The wait-for graph of every process in the recording's snapshots."""
     ctx = _Ctx(rec)
     g = WaitGraph(window_s=ctx.window_s, bpf=ctx.bpf, locks=list(ctx.locks), sockets=ctx.sockets,
-                  holders=ctx.holders, stats=_stat_rows(rec))
+                  holders=ctx.holders, stats=ctx.stat_rows)
     for pid, p in sorted(ctx.latest.items()):
         g.processes[pid] = _process_info(ctx, p)
         g.fds[pid] = list(p.fds)
@@ -167,6 +172,14 @@ def build(rec: Recording) -> WaitGraph:
                 resolve(ctx, g, p, t, tw)
     python_joins(ctx, g)
     server_edges(rec, g)
+    for pid, p in ctx.latest.items():  # holders of the locks a polling thread fails to take
+        if any(r["errors"] and r["syscall"] in ("fcntl", "flock") for t in p.threads
+               for r in g.stats.get(t.tid, [])):
+            inodes = {f.inode for f in p.fds if f.kind == "file"}
+            for lk in ctx.locks:
+                if not lk.waiting and lk.inode in inodes and lk.pid > 0 and lk.pid != pid \
+                        and lk.pid not in ctx.latest:
+                    ctx.missing.add(lk.pid)
     for pid, p in ctx.latest.items():  # the peer ranks of a distributed job
         if "RANK" in p.env:
             for pid2 in socket_peers(ctx.sockets, ctx.holders, p.fds):
@@ -209,6 +222,8 @@ def server_edges(rec: Recording, g: WaitGraph) -> None:
         if p is None or not isinstance(info, dict):
             continue
         line = str(info.get("evidence") or "")
+        if line:
+            p.notes.append(line)
         blockers = [int(b) for b in info.get("blocked_by") or [] if int(b) in g.processes]
         for tid in p.tids:
             t = g.threads.get(tid)
@@ -266,6 +281,8 @@ def _process_info(ctx: _Ctx, p: ProcessSnapshot) -> ProcessInfo:
                                   - (p0.io_read_bytes + (p0.io_write_bytes or 0)))
     if ctx.watched(p.pid):
         info.syscalls = sum(ctx.stats.get(t.tid, 0) for t in p.threads)
+        info.data_bytes = sum(r["ret_sum"] for t in p.threads for r in ctx.stat_rows.get(t.tid, [])
+                              if r["syscall"] in DATA_CALLS)
     return info
 
 

@@ -99,11 +99,13 @@ class ProcessInfo:
     io_bytes: Optional[int] = None       # rchar + wchar over the window
     disk_bytes: Optional[int] = None     # read_bytes + write_bytes over the window
     syscalls: Optional[int] = None       # completed during the window (probes)
+    data_bytes: Optional[int] = None     # bytes the read/write/send/recv calls returned (probes)
     observed: str = "target"             # target (traced) or related (snapshotted only)
     listening: List[str] = field(default_factory=list)   # addresses of its listening sockets
     env: Dict[str, str] = field(default_factory=dict)    # allow-listed environment (RANK, ...)
     pgid: int = 0
     kernel_thread: bool = False
+    notes: List[str] = field(default_factory=list)       # what a server said about this process
 
     @property
     def node(self) -> str:

@@ -238,6 +238,7 @@ class SyscallStat:
     errors: int = 0       # calls that returned an error
     last_err: int = 0     # the last error (-errno), 0 none
     last_err_arg0: int = 0  # the first argument of that failed call
+    ret_sum: int = 0      # sum of positive returns (bytes, for the read/write family)
 
 
 @dataclass
@@ -465,7 +466,8 @@ class KernelProbes:
             out.append(SyscallStat(pid=v.tgid, tid=key.tid, nr=key.nr, syscall=syscall_name(key.nr),
                                    count=v.count, total_ns=v.total_ns, max_ns=v.max_ns,
                                    hist_log2=[int(h) for h in v.hist], errors=int(v.errors),
-                                   last_err=int(v.last_err), last_err_arg0=int(v.last_err_arg0)))
+                                   last_err=int(v.last_err), last_err_arg0=int(v.last_err_arg0),
+                                   ret_sum=int(v.ret_sum)))
         return out
 
     def block_inflight(self) -> list:

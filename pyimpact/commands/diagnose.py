@@ -146,7 +146,7 @@ class _WindowWork:
 
 def observe(pid: int, *, window: float = 1.0, use_bpf: bool = True, python_stacks: bool = True,
             on_verdict: Optional[Callable[[Any, Any], None]] = None,
-            on_window: Optional[Callable[[Any], None]] = None) -> Tuple[Any, Any]:
+            on_window: Optional[Callable[[Any], None]] = None, ask_servers: bool = True) -> Tuple[Any, Any]:
     """Observe ``pid`` for ``window`` seconds and diagnose it.
 
     Returns (Diagnosis, Recording).  ``on_verdict(diagnosis, recording)`` is
@@ -175,6 +175,11 @@ def observe(pid: int, *, window: float = 1.0, use_bpf: bool = True, python_stack
         if rel is not None:
             details["threads"].update(waits.collect(rel)["threads"])
         rec.metadata["wait_details"] = details
+        if ask_servers:
+            from ..collect.servers import ask_servers as _ask
+
+            rec.metadata["server_waits"] = _ask([rec.snapshots.get("end"), rel])
+        marks["servers"] = time.monotonic() - _T0
         if not python_stacks:
             snap = rec.snapshots.get("start")
             if snap is not None and any(p.python for p in snap.processes.values()):
