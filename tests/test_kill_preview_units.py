@@ -87,7 +87,15 @@ def test_checkpoints_older_than_the_process_are_not_its_own():
     files = {f"/r/ckpt_{i}.pt": (10, T0 - (100 - i) * S, T0 - (100 - i) * S, i) for i in range(3)}
     samples = [sample(T0, files), sample(T0 + S, files)]
     ck = find_checkpoints(samples, root_start_ns=T0 - 10 * S, rename_calls={}, fsync_calls={})
-    assert ck.family is None and ck.partial == []
+    # a numbered series older than the process: the history a resumed job restarts from
+    assert ck.family is not None and ck.family.earlier_run and ck.family.newest.path == "/r/ckpt_2.pt"
+    assert ck.partial == [] and ck.family.score == 0
+    assert abs(ck.cadence_s - 1.0) < 1e-6 and ck.figures.cadence_steps == 1
+    # one unnumbered file older than the process (pretrained weights?): not a checkpoint of the job
+    one = {"/r/model.pt": (10, T0 - 100 * S, T0 - 100 * S, 1)}
+    ck = find_checkpoints([sample(T0, one), sample(T0 + S, one)], root_start_ns=T0 - 10 * S,
+                          rename_calls={}, fsync_calls={})
+    assert ck.family is None
 
 
 def test_logs_and_appends_are_never_half_written_checkpoints():

@@ -24,8 +24,13 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from .ckpt_history import (DirState, SeriesFigures, dir_family_key, dir_states, final_dir_name, series_figures,
+                           write_eta)
+from .ckpt_layouts import file_layout, index_of, name_numbers, tf_indexed, tf_prefix
+
 #: Suffixes of checkpoint files (the issue's list, plus .hdf5).
-CKPT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin", ".h5", ".hdf5", ".npz")
+CKPT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin", ".h5", ".hdf5", ".npz", ".keras",
+                 ".distcp", ".msgpack", ".pdparams")
 #: Decorations that make a temporary name out of a final one.
 _TEMP_TAIL = re.compile(r"(\.(tmp|temp|part|partial|incomplete|swp)[\w.-]*|~)$", re.IGNORECASE)
 _TEMP_HEAD = re.compile(r"^(\.|tmp[._-]?|\.tmp[._-]?)", re.IGNORECASE)
@@ -85,14 +90,19 @@ def writable(flags: Optional[int]) -> bool:
 
 @dataclass
 class Completion:
-    """One finished version of a checkpoint file."""
+    """One finished version of a checkpoint (a file, or a directory its framework marks complete)."""
 
     path: str
     ino: int
     size_bytes: int
-    completed_ns: int              # max(mtime, ctime) of that version
+    completed_ns: int              # max(mtime, ctime) of that version (newest entry for a directory)
     seen_in_window: bool           # it appeared or changed while we watched
     via_new_inode: bool = False    # replaced the previous version by a new inode (rename)
+    kind: str = "file"             # file | directory
+    layout: str = "file"           # hf-trainer, torch.distributed.checkpoint, deepspeed, orbax, lightning, ...
+    complete_basis: str = ""       # why it counts as complete
+    read_ns: Optional[int] = None  # atime, when it was read after it was completed (a resume reads it)
+    numbers: Dict[str, Optional[int]] = field(default_factory=dict)   # step / epoch / number from the name
 
 
 @dataclass
@@ -102,6 +112,8 @@ class Family:
     open_by: List[Tuple[int, int, str]] = field(default_factory=list)   # (pid, fd, path) seen writing
     score: int = 0
     evidence: List[str] = field(default_factory=list)
+    earlier_run: bool = False      # every complete version predates the process (a resumed job's history)
+    writing: List[str] = field(default_factory=list)   # paths the tree writes into this series now
 
     @property
     def newest(self) -> Optional[Completion]:
@@ -125,9 +137,18 @@ class PartialFile:
     overwrites_previous: bool = False       # an in-place rewrite of the last complete version
     in_flight: str = ""                      # "fsync for 120 ms" when the probes saw it
     is_checkpoint: bool = False
+    kind: str = "file"                       # file | directory (a directory checkpoint not yet complete)
+    layout: str = "file"
+    complete_when: str = ""                  # what its framework writes last
+    final_name: Optional[str] = None         # the name it will have once complete
+    final_name_basis: str = ""
+    series: Optional[str] = None             # the checkpoint series it belongs to
+    expected_sources: List[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
+        d["expected_bytes"] = self.expected_size_bytes      # the name the issue tracker uses
+        d["unsafe"] = True
         d["basis"] = {
             "bytes_written": "measured: the file's size when last sampled (stat)",
             "expected_size_bytes": (f"estimated: {self.expected_basis}" if self.expected_size_bytes
@@ -135,7 +156,11 @@ class PartialFile:
             "write_rate_bps": ("measured: growth of the file between samples" if self.write_rate_bps
                                else "unavailable: it did not grow while watched"),
             "eta_s": ("estimated: bytes still to write at the measured rate" if self.eta_s is not None
-                      else "unavailable: needs the expected size and a write rate"),
+                      else "unavailable: " + ("no complete earlier checkpoint gives the expected size"
+                                              if not self.expected_size_bytes else
+                                              "it did not grow while watched: watch longer (--watch 30)")),
+            "final_name": (f"estimated: {self.final_name_basis}" if self.final_name
+                           else "unavailable: no series to follow"),
         }
         return d
 
@@ -148,6 +173,8 @@ class CheckpointFindings:
     partial: List[PartialFile]
     other_families: List[Family]
     notes: List[str] = field(default_factory=list)
+    figures: Optional[SeriesFigures] = None      # the series' cadence in steps, expected size, next name
+    dirs: Dict[str, DirState] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------
@@ -156,11 +183,13 @@ class CheckpointFindings:
 
 def _versions(samples: List[dict]) -> Dict[str, List[dict]]:
     """path -> its distinct versions in order, each {ino, size, mtime, ctime,
-    first_ns, last_ns, open_w (seen open for writing at its last sighting)}."""
+    atime, first_ns, last_ns, open_w (seen open for writing at its last sighting)}."""
     open_at: List[set] = [{w[2] for w in s.get("wfds", [])} for s in samples]
     out: Dict[str, List[dict]] = {}
     for i, s in enumerate(samples):
-        for path, (size, mtime, ctime, ino) in s.get("files", {}).items():
+        for path, row in s.get("files", {}).items():
+            size, mtime, ctime, ino = row[:4]
+            atime = row[4] if len(row) > 4 else None
             vs = out.setdefault(path, [])
             if vs and vs[-1]["ino"] == ino and vs[-1]["mtime"] == mtime and vs[-1]["size"] == size:
                 v = vs[-1]
@@ -169,16 +198,26 @@ def _versions(samples: List[dict]) -> Dict[str, List[dict]]:
                 v = {"ino": ino, "size": size, "mtime": mtime, "ctime": ctime, "first_ns": s["t_ns"],
                      "first_index": i}
                 vs.append(v)
+            v["atime"] = atime
             v["last_ns"] = s["t_ns"]
             v["open_w"] = path in open_at[i]
     return out
 
 
+def _inside(path: str, dirs) -> Optional[str]:
+    for d in dirs:
+        if path.startswith(d.rstrip("/") + "/"):
+            return d
+    return None
+
+
 def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict[int, int],
                      fsync_calls: Dict[int, int], inflight: Iterable[dict] = (),
-                     wrote_bytes: Optional[int] = None) -> CheckpointFindings:
-    """Families of checkpoint files, the one this job writes, its cadence,
-    and the files a kill now would leave half-written.
+                     wrote_bytes: Optional[int] = None, meta: Optional[Dict[str, dict]] = None
+                     ) -> CheckpointFindings:
+    """Checkpoint series (files and directory checkpoints) beside the job,
+    the one this job writes or resumed from, its cadence, and what a kill now
+    would leave half-written.
 
     ``rename_calls``/``fsync_calls``: per pid of the tree, counts from the
     probes' in-kernel aggregate (empty without probes).  ``inflight``: rows
@@ -186,29 +225,67 @@ def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict
     end of the window, already mapped to paths.  ``wrote_bytes``: what the
     tree passed to write() over the window (wchar growth; None if unknown):
     a file that appeared while the tree wrote less than its size is someone
-    else's.
+    else's.  ``meta``: framework metadata files the collector read
+    (trainer_state.json, DeepSpeed ``latest``, TF ``checkpoint``).
     """
     notes: List[str] = []
+    meta = meta or {}
     if not samples:
         return CheckpointFindings(None, None, "no file samples", [], [], ["no file samples were taken"])
     first_ns, last_ns = samples[0]["t_ns"], samples[-1]["t_ns"]
+    as_of_ns = last_ns
     versions = _versions(samples)
+    dirs = dir_states(samples, meta)
     families: Dict[str, Family] = {}
+    tf_index = _tf_indexed(meta)
     for path, vs in versions.items():
         name = os.path.basename(path)
-        if not is_checkpoint_name(name) or is_log_name(name):
-            continue
+        if not is_checkpoint_name(name) or is_log_name(name) or _inside(path, dirs):
+            continue          # files inside a directory checkpoint belong to that unit
         fam = families.setdefault(family_key(path), Family(key=family_key(path)))
         if is_temp_name(name):
             continue    # temp files complete nothing by themselves; their rename does
+        layout = file_layout(name)
         for j, v in enumerate(vs):
             if v["open_w"]:
                 continue    # still being written when last seen: not complete
+            basis = "not open for writing by the tree when last seen"
+            if layout == "tf-checkpoint":
+                prefix = tf_prefix(name)
+                idx = tf_index.get(os.path.dirname(path))
+                if idx is not None and prefix not in idx:
+                    continue    # TF names a save in its 'checkpoint' index once it is complete
+                if idx is not None:
+                    basis = "named in the TF 'checkpoint' index file"
             changed = v["first_index"] > 0 or v["mtime"] >= first_ns or v["ctime"] >= first_ns
+            done_ns = max(v["mtime"], v["ctime"])
+            atime = v.get("atime")
             fam.completions.append(Completion(
                 path=path, ino=v["ino"], size_bytes=v["size"],
-                completed_ns=max(v["mtime"], v["ctime"]), seen_in_window=changed,
-                via_new_inode=j > 0 and vs[j - 1]["ino"] != v["ino"]))
+                completed_ns=done_ns, seen_in_window=changed,
+                via_new_inode=j > 0 and vs[j - 1]["ino"] != v["ino"], layout=layout, complete_basis=basis,
+                read_ns=atime if atime and atime > done_ns else None, numbers=name_numbers(name)))
+    dir_partial: List[PartialFile] = []
+    for path, st in dirs.items():
+        key = dir_family_key(path)
+        fam = families.setdefault(key, Family(key=key))
+        writers = [w for w in samples[-1].get("wfds", []) if w[2].startswith(path + "/")]
+        being_written = bool(writers) or (st.complete is not True and st.changed_in_window)
+        if st.complete is False or (st.complete is None and being_written):
+            if being_written:
+                dir_partial.append(_dir_partial(st, writers, key))
+                for w in writers:
+                    if (w[0], w[1], w[2]) not in fam.open_by:
+                        fam.open_by.append((w[0], w[1], w[2]))
+            elif st.complete is False:
+                notes.append(f"{path} is an incomplete {st.layout} checkpoint not written while watched "
+                             f"(an interrupted save?): {st.complete_basis}")
+            continue
+        done_ns = max(st.mtime_ns, st.ctime_ns)
+        fam.completions.append(Completion(
+            path=path + "/", ino=st.ino, size_bytes=st.size_bytes, completed_ns=done_ns,
+            seen_in_window=st.changed_in_window, kind="directory", layout=st.layout,
+            complete_basis=st.complete_basis, numbers=name_numbers(os.path.basename(final_dir_name(path)))))
     # Writers seen in the fd samples.
     for s in samples:
         for pid, fd, path, _pos, _flags, _size in s.get("wfds", []):
@@ -218,11 +295,20 @@ def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict
     renames = sum(rename_calls.values())
     for fam in families.values():
         _score(fam, root_start_ns, renames, first_ns, wrote_bytes)
-    ranked = sorted((f for f in families.values() if f.score > 0),
-                    key=lambda f: (f.score, f.newest.completed_ns if f.newest else 0), reverse=True)
+    _adopt_writes(families)
+    # The job's series first; else an earlier run's series it would resume from.
+    ranked = sorted((f for f in families.values() if f.score > 0 or (f.earlier_run and f.completions)),
+                    key=lambda f: (f.score > 0, bool(f.completions), f.score,
+                                   f.newest.completed_ns if f.newest else 0),
+                    reverse=True)
     best = ranked[0] if ranked else None
-    cadence, cadence_basis = _cadence(best, first_ns)
-    partial = _partial_files(samples, versions, families, rename_calls, inflight)
+    figures = series_figures(best, root_start_ns, as_of_ns, meta) if best is not None else None
+    cadence, cadence_basis = _cadence(best, figures)
+    partial = _partial_files(samples, versions, families, rename_calls, inflight, dirs, root_start_ns,
+                             as_of_ns, meta)
+    partial += [p for p in dir_partial if p.path not in {q.path for q in partial}]
+    for p in dir_partial:
+        _fill_from_series(p, families.get(p.series or ""), root_start_ns, as_of_ns, meta)
     if renames and best is not None:
         best.evidence.append(f"the tree called rename {renames}x during the window (probes)")
     fsyncs = sum(fsync_calls.values())
@@ -235,7 +321,60 @@ def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict
     if stale:
         notes.append(f"{len(stale)} stale temporary file(s) beside the checkpoints (left by an earlier "
                      f"interrupted write?): {stale[0]}" + (" ..." if len(stale) > 1 else ""))
-    return CheckpointFindings(best, cadence, cadence_basis, partial, ranked[1:], notes)
+    return CheckpointFindings(best, cadence, cadence_basis, partial, ranked[1:], notes, figures, dirs)
+
+
+def _tf_indexed(meta: Dict[str, dict]) -> Dict[str, set]:
+    """directory -> the TF checkpoint prefixes its 'checkpoint' index names."""
+    out: Dict[str, set] = {}
+    for path, m in meta.items():
+        if os.path.basename(path) == "checkpoint" and "text" in m:
+            out[os.path.dirname(path)] = set(os.path.basename(x) for x in tf_indexed(m["text"]))
+    return out
+
+
+def _dir_partial(st: DirState, writers: List[list], key: str) -> PartialFile:
+    pid, fd = (writers[0][0], writers[0][1]) if writers else (0, -1)
+    p = PartialFile(path=st.path + "/", pid=pid, fd=fd, bytes_written=st.size_bytes, is_checkpoint=True,
+                    kind="directory", layout=st.layout, complete_when=st.complete_basis, series=key,
+                    temp_and_rename=False)
+    if st.grown[1] > 0 and st.grown[0] > 0:
+        p.write_rate_bps = st.grown[0] / st.grown[1]
+    fin = final_dir_name(st.path)
+    p.final_name = fin + "/"
+    p.final_name_basis = ("the directory is renamed to this when its framework finishes it" if fin != st.path
+                          else "a directory checkpoint is written under its final name")
+    if fin != st.path:
+        p.temp_and_rename = True
+        p.temp_basis = "orbax writes a temporary directory and renames it"
+    else:
+        p.temp_basis = (f"{st.layout} directory written in place: a kill leaves it incomplete "
+                        f"({st.complete_basis})")
+    if writers:
+        p.in_flight = f"pid {pid} writes {os.path.basename(writers[0][2])}"
+    return p
+
+
+def _adopt_writes(families: Dict[str, Family]) -> None:
+    """A file being written under a temporary or odd name (``ckpt.tmp``,
+    ``tmpab12.pt``) beside a series of complete checkpoints is the next one of
+    that series: the series is the job's, and the write is its next save."""
+    by_dir: Dict[str, List[Family]] = {}
+    for f in families.values():
+        by_dir.setdefault(os.path.dirname(f.key.rstrip("/")), []).append(f)
+    for fam in families.values():
+        if fam.completions or not fam.open_by:
+            continue
+        peers = [f for f in by_dir.get(os.path.dirname(fam.key.rstrip("/")), []) if f.completions
+                 and f is not fam and not f.open_by and (f.score > 0 or f.earlier_run)]
+        if not peers:
+            continue
+        target = max(peers, key=lambda f: (len(f.completions), f.newest.completed_ns))
+        pids = sorted({p for p, _, _ in fam.open_by})
+        target.writing += [p for _, _, p in fam.open_by]
+        target.score = max(target.score, 1) + 4
+        target.evidence.append(f"pid {', '.join(map(str, pids))} is writing "
+                               f"{os.path.basename(fam.open_by[0][2])} beside it (the next save of this series)")
 
 
 def _score(fam: Family, root_start_ns: int, renames: int, first_ns: int, wrote_bytes: Optional[int]) -> None:
@@ -246,7 +385,10 @@ def _score(fam: Family, root_start_ns: int, renames: int, first_ns: int, wrote_b
     (every way of writing a file but mmap goes through write()); if it did
     not, another process writes these files and the family is not the job's.
     Written since the process started, in a directory the job works in:
-    likely, by location only, and said so."""
+    likely, by location only, and said so.  Only older than the process: an
+    earlier run's history (a resumed job) when it is a numbered series, a
+    framework layout, or was read since the process started; else unrelated
+    files (pretrained weights, another job's)."""
     ev = fam.evidence
     if fam.open_by:
         pids = sorted({p for p, _, _ in fam.open_by})
@@ -270,11 +412,23 @@ def _score(fam: Family, root_start_ns: int, renames: int, first_ns: int, wrote_b
             ev.append(f"{len(mine)} written since the process started, in a directory it works in "
                       "(attributed by location; not seen being written)")
     elif fam.completions and not fam.open_by:
-        fam.score = 0   # every version predates the process: an earlier run's files
-        ev.append("all files predate the process (an earlier run's?)")
-
-
-SAVE_CLUSTER_NS = 1_000_000_000   # completions this close are one save (model + optimizer files)
+        fam.score = 0   # every version predates the process: an earlier run's files, or unrelated ones
+        read = [c for c in fam.completions if c.read_ns and c.read_ns >= root_start_ns]
+        numbered = [c for c in fam.completions if index_of(c.numbers)[0] is not None]
+        framework = [c for c in fam.completions if c.layout not in ("file", "directory", "keras")]
+        why = []
+        if len(numbered) >= 2:
+            why.append(f"a numbered series of {len(numbered)}")
+        if framework:
+            why.append(f"the {framework[0].layout} layout")
+        if read:
+            why.append(f"{os.path.basename(read[-1].path.rstrip('/'))} was read after this process started "
+                       "(its atime): the job resumed from it")
+        if why:
+            fam.earlier_run = True
+            ev.append("written before this process started (a resumed job's earlier run): " + "; ".join(why))
+        else:
+            ev.append("all files predate the process (an earlier run's?)")
 
 
 def save_events(fam: Family) -> List[int]:
@@ -289,26 +443,60 @@ def save_events(fam: Family) -> List[int]:
     return out
 
 
-def _cadence(fam: Optional[Family], first_ns: int) -> Tuple[Optional[float], str]:
+def _cadence(fam: Optional[Family], figures: Optional[SeriesFigures]) -> Tuple[Optional[float], str]:
     if fam is None:
         return None, "no checkpoint found"
-    times = save_events(fam)
-    if len(times) < 2:
-        return None, "only one checkpoint seen: no cadence yet"
-    gaps = [(b - a) / 1e9 for a, b in zip(times, times[1:])][-10:]
-    earlier = sum(1 for c in fam.completions if not c.seen_in_window)
-    seen = len(fam.completions) - earlier
-    parts = []
-    if earlier:
-        parts.append(f"{earlier} earlier file(s) in {os.path.dirname(fam.key) or '.'}")
-    if seen:
-        parts.append(f"{seen} completed while watched")
-    return statistics.median(gaps), (f"median of {len(gaps)} interval(s) between checkpoint "
-                                     f"completion times ({'; '.join(parts)})")
+    if figures is not None and figures.cadence_s is not None:
+        return figures.cadence_s, figures.cadence_basis
+    if not fam.completions:
+        return None, "no complete checkpoint of this series yet"
+    floor = figures.cadence_floor_s if figures else None
+    return None, ("only one save of this series on disk or seen: no interval yet"
+                  + (f"; the interval is at least {floor:.0f} s (the newest is that old)" if floor else ""))
+
+
+def _series_for(path: str, families: Dict[str, Family]) -> Optional[Family]:
+    """The series a file being written belongs to: its own family, the family of
+    its final name, or the series in the same directory it was adopted by."""
+    name = os.path.basename(path)
+    for key in (family_key(path), family_key(os.path.join(os.path.dirname(path), final_name(name)))):
+        fam = families.get(key)
+        if fam is not None and fam.completions:
+            return fam
+    for fam in families.values():
+        if path in fam.writing and fam.completions:
+            return fam
+    return families.get(family_key(path))
+
+
+def _fill_from_series(p: PartialFile, fam: Optional[Family], root_start_ns: int, as_of_ns: int,
+                      meta: Dict[str, dict]) -> None:
+    """Expected size, ETA and final name of a write, from the series it belongs to."""
+    if fam is None or not fam.completions:
+        return
+    fig = series_figures(fam, root_start_ns, as_of_ns, meta)
+    p.series = fam.key
+    done = [c for c in fam.completions if c.path.rstrip("/") != p.path.rstrip("/")]
+    if fig.expected_size_bytes:
+        p.expected_size_bytes = fig.expected_size_bytes
+        p.expected_basis = fig.expected_basis
+        p.expected_sources = fig.expected_sources
+        p.progress_pct = min(100.0, 100.0 * p.bytes_written / p.expected_size_bytes)
+        p.eta_s = write_eta(p.bytes_written, p.expected_size_bytes, p.write_rate_bps)
+    if done:
+        p.survives = max(done, key=lambda c: c.completed_ns).path
+    own = p.final_name or p.path
+    fits = family_key(own.rstrip("/")) == fam.key.rstrip("/") or dir_family_key(own.rstrip("/")) == fam.key
+    if not fits and fig.next_name:
+        p.final_name = fig.next_name
+        p.final_name_basis = ("the series' pattern: " + fig.next_name_basis
+                              + (f" (its own name {os.path.basename(own.rstrip('/'))} is temporary)"
+                                 if own != p.path or is_temp_name(os.path.basename(p.path)) else ""))
 
 
 def _partial_files(samples: List[dict], versions: Dict[str, List[dict]], families: Dict[str, Family],
-                   rename_calls: Dict[int, int], inflight: Iterable[dict]) -> List[PartialFile]:
+                   rename_calls: Dict[int, int], inflight: Iterable[dict], dirs: Dict[str, DirState],
+                   root_start_ns: int, as_of_ns: int, meta: Dict[str, dict]) -> List[PartialFile]:
     """Files open for writing at the last sample that a kill would leave half-written."""
     last = samples[-1]
     inflight_by_path = {r["path"]: r for r in inflight if r.get("path")}
@@ -325,6 +513,10 @@ def _partial_files(samples: List[dict], versions: Dict[str, List[dict]], familie
         if path in seen or not path.startswith("/") or path.startswith(SYSTEM_PREFIXES) \
                 or path.endswith(" (deleted)") or is_log_name(name) or (flags or 0) & O_APPEND:
             continue
+        if fd in (1, 2) and not is_checkpoint_name(name):
+            continue        # stdout/stderr redirected to a file: the job's output, not a save
+        if _inside(path, dirs):
+            continue        # reported as its directory checkpoint
         size = size if size is not None else pos
         if size is None:
             continue
@@ -334,26 +526,20 @@ def _partial_files(samples: List[dict], versions: Dict[str, List[dict]], familie
                 or path in inflight_by_path):
             continue
         seen.add(path)
-        p = PartialFile(path=path, pid=pid, fd=fd, bytes_written=int(size), is_checkpoint=ckpt)
+        p = PartialFile(path=path, pid=pid, fd=fd, bytes_written=int(size), is_checkpoint=ckpt,
+                        layout=file_layout(final_name(name)))
         if path in inflight_by_path:
             r = inflight_by_path[path]
             p.in_flight = f"{r['syscall']} in progress for {r['for_ns'] / 1e6:.0f} ms"
         if grown[1] > 0 and grown[0] > 0:
             p.write_rate_bps = grown[0] / grown[1]
-        fam = families.get(family_key(path))
-        done = [c for c in fam.completions if c.path != path] if fam else []
+        fam = _series_for(path, families)
         same_path_done = [c for c in fam.completions if c.path == path] if fam else []
-        sizes = [c.size_bytes for c in (fam.completions if fam else []) if c.size_bytes > 0]
-        if sizes:
-            p.expected_size_bytes = int(statistics.median(sizes))
-            p.expected_basis = (f"median size of {len(sizes)} earlier checkpoint(s) of "
-                                f"{os.path.basename(fam.key)}")
-            p.progress_pct = min(100.0, 100.0 * p.bytes_written / p.expected_size_bytes)
-            if p.write_rate_bps:
-                p.eta_s = max(0.0, (p.expected_size_bytes - p.bytes_written) / p.write_rate_bps)
         if is_temp_name(name):
             p.temp_and_rename = True
             p.temp_basis = f"temporary name; the final name would be {final_name(name)}"
+            p.final_name = os.path.join(os.path.dirname(path), final_name(name))
+            p.final_name_basis = "its temporary name without the temporary decoration"
         elif any(c.via_new_inode for c in (fam.completions if fam else [])):
             p.temp_and_rename = True
             p.temp_basis = "earlier versions appeared by rename (new inode at the final path)"
@@ -362,10 +548,13 @@ def _partial_files(samples: List[dict], versions: Dict[str, List[dict]], familie
             renames = rename_calls.get(pid, 0)
             p.temp_basis = ("written under its final name" +
                             (f" (pid {pid} made {renames} rename call(s), not for this file)" if renames else ""))
-        if done:
-            p.survives = max(done, key=lambda c: c.completed_ns).path
+            p.final_name = path
+            p.final_name_basis = "written under its final name"
+        _fill_from_series(p, fam, root_start_ns, as_of_ns, meta)
         # Rewriting a path that held a complete checkpoint: that one is gone already.
         p.overwrites_previous = bool(same_path_done) and not p.temp_and_rename
+        if p.overwrites_previous:
+            p.survives = None if not [c for c in fam.completions if c.path != path] else p.survives
         out.append(p)
     return out
 

@@ -29,8 +29,10 @@ from typing import Dict, List, Optional
 from ..recording import Recording
 from ..snapshot import ProcessSnapshot, SystemSnapshot
 from .checkpoints import CheckpointFindings, find_checkpoints, writable
+from .progress import Progress, job_progress
 from .impact_resources import (Figure, GpuFigures, cpu_rate, cpu_since, gpu_figures, gpu_since,
                                io_rates, latest_pss, per_process_rates, wchar_growth)
+from .impact_recovery import progress_sentence, recovery
 from .impact_signals import SignalReport, read_signals
 from .impact_tree import FileGroups, SocketGroups, cascade, group_files, group_sockets, role_of, tree_pids
 from .impact_verdict import mib as _mib
@@ -236,12 +238,15 @@ def analyse_impact(rec: Recording, root: Optional[int] = None, costly_after_s: f
     renames = _call_counts(rec, pidset, RENAME_CALLS)
     fsyncs = _call_counts(rec, pidset, FSYNC_CALLS)
     inflight = _inflight_writes(rec, snap, pidset, as_of_ns)
-    ck = find_checkpoints(samples, root_start_ns, renames, fsyncs, inflight, wchar_growth(samples))
+    ck = find_checkpoints(samples, root_start_ns, renames, fsyncs, inflight, wchar_growth(samples),
+                          meta=obs.get("meta") or {})
+    prog = job_progress(samples, obs.get("log_heads") or {}, root_start_ns, as_of_ns,
+                        int(obs.get("utc_offset_s") or 0))
     notes += ck.notes + _slow_write_notes(rec, pidset)
 
     gpuf = gpu_figures(rec.gpu or [], pidset)
     rates = per_process_rates(samples)
-    loss = _loss(ck, samples, gpuf, root_start_ns, as_of_ns, rp, snap)
+    loss = _loss(ck, samples, gpuf, root_start_ns, as_of_ns, rp, snap, prog, (as_of_ns - first_ns) / 1e9)
     tree = _tree_rows(snap, root, pids, rates, gpuf, as_of_ns)
     freed = _freed(tree, samples, gpuf)
     effects = cascade(snap, root, pids, tree)
@@ -279,7 +284,8 @@ def analyse_impact(rec: Recording, root: Optional[int] = None, costly_after_s: f
 
 
 def _loss(ck: CheckpointFindings, samples, gpuf: GpuFigures, root_start_ns: int, as_of_ns: int,
-          rp: ProcessSnapshot, snap: SystemSnapshot) -> dict:
+          rp: ProcessSnapshot, snap: SystemSnapshot, prog: Optional[Progress] = None,
+          watched_s: float = 0.0) -> dict:
     fam = ck.family
     newest = fam.newest if fam else None
     notes: List[str] = []
@@ -289,8 +295,8 @@ def _loss(ck: CheckpointFindings, samples, gpuf: GpuFigures, root_start_ns: int,
     else:
         anchor, since = root_start_ns, "start"
         if newest is not None:
-            notes.append(f"the newest checkpoint {newest.path} predates this process (it may have "
-                         "resumed from it); the work since the process started is lost")
+            notes.append(f"the newest checkpoint {newest.path} predates this process (an earlier run wrote "
+                         "it; a restart resumes from it): the work since the process started is lost")
     since_s = max(0.0, (as_of_ns - anchor) / 1e9)
     if since == "checkpoint":
         since_fig = Figure(round(since_s, 3), "measured",
@@ -302,20 +308,45 @@ def _loss(ck: CheckpointFindings, samples, gpuf: GpuFigures, root_start_ns: int,
     cpu = cpu_since(samples, anchor, since == "start")
     gpu = gpu_since(gpuf, since_s)
     last = None
-    if since == "checkpoint":
+    if newest is not None:
         last = {"path": newest.path, "completed_at": iso(newest.completed_ns),
                 "completed_at_ns": newest.completed_ns, "size_bytes": newest.size_bytes,
                 "basis": "; ".join(fam.evidence) or "checkpoint-like file in a watched directory",
-                "family": fam.key}
+                "family": fam.key, "kind": newest.kind, "layout": newest.layout,
+                "complete_basis": newest.complete_basis, "step": newest.numbers.get("step"),
+                "epoch": newest.numbers.get("epoch"), "predates_process": since != "checkpoint",
+                "written_by": "this process" if since == "checkpoint" else
+                "an earlier run (it predates this process): a restart resumes from it"}
+    rec = recovery(ck, prog or Progress(), root_start_ns, as_of_ns, anchor, since, watched_s)
     next_in = None
     next_basis = ""
-    if ck.cadence_s and since == "checkpoint":
-        next_in = (anchor + ck.cadence_s * 1e9 - as_of_ns) / 1e9
-        next_basis = f"last completion + cadence {ck.cadence_s:.1f} s"
+    cadence = ck.cadence_s
+    if rec["saves_by_steps"] and rec["next_checkpoint_by_steps_s"] is not None:
+        next_in = rec["next_checkpoint_by_steps_s"]
+        next_basis = ("the job saves every " f"{rec['checkpoint_cadence_steps']} steps: "
+                      + rec["basis"]["next_checkpoint_by_steps_s"]["basis"])
+    elif cadence and since == "checkpoint":
+        next_in = (anchor + cadence * 1e9 - as_of_ns) / 1e9
+        next_basis = f"last completion + cadence {cadence:.1f} s"
         if next_in < 0:
-            notes.append(f"the next checkpoint is overdue by {-next_in:.1f} s (cadence {ck.cadence_s:.1f} s): "
-                         "the job may checkpoint by steps, not by time, or be slowed down")
-            next_in = 0.0
+            if rec["next_checkpoint_by_steps_s"] is not None:
+                next_in = rec["next_checkpoint_by_steps_s"]
+                next_basis = "by time it is overdue; by steps: " + rec["basis"]["next_checkpoint_by_steps_s"]["basis"]
+            else:
+                notes.append(f"the next checkpoint is overdue by {-next_in:.1f} s (cadence {cadence:.1f} s): "
+                             "the job may checkpoint by steps, not by time, or be slowed down")
+                next_in = 0.0
+    elif rec["next_checkpoint_by_steps_s"] is not None:
+        next_in = rec["next_checkpoint_by_steps_s"]
+        next_basis = rec["basis"]["next_checkpoint_by_steps_s"]["basis"]
+    elif cadence and since == "start" and newest is not None:
+        first = root_start_ns + int((rec["restart_warmup_s"] or 0) * 1e9)
+        nxt = first + int(cadence * 1e9)
+        while nxt < as_of_ns:
+            nxt += int(cadence * 1e9)
+        next_in = (nxt - as_of_ns) / 1e9
+        next_basis = (f"this run's first step + the earlier run's cadence {cadence:.1f} s "
+                      "(no save by this process yet)")
     written = sum((snap.processes[pid].io_write_bytes or 0) for pid in tree_pids(snap, rp.pid))
     not_lost = []
     if last:
@@ -329,7 +360,11 @@ def _loss(ck: CheckpointFindings, samples, gpuf: GpuFigures, root_start_ns: int,
                         "the kernel keeps it after the process dies (not counted as lost)")
     if since == "checkpoint":
         summary = (f"A kill now loses {since_s:.1f} s of work since the last completed checkpoint "
-                   f"({os.path.basename(newest.path)})")
+                   f"({os.path.basename(newest.path.rstrip('/'))})")
+    elif newest is not None:
+        summary = (f"No checkpoint by this process yet: a kill now loses everything since it started "
+                   f"{since_s:.1f} s ago; a restart resumes from {os.path.basename(newest.path.rstrip('/'))} "
+                   f"(written before it started)")
     else:
         summary = (f"No checkpoint found: a kill now loses everything since the process started "
                    f"{since_s:.1f} s ago")
@@ -338,29 +373,46 @@ def _loss(ck: CheckpointFindings, samples, gpuf: GpuFigures, root_start_ns: int,
     if gpu.value:
         summary += f", {gpu.value:.1f} GPU-s ({gpu.kind})"
     summary += "."
-    return {
+    if ck.partial:
+        p = max(ck.partial, key=lambda x: x.bytes_written)
+        summary += (f" The write in flight ({os.path.basename(p.path.rstrip('/'))}, {_mib(p.bytes_written)}"
+                    + (f" of ~{_mib(p.expected_size_bytes)}" if p.expected_size_bytes else "")
+                    + (f", ~{p.eta_s:.0f} s from done" if p.eta_s is not None else "") + ") is lost too.")
+    if rec["restart_warmup_s"] is not None:
+        summary += (f" A restart costs ~{rec['total_lost_s']:.1f} s in all "
+                    f"(+{rec['restart_warmup_s']:.1f} s warm-up).")
+    sentence = progress_sentence(rec)
+    cad_kind = "measured" if ck.cadence_s else ("estimated" if rec["cadence_estimate_s"] else "unavailable")
+    cad_basis = ck.cadence_basis if ck.cadence_s else (rec["basis"]["cadence_estimate_s"]["basis"]
+                                                       if rec["cadence_estimate_s"] else ck.cadence_basis)
+    basis = {
+        "since_checkpoint_s": since_fig.to_dict(),
+        "cpu_seconds": cpu.to_dict(),
+        "gpu_seconds": gpu.to_dict(),
+        "checkpoint_cadence_s": {"kind": cad_kind, "basis": cad_basis,
+                                 "sources": ck.figures.cadence_sources if ck.figures else []},
+        "next_checkpoint_in_s": {"kind": "estimated" if next_in is not None else "unavailable",
+                                 "basis": next_basis or "no cadence known"},
+    }
+    basis.update(rec.pop("basis"))
+    out = {
         "summary": summary,
         "since": since,
         "since_checkpoint_s": round(since_s, 3),
         "cpu_seconds": cpu.value,
         "gpu_seconds": gpu.value,
         "last_checkpoint": last,
-        "checkpoint_cadence_s": round(ck.cadence_s, 3) if ck.cadence_s else None,
+        "checkpoint_cadence_s": round(ck.cadence_s, 3) if ck.cadence_s else rec["cadence_estimate_s"],
         "next_checkpoint_in_s": round(next_in, 3) if next_in is not None else None,
         "partial_files": [p.to_dict() for p in ck.partial],
         "not_lost": not_lost,
         "other_checkpoint_candidates": [f.key for f in ck.other_families],
-        "basis": {
-            "since_checkpoint_s": since_fig.to_dict(),
-            "cpu_seconds": cpu.to_dict(),
-            "gpu_seconds": gpu.to_dict(),
-            "checkpoint_cadence_s": {"kind": "measured" if ck.cadence_s else "unavailable",
-                                     "basis": ck.cadence_basis},
-            "next_checkpoint_in_s": {"kind": "estimated" if next_in is not None else "unavailable",
-                                     "basis": next_basis or "no cadence known"},
-        },
+        "basis": basis,
         "notes": notes,
+        "progress_summary": sentence,
     }
+    out.update(rec)
+    return out
 
 
 def _tree_rows(snap: SystemSnapshot, root: int, pids: List[int], rates, gpuf: GpuFigures,

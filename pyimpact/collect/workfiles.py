@@ -23,7 +23,9 @@ import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
-from ..analyse.checkpoints import is_checkpoint_name, is_log_name, is_temp_name, writable
+from ..analyse.checkpoints import O_APPEND, is_checkpoint_name, is_log_name, is_temp_name, writable
+from ..analyse.ckpt_layouts import is_dir_marker, is_numbered_ckpt_dir_name, looks_like_ckpt_dir_name
+from .ckpt_scan import LogTails, list_checkpoint_dir, read_small_text, read_trainer_state
 from .procfs import REMOTE_FS_TYPES
 
 SAMPLE_INTERVAL_S = 0.25
@@ -32,6 +34,9 @@ MAX_ENTRIES_PER_DIR = 5000    # entries looked at per directory
 MAX_FILES_PER_DIR = 200       # candidate files kept per directory (newest first)
 MAX_FILES_TOTAL = 1000        # candidate files kept per sample
 DISCOVER_EVERY = 8            # samples between walks that look for new checkpoint directories
+MAX_CKPT_DIRS = 200           # checkpoint directories listed per sample (newest first)
+RELIST_NEWEST = 3             # the newest checkpoint directories of a parent are listed every sample
+MAX_LOGS = 8                  # files the job appends to whose text is read
 MAX_SAMPLES = 1200            # per job; older samples are thinned beyond this (live panel)
 KEEP_RECENT = 400             # newest samples always kept at full rate
 _SKIP_DIRS = {".git", "__pycache__", "node_modules", "site-packages", ".venv", "venv", ".tox",
@@ -134,6 +139,9 @@ class TreeObserver:
         self._mounts = _mounts(str(root) if self._prefix else "self")
         self._n = 0
         self.gone = False
+        self._dir_cache: Dict[str, Tuple[int, int, list]] = {}   # dir -> (mtime, ctime, listing)
+        self.meta: Dict[str, dict] = {}          # small framework metadata files, by path
+        self._logs = LogTails()
 
     # -- where to look ---------------------------------------------------
     def _root_prefix(self) -> str:
@@ -206,6 +214,13 @@ class TreeObserver:
                         entries = [e for _, e in zip(range(MAX_ENTRIES_PER_DIR), it)]
                 except OSError:
                     continue
+                if level > 0 and (any(is_dir_marker(e.name) for e in entries) or (
+                        is_numbered_ckpt_dir_name(os.path.basename(d))
+                        and any(is_checkpoint_name(e.name) for e in entries))):
+                    # d is itself a directory checkpoint (.metadata, trainer_state.json,
+                    # checkpoint-N/ of checkpoint files): its parent holds the series
+                    self.watch.setdefault(os.path.dirname(d), f"holds checkpoint directories (under {top})")
+                    continue
                 for e in entries:
                     try:
                         if e.is_dir(follow_symlinks=False):
@@ -247,13 +262,17 @@ class TreeObserver:
             st = self._stat(path)
             if st is not None:
                 files[path] = st
+        dirs: Dict[str, list] = {}
+        open_dirs = {os.path.dirname(w[2]) for w in wfds}
         for d in list(self.watch)[:MAX_DIRS]:
             self._scan_dir(d, files)
+            self._scan_ckpt_dirs(d, dirs, open_dirs)
+        logs = self._read_logs(wfds)
         if len(files) > MAX_FILES_TOTAL:   # keep what the tree writes, then the newest
             keep = {w[2] for w in wfds}
             ranked = sorted(files.items(), key=lambda kv: (kv[0] in keep, kv[1][1]), reverse=True)
             files = dict(ranked[:MAX_FILES_TOTAL])
-        sample = {"t_ns": t_ns, "procs": procs, "wfds": wfds, "files": files}
+        sample = {"t_ns": t_ns, "procs": procs, "wfds": wfds, "files": files, "dirs": dirs, "logs": logs}
         self.samples.append(sample)
         if len(self.samples) > MAX_SAMPLES:
             self._thin()
@@ -351,6 +370,9 @@ class TreeObserver:
                 name_only = os.path.basename(target)
                 if d not in self.watch and not is_log_name(name_only) and int(name) > 2:
                     self.add_dir(d, f"a file in it is open for writing by pid {pid}")
+                    if is_numbered_ckpt_dir_name(os.path.basename(d)):
+                        self.add_dir(os.path.dirname(d), f"holds {os.path.basename(d)}, in which pid {pid} "
+                                     "writes")
             out.append([pid, int(name), target, pos, flags, size])
         return out
 
@@ -363,7 +385,7 @@ class TreeObserver:
             return None
         if not stat_mod.S_ISREG(st.st_mode):
             return None
-        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_atime_ns]
 
     def _scan_dir(self, d: str, files: Dict[str, list]) -> None:
         found = []
@@ -378,17 +400,87 @@ class TreeObserver:
                         continue
                     if stat_mod.S_ISREG(st.st_mode):
                         found.append((os.path.join(d, e.name),
-                                      [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]))
+                                      [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_atime_ns]))
         except OSError:
             return
         found.sort(key=lambda x: x[1][1], reverse=True)
         for path, st in found[:MAX_FILES_PER_DIR]:
             files[path] = st
 
+    def _scan_ckpt_dirs(self, d: str, dirs: Dict[str, list], open_dirs: set) -> None:
+        """Directory checkpoints in ``d`` (checkpoint-N/, global_stepN/, step
+        directories...) with their size, times and entry names; and the small
+        metadata files beside them (DeepSpeed ``latest``, TF ``checkpoint``).
+        A directory is listed again when it changed, when the tree writes in it,
+        or when it is among the newest; older ones come from the cache."""
+        cands = []
+        try:
+            with os.scandir(self._prefix + d) as it:
+                for _, e in zip(range(MAX_ENTRIES_PER_DIR), it):
+                    try:
+                        if e.is_dir(follow_symlinks=False) and looks_like_ckpt_dir_name(e.name):
+                            st = e.stat(follow_symlinks=False)
+                            cands.append((st.st_mtime_ns, st.st_ctime_ns, os.path.join(d, e.name)))
+                        elif e.name in ("latest", "checkpoint") and e.is_file(follow_symlinks=False):
+                            self._meta_text(os.path.join(d, e.name))
+                    except OSError:
+                        continue
+        except OSError:
+            return
+        cands.sort(reverse=True)
+        for i, (mt, ct, path) in enumerate(cands[:MAX_CKPT_DIRS]):
+            cached = self._dir_cache.get(path)
+            fresh = (cached is None or cached[0] != mt or cached[1] != ct or i < RELIST_NEWEST
+                     or any(o == path or o.startswith(path + "/") for o in open_dirs))
+            if fresh:
+                listing = list_checkpoint_dir(self._prefix + path)
+                if listing is None:
+                    continue
+                self._dir_cache[path] = (mt, ct, listing)
+            else:
+                listing = cached[2]
+            names = listing[5]
+            marked = any(is_dir_marker(n.rsplit("/", 1)[-1]) for n in names)
+            if not (marked or (is_numbered_ckpt_dir_name(os.path.basename(path))
+                               and any(is_checkpoint_name(n.rsplit("/", 1)[-1]) for n in names))):
+                continue
+            dirs[path] = listing
+            if "trainer_state.json" in names:
+                key = os.path.join(path, "trainer_state.json")
+                if key not in self.meta or fresh:
+                    got = read_trainer_state(self._prefix + key)
+                    if got is not None:
+                        self.meta[key] = got
+
+    def _meta_text(self, path: str) -> None:
+        got = read_small_text(self._prefix + path)
+        if got is not None:
+            self.meta[path] = got
+
+    def _read_logs(self, wfds: List[list]) -> Dict[str, list]:
+        """The text the tree appended to its logs since the last sample:
+        regular files it writes through stdout/stderr, opened for append, or
+        named like logs (checkpoints and temporaries excluded)."""
+        out: Dict[str, list] = {}
+        for pid, fd, path, pos, flags, size in wfds:
+            if len(out) >= MAX_LOGS or path in out or size is None or path.endswith(" (deleted)"):
+                continue
+            name = os.path.basename(path)
+            if is_checkpoint_name(name) and not is_log_name(name):
+                continue
+            if not (fd in (1, 2) or (flags or 0) & O_APPEND or is_log_name(name)):
+                continue
+            got = self._logs.read(path, self._prefix + path)
+            if got is not None:
+                out[path] = got
+        return out
+
     def to_dict(self) -> dict:
         return {"root": self.root, "start_ticks": self.start_ticks, "interval_s": self.interval_s,
                 "samples": self.samples, "watched": sorted(self.watch),
-                "watch_reasons": dict(self.watch), "notes": list(self.notes)}
+                "watch_reasons": dict(self.watch), "notes": list(self.notes),
+                "meta": dict(self.meta), "log_heads": dict(self._logs.heads),
+                "utc_offset_s": time.localtime().tm_gmtoff}
 
 
 def seed_from_snapshot(obs: TreeObserver, snap) -> None:
