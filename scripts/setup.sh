@@ -138,6 +138,12 @@ if [ "$with_torch" = 1 ] && ! "$venv/bin/python" -c 'import torch' >/dev/null 2>
   fi
   "$venv/bin/python" -c 'import torch; print("setup: torch", torch.__version__, "CUDA" if torch.version.cuda else "CPU-only")'
 fi
+# The kill-preview tests run a real Hugging Face Trainer (CPU, offline): after
+# torch, so that accelerate's torch requirement is already met by the CPU build.
+if [ "$with_torch" = 1 ] && ! "$venv/bin/python" -c 'import transformers, accelerate' >/dev/null 2>&1; then
+  say "installing transformers and accelerate (for the HF Trainer tests)"
+  "$venv/bin/pip" install -q "transformers>=4.40" "accelerate>=0.26"
+fi
 "$venv/bin/python" -c 'import bcc, pyimpact' || { echo "setup.sh: bcc or pyimpact not importable in $venv" >&2; exit 1; }
 "$here/scripts/entrypoint.sh" install /usr/local | sed 's/^entrypoint.sh: /setup: /'
 say "ready: sudo pyimpact --help"

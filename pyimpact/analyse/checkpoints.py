@@ -466,6 +466,12 @@ def _series_for(path: str, families: Dict[str, Family]) -> Optional[Family]:
     for fam in families.values():
         if path in fam.writing and fam.completions:
             return fam
+    # A write under an unrelated name (mkstemp's tmpXXXX) beside a series: the
+    # series in its directory that is the job's, or that it resumed from.
+    here = [f for f in families.values() if f.completions and (f.score > 0 or f.earlier_run)
+            and os.path.dirname(f.key.rstrip("/")) == os.path.dirname(path)]
+    if here:
+        return max(here, key=lambda f: (f.score, len(f.completions), f.newest.completed_ns))
     return families.get(family_key(path))
 
 
@@ -488,6 +494,8 @@ def _fill_from_series(p: PartialFile, fam: Optional[Family], root_start_ns: int,
     own = p.final_name or p.path
     fits = family_key(own.rstrip("/")) == fam.key.rstrip("/") or dir_family_key(own.rstrip("/")) == fam.key
     if not fits and fig.next_name:
+        if p.temp_and_rename and p.kind == "file":
+            p.temp_basis = "temporary name: the file is renamed into place once complete"
         p.final_name = fig.next_name
         p.final_name_basis = ("the series' pattern: " + fig.next_name_basis
                               + (f" (its own name {os.path.basename(own.rstrip('/'))} is temporary)"

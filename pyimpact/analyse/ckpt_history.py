@@ -119,10 +119,14 @@ class SeriesFigures:
 
 
 def _cluster(completions) -> List[Tuple[int, object]]:
-    """Completions grouped into save events (time, newest completion of the save)."""
+    """Completions grouped into save events (time, newest completion of the save):
+    files completed within a second of each other are one save (model +
+    optimizer files), unless their names carry different step numbers."""
     out: List[Tuple[int, object]] = []
     for c in sorted(completions, key=lambda c: c.completed_ns):
-        if out and c.completed_ns - out[-1][0] < SAVE_CLUSTER_NS:
+        a, b = (index_of(out[-1][1].numbers)[0] if out else None), index_of(c.numbers)[0]
+        same = a is None or b is None or a == b      # different step numbers: different saves
+        if out and same and c.completed_ns - out[-1][0] < SAVE_CLUSTER_NS:
             out[-1] = (c.completed_ns, c)
         else:
             out.append((c.completed_ns, c))

@@ -283,6 +283,14 @@ def analyse_impact(rec: Recording, root: Optional[int] = None, costly_after_s: f
                         recommendation=recommendation, notes=notes)
 
 
+def _tree_wchar_at_first(samples) -> Optional[int]:
+    """Bytes the tree's processes passed to write() since they started, at the first sample."""
+    if not samples:
+        return None
+    wc = [p.get("wc") for p in samples[0].get("procs", {}).values()]
+    return sum(w for w in wc if w is not None) if any(w is not None for w in wc) else None
+
+
 def _loss(ck: CheckpointFindings, samples, gpuf: GpuFigures, root_start_ns: int, as_of_ns: int,
           rp: ProcessSnapshot, snap: SystemSnapshot, prog: Optional[Progress] = None,
           watched_s: float = 0.0) -> dict:
@@ -290,7 +298,13 @@ def _loss(ck: CheckpointFindings, samples, gpuf: GpuFigures, root_start_ns: int,
     newest = fam.newest if fam else None
     notes: List[str] = []
     # A checkpoint older than the process is one it may have resumed from, not one it wrote.
-    if newest is not None and newest.completed_ns >= root_start_ns - 1_000_000_000:
+    # The start time is known to ~1 s only (/proc/stat btime is whole seconds): a file
+    # completed that close to the start is the process's only if it wrote that much.
+    near_start = newest is not None and abs(newest.completed_ns - root_start_ns) < 1_000_000_000
+    wrote = _tree_wchar_at_first(samples)
+    before = newest is not None and (newest.completed_ns < root_start_ns - 1_000_000_000 or (
+        near_start and wrote is not None and wrote < newest.size_bytes))
+    if newest is not None and not before:
         anchor, since = newest.completed_ns, "checkpoint"
     else:
         anchor, since = root_start_ns, "start"

@@ -72,7 +72,9 @@ def recovery(ck: CheckpointFindings, prog: Progress, root_start_ns: int, as_of_n
     warm, warm_kind, warm_basis = None, "unavailable", ""
     if prog.first_step_ns is not None:
         warm = max(0.0, (prog.first_step_ns - root_start_ns) / 1e9)
-        warm_kind, warm_basis = "measured", f"process start (/proc) to its first step: {prog.first_step_basis}"
+        warm_kind = "measured"
+        warm_basis = ("process start (/proc) to its first step: "
+                      + prog.first_step_basis.replace("measured: ", "", 1))
     elif newest is not None and newest.read_ns and newest.read_ns >= root_start_ns and since == "start":
         warm = (newest.read_ns - root_start_ns) / 1e9
         warm_kind = "measured"

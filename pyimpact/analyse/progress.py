@@ -36,7 +36,8 @@ _TS_ISO = re.compile(r"^\[?(?P<d>\d{4}-\d{2}-\d{2})[ T](?P<h>\d{2}:\d{2}:\d{2})(
 @dataclass
 class Reading:
     """One progress counter read from a log line."""
-    t_ns: int                   # when it was seen (sample time) or the line's own timestamp
+    t_ns: Optional[int]         # when it was seen (sample time), the line's own timestamp, or None
+                                # (an older line of the log's tail: written before the first sample)
     stamped: bool               # t_ns is the line's own timestamp
     step: Optional[int] = None
     total: Optional[int] = None
@@ -164,11 +165,19 @@ class Progress:
 
 
 def _stream_readings(logs_by_path: Dict[str, List[Tuple[int, str]]], utc_offset_s: int) -> Dict[str, List[Reading]]:
+    """Readings of each log, in order.  The first chunk is the log's tail as
+    found: only its last counter is current at that sample's time; the older
+    ones have no time unless their line carries one."""
     out: Dict[str, List[Reading]] = {}
     for path, chunks in logs_by_path.items():
         rs: List[Reading] = []
-        for t_ns, text in chunks:
-            rs += readings(text, t_ns, utc_offset_s)
+        for i, (t_ns, text) in enumerate(chunks):
+            got = readings(text, t_ns, utc_offset_s)
+            if i == 0:
+                for r in got[:-1]:
+                    if not r.stamped:
+                        r.t_ns = None
+            rs += got
         if rs:
             out[path] = rs
     return out
@@ -236,7 +245,7 @@ def _main_stream(stepped: List[Reading]) -> List[Reading]:
 
 def _rate(p: Progress, stepped: List[Reading], as_of_ns: int) -> None:
     # 1. the counter's advance while watched
-    seen = [r for r in stepped if not r.stamped]
+    seen = [r for r in stepped if not r.stamped and r.t_ns is not None]
     if len(seen) >= 2:
         a = next(r for r in seen if r.step == seen[0].step)
         b = seen[-1]
@@ -287,7 +296,7 @@ def _first_step(p: Progress, rs: List[Reading], head: str, root_start_ns: int, a
         p.first_step_basis = (f"measured: the first step line after the process started, by its own "
                               f"timestamp ({p.log})")
         return
-    bars = [r for r in rs if r.fmt == "tqdm" and r.elapsed_s is not None and r.step]
+    bars = [r for r in rs if r.fmt == "tqdm" and r.elapsed_s is not None and r.step and r.t_ns is not None]
     if bars:
         b = bars[-1]
         epoch_bar = b.epoch is not None and b.epoch > 0
@@ -300,9 +309,12 @@ def _first_step(p: Progress, rs: List[Reading], head: str, root_start_ns: int, a
 
 
 def _head_covers_start(head: str, root_start_ns: int, utc_offset_s: int) -> bool:
-    """The log's head has a timestamped line from before (or at) the process start."""
+    """The log's head starts at (or before) this process's start: its first
+    timestamped line is from before the start or within two minutes of it."""
     for line in head.splitlines()[:20]:
         t = line_time(line, utc_offset_s)
         if t is not None:
-            return t <= root_start_ns + 2_000_000_000
+            # the log's first line came soon after the start (a log rotated
+            # later would misplace the first step)
+            return t <= root_start_ns + 120_000_000_000
     return False

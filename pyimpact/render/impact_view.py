@@ -133,13 +133,29 @@ def loss_block(r: dict) -> List:
     last = loss.get("last_checkpoint")
     if last:
         g.add_row("checkpoint", Text(""), _t(last["path"]))
+        who = "; written before this process started (a restart resumes from it)" if last.get("predates_process") \
+            else ""
+        layout = f"; {last['layout']}" if last.get("layout") not in (None, "file") else ""
         g.add_row("", Text(""), _t(f"completed {last['completed_at'][11:23]} UTC; "
-                                   f"{human_bytes(last.get('size_bytes'))}; found by: {last['basis']}", "dim"))
+                                   f"{human_bytes(last.get('size_bytes'))}{layout}{who}; "
+                                   f"found by: {last['basis']}", "dim"))
     else:
         g.add_row("checkpoint", Text("none"), _t("none found: a kill loses everything since the process started"))
+    hist = loss.get("history") or {}
+    if hist.get("count"):
+        g.add_row("history", Text(f"{hist['count']} saves"), _t(f"series {hist['series']}", "dim"))
     cad = loss.get("checkpoint_cadence_s")
     g.add_row("cadence", Text("-" if cad is None else f"every {cad:.1f} s"), _kind(b["checkpoint_cadence_s"]))
+    if loss.get("checkpoint_cadence_steps"):
+        g.add_row("", Text(f"{loss['checkpoint_cadence_steps']} steps"), _kind(b["checkpoint_cadence_steps"]))
+    if loss.get("next_checkpoint_name"):
+        g.add_row("next name", Text(""), _t(loss["next_checkpoint_name"]))
     g.add_row("wall time", Text(_secs(loss["since_checkpoint_s"])), _kind(b["since_checkpoint_s"]))
+    if loss.get("steps_since_checkpoint") is not None:
+        g.add_row("steps", Text(f"{loss['steps_since_checkpoint']} redone"), _kind(b["steps_since_checkpoint"]))
+    if loss.get("restart_warmup_s") is not None:
+        g.add_row("warm-up", Text(_secs(loss["restart_warmup_s"])), _kind(b["restart_warmup_s"]))
+        g.add_row("total lost", Text(_secs(loss["total_lost_s"])), _kind(b["total_lost_s"]))
     cpu = loss["cpu_seconds"]
     g.add_row("CPU time", Text("-" if cpu is None else f"{cpu:.1f} s"), _kind(b["cpu_seconds"]))
     gpu = loss["gpu_seconds"]
@@ -160,8 +176,19 @@ def loss_block(r: dict) -> List:
         text.append("\n" + clean(f"{pattern} ({p.get('temp_basis', '')})"), style="dim")
         if p.get("expected_basis"):
             text.append("\n" + clean(f"expected size: {p['expected_basis']}"), style="dim")
+        if p.get("eta_s") is not None:
+            text.append("\n" + clean(f"done in ~{p['eta_s']:.0f} s at the measured rate"), style="dim")
+        if p.get("final_name") and p["final_name"] != p["path"]:
+            text.append("\n" + clean(f"final name: {p['final_name']} ({p.get('final_name_basis', '')})"), style="dim")
+        if p.get("complete_when"):
+            text.append("\n" + clean(f"complete when: {p['complete_when']}"), style="dim")
         out.append(_pairs([("HALF-WRITTEN", text)], width=12))
-    rows = [("not lost", _t(n, "green")) for n in loss.get("not_lost", [])]
+    rows = []
+    if loss.get("progress_summary"):
+        prog = loss.get("progress") or {}
+        rows.append(("progress", _t(f"{loss['progress_summary']} (from {prog.get('log')})")))
+    rows += [("unknown", _t(f"{k['figure']}: {k['how']}", "yellow")) for k in loss.get("to_know", [])]
+    rows += [("not lost", _t(n, "green")) for n in loss.get("not_lost", [])]
     rows += [("note", _t(n, "yellow")) for n in loss.get("notes", [])]
     if rows:
         out.append(_pairs(rows, width=8))
