@@ -30,6 +30,8 @@ COMMANDS = {
     "record": "pyimpact.commands.record",
     "orphans": "pyimpact.commands.orphans",
     "gpu-report": "pyimpact.commands.gpu_report",
+    "diagnose-node": "pyimpact.commands.diagnose_job",
+    "trace-node": "pyimpact.commands.trace_job",
 }
 
 

@@ -35,6 +35,7 @@ import stat as stat_mod
 import struct
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 import psutil
@@ -1177,3 +1178,58 @@ def take_snapshot(pids: Iterable[int], *, tree: bool = True, threads: bool = Tru
     snap.errors = errs.lines()
     snap.duration_ns = time.monotonic_ns() - t0
     return snap
+
+
+# --------------------------------------------------------------------------
+# Machine-wide scan of the allow-listed environment (finding a job's ranks)
+# --------------------------------------------------------------------------
+
+@dataclass
+class EnvironEntry:
+    """A process's allow-listed environment, parent and network namespace."""
+
+    pid: int
+    ppid: int
+    netns: Optional[int]
+    env: Dict[str, str]
+
+
+def all_pids() -> List[int]:
+    """Every process id in /proc now (kernel threads included)."""
+    return sorted(int(n) for n in os.listdir(PROC) if n.isdigit())
+
+
+def scan_environ(pids: Optional[Iterable[int]] = None, *, timeout_s: float = 1.0) -> List[EnvironEntry]:
+    """The allow-listed environment (``env_key_allowed``) of many processes,
+    for finding the ranks of a job by its rendezvous keys.
+
+    Reading ``environ`` takes the process's mmap lock, so the reads run on the
+    bounded workers: a stuck process costs at most ``timeout_s`` and is left out.
+    Processes that vanish, deny or have no allow-listed key are left out.
+    """
+    items = list(pids) if pids is not None else all_pids()
+
+    def one(pid: int, errs: _Errors, holder: Dict[str, Any]) -> Optional[EnvironEntry]:
+        env = {}
+        for item in _read(f"{PROC}/{pid}/environ", pid).split(b"\0"):
+            k, sep, v = item.partition(b"=")
+            if sep:
+                key = k.decode("utf-8", "replace")
+                if env_key_allowed(key):
+                    env[key] = v.decode("utf-8", "replace")
+        if not env:
+            return None
+        _, fields = _parse_stat(_read(f"{PROC}/{pid}/stat", pid))
+        try:
+            netns = _ns_inode(_sys(pid, os.readlink, f"{PROC}/{pid}/ns/net"))
+        except (psutil.Error, OSError):
+            netns = None
+        return EnvironEntry(pid=pid, ppid=_field(fields, 4), netns=netns, env=env)
+
+    slots = _run_bounded(one, items, time.monotonic_ns() + int(timeout_s * 1e9), workers=4)
+    return [s.result for s in slots if s.done and s.error is None and s.result is not None]
+
+
+def own_netns() -> Optional[int]:
+    """Inode of the network namespace this tool runs in."""
+    return _own_netns()

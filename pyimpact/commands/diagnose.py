@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import click
 
 from ..errors import ProcessGone, UsageError
+from .job_options import job_from_options, job_options, wants_job
 from .params import Number
 from .target import process_target
 
@@ -236,7 +237,9 @@ def _tgid(pid: int) -> Optional[int]:
 @click.option("--no-python", is_flag=True, help="Do not read Python stacks with py-spy.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Also save the recording (.parquet, .json, .html; - = JSON on stdout) for `pyimpact report`.")
-def command(pid, window, as_json, no_bpf, no_python, output):
+@job_options
+def command(pid, window, as_json, no_bpf, no_python, output, job, hosts_file, slurm_job, via,
+            ssh_config, remote_cmd):
     """Why is it stuck: what each thread waits on, and the root cause.
 
     The process is a PID or a name (comm, program, or the script an
@@ -251,12 +254,18 @@ def command(pid, window, as_json, no_bpf, no_python, output):
       sudo pyimpact diagnose train.py        the one process running train.py
       sudo pyimpact diagnose 1234 --json     one JSON document
       pyimpact diagnose --no-bpf 1234        /proc only, without root
+      sudo pyimpact diagnose 1234 --job --hosts nodes.txt   the whole job, every node
     """
     from ..collect.special import special_process
 
     special = special_process(pid)
     if special is not None:
         raise UsageError(special.describe("diagnose"))
+    if wants_job(job, hosts_file, slurm_job):
+        jd, elapsed = job_from_options(pid, window, not no_python, hosts_file, slurm_job, via, ssh_config,
+                                       remote_cmd)
+        _show_job(jd, elapsed, as_json)
+        return
     tgid = _tgid(pid)
     if tgid is not None and tgid != pid:
         raise UsageError(f"{pid} is a thread of process {tgid}", f"run: pyimpact diagnose {tgid}")
@@ -279,3 +288,17 @@ def command(pid, window, as_json, no_bpf, no_python, output):
     if output:
         path = rec.save(output)
         click.echo(f"recording written to {path}", err=True)
+
+
+
+def _show_job(jd, elapsed: float, as_json: bool) -> None:
+    if as_json:
+        import json
+
+        doc = jd.to_json()
+        doc["elapsed_s"] = elapsed
+        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+    else:
+        from ..render.job_view import write
+
+        write(jd, sys.stdout, elapsed)

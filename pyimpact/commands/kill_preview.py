@@ -27,6 +27,7 @@ import click
 
 from ..collect.workfiles import SAMPLE_INTERVAL_S, TreeObserver, seed_from_snapshot
 from ..errors import OutputError, ProcessGone, UsageError
+from .job_options import job_from_options, job_options, wants_job
 from .params import Number
 from .target import process_target
 
@@ -131,8 +132,9 @@ Examples:
 @click.option("--no-bpf", is_flag=True, help="Use /proc only (no kernel probes).")
 @click.option("--costly-after", type=Number(0, 10**9), default=60.0, show_default=True,
               help="Lost seconds (wall, CPU or GPU) from which a kill counts as costly.")
+@job_options
 def command(pid: int, duration_s: float, as_json: bool, output: Optional[str], no_bpf: bool,
-            costly_after: float) -> None:
+            costly_after: float, job: bool, hosts_file, slurm_job, via, ssh_config, remote_cmd) -> None:
     """What a kill now would lose, free and break (read-only: sends no signal).
 
     The process is a PID or a name (comm, program, or script: train.py);
@@ -145,6 +147,9 @@ def command(pid: int, duration_s: float, as_json: bool, output: Optional[str], n
     special = special_process(pid)
     if special is not None:
         raise UsageError(special.describe("kill-preview"))
+    if wants_job(job, hosts_file, slurm_job):
+        _job_cascade(pid, as_json, hosts_file, slurm_job, via, ssh_config, remote_cmd)
+        return
     from .output import check_output
 
     to_stdout = check_output(output, as_json)
@@ -160,3 +165,24 @@ def command(pid: int, duration_s: float, as_json: bool, output: Optional[str], n
             save_output(rec, output)
     finally:
         tracer.close()
+
+
+def _job_cascade(pid: int, as_json: bool, hosts_file, slurm_job, via, ssh_config, remote_cmd) -> None:
+    """kill-preview --job: the cascade of a kill of this rank across the nodes.
+    The rank is named by its RANK (a pid means nothing on another node)."""
+    from ..analyse.job import kill_cascade
+    from .diagnose_job import local_job_key
+
+    env = local_job_key(pid)["env"]
+    rank = env.get("RANK") or env.get("SLURM_PROCID")
+    if rank is None or not rank.isdigit():
+        raise UsageError(f"process {pid} has no RANK in its environment", "give the pid of one rank of the job")
+    jd, elapsed = job_from_options(pid, 1.0, False, hosts_file, slurm_job, via, ssh_config, remote_cmd)
+    cascade = kill_cascade(jd, int(rank))
+    if as_json:
+        click.echo(json.dumps({"schema": "pyimpact.kill-preview-job/1", "job": jd.job, "elapsed_s": elapsed,
+                               "cascade": cascade, "diagnosis": jd.to_json()}, indent=2, default=str))
+    else:
+        from ..render.job_view import write_cascade
+
+        write_cascade(jd, cascade, sys.stdout)

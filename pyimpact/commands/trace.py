@@ -15,6 +15,7 @@ import time
 import click
 
 from ..errors import UsageError
+from .job_options import job_options, wants_job
 from .params import Number
 
 #: the longest -d accepted (30 days); without -d a trace runs until stopped
@@ -72,7 +73,9 @@ def _status_printer(console):
               help="Report syscalls blocking at least this long as events.")
 @click.option("--buffer-pages", type=click.IntRange(1, 65536), default=1024, show_default=True, help="Ring buffer size in pages (power of two).")
 @click.option("--kill-preview", is_flag=True, help="Live panel: what a kill would cost now (no -p, or --all: every heavy job).")
-def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_pages, kill_preview):
+@job_options
+def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_pages, kill_preview,
+            job, hosts_file, slurm_job, via, ssh_config, remote_cmd):
     """Record syscalls, futex waits/wakes, signals, forks/exits and block I/O.
 
     \b
@@ -91,6 +94,20 @@ def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_p
         from .target import resolve_many
 
         pids = resolve_many(pids, names)
+    if wants_job(job, hosts_file, slurm_job):
+        if len(pids) != 1:
+            raise UsageError("trace --job takes one rank of the job", "-p PID of any rank")
+        from ..render.text import clean
+        from .trace_job import trace_job
+
+        done = trace_job(pids[0], duration, output, hosts_file=hosts_file, slurm_job=slurm_job, via=via,
+                         ssh_config=ssh_config, remote_cmd=remote_cmd)
+        for n in done["nodes"]:
+            click.echo(f"{n['host']}: {n['events']} events, clock offset {n['clock_offset_ns'] / 1e6:+.1f} ms", err=True)
+        for u in done["unreachable"]:
+            click.echo(clean(f"{u['host']}: NOT RECORDED: {u['reason']}"), err=True)
+        click.echo(f"merged timeline of {len(done['nodes'])} node(s) written to {output}", err=True)
+        return
     if kill_preview:
         from ..collect.special import special_process
 
