@@ -13,7 +13,7 @@ verdict, event capacity, memory and export time.
 
 Benchmarks: overhead (1 and 2), training (3), verdict (4), capacity (5),
 memory (6: peak RSS while tracing the training job), export (6: write a
-large recording). The machine should be otherwise idle: the script records
+large recording), nodes (16: `diagnose --job` over 2 and 4 simulated nodes). The machine should be otherwise idle: the script records
 the load average and flags samples taken while someone else's tracer was
 attached to the syscall tracepoints.
 """
@@ -31,10 +31,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench import capacity, memory, overhead, report, training, verdict  # noqa: E402
+from bench import capacity, job_nodes, memory, overhead, report, training, verdict  # noqa: E402
 from bench.common import ROOT, AttachMonitor, Procs, loadavg, log, machine_info  # noqa: E402
 
-NAMES = ("overhead", "training", "verdict", "capacity", "memory", "export")
+NAMES = ("overhead", "training", "verdict", "capacity", "memory", "export", "nodes")
 EXTRA_NAMES = ("training_ab",)      # run only when named: training with a baseline checkout
 
 FULL = {
@@ -44,6 +44,7 @@ FULL = {
     "capacity": {"rates": [10_000, 50_000, 100_000, 200_000], "seconds": 30.0},
     "memory": {"seconds": 300.0},
     "export": {"events": 1_000_000},
+    "nodes": {"runs": 3, "nodes": [2, 4]},
     "training_ab": {"rounds": 4, "warmup": 30, "steps": 600},
 }
 QUICK = {
@@ -53,6 +54,7 @@ QUICK = {
     "capacity": {"rates": [10_000, 50_000, 100_000, 200_000], "seconds": 3.0},
     "memory": {"seconds": 20.0},
     "export": {"events": 100_000},
+    "nodes": {"runs": 1, "nodes": [2, 4]},
     "training_ab": {"rounds": 1, "warmup": 10, "steps": 60},
 }
 
@@ -158,6 +160,8 @@ def main() -> int:
                 res = memory.run(procs, tmp, p["seconds"], 0, do_rss=True, do_export=False)["rss"]
             elif name == "export":
                 res = memory.run(procs, tmp, 0, p["events"], do_rss=False, do_export=True)["export"]
+            elif name == "nodes":
+                res = job_nodes.run(p)
             res["elapsed_s"] = time.monotonic() - t0
             res["loadavg_before"] = load0
             res["loadavg_after"] = loadavg()

@@ -107,7 +107,34 @@ def targets(res: dict) -> list:
         lines.append(f"| 6b | write a {ex['events']:,}-event recording | Parquet {ex['parquet_write_s']:.1f} s "
                      f"({ex['parquet_mb']:.0f} MB), Perfetto JSON {ex['json_write_s']:.1f} s ({ex['json_mb']:.0f} MB); "
                      f"decode {ex['decode_s']:.1f} s | (no target) |")
+    nd = _get(res, "nodes", "sizes") or []
+    if nd:
+        by = {x["nodes"]: x for x in nd}
+        two = by.get(2)
+        lines.append("| 16 | `diagnose --job` whole answer for 2 nodes: ≤ 5 s; grows with the slowest node, not the count | "
+                     + "; ".join(f"{n} nodes {x['median_wall_s']:.2f} s (slowest node {x['median_slowest_node_s']:.2f} s)"
+                                 for n, x in sorted(by.items()))
+                     + f" | {_met(None if two is None else two['median_wall_s'] <= 5.0)} |")
     return lines
+
+
+def nodes_section(res: dict) -> list:
+    nd = _get(res, "nodes", "sizes") or []
+    if not nd:
+        return []
+    out = ["## Across nodes (16): time of `diagnose PID --job`", "",
+           "Simulated nodes (network namespaces with real sshd, `tests/cluster.py`), one rank each of a "
+           "torch.distributed gloo job started by torchrun, the last rank stalled. The wall time is the "
+           "whole command as the user runs it (ssh fan-out, each node's probes, window, snapshots and "
+           "py-spy, the merge); the slowest node's own time is beside it. On this 2-vCPU machine the nodes "
+           "share the same two cores (each compiles its probes at the same time), so 4 nodes cost more "
+           "than 2 here; on real nodes each has its own CPUs and the total follows the slowest node.", "",
+           "| nodes | runs | wall: median (each run) | slowest node: median | root found |",
+           "|---|---|---|---|---|"]
+    for x in nd:
+        out.append(f"| {x['nodes']} | {x['runs']} | {x['median_wall_s']:.2f} s ({', '.join(f'{w:.2f}' for w in x['wall_s'])}) "
+                   f"| {x['median_slowest_node_s']:.2f} s | {', '.join(x['roots'])} |")
+    return out + [""]
 
 
 def overhead_section(res: dict) -> list:
@@ -307,7 +334,7 @@ def render(res: dict, json_path: str = "scripts/bench/results.json") -> str:
            "## Targets", ""]
     out += targets(res) + [""]
     out += overhead_section(res) + training_section(res) + training_ab_section(res) + verdict_section(res)
-    out += capacity_section(res) + memory_section(res)
+    out += capacity_section(res) + memory_section(res) + nodes_section(res)
     out += ["## Method and noise", "",
             "- Interleaved, shuffled rounds; each figure is the median over rounds with the min–max range, "
             "and every ratio is taken against the untraced run of the same round.",
