@@ -52,7 +52,7 @@ def base_metadata() -> dict:
         "host": socket.gethostname(),
         "kernel": platform.release(),
         "machine": platform.machine(),
-        "lost": {"ringbuf_full": 0, "map_full": 0, "kernel_skipped": 0},
+        "lost": {"ringbuf_full": 0, "map_full": 0, "kernel_skipped": 0, "undrained": 0},
         "unavailable": [],
     }
 

@@ -35,6 +35,7 @@ PROBE_SOURCES = ("pyimpact.h", "futex.bpf.c", "syscalls.bpf.c", "lifecycle.bpf.c
 LOST_REASONS = ("ringbuf_full", "map_full")
 POLL_MAX_MS = 100           # the longest the reader sleeps between two reads of the ring buffer
 POLL_BUSY_MS = 10           # ... once a read found the buffer more than 1/8 full
+DRAIN_DEADLINE_S = 1.0      # the final drain stops here; what is left is counted as lost ("undrained")
 
 
 _FENCE_LOCKS = (threading.Lock(), threading.Lock())
@@ -148,6 +149,11 @@ class RingReader:
         _fence()                          # every read of the records before the store (arm64)
         self.cons_pos[0] = cons           # one 64-bit store, after every read of the records
         return taken
+
+    def pending_bytes(self) -> int:
+        """Bytes the kernel has reserved that we have not consumed yet."""
+        with self.lock:
+            return max(0, int(self.prod_pos[0]) - int(self.cons_pos[0]))
 
     def close(self) -> None:
         self.cons_pos = self.prod_pos = None     # views must go before their mmap closes
@@ -282,6 +288,8 @@ class KernelProbes:
         self._callback = None
         self._reader = None
         self._busy = False
+        self._undrained = 0         # records left in the ring buffer when the final drain gave up
+        self._closing = None        # the thread closing the classic tracepoints after stop()
 
     # -- stages ---------------------------------------------------------
     def open(self) -> "KernelProbes":
@@ -322,9 +330,29 @@ class KernelProbes:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
-        _detach_fast(bpf)
+        if self._closing is not None:
+            self._closing.join()
+            self._closing = None
+        else:
+            _detach_fast(bpf)
         bpf.cleanup()
         self.timings["detach_s"] = time.monotonic() - t0
+
+    def stop(self) -> None:
+        """Stop watching now, without waiting: the raw syscall tracepoints go
+        at once (well under a millisecond; until then every syscall on the
+        machine pays for them, and a busy target keeps filling the ring
+        buffer), and the classic ones are closed by a background thread
+        (their RCU grace periods overlap with decoding and saving). Maps stay
+        readable until close(), which joins that thread. Safe to call twice."""
+        if self._bpf is None or self._closing is not None:
+            return
+        t0 = time.monotonic()
+        _detach_raw(self._bpf)
+        self.timings["stop_raw_s"] = time.monotonic() - t0
+        self._closing = threading.Thread(target=_close_classic, args=(self._bpf,), name="pyimpact-detach",
+                                         daemon=True)
+        self._closing.start()
 
     def __enter__(self) -> "KernelProbes":
         return self.open()
@@ -388,12 +416,27 @@ class KernelProbes:
             self._bpf.ring_buffer_poll(timeout_ms)
             self._bpf.ring_buffer_consume()
 
-    def drain(self) -> None:
-        """Take every event already in the ring buffer, without waiting."""
-        if self._reader is not None:
-            self._reader.consume(self)
-        else:
+    def drain(self, deadline_s: float | None = None) -> int:
+        """Take every event already in the ring buffer, without waiting.
+
+        With ``deadline_s``: keep taking until the buffer is empty or the
+        deadline passes (records keep coming while probes are attached);
+        what is still there then is counted in lost()["undrained"], never
+        dropped silently. Returns that count."""
+        if self._reader is None:
             self._bpf.ring_buffer_consume()
+            return 0
+        self._reader.consume(self)
+        if deadline_s is None:
+            return 0
+        end = time.monotonic() + deadline_s
+        while self._reader.pending_bytes() and time.monotonic() < end:
+            if not self._reader.consume(self):
+                time.sleep(0.001)     # a record reserved but not committed yet
+        left = self._reader.pending_bytes()
+        # Records are at least STRIDE bytes (exec events are longer): an upper bound.
+        self._undrained = -(-left // RingReader.STRIDE)
+        return self._undrained
 
     @property
     def event_count(self) -> int:
@@ -418,6 +461,7 @@ class KernelProbes:
         table = self._bpf[b"lost"]
         counts = {reason: int(sum(table[ctypes.c_int(i)])) for i, reason in enumerate(LOST_REASONS)}
         counts["kernel_skipped"] = self._recursion_misses()
+        counts["undrained"] = self._undrained
         return counts
 
     def futex_idle_wakes(self) -> int:
@@ -491,15 +535,23 @@ def _detach_fast(bpf) -> None:
     still serialise in part in the kernel, but overlap enough to take 0.3 s.
     ctypes releases the GIL around each close. cleanup() then finds nothing
     left to detach and frees the rest as usual."""
-    try:
-        from bcc.libbcc import lib
-    except ImportError:
-        return
+    _detach_raw(bpf)
+    _close_classic(bpf)
+
+
+def _detach_raw(bpf) -> None:
     for tp in list(bpf.raw_tracepoint_fds):
         try:
             bpf.detach_raw_tracepoint(tp)
         except Exception:  # cleanup() retries what is left
             pass
+
+
+def _close_classic(bpf) -> None:
+    try:
+        from bcc.libbcc import lib
+    except ImportError:
+        return
     fds = dict(bpf.tracepoint_fds)
     if not fds:
         return

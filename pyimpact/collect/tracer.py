@@ -23,7 +23,7 @@ from ..recording import Recording, base_metadata
 from ..recording import BLOCK_COLUMNS, INFLIGHT_COLUMNS, STAT_COLUMNS, _frame
 from ..timeline import decode_events
 from . import procfs
-from .probes import KernelProbes, ProbeConfig
+from .probes import DRAIN_DEADLINE_S, KernelProbes, ProbeConfig
 
 
 @dataclass
@@ -175,24 +175,35 @@ class Tracer:
         return self.probes.event_count if self.probes is not None else 0
 
     def lost(self) -> dict:
-        return self.probes.lost() if self.probes is not None else {"ringbuf_full": 0, "map_full": 0, "kernel_skipped": 0}
+        return self.probes.lost() if self.probes is not None else \
+            {"ringbuf_full": 0, "map_full": 0, "kernel_skipped": 0, "undrained": 0}
 
     # -- result ---------------------------------------------------------
     def recording(self) -> Recording:
-        """Take what the kernel still holds and build the Recording (probes stay
-        attached until close(), so the answer can be shown first)."""
+        """End the observation and build the Recording.
+
+        The order bounds the time from a stop to the answer, however large
+        the trace: take what the ring buffer holds; read which syscall each
+        thread is in (before the syscall probes go, or a thread that returns
+        afterwards would look stuck); stop the probes (the hot ones at once,
+        the slow classic detach in the background, joined by close()); drain
+        what arrived meanwhile under a deadline, counting any rest as lost;
+        then decode, with nothing left feeding the buffer."""
         rec = self.rec
         meta = rec.metadata
-        meta["ended_at_ns"] = time.time_ns()
-        meta["duration_s"] = round((meta["ended_at_ns"] - meta["started_at_ns"]) / 1e9, 6)
         meta["end_reason"] = self.end_reason or "stopped"
         if self.probes is not None:
             self.probes.drain()
+            rec.inflight = _frame(self.probes.inflight(), INFLIGHT_COLUMNS)
+            self.probes.stop()
+        meta["ended_at_ns"] = time.time_ns()
+        meta["duration_s"] = round((meta["ended_at_ns"] - meta["started_at_ns"]) / 1e9, 6)
+        if self.probes is not None:
+            self.probes.drain(deadline_s=DRAIN_DEADLINE_S)
+            rec.syscall_stats = _frame(self.probes.syscall_stats(), STAT_COLUMNS)
+            rec.block_inflight = _frame(self.probes.block_inflight(), BLOCK_COLUMNS)
             raw, exec_paths = self.probes.raw_events()
             rec.events = decode_events(raw, exec_paths, self.probes.clock_offset_ns)
-            rec.syscall_stats = _frame(self.probes.syscall_stats(), STAT_COLUMNS)
-            rec.inflight = _frame(self.probes.inflight(), INFLIGHT_COLUMNS)
-            rec.block_inflight = _frame(self.probes.block_inflight(), BLOCK_COLUMNS)
             meta["lost"] = self.probes.lost()
             meta["futex_wakes_woke_nobody"] = self.probes.futex_idle_wakes()
             meta["probe_timings"] = dict(self.probes.timings)

@@ -1,13 +1,14 @@
 """`pyimpact trace`: record what processes do, summarise it, optionally save it.
 
-Ends when --duration passes, every target has exited, or on Ctrl-C / SIGTERM;
-each of these still prints the summary and writes -o. The summary (and the
+Ends when --duration passes, every target has exited, or on Ctrl-C / SIGTERM /
+SIGHUP; each of these still prints the summary and writes -o (exit code 0). The summary (and the
 file) come before the probes are detached, since detaching classic tracepoints
 waits for RCU grace periods.
 """
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import time
@@ -23,15 +24,28 @@ MAX_DURATION_S = 30 * 86400
 
 
 class StopFlag:
-    """Turns SIGINT and SIGTERM into a reason to stop, so the trace ends cleanly
-    (summary, output file, probes detached) instead of dying mid-way."""
+    """Turns SIGINT, SIGTERM and SIGHUP into a reason to stop, so the trace
+    ends cleanly (summary, output file, probes detached) instead of dying
+    mid-way: closing the terminal or the ssh session (SIGHUP) must not lose
+    the recording.
+
+    After SIGHUP the terminal is gone and writing to it fails (EIO), so the
+    standard streams that were a terminal are pointed at /dev/null: the
+    summary then goes nowhere, but the -o file is still written (a stream
+    redirected to a file keeps getting the summary). A second SIGINT (Ctrl-C
+    twice) aborts; a repeated SIGTERM or SIGHUP does not (a hangup often
+    arrives twice: from the kernel and from the shell forwarding it)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self):
         self.reason = ""
         self._old = {}
+        self._ttys = []
 
     def __enter__(self):
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        self._ttys = [fd for fd in (1, 2) if _isatty(fd)]
+        for sig in self.SIGNALS:
             self._old[sig] = signal.signal(sig, self._handler)
         return self
 
@@ -40,12 +54,38 @@ class StopFlag:
             signal.signal(sig, old)
 
     def _handler(self, signum, _frame):
-        if self.reason:  # a second Ctrl-C: stop waiting for anything
-            raise KeyboardInterrupt
+        if signum == signal.SIGHUP:
+            self._detach_terminal()
+        if self.reason:
+            if signum == signal.SIGINT and self.reason.endswith("SIGINT"):
+                raise KeyboardInterrupt   # a second Ctrl-C: stop waiting for anything
+            return
         self.reason = f"interrupted by {signal.Signals(signum).name}"
+
+    def _detach_terminal(self) -> None:
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+        except OSError:
+            return
+        try:
+            for fd in self._ttys:
+                try:
+                    os.dup2(null, fd)
+                except OSError:
+                    pass
+        finally:
+            os.close(null)
+        self._ttys = []
 
     def __call__(self) -> str:
         return self.reason
+
+
+def _isatty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
 
 
 def _status_printer(console):
@@ -55,8 +95,11 @@ def _status_printer(console):
 
     def tick(tracer):
         lost = sum(tracer.lost().values())
-        console.print(f"\r{tracer.elapsed():6.1f} s  {tracer.event_count} events  {lost} lost ",
-                      end="", soft_wrap=True, highlight=False)
+        try:
+            console.print(f"\r{tracer.elapsed():6.1f} s  {tracer.event_count} events  {lost} lost ",
+                          end="", soft_wrap=True, highlight=False)
+        except OSError:   # the terminal hung up (EIO) before SIGHUP was handled: the trace goes on
+            pass
     return tick
 
 
