@@ -231,7 +231,9 @@ class ProcessSnapshot:
     ``SystemSnapshot.errors``.  ``env`` holds only allow-listed keys
     (``env_key_allowed``) of the environment the process was started with.
     The ``sig_*`` fields are the signal masks of /proc/PID/status as ints
-    (bit n-1 is signal n).
+    (bit n-1 is signal n).  ``pidns`` / ``nspid`` say which PID namespace it
+    is in and its pid there (``nspid[-1]``; 1 = the namespace's init): pids
+    it names (syscall arguments, mutex owners) are pids of that namespace.
     """
 
     pid: int
@@ -271,6 +273,8 @@ class ProcessSnapshot:
     python: bool = False
     kernel_thread: bool = False
     netns: Optional[int] = None
+    pidns: Optional[int] = None            # inode of its PID namespace (/proc/PID/ns/pid)
+    nspid: List[int] = field(default_factory=list)   # NSpid: host pid first, innermost namespace's last
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain JSON-able dict (threads and fds as lists of dicts)."""
@@ -308,6 +312,12 @@ class SystemSnapshot:
     every descriptor on the machine that refers to it (a named FIFO held by a
     snapshotted process is included, keyed by its inode and matched by path).
     ``errors`` says what could not be read and why, one line each.
+
+    ``own_pidns`` is the PID namespace the snapshot was read from (its pids
+    are the "host" pids); ``pid_namespaces`` has, for every other namespace a
+    snapshotted process is in, ``{"level", "to_host": {ns pid: host pid},
+    "members": [host pids], "init": host pid of its pid 1}`` (see
+    ``pyimpact.collect.pidns``).
     """
 
     taken_at_ns: int = 0
@@ -321,6 +331,8 @@ class SystemSnapshot:
     sockets: Dict[int, SocketInfo] = field(default_factory=dict)
     inode_holders: Dict[int, List[List[Any]]] = field(default_factory=dict)
     errors: List[str] = field(default_factory=list)
+    own_pidns: Optional[int] = None
+    pid_namespaces: Dict[int, Dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain JSON-able dict; integer keys are written as strings."""
@@ -337,6 +349,10 @@ class SystemSnapshot:
             "inode_holders": {str(k): [list(h) for h in v]
                               for k, v in self.inode_holders.items()},
             "errors": list(self.errors),
+            "own_pidns": self.own_pidns,
+            "pid_namespaces": {str(ns): {**t, "to_host": {str(k): v for k, v in t.get("to_host", {}).items()},
+                                         "members": list(t.get("members", []))}
+                               for ns, t in self.pid_namespaces.items()},
         }
 
     @classmethod
@@ -352,6 +368,10 @@ class SystemSnapshot:
         s.inode_holders = {int(k): [list(h) for h in v]
                            for k, v in d.get("inode_holders", {}).items()}
         s.errors = list(d.get("errors", []))
+        s.own_pidns = d.get("own_pidns")
+        s.pid_namespaces = {int(ns): {**t, "to_host": {int(k): int(v) for k, v in t.get("to_host", {}).items()},
+                                      "members": [int(m) for m in t.get("members", [])]}
+                            for ns, t in (d.get("pid_namespaces") or {}).items()}
         return s
 
 

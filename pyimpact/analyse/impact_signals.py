@@ -77,6 +77,9 @@ def _meaning(name: str, caught: bool, ignored: bool, blocked: bool, python: bool
 
 def read_signals(p: ProcessSnapshot) -> SignalReport:
     detail: Dict[str, SignalState] = {}
+    # NSpid is relative to the namespace it was read from: two or more entries
+    # and a last one of 1 is the pid 1 of a namespace below ours (a container's init)
+    ns_init = len(p.nspid) >= 2 and p.nspid[-1] == 1
     for name, sig in WATCHED.items():
         caught = _has(p.sig_caught, sig)
         ignored = _has(p.sig_ignored, sig)
@@ -84,8 +87,11 @@ def read_signals(p: ProcessSnapshot) -> SignalReport:
         state = "ignored" if ignored else ("caught" if caught else "default")
         if blocked:
             state += "+blocked"
-        detail[name] = SignalState(state, caught, ignored, blocked,
-                                   _meaning(name, caught, ignored, blocked, p.python))
+        meaning = _meaning(name, caught, ignored, blocked, p.python)
+        if ns_init and not caught and not ignored:
+            meaning = ("default action, but this is the init of a PID namespace: the kernel discards "
+                       "the signal (only a handler, or SIGKILL, stops a namespace's pid 1)")
+        detail[name] = SignalState(state, caught, ignored, blocked, meaning)
     pending_mask = p.sig_pending | p.sig_shared_pending
     pending = [signal_name(n) for n in range(1, 65) if _has(pending_mask, n)]
     term = detail["SIGTERM"]
@@ -93,6 +99,9 @@ def read_signals(p: ProcessSnapshot) -> SignalReport:
     note = ""
     if handles_term and term.blocked:
         note = "SIGTERM is caught but blocked right now: the handler runs once the process unblocks it"
+    elif not handles_term and not term.ignored and ns_init:
+        note = ("SIGTERM has no handler and this is a PID namespace's init: SIGTERM is discarded, "
+                "only SIGKILL stops it (and with it every process of the namespace)")
     elif not handles_term and not term.ignored:
         note = "SIGTERM has its default action: it stops the job as abruptly as SIGKILL"
     elif term.ignored:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from ..snapshot import ProcessSnapshot, SystemSnapshot
+from . import pidns
 from .checkpoints import is_checkpoint_name, is_log_name, is_temp_name, writable
 
 DATALOADER_WORKER_EXIT_S = 5.0     # torch.utils.data._utils.MP_STATUS_CHECK_INTERVAL
@@ -242,5 +243,31 @@ def cascade(snap: SystemSnapshot, root: int, pids: List[int], tree: list) -> dic
             effect = "writes into the job through a pipe: gets EPIPE/SIGPIPE once no reader is left"
         peers.append({"kind": "pipe", "pid": hpid, "who": f"pid {hpid}" + (f" ({other.name})" if other else ""),
                       "effect": effect})
-    return {"children": children, "parent": parent_info, "peers": peers,
-            "group_kill": f"kill -- -{rp.pgid} ends the whole process group at once" if rp.pgid else ""}
+    out = {"children": children, "parent": parent_info, "peers": peers,
+           "group_kill": f"kill -- -{rp.pgid} ends the whole process group at once" if rp.pgid else ""}
+    _namespace_cascade(snap, rp, pidset, out)
+    return out
+
+
+def _namespace_cascade(snap: SystemSnapshot, rp: ProcessSnapshot, pidset: set, out: dict) -> None:
+    """The root is the init of a PID namespace (a container's pid 1): when it
+    dies the kernel SIGKILLs every other process of the namespace, so nothing
+    is orphaned -- also the processes that entered it later (docker exec,
+    nsenter), which are not its descendants."""
+    if not pidns.namespace_init(snap, rp):
+        return
+    members = pidns.namespace_members(snap, rp)
+    fate = (f"killed with its PID namespace: when the namespace's init (pid {rp.pid}) dies, the kernel "
+            "sends SIGKILL to every process in it")
+    for ch in out["children"]:
+        ch["fate"] = fate
+    outside_tree = [m for m in members if m != rp.pid and m not in pidset]
+    who = f"{len(members)} processes" if members else "all processes"
+    effect = ("all die with pid 1 of the namespace (SIGKILL from the kernel, no cleanup): a container "
+              "stops as a whole")
+    if outside_tree:
+        effect += "; not in the tree above: pids " + ", ".join(map(str, outside_tree[:10])) + \
+            (" ..." if len(outside_tree) > 10 else "") + " (entered the namespace later, e.g. docker exec)"
+    out["peers"].insert(0, {"kind": "pid-ns", "who": who, "effect": effect})
+    out["pid_namespace"] = {"init": rp.pid, "ns_pid": rp.nspid[-1], "members": members,
+                            "effect": "every process of the namespace is killed with its init"}

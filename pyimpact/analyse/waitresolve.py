@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Tuple
 
 from ..snapshot import FdInfo, LockInfo, ProcessSnapshot, SocketInfo, ThreadSnapshot
+from .pidns import to_host as _ns_to_host
 from .waitmodel import TIMED, WAITING, Edge, ThreadWait, WaitGraph, secs as _secs
 
 READ_CALLS = {"read", "readv", "pread64", "preadv", "preadv2", "recvfrom", "recvmsg", "recvmmsg"}
@@ -198,35 +199,44 @@ def _resolve_futex(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnapshot
         mkind = int(fx.get("kind", 0) or 0)
         tid_in_word = word & FUTEX_TID_MASK
         expected = _s32(a[2]) if name == "futex" else int(a[1])
+        # TIDs in memory are TIDs of the process's PID namespace
+        owner_h, owner_note = _host(ctx, p, owner) if owner else (None, "")
+        tid_h, tid_note = _host(ctx, p, tid_in_word) if tid_in_word else (None, "")
+        used_note = ""
         if cmd in (6, 11, 13):  # PI futex: the word is the owner's TID
-            owner_tid = tid_in_word or None
+            owner_tid, used_note = tid_h, tid_note
             tw.kind = "mutex"
             tw.resource = f"PI mutex {uaddr:#x}"
             tw.evidence.append(f"futex word = {word:#x}: owner TID {tid_in_word} (PI futex)")
-        elif word in (1, 2) and owner and _thread_exists(ctx, owner) and mkind < 0x100 and \
-                (not private or ctx.tid_pid.get(owner) == p.pid):
-            owner_tid = owner
+        elif word in (1, 2) and owner and _thread_exists(ctx, owner_h) and mkind < 0x100 and \
+                (not private or ctx.tid_pid.get(owner_h) == p.pid):
+            owner_tid, used_note = owner_h, owner_note
             tw.kind = "mutex"
             tw.resource = f"mutex {uaddr:#x}"
             tw.evidence.append(f"pthread mutex at {uaddr:#x}: __lock={word} "
                                f"({'locked, contended' if word == 2 else 'locked'}), "
                                f"__owner={owner} (read from memory, offset 8)")
-        elif tid_in_word and tid_in_word == expected and _thread_exists(ctx, tid_in_word) \
-                and tid_in_word != t.tid:
+        elif tid_in_word and tid_in_word == expected and _thread_exists(ctx, tid_h) \
+                and tid_h != t.tid:
             # pthread_join / thread exit: waits on the joined thread's TID word
-            owner_tid = tid_in_word
+            owner_tid, used_note = tid_h, tid_note
             tw.join = True
             tw.resource = f"thread {tid_in_word} to exit (futex {uaddr:#x} holds its TID)"
             tw.evidence.append(f"futex word = {word} = TID of thread {tid_in_word}: "
                                "waits for that thread to exit (pthread_join)")
-        elif tid_in_word and _thread_exists(ctx, tid_in_word) and word & 0x80000000:
-            owner_tid = tid_in_word  # robust mutex: TID | FUTEX_WAITERS in the word
+        elif tid_in_word and _thread_exists(ctx, tid_h) and word & 0x80000000:
+            owner_tid, used_note = tid_h, tid_note  # robust mutex: TID | FUTEX_WAITERS in the word
             tw.kind = "mutex"
             tw.resource = f"robust mutex {uaddr:#x}"
             tw.evidence.append(f"futex word = {word:#x}: owner TID {tid_in_word} (robust mutex)")
+        elif word in (1, 2) and owner and owner_h is None:
+            # glibc recorded an owner, but a TID of a PID namespace we cannot map: say so, blame nobody
+            tw.evidence.append(f"pthread mutex at {uaddr:#x}: __lock={word}, __owner={owner}; {owner_note}")
         else:
             tw.evidence.append(f"futex word = {word} at {uaddr:#x}; no owner recorded in memory "
                                "(a semaphore, condition variable or event, e.g. Python threading.Lock)")
+        if owner_tid is not None and used_note:
+            tw.evidence.insert(len(tw.evidence) - 1, used_note)
     elif fx.get("error"):
         tw.evidence.append(f"futex memory not readable: {fx['error']}")
     elif not det:
@@ -249,8 +259,14 @@ def _resolve_futex(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnapshot
         tw.end_reason = "waits on a shared futex with no recorded owner (another process may wake it)"
 
 
-def _thread_exists(ctx: Any, tid: int) -> bool:
-    return tid in ctx.tid_pid
+def _thread_exists(ctx: Any, tid: Optional[int]) -> bool:
+    return tid is not None and tid in ctx.tid_pid
+
+
+def _host(ctx: Any, p: ProcessSnapshot, value: int) -> Tuple[Optional[int], str]:
+    """A pid/TID that ``p`` names (argument, memory) as a host pid: inside a
+    PID namespace they differ (pyimpact.analyse.pidns)."""
+    return _ns_to_host(ctx.latest_snap.get(p.pid), p, value)
 
 
 def _wakes(ctx: Any, pid: int, uaddr: int, private: bool) -> Optional[Tuple[int, int]]:
@@ -530,23 +546,39 @@ def _resolve_wait_child(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSna
                         name: str, a: List[int]) -> None:
     tw.kind = "child"
     kids = [c for c in p.children]
+    named: Optional[int] = None      # the pid or process group the call names, if any
     if name == "wait4":
         sel = _s32(a[0])
         tw.call = f"wait4({sel})"
-        if sel > 0:
-            chosen = [sel] if sel in kids or sel in ctx.latest else [sel]
-        elif sel == -1:
-            chosen = kids
-        else:
-            pg = p.pgid if sel == 0 else -sel
-            chosen = [c for c in kids if ctx.latest.get(c) is not None and ctx.latest[c].pgid == pg]
+        named = sel if sel > 0 else (-sel if sel < -1 else None)
     else:
         idtype, ident = int(a[0]), _s32(a[1])
         tw.call = f"waitid({['P_ALL', 'P_PID', 'P_PGID', 'P_PIDFD'][idtype] if idtype < 4 else idtype}, {ident})"
+        named = ident if idtype in (P_PID, P_PGID) and ident > 0 else None
+    host = named
+    if named is not None:
+        # a pid of the caller's PID namespace: never take it for the host pid of the same number
+        host, note = _host(ctx, p, named)
+        if note:
+            tw.evidence.append(note)
+        if host is None:
+            tw.resource = f"pid {named} of its PID namespace to exit"
+            tw.end_reason = (f"waits for pid {named} of its PID namespace, which cannot be translated "
+                             "to a host pid")
+            return
+    if name == "wait4":
+        if sel > 0:
+            chosen = [host]
+        elif sel == -1:
+            chosen = kids
+        else:
+            pg = p.pgid if sel == 0 else host
+            chosen = [c for c in kids if ctx.latest.get(c) is not None and ctx.latest[c].pgid == pg]
+    else:
         if idtype == P_PID:
-            chosen = [ident]
+            chosen = [host]
         elif idtype == P_PGID:
-            pg = p.pgid if ident == 0 else ident
+            pg = p.pgid if ident == 0 else host
             chosen = [c for c in kids if ctx.latest.get(c) is not None and ctx.latest[c].pgid == pg]
         else:
             chosen = kids

@@ -50,6 +50,7 @@ from ..snapshot import (
     env_key_allowed,
 )
 from ..syscall_table import syscall_name
+from . import pidns
 
 PROC = "/proc"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -1175,6 +1176,7 @@ def take_snapshot(pids: Iterable[int], *, tree: bool = True, threads: bool = Tru
         fifos = {f.target: f.inode for _, f in all_fds
                  if f.kind == "pipe" and f.target.startswith("/") and f.inode is not None}
         snap.inode_holders = inode_holders(fifo_paths=fifos, errors=errs)
+    pidns.annotate(snap, errs)     # pids named inside a PID namespace are not host pids
     snap.errors = errs.lines()
     snap.duration_ns = time.monotonic_ns() - t0
     return snap

@@ -63,6 +63,10 @@ def _merge(base, extra):
         base.sockets.setdefault(k, v)
     for k, v in extra.inode_holders.items():
         base.inode_holders.setdefault(k, v)
+    for k, v in extra.pid_namespaces.items():
+        base.pid_namespaces.setdefault(k, v)
+    if base.own_pidns is None:
+        base.own_pidns = extra.own_pidns
     base.errors.extend(e for e in extra.errors if e not in base.errors)
     return base
 
