@@ -315,6 +315,19 @@ def test_training_job_preview_then_kill_and_restart(jobs, tmp_path, capsys):
           f"after restart (they had taken {orig_span:.2f} s); CPU lost predicted "
           f"{loss['cpu_seconds']:.2f} s at as-of (+{t_kill - as_of:.2f} s to the kill); "
           f"restart began {t_restart - t_kill:.2f} s after the kill")
+    # Restart warm-up: predicted from the first run (its start to its first step,
+    # by the log's timestamps), against this restart's start to its first step.
+    first_redo = next(x for x in rlog if x.kind == "step")
+    warm_actual = first_redo.t - t_restart
+    warm_pred = loss["restart_warmup_s"]
+    assert loss["basis"]["restart_warmup_s"]["kind"] == "measured", loss["basis"]["restart_warmup_s"]
+    assert abs(warm_pred - warm_actual) <= 0.5 * warm_actual + 1.0, (warm_pred, warm_actual)
+    print(f"restart warm-up predicted {warm_pred:.2f} s, actual {warm_actual:.2f} s; total lost predicted "
+          f"{predicted + warm_pred:.2f} s (work + warm-up), actual {actual + warm_actual:.2f} s; the restart "
+          f"was back at step {last_step} {stop.t - t_restart:.2f} s after it began")
+    report_line(f"restart warm-up predicted {warm_pred:.3f} s, actual {warm_actual:.3f} s; total lost predicted "
+                f"{predicted + warm_pred:.3f} s, actual {actual + warm_actual:.3f} s; back at the kill's step "
+                f"{stop.t - t_restart:.3f} s after the restart began")
     report_line(f"kill-and-restart ({branch}): predicted lost {predicted:.3f} s, actual {actual:.3f} s; "
                 f"steps redone {redone_steps} in {redo_s:.3f} s (originally {orig_span:.3f} s); "
                 f"since_checkpoint_s {loss['since_checkpoint_s']:.3f} vs log {as_of - truth.t:.3f}; "
@@ -413,6 +426,10 @@ def test_no_checkpoint_loses_everything_since_start(jobs, tmp_path, capsys):
     cpu = p.cpu_times()
     assert 0 < loss["cpu_seconds"] <= cpu.user + cpu.system + 0.05
     assert loss["checkpoint_cadence_s"] is None and loss["partial_files"] == []
+    # what would make the unknowns known, instead of null with no reason
+    know = {k["figure"]: k["how"] for k in loss["to_know"]}
+    assert "checkpoint_cadence_s" in know and "--watch" in know["checkpoint_cadence_s"]
+    assert "progress" in know and loss["progress"]["step"] is None
     assert doc["signals"]["handles_sigterm"] is False
     assert doc["cascade"]["children"] == []
 

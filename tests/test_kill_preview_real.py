@@ -128,7 +128,14 @@ def test_cadence_longer_than_the_watch_comes_from_the_directory(jobs, tmp_path, 
                       "--interval", "3.0"], cwd=str(tmp_path))
     job.line(timeout=60)
     job.line(timeout=30)
-    doc = preview_json(capsys, job.pid, 0.8)             # shorter than the cadence: sees at most one save
+    # --watch: the look with a live progress line on stderr; shorter than the
+    # cadence, so it sees at most one save.
+    capsys.readouterr()
+    from pyimpact.cli import main as cli_main
+    assert cli_main(["kill-preview", str(job.pid), "--json", "--watch", "0.8"]) == 0
+    out = capsys.readouterr()
+    doc = json.loads(out.out)
+    assert out.err.startswith("watching ") and doc["observation"]["window_s"] >= 0.7
     loss = doc["loss"]
     as_of = doc["as_of_ns"] / 1e9
     log = parse_log(str(tmp_path / "train.log"))

@@ -153,3 +153,109 @@ def test_files_another_process_writes_are_not_the_jobs():
     assert ck.family is None
     ck = find_checkpoints(samples, root_start_ns=T0 - 60 * S, rename_calls={}, fsync_calls={}, wrote_bytes=6000)
     assert ck.family is not None and ck.family.newest.path == "/r/ckpt_3.pt"
+
+
+# --------------------------------------------------------------------------
+# Framework layouts, series figures and progress from logs (pure rules)
+# --------------------------------------------------------------------------
+
+from pyimpact.analyse.ckpt_layouts import dir_layout, file_layout, name_numbers, render_name, tf_indexed  # noqa: E402
+from pyimpact.analyse.progress import job_progress, parse_line  # noqa: E402
+
+
+def test_names_carry_steps_and_epochs():
+    assert name_numbers("epoch=3-step=1200.ckpt") == {"step": 1200, "epoch": 3, "number": 1200}
+    assert name_numbers("checkpoint-500")["step"] == 500 and name_numbers("global_step500")["step"] == 500
+    assert name_numbers("ckpt_0007.pt") == {"step": None, "epoch": None, "number": 7}
+    assert name_numbers("deep_5.pt")["epoch"] is None          # "ep" inside a word is no epoch
+    assert render_name("ckpt_step0200.pt", 300) == "ckpt_step0300.pt"
+    assert render_name("epoch=3-step=1200.ckpt", 1400) == "epoch=3-step=1400.ckpt"
+    assert file_layout("epoch=3-step=1200.ckpt") == file_layout("last.ckpt") == "lightning"
+    assert file_layout("model.keras") == "keras" and file_layout("ckpt-3.data-00000-of-00001") == "tf-checkpoint"
+
+
+def test_directory_layouts_are_complete_only_when_their_framework_says_so():
+    hf = ["config.json", "model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth"]
+    assert dir_layout("checkpoint-40", hf, {})[:2] == ("hf-trainer", False)
+    assert dir_layout("checkpoint-40", hf + ["trainer_state.json"], {})[:2] == ("hf-trainer", True)
+    assert dir_layout("step_30", ["__0_0.distcp"], {})[:2] == ("torch.distributed.checkpoint", False)
+    assert dir_layout("step_30", ["__0_0.distcp", ".metadata.tmp"], {})[1] is False
+    assert dir_layout("step_30", ["__0_0.distcp", ".metadata"], {})[:2] == ("torch.distributed.checkpoint", True)
+    ds = ["mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt"]
+    assert dir_layout("global_step200", ds, {"latest": {"text": "global_step100"}})[:2] == ("deepspeed", False)
+    assert dir_layout("global_step200", ds, {"latest": {"text": "global_step200\n"}})[:2] == ("deepspeed", True)
+    assert dir_layout("global_step200", ds, {})[1] is None
+    assert dir_layout("100.orbax-checkpoint-tmp-1733", ["default/x"], {})[:2] == ("orbax", False)
+    assert dir_layout("100", ["default/x", "_CHECKPOINT_METADATA"], {})[:2] == ("orbax", True)
+    assert dir_layout("100", ["commit_success.txt", "state/x"], {})[:2] == ("orbax", True)
+    assert tf_indexed('model_checkpoint_path: "ckpt-3"\nall_model_checkpoint_paths: "ckpt-2"\n'
+                      'all_model_checkpoint_paths: "ckpt-3"\n') == ["ckpt-3", "ckpt-2", "ckpt-3"]
+
+
+def _dirs_sample(t, dirs, wfds=()):
+    s = sample(t, {}, wfds)
+    s["dirs"] = {p: list(v) for p, v in dirs.items()}
+    return s
+
+
+def test_directory_series_history_and_a_half_written_one():
+    """HF checkpoint-N/ directories: complete ones give the cadence in time and
+    steps (save_steps from trainer_state.json); the one being written is unsafe
+    with the expected size of the others and its own final name."""
+    names = ["trainer_state.json", "model.safetensors", "optimizer.pt"]
+    done = {f"/r/out/checkpoint-{n}": (1000, T0 - (40 - n) * S, T0 - (40 - n) * S, n, 3, names)
+            for n in (10, 20, 30)}
+    half = ("/r/out/checkpoint-40", (400, T0 + S, T0 + S, 40, 2, names[1:]))
+    meta = {"/r/out/checkpoint-30/trainer_state.json": {"global_step": 30, "save_steps": 10, "max_steps": 100}}
+    samples = [_dirs_sample(T0, done),
+               _dirs_sample(T0 + S, dict(done, **{half[0]: (200, T0 + S, T0 + S, 40, 1, names[1:2])}),
+                            wfds=[(7, 9, half[0] + "/optimizer.pt", 0, W, 0)]),
+               _dirs_sample(T0 + 2 * S, dict(done, **{half[0]: half[1]}),
+                            wfds=[(7, 9, half[0] + "/optimizer.pt", 200, W, 200)])]
+    ck = find_checkpoints(samples, root_start_ns=T0 - 100 * S, rename_calls={}, fsync_calls={}, meta=meta)
+    assert ck.family.key == "/r/out/checkpoint-#/" and ck.family.newest.path == "/r/out/checkpoint-30/"
+    assert abs(ck.cadence_s - 10.0) < 1e-6 and ck.figures.cadence_steps == 10
+    assert "save_steps" in ck.figures.cadence_steps_basis
+    [p] = ck.partial
+    assert p.kind == "directory" and p.path == "/r/out/checkpoint-40/" and p.layout == "hf-trainer"
+    assert p.expected_size_bytes == 1000 and p.write_rate_bps == 200 and p.eta_s == 3.0
+    assert p.survives == "/r/out/checkpoint-30/" and "trainer_state.json" in p.complete_when
+
+
+def test_series_cadence_skips_the_gap_across_a_restart():
+    """Saves of an earlier run and of this one: the interval that spans the
+    restart (downtime included) is not a cadence."""
+    files = {f"/r/ckpt/step-{n}.pt": (50, t, t, n) for n, t in
+             ((100, T0 - 300 * S), (200, T0 - 240 * S), (300, T0 - 20 * S), (400, T0 + 40 * S))}
+    samples = [sample(T0 + 41 * S, files), sample(T0 + 42 * S, files)]
+    ck = find_checkpoints(samples, root_start_ns=T0 - 100 * S, rename_calls={}, fsync_calls={})
+    assert abs(ck.cadence_s - 60.0) < 1e-6          # not the 220 s across the restart
+    assert ck.figures.cadence_steps == 100 and ck.figures.next_name == "/r/ckpt/step-500.pt"
+
+
+def test_progress_lines_of_common_formats():
+    bar = parse_line("Epoch 3:  45%|████▌     | 45/100 [00:12<00:15,  3.60it/s, v_num=0, train_loss=0.1]")
+    assert (bar.fmt, bar.step, bar.total, bar.epoch, bar.rate, bar.elapsed_s) == ("tqdm", 45, 100, 3.0, 3.6, 12.0)
+    slow = parse_line(" 10/10 [00:05<00:00,  1.95s/it]")
+    assert abs(slow.rate - 1 / 1.95) < 1e-9
+    hf = parse_line("{'loss': '3.918', 'grad_norm': '1.12', 'learning_rate': '1.3e-05', 'epoch': '0.37'}")
+    assert hf.epoch == 0.37 and hf.step is None
+    plain = parse_line("2026-12-01 19:15:02,123 INFO Step [120/1000] epoch 3/40 loss 0.2")
+    assert (plain.step, plain.total, plain.epoch, plain.epochs) == (120, 1000, 3.0, 40)
+    assert parse_line("iter=77 lr=0.1").step == 77 and parse_line("loaded 3 files") is None
+
+
+def test_progress_from_the_text_a_job_appends():
+    """The counter's advance between samples gives the rate; the tail found at
+    the first sample is history (its older lines are not timed by the sample)."""
+    tail = "".join(f"\r 20%|##  | {n}/1000 [00:{n // 10:02d}<00:40, 10.0it/s]" for n in range(100, 201, 10))
+    samples = [dict(sample(T0, {}), logs={"/r/out.log": [100, T0, tail]}),
+               dict(sample(T0 + S, {}), logs={"/r/out.log": [200, T0 + S, "\r 22%|##  | 220/1000 [00:22<00:38]"]}),
+               dict(sample(T0 + 2 * S, {}), logs={"/r/out.log": [300, T0 + 2 * S,
+                                                                   "\r 24%|##  | 240/1000 [00:24<00:36, 10.0it/s]"]})]
+    p = job_progress(samples, {}, root_start_ns=T0 - 30 * S, as_of_ns=T0 + 2 * S)
+    assert (p.step, p.total_steps, p.pct_complete) == (240, 1000, 24.0)
+    assert p.step_rate_kind == "measured" and abs(p.step_rate - 20.0) < 1e-6     # 200 -> 240 in 2 s
+    assert abs(p.eta_s - 760 / 20.0) < 1e-6
+    # the bar started 24 s before it was read: the first step, 6 s after the start
+    assert p.first_step_ns == T0 + 2 * S - 24 * S

@@ -356,11 +356,15 @@ def _loss(ck: CheckpointFindings, samples, gpuf: GpuFigures, root_start_ns: int,
     elif cadence and since == "start" and newest is not None:
         first = root_start_ns + int((rec["restart_warmup_s"] or 0) * 1e9)
         nxt = first + int(cadence * 1e9)
-        while nxt < as_of_ns:
-            nxt += int(cadence * 1e9)
-        next_in = (nxt - as_of_ns) / 1e9
-        next_basis = (f"this run's first step + the earlier run's cadence {cadence:.1f} s "
-                      "(no save by this process yet)")
+        if nxt >= as_of_ns:
+            next_in = (nxt - as_of_ns) / 1e9
+            next_basis = (f"this run's first step + the earlier run's cadence {cadence:.1f} s "
+                          "(no save by this process yet)")
+        else:
+            notes.append(f"no save by this process in {(as_of_ns - first) / 1e9:.0f} s although the earlier run "
+                         f"saved every {cadence:.1f} s: it saves at another cadence now, or elsewhere")
+    if rec.get("notes_steps"):
+        notes.append(rec["notes_steps"])
     written = sum((snap.processes[pid].io_write_bytes or 0) for pid in tree_pids(snap, rp.pid))
     not_lost = []
     if last:

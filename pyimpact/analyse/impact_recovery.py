@@ -147,12 +147,17 @@ def recovery(ck: CheckpointFindings, prog: Progress, root_start_ns: int, as_of_n
                                          else "no step interval between saves known")
     out["saves_by_steps"] = saves_by_steps(ck)
     out["next_checkpoint_by_steps_s"] = None
+    out["notes_steps"] = None
     if fig and fig.cadence_steps and prog.step is not None and prog.step_rate:
         base = ck_step if ck_step is not None else None
+        due = base + fig.cadence_steps if base is not None else None
+        if due is not None and prog.step > due:
+            # the step a save was due at has passed with no newer checkpoint on disk
+            out["notes_steps"] = (f"step {due} passed without a save: the job does not save every "
+                                  f"{fig.cadence_steps} steps now (or saves elsewhere)")
+            base = None
         if base is not None:
-            nxt = base + fig.cadence_steps
-            while nxt <= prog.step:
-                nxt += fig.cadence_steps
+            nxt = due
             left = nxt - prog.step
             out["next_checkpoint_by_steps_s"] = round(left / prog.step_rate, 3)
             basis["next_checkpoint_by_steps_s"] = _fig(

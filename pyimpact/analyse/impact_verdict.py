@@ -64,6 +64,9 @@ def verdict(loss: dict, partial: List[PartialFile], costly_after_s: float) -> di
     what = f"{lost:.1f} s of work" + (f" ({cpu:.1f} CPU-s" + (f", {gpu:.1f} GPU-s" if gpu else "") + ")")
     if loss["since"] == "checkpoint":
         what += " since the last completed checkpoint"
+    elif loss.get("last_checkpoint"):
+        what += (" since the process started (no checkpoint by this process; a restart resumes from "
+                 f"{loss['last_checkpoint']['path']})")
     else:
         what += " since the process started (no checkpoint found)"
     if costly:

@@ -52,7 +52,7 @@ def attach_observations(rec, observers: List[TreeObserver], gpu_samples: List[di
 # --------------------------------------------------------------------------
 
 def observe(pid: int, duration_s: float, use_bpf: bool = True, on_tick=None,
-            costly_after_s: Optional[float] = None):
+            costly_after_s: Optional[float] = None, on_sample=None):
     """Trace ``pid`` for ``duration_s`` and return (Recording, tracer) with
     the tracer still attached (the caller prints, then closes it).
     ``costly_after_s`` is only echoed into the recording's options, for
@@ -79,6 +79,8 @@ def observe(pid: int, duration_s: float, use_bpf: bool = True, on_tick=None,
             def tick(_tr) -> None:
                 nonlocal last_gpu
                 obs.sample()
+                if on_sample is not None:
+                    on_sample(obs)
                 if time.monotonic() - last_gpu >= GPU_INTERVAL_S:
                     gpu_samples.append(gpu.sample().to_dict())
                     last_gpu = time.monotonic()
@@ -112,12 +114,70 @@ def save_output(rec, output: str) -> None:
         raise OutputError(f"cannot write {output}: {exc.strerror or exc}", "choose another path") from None
 
 
+class LiveLine:
+    """The one-line progress of a long look (``--watch``), on stderr: seconds
+    watched, the job's step counter (from its log), the checkpoint saves seen
+    completing.  Redrawn in place on a terminal; elsewhere one line every 10 s."""
+
+    def __init__(self, stream, total_s: float) -> None:
+        self.stream, self.total_s = stream, total_s
+        self.tty = stream.isatty()
+        self.t0: Optional[float] = None            # the first sample: the look starts there
+        self.last = -1e9
+        self.step: Optional[int] = None
+        self.first_step: Optional[int] = None
+        self.saves = 0
+        self._seen: dict = {}
+
+    def __call__(self, obs) -> None:
+        from ..analyse.checkpoints import is_checkpoint_name, is_log_name
+        from ..analyse.progress import readings
+        from ..render.text import clean
+
+        s = obs.samples[-1] if obs.samples else None
+        if s is None:
+            return
+        if self.t0 is None:
+            self.t0 = time.monotonic()
+        for path, row in (s.get("logs") or {}).items():
+            if len(row) >= 3 and row[2]:
+                got = [r for r in readings(row[2], s["t_ns"], 0) if r.step is not None]
+                if got:
+                    self.step = got[-1].step
+                    self.first_step = self.first_step if self.first_step is not None else self.step
+        files = [(p, r) for p, r in (s.get("files") or {}).items()
+                 if is_checkpoint_name(p.rsplit("/", 1)[-1]) and not is_log_name(p.rsplit("/", 1)[-1])]
+        for path, row in files + list((s.get("dirs") or {}).items()):
+            key = (row[1], row[3])
+            if path in self._seen and self._seen[path] != key:
+                self.saves += 1
+            self._seen[path] = key
+        now = time.monotonic()
+        if now - self.last < (1.0 if self.tty else 10.0):
+            return
+        self.last = now
+        line = f"watching {now - self.t0:.0f}/{self.total_s:.0f} s"
+        if self.step is not None:
+            line += f"; step {self.step}" + (f" (+{self.step - self.first_step})" if self.first_step is not None
+                                             else "")
+        line += f"; {self.saves} checkpoint change(s) seen"
+        line = clean(line)[:79]
+        self.stream.write(("\r" + line.ljust(79)) if self.tty else line + "\n")
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.tty and self.last > 0:
+            self.stream.write("\r" + " " * 79 + "\r")
+            self.stream.flush()
+
+
 EXAMPLES = """
 \b
 Examples:
   sudo pyimpact kill-preview 1234            observe 2 s, then print the impact
   sudo pyimpact kill-preview train.py        the one process running train.py
   sudo pyimpact kill-preview 1234 -d 10      watch longer (more checkpoints seen)
+  sudo pyimpact kill-preview 1234 --watch 60 look 60 s with a live progress line
   sudo pyimpact kill-preview 1234 --json     the stable JSON document
   sudo pyimpact kill-preview 1234 -o k.json  also save the recording
 """
@@ -127,14 +187,18 @@ Examples:
 @process_target
 @click.option("-d", "--duration", "duration_s", type=Number(0.2, 3600), default=2.0,
               show_default=True, help="Seconds to observe before answering.")
+@click.option("--watch", "watch_s", type=Number(0.2, 3600), default=None,
+              help="Look this many seconds instead of -d, with a live progress line on stderr "
+                   "(long enough to see a save or the step rate); Ctrl-C answers early.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document instead of text.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also save the recording here (.parquet, .json, .html; - = JSON on stdout).")
 @click.option("--no-bpf", is_flag=True, help="Use /proc only (no kernel probes).")
 @click.option("--costly-after", type=Number(0, 10**9), default=60.0, show_default=True,
               help="Lost seconds (wall, CPU or GPU) from which a kill counts as costly.")
 @job_options
-def command(pid: int, duration_s: float, as_json: bool, output: Optional[str], no_bpf: bool,
-            costly_after: float, job: bool, hosts_file, slurm_job, via, ssh_config, remote_cmd) -> None:
+def command(pid: int, duration_s: float, watch_s: Optional[float], as_json: bool, output: Optional[str],
+            no_bpf: bool, costly_after: float, job: bool, hosts_file, slurm_job, via, ssh_config,
+            remote_cmd) -> None:
     """What a kill now would lose, free and break (read-only: sends no signal).
 
     The process is a PID or a name (comm, program, or script: train.py);
@@ -153,7 +217,13 @@ def command(pid: int, duration_s: float, as_json: bool, output: Optional[str], n
     from .output import check_output
 
     to_stdout = check_output(output, as_json)
-    rec, tracer = observe(pid, duration_s, use_bpf=not no_bpf, costly_after_s=costly_after)
+    live = LiveLine(sys.stderr, watch_s) if watch_s else None
+    try:
+        rec, tracer = observe(pid, watch_s or duration_s, use_bpf=not no_bpf, costly_after_s=costly_after,
+                              on_sample=live)
+    finally:
+        if live is not None:
+            live.done()
     try:
         report = analyse_impact(rec, pid, costly_after_s=costly_after)
         if as_json:
