@@ -18,6 +18,7 @@ import os
 import re
 import select
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -408,3 +409,80 @@ def test_stop_cancelled_while_waiting_sends_nothing(jobs, tmp_path):
             p.wait()
     assert p.returncode == 130 and "nothing was sent" in err
     assert signal_log(tmp_path) == [] and job.proc.poll() is None
+
+
+# --------------------------------------------------------------------------
+# kill-preview --if: the estimate against the change actually applied
+# --------------------------------------------------------------------------
+
+def _count_steps(job: Job, seconds: float) -> float:
+    """Steps per second the job reports over ``seconds``."""
+    n = 0
+    end = time.monotonic() + seconds
+    t0 = time.monotonic()
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        r, _, _ = select.select([job.ready], [], [], left)
+        if r:
+            n += os.read(job.ready, 65536).count(b"s")
+    return n / (time.monotonic() - t0)
+
+
+def _pin_tree(pid: int, cpus) -> None:
+    """Set the CPU affinity of every thread of the test's own job tree."""
+    for p in [pid] + descendants(pid):
+        for tid in os.listdir(f"/proc/{p}/task"):
+            try:
+                os.sched_setaffinity(int(tid), cpus)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.mark.timeout(180)
+def test_if_cpus_estimate_matches_the_applied_change(jobs, tmp_path):
+    online = sorted(os.sched_getaffinity(0))
+    assert len(online) >= 2, "needs two CPUs to take one away"
+    job = jobs.start([os.path.join(TARGETS, "act_cpu_train.py"), "{fd}"])
+    assert job.line(60) == "ready"
+    # The job runs in its own session, so in its own autogroup when autogroup
+    # scheduling is on: a higher autogroup priority keeps other work on a shared
+    # test machine from setting its pace (the estimate models that weight too).
+    if os.path.exists(f"/proc/{job.pid}/autogroup"):
+        with open(f"/proc/{job.pid}/autogroup", "w") as f:
+            f.write("-20")
+    _count_steps(job, 1.0)                                  # warm up
+    pin = online[:1]                                        # 2 busy threads on 1 CPU
+    kp = subprocess.Popen([sys.executable, "-m", "pyimpact", "kill-preview", str(job.pid), "--no-bpf", "-d", "2",
+                           "--json", "--if", "cpus=" + ",".join(map(str, pin))], cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ticks_seen = []                                         # (time, steps) while kill-preview runs
+    while kp.poll() is None:
+        ticks_seen.append((time.monotonic(), _count_steps(job, 0.2) * 0.2))
+    t_end = time.monotonic()
+    out, err = kp.communicate()
+    assert kp.returncode == 0, err
+    est = json.loads(out)["what_if"][0]
+    assert est["kind"] == "estimated" and est["now"]["cpu_cores"] > 1.1, est["now"]   # both threads busy
+    # interleaved phases (free, pinned, free, pinned, free): slow drifts of the
+    # machine's other load cancel in the medians
+    # the rate while the estimate measured (its window ends just before it prints)
+    lo, hi = t_end - est["window_s"] - 0.5, t_end - 0.3
+    during = [n for t, n in ticks_seen if lo <= t <= hi]
+    free, pinned = [sum(during) / (0.2 * len(during))] if during else [], []
+    free.append(_count_steps(job, 1.5))
+    for _ in range(2):
+        _pin_tree(job.pid, set(pin))
+        _count_steps(job, 0.3)                              # let the migration settle
+        pinned.append(_count_steps(job, 1.5))
+        _pin_tree(job.pid, set(online))
+        _count_steps(job, 0.3)
+        free.append(_count_steps(job, 1.5))
+    measured = statistics.median(pinned) / statistics.median(free)
+    report_line(f"kill-preview --if {est['change']}: estimated rate x{est['rate_factor']:.2f} "
+                f"({est['slowdown_pct']:.0f}% slower; job used {est['now']['cpu_cores']:.2f} cores); "
+                f"measured x{measured:.2f} (steps/s free {[round(x, 1) for x in free]}, pinned "
+                f"{[round(x, 1) for x in pinned]} on CPUs {pin})")
+    assert abs(est["rate_factor"] / measured - 1) <= 0.20, (est["rate_factor"], measured, free, pinned,
+                                                               est["basis"])

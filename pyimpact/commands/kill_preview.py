@@ -52,9 +52,11 @@ def attach_observations(rec, observers: List[TreeObserver], gpu_samples: List[di
 # --------------------------------------------------------------------------
 
 def observe(pid: int, duration_s: float, use_bpf: bool = True, on_tick=None,
-            costly_after_s: Optional[float] = None, on_sample=None):
+            costly_after_s: Optional[float] = None, on_sample=None, threads: bool = False):
     """Trace ``pid`` for ``duration_s`` and return (Recording, tracer) with
     the tracer still attached (the caller prints, then closes it).
+    ``threads``: also sample every thread's schedstat (for ``--if``), into
+    ``metadata["kill_preview"]["threads"]``.
     ``costly_after_s`` is only echoed into the recording's options, for
     `pyimpact report` to judge a saved recording by the same threshold."""
     from ..collect.gpu import GpuReader
@@ -71,6 +73,12 @@ def observe(pid: int, duration_s: float, use_bpf: bool = True, on_tick=None,
         ticks = start.processes[pid].start_ticks if start and pid in start.processes else None
         obs = TreeObserver(pid, ticks)
         seed_from_snapshot(obs, start)
+        sampler = None
+        if threads:
+            from ..collect.threads import ThreadSampler
+
+            sampler = ThreadSampler(pid)
+            sampler.sample()
         with GpuReader() as gpu:
             gpu_samples = [gpu.sample().to_dict()]
             obs.sample()
@@ -81,6 +89,8 @@ def observe(pid: int, duration_s: float, use_bpf: bool = True, on_tick=None,
                 obs.sample()
                 if on_sample is not None:
                     on_sample(obs)
+                if sampler is not None:
+                    sampler.sample()
                 if time.monotonic() - last_gpu >= GPU_INTERVAL_S:
                     gpu_samples.append(gpu.sample().to_dict())
                     last_gpu = time.monotonic()
@@ -93,11 +103,15 @@ def observe(pid: int, duration_s: float, use_bpf: bool = True, on_tick=None,
                 tracer.run(should_stop=stop, on_tick=tick, tick_s=SAMPLE_INTERVAL_S)
             gpu_samples.append(gpu.sample().to_dict())
         final = obs.sample()
+        if sampler is not None:
+            sampler.sample()
         obs.read_memory()
         rec = tracer.recording()
         if final is None or pid in rec.metadata.get("exited_targets", []):
             raise ProcessGone(f"process {pid} exited during the observation: nothing is left to kill")
         attach_observations(rec, [obs], gpu_samples)
+        if sampler is not None:
+            rec.metadata["kill_preview"]["threads"] = sampler.to_dict()
         return rec, tracer
     except BaseException:
         tracer.close()
@@ -171,6 +185,30 @@ class LiveLine:
             self.stream.flush()
 
 
+def _parse_changes(changes) -> list:
+    from ..analyse.what_if import parse_change
+    from ..collect.threads import online_cpus
+
+    out = []
+    for text in changes:
+        try:
+            out.append(parse_change(text, online_cpus()))
+        except ValueError as exc:
+            raise UsageError(f"--if {text}: {exc}", "e.g. --if nice=10, --if cpus=0-3, --if cpu-quota=50%") from None
+    return out
+
+
+def _what_if(rec, report, parsed, pid: int) -> list:
+    """The --if estimates (pyimpact.analyse.what_if) from the thread samples."""
+    if not parsed:
+        return []
+    from ..analyse.what_if import estimate
+
+    obs = rec.metadata.get("kill_preview", {}).get("threads") or {}
+    workers = {r.pid for r in report.tree if "worker" in r.role}
+    return [estimate(obs, c, rec.gpu, workers, pid) for c in parsed]
+
+
 EXAMPLES = """
 \b
 Examples:
@@ -180,6 +218,8 @@ Examples:
   sudo pyimpact kill-preview 1234 --watch 60 look 60 s with a live progress line
   sudo pyimpact kill-preview 1234 --json     the stable JSON document
   sudo pyimpact kill-preview 1234 -o k.json  also save the recording
+  sudo pyimpact kill-preview 1234 --if cpus=0-1 --if nice=10
+                                             what pinning or renicing would cost
 """
 
 
@@ -195,10 +235,13 @@ Examples:
 @click.option("--no-bpf", is_flag=True, help="Use /proc only (no kernel probes).")
 @click.option("--costly-after", type=Number(0, 10**9), default=60.0, show_default=True,
               help="Lost seconds (wall, CPU or GPU) from which a kill counts as costly.")
+@click.option("--if", "changes", multiple=True, metavar="CHANGE",
+              help="Also estimate what a change would cost: nice=N, cpus=LIST (e.g. 0-3), cpu-quota=P% "
+                   "(100% = one CPU); measured from per-thread CPU and run-queue delay. Repeatable.")
 @job_options
 def command(pid: int, duration_s: float, watch_s: Optional[float], as_json: bool, output: Optional[str],
             no_bpf: bool, costly_after: float, job: bool, hosts_file, slurm_job, via, ssh_config,
-            remote_cmd) -> None:
+            remote_cmd, changes=()) -> None:
     """What a kill now would lose, free and break (read-only: sends no signal).
 
     The process is a PID or a name (comm, program, or script: train.py);
@@ -217,19 +260,28 @@ def command(pid: int, duration_s: float, watch_s: Optional[float], as_json: bool
     from .output import check_output
 
     to_stdout = check_output(output, as_json)
+    parsed = _parse_changes(changes)
     live = LiveLine(sys.stderr, watch_s) if watch_s else None
     try:
         rec, tracer = observe(pid, watch_s or duration_s, use_bpf=not no_bpf, costly_after_s=costly_after,
-                              on_sample=live)
+                              on_sample=live, threads=bool(parsed))
     finally:
         if live is not None:
             live.done()
     try:
         report = analyse_impact(rec, pid, costly_after_s=costly_after)
+        what_if = _what_if(rec, report, parsed, pid)
         if as_json:
-            click.echo(json.dumps(report.to_dict(), indent=2, default=str))
+            doc = report.to_dict()
+            if what_if:
+                doc["what_if"] = what_if
+            click.echo(json.dumps(doc, indent=2, default=str))
         else:
             render_impact(report, sys.stderr if to_stdout else sys.stdout)
+            if what_if:
+                from ..render.what_if_view import render_what_if
+
+                render_what_if(what_if, sys.stderr if to_stdout else sys.stdout)
         sys.stdout.flush()
         if output:
             save_output(rec, output)

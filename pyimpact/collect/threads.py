@@ -1,0 +1,167 @@
+"""Per-thread CPU demand of a process tree and the machine's load: what a `--if` estimate is computed from.
+
+Why per thread, and why schedstat: a change of nice, CPUs or quota acts on
+threads competing for CPUs.  /proc/PID/task/TID/schedstat gives, per
+thread, the nanoseconds it ran and the nanoseconds it waited runnable on a
+run queue (CONFIG_SCHED_INFO; present on distribution kernels even when
+/proc/schedstat is not): ran + waited is what the thread wanted.  The state
+letters sampled every tick give how often each thread is runnable, and the
+syscall file tells a thread inside an ioctl on /dev/nvidia* (waiting on the
+GPU driver).  Machine-wide: /proc/stat per-CPU busy time and procs_running
+(the run queue length), the online CPUs, and the thread's CPU affinity, nice
+and the cgroup CPU quota now.
+
+Collect only: ``ThreadSampler.to_dict()`` goes into the Recording as
+``metadata["kill_preview"]["threads"]`` and pyimpact.analyse.what_if reads it.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Dict, List, Optional
+
+from ..analyse.what_if import parse_cpu_list
+from ..syscall_table import syscall_number
+from .workfiles import tree_of
+
+CLK = os.sysconf("SC_CLK_TCK")
+IOCTL = syscall_number("ioctl")
+MAX_SAMPLES = 2400
+
+
+def _read(path: str) -> str:
+    with open(path, "rb") as f:
+        return f.read().decode("ascii", "replace")
+
+
+def online_cpus() -> List[int]:
+    """The online CPUs (from /sys/devices/system/cpu/online)."""
+    try:
+        return parse_cpu_list(_read("/sys/devices/system/cpu/online").strip())
+    except (OSError, ValueError):
+        return list(range(os.cpu_count() or 1))
+
+
+def cgroup_quota_cores(pid: int) -> Optional[dict]:
+    """The CPU quota of the cgroup ``pid`` is in, as cores ({cores, path}), or None (no quota)."""
+    try:
+        lines = _read(f"/proc/{pid}/cgroup").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        hid, ctrls, path = (line.split(":", 2) + ["", ""])[:3]
+        try:
+            if hid == "0" and ctrls == "":
+                q, period = _read(f"/sys/fs/cgroup{path}/cpu.max").split()[:2]
+                if q != "max":
+                    return {"cores": int(q) / int(period), "path": path}
+            elif "cpu" in ctrls.split(","):
+                base = f"/sys/fs/cgroup/{ctrls}{path}"
+                if not os.path.isdir(base):
+                    base = f"/sys/fs/cgroup/cpu{path}"
+                q = int(_read(f"{base}/cpu.cfs_quota_us"))
+                if q > 0:
+                    return {"cores": q / int(_read(f"{base}/cpu.cfs_period_us")), "path": path}
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _machine() -> dict:
+    busy: Dict[str, int] = {}
+    running = None
+    for line in _read("/proc/stat").splitlines():
+        if line.startswith("cpu") and line[3:4].isdigit():
+            f = line.split()
+            vals = [int(x) for x in f[1:]]
+            idle = vals[3] + (vals[4] if len(vals) > 4 else 0)
+            busy[f[0][3:]] = [sum(vals[:8]) - idle, sum(vals[:8])]
+        elif line.startswith("procs_running"):
+            running = int(line.split()[1])
+    return {"cpu": busy, "procs_running": running}
+
+
+class ThreadSampler:
+    """Samples every thread of one tree: schedstat, state, nice, GPU-driver waits."""
+
+    def __init__(self, root: int):
+        self.root = root
+        self.samples: List[dict] = []
+        self.online = online_cpus()
+        self.quota = cgroup_quota_cores(root)
+        self.affinity: Dict[str, List[int]] = {}
+        self.roles: Dict[str, str] = {}
+
+    def _nvidia_fds(self, pid: int) -> set:
+        out = set()
+        try:
+            for name in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    if os.readlink(f"/proc/{pid}/fd/{name}").startswith("/dev/nvidia"):
+                        out.add(int(name))
+                except OSError:
+                    continue
+        except OSError:
+            pass
+        return out
+
+    def sample(self) -> Optional[dict]:
+        t_ns = time.time_ns()
+        threads: Dict[str, list] = {}
+        for pid in tree_of(self.root):
+            nv = self._nvidia_fds(pid) if len(self.samples) % 8 == 0 or not self.samples else None
+            try:
+                tids = os.listdir(f"/proc/{pid}/task")
+            except OSError:
+                continue
+            for tid in tids:
+                base = f"/proc/{pid}/task/{tid}"
+                try:
+                    stat = _read(f"{base}/stat")
+                    run_ns, wait_ns = (int(x) for x in _read(f"{base}/schedstat").split()[:2])
+                except (OSError, ValueError):
+                    continue
+                rp = stat.rindex(")")
+                f = stat[rp + 2:].split()
+                comm = stat[stat.index("(") + 1:rp]
+                gpu_wait = False
+                if f[0] in ("S", "D") and IOCTL is not None:
+                    try:
+                        sc = _read(f"{base}/syscall").split()
+                        if sc and sc[0] == str(IOCTL):
+                            fd = int(sc[1], 16)
+                            gpu_wait = os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/dev/nvidia")
+                    except (OSError, ValueError, IndexError):
+                        pass
+                threads[tid] = [pid, run_ns, wait_ns, f[0], int(f[16]), gpu_wait, comm]
+                if tid not in self.affinity:
+                    try:
+                        self.affinity[tid] = sorted(os.sched_getaffinity(int(tid)))
+                    except OSError:
+                        self.affinity[tid] = list(self.online)
+            if nv is not None and nv:
+                self.roles.setdefault(str(pid), "gpu")
+        if not threads:
+            return None
+        sample = {"t_ns": t_ns, "threads": threads, **_machine()}
+        self.samples.append(sample)
+        if len(self.samples) > MAX_SAMPLES:
+            self.samples = self.samples[:1] + self.samples[2::2]
+        return sample
+
+    def to_dict(self) -> dict:
+        return {"root": self.root, "online": self.online, "quota": self.quota, "affinity": self.affinity,
+                "gpu_pids": [int(p) for p in self.roles], "autogroup": autogroup(self.root),
+                "samples": self.samples}
+
+
+def autogroup(pid: int) -> Optional[dict]:
+    """{name, nice} of the autogroup (session group) ``pid`` is scheduled in, when
+    autogroup scheduling is on (kernel.sched_autogroup_enabled=1); else None."""
+    try:
+        if _read("/proc/sys/kernel/sched_autogroup_enabled").strip() != "1":
+            return None
+        name, _, nice = _read(f"/proc/{pid}/autogroup").split()[:3]
+        return {"name": name, "nice": int(nice)}
+    except (OSError, ValueError):
+        return None
