@@ -118,7 +118,7 @@ def prediction(ck: CheckpointFindings, now_ns: int, root_start_ns: int) -> dict:
 def outcome(samples: List[dict], final_files: Dict[str, list], root_start_ns: int, signal_ns: int,
             exit_ns: int) -> dict:
     """What the stop actually lost, from the samples up to the exit and the
-    files found after it (``final_files``: path -> [size, mtime_ns, ctime_ns, ino])."""
+    files found after it (``final_files``: path -> [size, mtime_ns, ctime_ns, ino, ...] as the sampler stats them)."""
     live = findings(list(samples), root_start_ns, []) if samples else None
     partial = {p.path: p for p in (live.partial if live else [])}
     final = {"t_ns": exit_ns, "procs": {}, "wfds": [], "files": dict(final_files)}
@@ -127,7 +127,8 @@ def outcome(samples: List[dict], final_files: Dict[str, list], root_start_ns: in
     left: List[dict] = []
     bad = set()
     since_ns = samples[0]["t_ns"] if samples else signal_ns
-    for path, (size, mtime, _ctime, _ino) in final_files.items():
+    for path, st in final_files.items():
+        size, mtime = st[0], st[1]
         name = os.path.basename(path)
         p = partial.get(path)
         if is_temp_name(name) and is_checkpoint_name(name) and mtime >= since_ns:
