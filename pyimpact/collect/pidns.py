@@ -17,6 +17,10 @@ This module only reads /proc and fills the snapshot's fields
 `pid_namespaces`); the analysis translates with `pyimpact.analyse.pidns`.
 Processes of namespaces nested deeper inside that namespace are not in the
 table: a pid naming one of them is reported as not translatable.
+
+Not translated because already host pids: /proc/locks (the kernel prints
+lock holders in the pid namespace of the procfs being read, ours), the
+socket and pipe holders (found through our /proc), and the probes' events.
 """
 from __future__ import annotations
 
