@@ -31,10 +31,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench import capacity, job_nodes, memory, overhead, report, training, verdict  # noqa: E402
+from bench import capacity, job_nodes, memory, overhead, report, stop, training, verdict  # noqa: E402
 from bench.common import ROOT, AttachMonitor, Procs, loadavg, log, machine_info  # noqa: E402
 
-NAMES = ("overhead", "training", "verdict", "capacity", "memory", "export", "nodes")
+NAMES = ("overhead", "training", "verdict", "capacity", "memory", "export", "nodes", "stop")
 EXTRA_NAMES = ("training_ab",)      # run only when named: training with a baseline checkout
 
 FULL = {
@@ -45,6 +45,7 @@ FULL = {
     "memory": {"seconds": 300.0},
     "export": {"events": 1_000_000},
     "nodes": {"runs": 3, "nodes": [2, 4]},
+    "stop": {"busy": [1, 2, 4], "signals": ["SIGTERM", "SIGHUP"]},
     "training_ab": {"rounds": 4, "warmup": 30, "steps": 600},
 }
 QUICK = {
@@ -55,6 +56,7 @@ QUICK = {
     "memory": {"seconds": 20.0},
     "export": {"events": 100_000},
     "nodes": {"runs": 1, "nodes": [2, 4]},
+    "stop": {"busy": [0.5], "signals": ["SIGTERM"]},
     "training_ab": {"rounds": 1, "warmup": 10, "steps": 60},
 }
 
@@ -160,6 +162,8 @@ def main() -> int:
                 res = memory.run(procs, tmp, p["seconds"], 0, do_rss=True, do_export=False)["rss"]
             elif name == "export":
                 res = memory.run(procs, tmp, 0, p["events"], do_rss=False, do_export=True)["export"]
+            elif name == "stop":
+                res = stop.run(procs, bindir, tmp, p["busy"], p["signals"])
             elif name == "nodes":
                 res = job_nodes.run(p)
             res["elapsed_s"] = time.monotonic() - t0
