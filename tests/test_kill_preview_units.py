@@ -259,3 +259,18 @@ def test_progress_from_the_text_a_job_appends():
     assert abs(p.eta_s - 760 / 20.0) < 1e-6
     # the bar started 24 s before it was read: the first step, 6 s after the start
     assert p.first_step_ns == T0 + 2 * S - 24 * S
+
+
+def test_recorded_completions_give_the_cadence_of_a_single_replaced_file():
+    """``latest.pt`` replaced by rename every 600 s: the disk holds one version;
+    the recorder's rename records give the history."""
+    p = "/r/latest.pt"
+    files = {p: (100, T0 - 100 * S, T0 - 100 * S, 9)}
+    samples = [sample(T0, files), sample(T0 + S, files)]
+    rec = [{"t_ns": T0 - (100 + 600 * k) * S, "kind": "rename", "pid": 7, "path": p, "size": 100}
+           for k in range(4)]
+    ck = find_checkpoints(samples, root_start_ns=T0 - 3000 * S, rename_calls={}, fsync_calls={}, recorded=rec)
+    assert ck.family.key == p and len(ck.family.completions) == 4       # the sampled one stands for the newest
+    assert abs(ck.cadence_s - 600.0) < 1e-6
+    ck = find_checkpoints(samples, root_start_ns=T0 - 3000 * S, rename_calls={}, fsync_calls={})
+    assert ck.cadence_s is None and "at least" in ck.cadence_basis

@@ -24,8 +24,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from .ckpt_history import (DirState, SeriesFigures, dir_family_key, dir_states, final_dir_name, series_figures,
-                           write_eta)
+from .ckpt_history import (SAVE_CLUSTER_NS, DirState, SeriesFigures, dir_family_key, dir_states, final_dir_name,
+                           series_figures, write_eta)
 from .ckpt_layouts import file_layout, index_of, name_numbers, tf_indexed, tf_prefix
 
 #: Suffixes of checkpoint files (the issue's list, plus .hdf5).
@@ -213,8 +213,8 @@ def _inside(path: str, dirs) -> Optional[str]:
 
 def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict[int, int],
                      fsync_calls: Dict[int, int], inflight: Iterable[dict] = (),
-                     wrote_bytes: Optional[int] = None, meta: Optional[Dict[str, dict]] = None
-                     ) -> CheckpointFindings:
+                     wrote_bytes: Optional[int] = None, meta: Optional[Dict[str, dict]] = None,
+                     recorded: Iterable[dict] = ()) -> CheckpointFindings:
     """Checkpoint series (files and directory checkpoints) beside the job,
     the one this job writes or resumed from, its cadence, and what a kill now
     would leave half-written.
@@ -227,6 +227,9 @@ def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict
     a file that appeared while the tree wrote less than its size is someone
     else's.  ``meta``: framework metadata files the collector read
     (trainer_state.json, DeepSpeed ``latest``, TF ``checkpoint``).
+    ``recorded``: completions the recorder kept ({t_ns, kind, pid, path,
+    size}): versions of files that no longer exist (``latest.pt`` replaced
+    by rename, deleted older saves) still count for the cadence.
     """
     notes: List[str] = []
     meta = meta or {}
@@ -265,6 +268,7 @@ def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict
                 completed_ns=done_ns, seen_in_window=changed,
                 via_new_inode=j > 0 and vs[j - 1]["ino"] != v["ino"], layout=layout, complete_basis=basis,
                 read_ns=atime if atime and atime > done_ns else None, numbers=name_numbers(name)))
+    _add_recorded(families, recorded, dirs, first_ns, last_ns)
     dir_partial: List[PartialFile] = []
     for path, st in dirs.items():
         key = dir_family_key(path)
@@ -322,6 +326,28 @@ def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict
         notes.append(f"{len(stale)} stale temporary file(s) beside the checkpoints (left by an earlier "
                      f"interrupted write?): {stale[0]}" + (" ..." if len(stale) > 1 else ""))
     return CheckpointFindings(best, cadence, cadence_basis, partial, ranked[1:], notes, figures, dirs)
+
+
+def _add_recorded(families: Dict[str, Family], recorded: Iterable[dict], dirs, first_ns: int,
+                  last_ns: int) -> None:
+    """Versions the recorder saw complete (rename into place, close, fsync),
+    unless a sampled version of the same path already stands for them."""
+    for r in recorded or ():
+        path, t = r.get("path") or "", int(r.get("t_ns") or 0)
+        name = os.path.basename(path)
+        if not t or not path.startswith("/") or not is_checkpoint_name(name) or is_temp_name(name) \
+                or is_log_name(name) or _inside(path, dirs):
+            continue
+        fam = families.setdefault(family_key(path), Family(key=family_key(path)))
+        if any(c.path == path and abs(c.completed_ns - t) < SAVE_CLUSTER_NS for c in fam.completions):
+            continue
+        how = {"rename": "renamed into place", "close": "closed after writing", "fsync": "fsync()ed"}.get(
+            r.get("kind"), r.get("kind") or "completed")
+        fam.completions.append(Completion(
+            path=path, ino=0, size_bytes=int(r.get("size") or 0), completed_ns=t,
+            seen_in_window=first_ns <= t <= last_ns, layout=file_layout(name),
+            complete_basis=f"recorded by `pyimpact record`: {how} by pid {r.get('pid')}",
+            numbers=name_numbers(name)))
 
 
 def _tf_indexed(meta: Dict[str, dict]) -> Dict[str, set]:

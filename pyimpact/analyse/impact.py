@@ -239,7 +239,8 @@ def analyse_impact(rec: Recording, root: Optional[int] = None, costly_after_s: f
     fsyncs = _call_counts(rec, pidset, FSYNC_CALLS)
     inflight = _inflight_writes(rec, snap, pidset, as_of_ns)
     ck = find_checkpoints(samples, root_start_ns, renames, fsyncs, inflight, wchar_growth(samples),
-                          meta=obs.get("meta") or {})
+                          meta=obs.get("meta") or {},
+                          recorded=(obs.get("recorded") or {}).get("completions") or ())
     prog = job_progress(samples, obs.get("log_heads") or {}, root_start_ns, as_of_ns,
                         int(obs.get("utc_offset_s") or 0))
     notes += ck.notes + _slow_write_notes(rec, pidset)
@@ -267,6 +268,9 @@ def analyse_impact(rec: Recording, root: Optional[int] = None, costly_after_s: f
         "events": 0 if rec.events is None else int(len(rec.events)),
         "lost_events": rec.lost_total,
         "watched_dirs": list(obs.get("watched", [])),
+        "recorder": {k: v for k, v in (obs.get("recorded") or {"available": False,
+                                                              "reason": "not read"}).items()
+                     if k != "completions"},
         "ended": meta.get("end_reason"),
         "unavailable": unavailable,
     }

@@ -182,7 +182,8 @@ def recovery(ck: CheckpointFindings, prog: Progress, root_start_ns: int, as_of_n
             more = max(30.0, (floor or 0.0))
             to_know.append({"figure": "checkpoint_cadence_s",
                             "how": f"one save on disk so far; the interval is at least {floor or 0:.0f} s: watch "
-                                   f"for {more:.0f} s more (--watch {more:.0f}) to see the next save"})
+                                   f"for {more:.0f} s more (--watch {more:.0f}) to see the next save, or keep "
+                                   "`pyimpact record` running (it keeps every checkpoint completion)"})
     out["cadence_floor_s"] = round(fig.cadence_floor_s, 3) if fig and fig.cadence_floor_s is not None else None
     if prog.step is None:
         to_know.append({"figure": "progress", "how": "the job writes no step counter to a file it appends to "

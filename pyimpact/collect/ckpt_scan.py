@@ -158,3 +158,43 @@ class LogTails:
             return None
         self.size[path] = size
         return [size, st.st_mtime_ns, text]
+
+
+def recorder_history(pid: int, start_ticks: Optional[int], dirs: List[str], limit: int = 200) -> dict:
+    """Checkpoint completions the recorder (``pyimpact record``) kept: those
+    of this process's job, and any in the directories it works in (an earlier
+    run's, or a single ``latest.pt`` replaced by rename, which leaves no
+    history on disk).  {"available": bool, "reason"/"db", "completions": [...]}."""
+    from .history_db import HistoryReader, find_default_db
+
+    try:
+        path = find_default_db(None)
+    except Exception as exc:  # noqa: BLE001 - any failure only means "no history"
+        return {"available": False, "reason": f"history database not readable: {exc}"}
+    if not path:
+        return {"available": False, "reason": "no recorder history (run `pyimpact record` to keep checkpoint "
+                                              "completions and process starts)"}
+    out: dict = {"available": True, "db": path, "completions": []}
+    try:
+        with HistoryReader(path) as r:
+            seen = set()
+            rows: List[tuple] = []
+            me = r.process(pid, start_ticks)
+            if me is not None:
+                out["process"] = {"fork_ns": me.fork_ns, "job_id": me.job_id}
+                if me.job_id is not None:
+                    rows += [(c["t_ns"], c["kind"], c["pid"], c["path"], c["old_path"], c["size"])
+                             for c in r.completions(me.job_id, limit)]
+            for d in dirs[:16]:
+                like = d.rstrip("/").replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "/%"
+                rows += r.query("SELECT t_ns, kind, pid, path, old_path, size FROM files WHERE path LIKE ? "
+                                "ESCAPE '\\' ORDER BY t_ns DESC LIMIT ?", (like, limit))
+            for row in rows:
+                if row in seen:
+                    continue
+                seen.add(row)
+                out["completions"].append(dict(zip(("t_ns", "kind", "pid", "path", "old_path", "size"), row)))
+    except Exception as exc:  # noqa: BLE001 - a locked, old or foreign database: say so, go on
+        return {"available": False, "reason": f"history database {path} not readable: {exc}"}
+    out["completions"].sort(key=lambda c: c["t_ns"] or 0)
+    return out

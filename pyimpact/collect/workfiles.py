@@ -142,6 +142,7 @@ class TreeObserver:
         self._dir_cache: Dict[str, Tuple[int, int, list]] = {}   # dir -> (mtime, ctime, listing)
         self.meta: Dict[str, dict] = {}          # small framework metadata files, by path
         self._logs = LogTails()
+        self.recorded: Optional[dict] = None     # the recorder's checkpoint completions (ckpt_scan)
 
     # -- where to look ---------------------------------------------------
     def _root_prefix(self) -> str:
@@ -480,7 +481,7 @@ class TreeObserver:
                 "samples": self.samples, "watched": sorted(self.watch),
                 "watch_reasons": dict(self.watch), "notes": list(self.notes),
                 "meta": dict(self.meta), "log_heads": dict(self._logs.heads),
-                "utc_offset_s": time.localtime().tm_gmtoff}
+                "utc_offset_s": time.localtime().tm_gmtoff, "recorded": self.recorded}
 
 
 def seed_from_snapshot(obs: TreeObserver, snap) -> None:

@@ -106,6 +106,8 @@ def observe(pid: int, duration_s: float, use_bpf: bool = True, on_tick=None,
         if sampler is not None:
             sampler.sample()
         obs.read_memory()
+        from ..collect.ckpt_scan import recorder_history
+        obs.recorded = recorder_history(pid, ticks, sorted(obs.watch))
         rec = tracer.recording()
         if final is None or pid in rec.metadata.get("exited_targets", []):
             raise ProcessGone(f"process {pid} exited during the observation: nothing is left to kill")
