@@ -10,6 +10,12 @@ Common columns
   pid, tid     int64     process (tgid) and thread that did it
   comm         category  that thread's name
 
+Text the kernel holds as bytes (comm, exec filename) is decoded as UTF-8 with
+each undecodable byte written as the text \\xNN (backslashreplace): what a view
+shows for it anyway, and valid Unicode, which pandas' string columns and
+Parquet require.  It may hold newlines or escapes: views escape them
+(pyimpact.render.text.clean).
+
 kind = syscall         a syscall that blocked >= the slow threshold (--slow-ms)
   syscall (name), nr, ret, arg0..arg3
 kind = futex_wait      a futex wait (every one by a followed thread)
@@ -169,7 +175,7 @@ def _comm_categorical(comm: np.ndarray) -> pd.Categorical:
     order = np.argsort(raw_names, kind="stable")          # byte order, as np.unique sorted them
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order), dtype=np.int64)
-    names = [c.decode("utf-8", "replace") for c in raw_names[order].tolist()]
+    names = [c.decode("utf-8", "backslashreplace") for c in raw_names[order].tolist()]
     categories = pd.Index(names, dtype=object).unique()
     remap = np.array([categories.get_loc(x) for x in names], dtype=np.int32)
     return pd.Categorical.from_codes(remap[rank[pair_codes]], categories=categories)

@@ -393,7 +393,7 @@ class KernelProbes:
     def _on_record(self, record: bytes, size: int) -> None:
         if size > EVENT_SIZE:
             path = record[EVENT_SIZE:].split(b"\0", 1)[0]
-            self._exec_paths.append((self._count, path.decode("utf-8", "replace")))
+            self._exec_paths.append((self._count, path.decode("utf-8", "backslashreplace")))
             record = record[:EVENT_SIZE]
         self._tail += record
         self._count += 1
@@ -518,7 +518,7 @@ class KernelProbes:
         out = []
         for key, v in self._bpf[b"block_inflight"].items():
             out.append(BlockRequest(
-                pid=v.tgid, tid=v.tid, comm=bytes(v.comm).split(b"\0", 1)[0].decode("utf-8", "replace"),
+                pid=v.tgid, tid=v.tid, comm=bytes(v.comm).split(b"\0", 1)[0].decode("utf-8", "backslashreplace"),
                 dev=dev_name(key.dev), sector=key.sector, bytes=v.bytes,
                 rwbs=int(v.rwbs).to_bytes(8, "little").split(b"\0", 1)[0].decode("ascii", "replace"),
                 queued_ns=self._wall(v.queued), issued_ns=self._wall(v.issued) if v.issued else 0))

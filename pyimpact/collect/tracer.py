@@ -207,6 +207,11 @@ class Tracer:
             meta["lost"] = self.probes.lost()
             meta["futex_wakes_woke_nobody"] = self.probes.futex_idle_wakes()
             meta["probe_timings"] = dict(self.probes.timings)
+        # The end is when the in-kernel state was last read: a call still in
+        # flight then began before it (taken earlier, before draining, a call
+        # that began during the drain was "waiting" a negative time).
+        meta["ended_at_ns"] = time.time_ns()
+        meta["duration_s"] = round((meta["ended_at_ns"] - meta["started_at_ns"]) / 1e9, 6)
         alive = self.targets_alive()
         if alive:
             try:

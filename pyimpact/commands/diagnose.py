@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import click
 
-from ..errors import ProcessGone, UsageError
+from ..errors import ProcessGone, PyimpactError, UsageError
 from .job_options import job_from_options, job_options, wants_job
 from .params import Number
 from .target import process_target
@@ -277,31 +277,40 @@ def command(pid, window, as_json, no_bpf, no_python, output, job, hosts_file, sl
 
     to_stdout = check_output(output, as_json)
 
-    def show(d, rec) -> None:
-        if as_json:
-            import json
+    saved: dict = {}
 
-            sys.stdout.write(json.dumps(d.to_json(), indent=2, default=str) + "\n")
+    def show(d, rec) -> None:
+        if output:   # saved before anything is rendered: a view can never lose the recording
+            try:
+                saved["path"] = rec.save(output)
+            except PyimpactError as exc:   # the answer still comes, then the error's exit code
+                saved["error"] = exc
+        if as_json:
+            from ..render.text import json_dumps
+
+            sys.stdout.write(json_dumps(d.to_json(), indent=2) + "\n")
             sys.stdout.flush()
         else:
             from ..render.diagnose_view import write
 
             write(d, sys.stderr if to_stdout else sys.stdout)
 
-    _, rec = observe(pid, window=window, use_bpf=not no_bpf, python_stacks=not no_python, on_verdict=show)
-    if output:
-        path = rec.save(output)
-        click.echo(f"recording written to {path}", err=True)
+    observe(pid, window=window, use_bpf=not no_bpf, python_stacks=not no_python, on_verdict=show)
+    if "error" in saved:
+        raise saved["error"]
+    if "path" in saved:
+        from ..render.text import clean
 
+        click.echo(f"recording written to {clean(saved['path'])}", err=True)
 
 
 def _show_job(jd, elapsed: float, as_json: bool) -> None:
     if as_json:
-        import json
+        from ..render.text import json_dumps
 
         doc = jd.to_json()
         doc["elapsed_s"] = elapsed
-        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+        sys.stdout.write(json_dumps(doc, indent=2) + "\n")
     else:
         from ..render.job_view import write
 

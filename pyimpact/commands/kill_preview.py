@@ -18,7 +18,6 @@ the window; 4 not permitted (run as root); 6 the -o file cannot be written.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import List, Optional
@@ -252,6 +251,7 @@ def command(pid: int, duration_s: float, watch_s: Optional[float], as_json: bool
     from ..analyse.impact import analyse_impact
     from ..collect.special import special_process
     from ..render.impact_view import render_impact
+    from ..render.text import json_dumps
 
     special = special_process(pid)
     if special is not None:
@@ -271,13 +271,19 @@ def command(pid: int, duration_s: float, watch_s: Optional[float], as_json: bool
         if live is not None:
             live.done()
     try:
+        save_error = None
+        if output:   # saved before anything is rendered: a view can never lose the recording
+            try:
+                save_output(rec, output)
+            except OutputError as exc:   # the answer still comes, then the error's exit code
+                save_error = exc
         report = analyse_impact(rec, pid, costly_after_s=costly_after)
         what_if = _what_if(rec, report, parsed, pid)
         if as_json:
             doc = report.to_dict()
             if what_if:
                 doc["what_if"] = what_if
-            click.echo(json.dumps(doc, indent=2, default=str))
+            click.echo(json_dumps(doc, indent=2))
         else:
             render_impact(report, sys.stderr if to_stdout else sys.stdout)
             if what_if:
@@ -285,8 +291,8 @@ def command(pid: int, duration_s: float, watch_s: Optional[float], as_json: bool
 
                 render_what_if(what_if, sys.stderr if to_stdout else sys.stdout)
         sys.stdout.flush()
-        if output:
-            save_output(rec, output)
+        if save_error is not None:
+            raise save_error
     finally:
         tracer.close()
 
@@ -304,8 +310,10 @@ def _job_cascade(pid: int, as_json: bool, hosts_file, slurm_job, via, ssh_config
     jd, elapsed = job_from_options(pid, 1.0, False, hosts_file, slurm_job, via, ssh_config, remote_cmd)
     cascade = kill_cascade(jd, int(rank))
     if as_json:
-        click.echo(json.dumps({"schema": "pyimpact.kill-preview-job/1", "job": jd.job, "elapsed_s": elapsed,
-                               "cascade": cascade, "diagnosis": jd.to_json()}, indent=2, default=str))
+        from ..render.text import json_dumps
+
+        click.echo(json_dumps({"schema": "pyimpact.kill-preview-job/1", "job": jd.job, "elapsed_s": elapsed,
+                               "cascade": cascade, "diagnosis": jd.to_json()}, indent=2))
     else:
         from ..render.job_view import write_cascade
 

@@ -114,12 +114,12 @@ def command(file, pids, as_json, output):
     story, diagnoses = analyse(rec, pids)
     impacts, skipped = kill_previews(rec, pids)
     if as_json:
-        import json
+        from ..render.text import json_dumps
 
         doc = {"schema": "pyimpact.report/1", "file": file, "story": story.to_dict(),
                "diagnoses": [d.to_json() for d in diagnoses],
                "kill_preview": [r.to_dict() for r in impacts], "kill_preview_skipped": skipped}
-        sys.stdout.write(json.dumps(doc, indent=2, default=str) + "\n")
+        sys.stdout.write(json_dumps(doc, indent=2) + "\n")
         sys.stdout.flush()
         return
     from ..render.report_view import write

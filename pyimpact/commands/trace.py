@@ -1,13 +1,13 @@
 """`pyimpact trace`: record what processes do, summarise it, optionally save it.
 
 Ends when --duration passes, every target has exited, or on Ctrl-C / SIGTERM /
-SIGHUP; each of these still prints the summary and writes -o (exit code 0). The summary (and the
-file) come before the probes are detached, since detaching classic tracepoints
-waits for RCU grace periods.
+SIGHUP; each of these still writes -o and prints the summary (exit code 0).
+The file is written first, before anything is rendered (a rendering failure
+must not lose the recording), and both come before the probes are detached,
+since detaching classic tracepoints waits for RCU grace periods.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -15,7 +15,7 @@ import time
 
 import click
 
-from ..errors import UsageError
+from ..errors import PyimpactError, UsageError
 from .job_options import job_options, wants_job
 from .params import Number
 
@@ -88,19 +88,37 @@ def _isatty(fd: int) -> bool:
         return False
 
 
-def _status_printer(console):
-    """A live status line on a terminal: elapsed, events, lost."""
-    if not console.is_terminal:
-        return None
+class StatusLine:
+    """A live status line on a terminal (elapsed, events, lost), rewritten in
+    place: carriage return, the text, erase to the end of the line.  Written
+    to the stream itself, not through rich, which strips the ``\r`` (each
+    tick would append).  Off a terminal it prints nothing: a log gets no
+    stream of half-lines."""
 
-    def tick(tracer):
-        lost = sum(tracer.lost().values())
+    def __init__(self, stream):
+        self.stream = stream
+        self.active = _isatty(stream.fileno()) if hasattr(stream, "fileno") else False
+        self.shown = False
+
+    def _write(self, text: str) -> None:
         try:
-            console.print(f"\r{tracer.elapsed():6.1f} s  {tracer.event_count} events  {lost} lost ",
-                          end="", soft_wrap=True, highlight=False)
+            self.stream.write(text)
+            self.stream.flush()
         except OSError:   # the terminal hung up (EIO) before SIGHUP was handled: the trace goes on
-            pass
-    return tick
+            self.active = False
+
+    def __call__(self, tracer) -> None:
+        if not self.active:
+            return
+        lost = sum(tracer.lost().values())
+        self._write(f"\r{tracer.elapsed():6.1f} s  {tracer.event_count} events  {lost} lost\x1b[K")
+        self.shown = True
+
+    def clear(self) -> None:
+        """Erase the line, so what follows starts at column 0 on a clean line."""
+        if self.shown:
+            self._write("\r\x1b[K")
+            self.shown = False
 
 
 @click.command("trace")
@@ -170,9 +188,10 @@ def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_p
     from ..analyse.summary import summarise
     from ..collect.tracer import Tracer, TraceRequest
     from ..render.summary_view import render_summary
+    from ..render.text import clean, json_dumps
 
-    out = Console(soft_wrap=False, stderr=to_stdout)
-    err = Console(stderr=True)
+    out = Console(soft_wrap=False, stderr=to_stdout, markup=False, emoji=False, highlight=False)
+    err = Console(stderr=True, markup=False, emoji=False, highlight=False)
     request = TraceRequest(pids=tuple(pids), trace_all=trace_all, duration_s=duration,
                            slow_ns=int(slow_ms * 1e6), ringbuf_pages=buffer_pages,
                            options={"slow_ms": slow_ms, "buffer_pages": buffer_pages, "output": output})
@@ -183,19 +202,26 @@ def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_p
             err.print(f"tracing {'all processes' if trace_all else ', '.join(map(str, pids))} "
                       f"(probes attached in {tracer.rec.metadata['probes_attached_after_s']:.2f} s); "
                       f"Ctrl-C to stop", highlight=False)
-            tracer.run(should_stop=stop, on_tick=_status_printer(err))
-            if err.is_terminal:
-                err.print()
+            status = StatusLine(sys.stderr)
+            try:
+                tracer.run(should_stop=stop, on_tick=status)
+            finally:
+                status.clear()
             rec = tracer.recording()
+            save_error = None
+            if output:   # saved before anything is rendered: a view can never lose the recording
+                try:
+                    err.print(f"wrote {clean(rec.save(output))}")
+                except PyimpactError as exc:   # still show the summary, then fail with its code
+                    save_error = exc
             summary = summarise(rec)
             if as_json:
-                click.echo(json.dumps(summary, indent=2, default=str))
+                click.echo(json_dumps(summary, indent=2))
             else:
                 render_summary(summary, out)
                 for pid in rec.metadata.get("exited_targets", []):
-                    err.print(f"target {pid} exited during the trace", highlight=False)
-            if output:
-                path = rec.save(output)
-                err.print(f"wrote {path}", highlight=False)
+                    err.print(f"target {pid} exited during the trace")
             t0 = time.monotonic()
+            if save_error is not None:
+                raise save_error
         err.print(f"probes detached in {time.monotonic() - t0:.2f} s", highlight=False)

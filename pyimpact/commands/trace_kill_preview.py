@@ -20,7 +20,6 @@ kill-preview document of every job.
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import Dict, List, Optional
@@ -30,6 +29,8 @@ from ..analyse.impact_jobs import argv_wanted, pick_jobs, proc_rows
 from ..collect.jobs import ProcTable, own_family, proc_table, read_cmdlines
 from ..collect.workfiles import SAMPLE_INTERVAL_S, TreeObserver, seed_from_snapshot, stat_fields
 from ..recording import Recording
+from ..errors import OutputError
+from ..render.text import json_dumps
 from .kill_preview import GPU_INTERVAL_S, attach_observations, save_output
 
 REFRESH_S = 1.0
@@ -144,13 +145,22 @@ def run_kill_preview_panel(pids: List[int], duration_s: Optional[float], output:
                 status = tracer.end_reason
             except KeyboardInterrupt:
                 status = "interrupted"
-            panel.finish(status)
-            rec = tracer.recording()
-            attach_observations(rec, [w.observer for w in panel.watches.values()], panel.gpu_samples)
-            rec.metadata["end_reason"] = status or rec.metadata.get("end_reason")
+            save_error = None
+            try:
+                panel.last_samples()
+                rec = tracer.recording()
+                attach_observations(rec, [w.observer for w in panel.watches.values()], panel.gpu_samples)
+                rec.metadata["end_reason"] = status or rec.metadata.get("end_reason")
+                if output:   # saved before the last render: a view can never lose the recording
+                    try:
+                        save_output(rec, output)
+                    except OutputError as exc:   # the last panel still comes, then the exit code
+                        save_error = exc
+            finally:
+                panel.stop_display(status)
             panel.final_output(status)
-            if output:
-                save_output(rec, output)
+            if save_error is not None:
+                raise save_error
         return 0
     finally:
         gpu.close()
@@ -207,7 +217,7 @@ class _Panel:
             from rich.console import Console
             from rich.live import Live
 
-            self.console = Console(file=sys.stdout, highlight=False)
+            self.console = Console(file=sys.stdout, highlight=False, markup=False, emoji=False)
             self.live = Live(self._renderable(""), console=self.console, refresh_per_second=4,
                              transient=False, auto_refresh=False)
             self.live.start()
@@ -251,7 +261,7 @@ class _Panel:
                 w.refresh_snapshot()
             w.analyse(self.tracer.rec, self.gpu_samples, probes)
         if self.as_json:
-            print(json.dumps(self._live_doc(""), default=str), flush=True)
+            print(json_dumps(self._live_doc("")), flush=True)
         elif self.live is not None:
             self.live.update(self._renderable(""), refresh=True)
 
@@ -281,30 +291,33 @@ class _Panel:
             status = (status + "; " if status else "") + "exited: " + ", ".join(map(str, exited))
         return pid_panel(self._reports(), elapsed, status)
 
-    def finish(self, status: str) -> None:
-        """One last refresh with everything seen, then stop the live display."""
-        try:
-            for w in self.watches.values():
-                if not w.observer.gone:
-                    w.observer.sample()
-                if not w.observer.gone:
-                    w.refresh_snapshot()
-                    w.analyse(self.tracer.rec, self.gpu_samples, self.tracer.probes)
-                else:
-                    w.exited = True
-        finally:
-            if self.live is not None:
+    def last_samples(self) -> None:
+        """One last sample and analysis of every job, with everything seen."""
+        for w in self.watches.values():
+            if not w.observer.gone:
+                w.observer.sample()
+            if not w.observer.gone:
+                w.refresh_snapshot()
+                w.analyse(self.tracer.rec, self.gpu_samples, self.tracer.probes)
+            else:
+                w.exited = True
+
+    def stop_display(self, status: str) -> None:
+        """The last refresh of the live display, then stop it."""
+        if self.live is not None:
+            try:
                 self.live.update(self._renderable(status or "ended"), refresh=True)
+            finally:
                 self.live.stop()
-                if not self.console.is_terminal:
-                    self.console.line()
+            if not self.console.is_terminal:
+                self.console.line()
 
     def final_output(self, status: str) -> None:
         if self.as_json:
             doc = self._live_doc(status or "ended")
             doc["final"] = True
             doc["reports"] = self._reports()
-            print(json.dumps(doc, default=str), flush=True)
+            print(json_dumps(doc), flush=True)
 
 
 def _row(r: dict) -> dict:

@@ -12,15 +12,16 @@ import pyarrow.parquet as pq
 
 from ..errors import InputError
 from ..recording import METADATA_KEY, Recording, sidecar_json
+from ..render.text import json_text, no_surrogates_frame
 from ..timeline import coerce_timeline
 
 
 def write_parquet(rec: Recording, out: BinaryIO) -> None:
     """Write to the binary file object `out`, with a CRC32 on every data page
     so that a damaged file is refused on read instead of analysed."""
-    table = pa.Table.from_pandas(rec.events, preserve_index=False)
+    table = pa.Table.from_pandas(no_surrogates_frame(rec.events), preserve_index=False)
     meta = dict(table.schema.metadata or {})
-    meta[METADATA_KEY] = sidecar_json(rec).encode()
+    meta[METADATA_KEY] = json_text(sidecar_json(rec)).encode()
     pq.write_table(table.replace_schema_metadata(meta), out, compression="zstd",
                    write_page_checksum=True)
 
@@ -43,7 +44,7 @@ def write_csv(rec: Recording, out: BinaryIO) -> None:
     """Write the timeline to the binary file object `out`."""
     text = io.TextIOWrapper(out, encoding="utf-8", newline="")
     try:
-        rec.events.to_csv(text, index=False)
+        no_surrogates_frame(rec.events).to_csv(text, index=False)
         text.flush()
     finally:
         text.detach()

@@ -132,7 +132,15 @@ def chain_lines(chain: List[ChainLink], title: str, arrows: bool = True) -> Iter
 
 
 def render(d: Diagnosis) -> Iterator[str]:
-    """All lines of the human view."""
+    """All lines of the human view.  Fields from other processes are escaped
+    where they are placed (so wrapping measures what is shown); each whole
+    line is escaped again on the way out, so a field that missed it still
+    cannot print a control character or a second line."""
+    for line in _render(d):
+        yield clean(line)
+
+
+def _render(d: Diagnosis) -> Iterator[str]:
     cmd = " ".join(d.cmdline) if d.cmdline else d.name
     yield from _wrap(f"Process {d.pid}: {clean(cmd)}", "  ", first="")
     how = "kernel probes + /proc" if d.bpf else "/proc only (no kernel probes)"

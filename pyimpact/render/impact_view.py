@@ -14,19 +14,19 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from .text import clean, human_bytes, human_duration
+from .text import clean, human_bytes, human_duration, plain
 
 VERDICT_STYLE = {"safe": "bold green", "costly": "bold yellow", "unsafe": "bold red"}
 WIDTH = 80
 
 
 def _t(text, style: str = "") -> Text:
-    return Text(clean(text), style=style)
+    return plain(text, style)
 
 
 def _kind(basis: dict) -> Text:
     kind = basis.get("kind", "")
-    t = Text(kind, style={"measured": "green", "estimated": "yellow"}.get(kind, "dim"))
+    t = _t(kind, style={"measured": "green", "estimated": "yellow"}.get(kind, "dim"))
     if basis.get("basis"):
         t.append(": " + clean(basis["basis"]), style="dim")
     return t
@@ -116,10 +116,10 @@ def verdict_block(r: dict) -> List:
     g = Table.grid(padding=(0, 1))
     g.add_column(width=9, no_wrap=True)
     g.add_column(ratio=1, overflow="fold")
-    t = Text(v["verdict"].upper(), style=VERDICT_STYLE.get(v["verdict"], "bold"))
+    t = _t(str(v["verdict"]).upper(), style=VERDICT_STYLE.get(v["verdict"], "bold"))
     t.append(" - " + clean(v["reason"]), style="")
     g.add_row(Text("VERDICT", style="bold"), t)
-    t2 = Text(rec["action"], style="bold")
+    t2 = _t(rec["action"], style="bold")
     t2.append(" - " + clean(rec["text"]))
     g.add_row(Text("RECOMMEND", style="bold"), t2)
     return [g]
@@ -204,10 +204,9 @@ def tree_table(r: dict) -> Table:
                      overflow="ellipsis", width=w)
     t.add_column("COMMAND", no_wrap=True, overflow="ellipsis", ratio=1)
     for p in r["tree"]:
-        t.add_row(str(p["pid"]), _t(p["role"]), _compact_age(p["age_s"]),
-                  "-" if p["cpu_pct"] is None else f"{p['cpu_pct']:.0f}",
-                  _compact_bytes(p["rss_bytes"]), _compact_bytes(p["uss_bytes"]), str(p["threads"]),
-                  _t(p["command"]))
+        t.add_row(*(_t(c) for c in (
+            p["pid"], p["role"], _compact_age(p["age_s"]), "-" if p["cpu_pct"] is None else f"{p['cpu_pct']:.0f}",
+            _compact_bytes(p["rss_bytes"]), _compact_bytes(p["uss_bytes"]), p["threads"], p["command"])))
     return t
 
 
@@ -298,7 +297,7 @@ def render_impact(report, stream: IO[str], width: Optional[int] = None) -> None:
     """Print the whole report (an ImpactReport or its dict) to ``stream``."""
     r = report if isinstance(report, dict) else report.to_dict()
     console = Console(file=stream, width=width or (None if stream.isatty() else WIDTH),
-                      highlight=False, soft_wrap=False)
+                      highlight=False, soft_wrap=False, markup=False, emoji=False)
     parts: List = header(r) + [Text("")] + verdict_block(r) + [Text("")] + loss_block(r)
     parts += [Text(""), _t("Process tree", "bold underline"), tree_table(r)] + files_lines(r)
     parts += [Text("")] + freed_lines(r) + [Text("")] + cascade_lines(r) + [Text("")] + signal_lines(r)

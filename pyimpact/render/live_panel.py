@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .impact_view import VERDICT_STYLE, _compact_bytes, gpu_line, one_line
-from .text import clean, human_bytes, human_duration
+from .text import clean, human_bytes, human_duration, plain
 
 
 def _short(text: str, n: int) -> str:
@@ -51,12 +51,12 @@ def target_block(r: dict) -> Group:
     lines.append(ck)
     for p in loss.get("partial_files", []):
         exp = f" of ~{human_bytes(p['expected_size_bytes'])}" if p.get("expected_size_bytes") else ""
-        lines.append(Text(clean(f"writing {p['path']}: {human_bytes(p['bytes_written'])}{exp}"), style="red"))
+        lines.append(plain(f"writing {p['path']}: {human_bytes(p['bytes_written'])}{exp}", "red"))
     verdict = r["safe_to_kill"]["verdict"]
-    line = Text(one_line(r))
+    line = plain(one_line(r))
     line.stylize(VERDICT_STYLE.get(verdict, ""), len(line) - len(verdict), len(line))
     lines.append(line)
-    lines.append(Text("-> " + clean(r["recommendation"]["text"]), style="bold"))
+    lines.append(plain("-> " + str(r["recommendation"]["text"]), "bold"))
     return Group(*lines)
 
 
@@ -99,10 +99,11 @@ def jobs_table(rows: List[dict], elapsed_s: float, gpu: Optional[dict], status: 
     for j in rows:
         lost = human_duration(j["lost_s"]) + ("" if j["since"] == "checkpoint" else "*")
         nxt = "-" if j.get("next_safe_in_s") is None else f"{j['next_safe_in_s']:.0f}s"
-        t.add_row(str(j["pid"]), "-" if j["cpu_cores"] is None else f"{j['cpu_cores']:.1f}",
-                  _compact_bytes(j["ram_uss_bytes"]), _compact_bytes(j["vram_bytes"]) if j["vram_bytes"] else "-",
-                  lost, Text(j["verdict"], style=VERDICT_STYLE.get(j["verdict"], "")), nxt,
-                  Text(clean(j["command"])))
+        t.add_row(plain(j["pid"]), plain("-" if j["cpu_cores"] is None else f"{j['cpu_cores']:.1f}"),
+                  plain(_compact_bytes(j["ram_uss_bytes"])),
+                  plain(_compact_bytes(j["vram_bytes"]) if j["vram_bytes"] else "-"),
+                  plain(lost), plain(j["verdict"], VERDICT_STYLE.get(j["verdict"], "")), plain(nxt),
+                  plain(j["command"]))
     parts: List = [title, t]
     if not rows:
         parts.append(Text("no heavy job found (GPU holders, or trees older than 5 s using >= 0.5 cores "

@@ -31,6 +31,13 @@ def _wrap(text: str) -> List[str]:
 
 
 def story_lines(st: Story) -> Iterator[str]:
+    """The story's lines, each escaped once more on the way out (a saved
+    recording is as hostile as the processes it describes)."""
+    for line in _story_lines(st):
+        yield clean(line)
+
+
+def _story_lines(st: Story) -> Iterator[str]:
     targets = ", ".join(f"pid {t.get('pid')}" for t in st.targets) or st.mode
     dur = human_duration(st.duration_s) if st.duration_s is not None else "?"
     yield f"Recording: {clean(st.host)} (kernel {clean(st.kernel)}), {_when(st.started_ns)}, {dur}"
@@ -91,5 +98,5 @@ def write(st: Story, diagnoses: List[Diagnosis], stream: IO[str], impacts: Seque
         stream.flush()
         render_impact(r, stream)
     for s in skipped:
-        stream.write(f"\nkill-preview of PID {s['pid']}: not analysed: {clean(s['why'])}\n")
+        stream.write("\n" + clean(f"kill-preview of PID {s['pid']}: not analysed: {s['why']}") + "\n")
     stream.flush()
