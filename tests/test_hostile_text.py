@@ -230,7 +230,7 @@ def test_recording_saved_before_rendering(hostile, tmp_path):
     p = hostile.start(b"victim", ARGV_EXTRA)
     for args, name in ((["trace", "-p", str(p.pid), "-d", "0.5"], "t.json"),
                        (["kill-preview", str(p.pid), "-d", "0.3"], "k.json"),
-                       (["diagnose", str(p.pid), "-w", "0.3", "--no-python"], "d.json")):
+                       (["diagnose", str(p.pid), "-w", "0.3", "--no-python"], "d.html")):
         out = tmp_path / name
         r, w = os.pipe()
         os.close(r)                       # every write to stdout fails with EPIPE
@@ -241,7 +241,11 @@ def test_recording_saved_before_rendering(hostile, tmp_path):
         err = res.stderr.decode("utf-8", "backslashreplace")
         assert "Traceback" not in err, err
         assert out.exists(), f"{args[0]}: -o not written when rendering failed (rc {res.returncode}): {err}"
-        check_json(out.read_bytes(), f"{args[0]} -o")
+        if name.endswith(".json"):
+            check_json(out.read_bytes(), f"{args[0]} -o")
+        else:   # the HTML page: valid UTF-8, argv escaped visibly, no control character
+            page = check_terminal_text(out.read_bytes(), "the HTML page")
+            assert "arg\\nVERDICT SA" in page, page      # (the chart's labels cut argv short)
 
 
 # --------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def _stat(pid: int) -> Optional[dict]:
         return None
     lp, rp = data.index(b"("), data.rindex(b")")
     f = data[rp + 2:].split()
-    return {"comm": data[lp + 1:rp].decode("utf-8", "replace"), "state": f[0].decode(),
+    return {"comm": data[lp + 1:rp].decode("utf-8", "backslashreplace"), "state": f[0].decode(),
             "ppid": int(f[1]), "pgid": int(f[2]), "start_ticks": int(f[19])}
 
 

@@ -79,7 +79,7 @@ def read_cmdline(pid: int) -> List[str]:
             raw = f.read()
     except OSError:
         return []
-    return [a.decode("utf-8", "surrogateescape") for a in raw.rstrip(b"\0").split(b"\0")] if raw else []
+    return [a.decode("utf-8", "backslashreplace") for a in raw.rstrip(b"\0").split(b"\0")] if raw else []
 
 
 def read_cmdlines(pids: Iterable[int], parent_of: Dict[int, int], climb: int = CLIMB) -> Dict[int, List[str]]:

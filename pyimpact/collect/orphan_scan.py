@@ -79,7 +79,7 @@ def _stat(pid: int) -> Optional[ProcFacts]:
     except (ValueError, IndexError, OSError):
         return None
     return ProcFacts(pid=pid, ppid=int(f[1]), pgid=int(f[2]), sid=int(f[3]), uid=uid, state=f[0].decode(),
-                     start_ticks=int(f[19]), comm=head.split(b"(", 1)[1].decode("utf-8", "replace"),
+                     start_ticks=int(f[19]), comm=head.split(b"(", 1)[1].decode("utf-8", "backslashreplace"),
                      cpu_ticks=int(f[11]) + int(f[12]), rss_bytes=int(f[21]) * PAGE,
                      kernel_thread=bool(int(f[6]) & _PF_KTHREAD) or int(f[1]) == 2 or pid == 2)
 
@@ -107,7 +107,7 @@ def _listening_inodes() -> Dict[int, str]:
 
 def _details(p: ProcFacts, sockets: Dict[int, str]) -> None:
     raw = _read(f"/proc/{p.pid}/cmdline") or b""
-    p.cmdline = [a.decode("utf-8", "replace") for a in raw[:4096].rstrip(b"\0").split(b"\0")] if raw else []
+    p.cmdline = [a.decode("utf-8", "backslashreplace") for a in raw[:4096].rstrip(b"\0").split(b"\0")] if raw else []
     try:
         fds = os.listdir(f"/proc/{p.pid}/fd")
     except OSError:

@@ -166,7 +166,7 @@ def _parse_stat(data: bytes) -> Tuple[str, List[bytes]]:
     """
     lp = data.index(b"(")
     rp = data.rindex(b")")
-    return data[lp + 1:rp].decode("utf-8", "surrogateescape"), data[rp + 2:].split()
+    return data[lp + 1:rp].decode("utf-8", "backslashreplace"), data[rp + 2:].split()
 
 
 def _field(fields: List[bytes], n: int) -> int:
@@ -550,16 +550,16 @@ def _read_process_details(p: ProcessSnapshot, errs: _Errors, holder: Dict[str, A
 
     def cmdline() -> None:
         raw = _read(f"{PROC}/{pid}/cmdline", pid)
-        p.cmdline = [a.decode("utf-8", "surrogateescape") for a in raw.rstrip(b"\0").split(b"\0")] if raw else []
+        p.cmdline = [a.decode("utf-8", "backslashreplace") for a in raw.rstrip(b"\0").split(b"\0")] if raw else []
 
     def environ() -> None:
         env = {}
         for item in _read(f"{PROC}/{pid}/environ", pid).split(b"\0"):
             k, sep, v = item.partition(b"=")
             if sep:
-                key = k.decode("utf-8", "surrogateescape")
+                key = k.decode("utf-8", "backslashreplace")
                 if env_key_allowed(key):
-                    env[key] = v.decode("utf-8", "surrogateescape")
+                    env[key] = v.decode("utf-8", "backslashreplace")
         p.env = env
 
     def uss() -> None:
@@ -840,7 +840,7 @@ def _parse_unix(data: bytes, netns: Optional[int]) -> Dict[int, SocketInfo]:
     """Rows of /proc/net/unix (the path may contain spaces, so split at most 7 times)."""
     out = {}
     for raw in data.split(b"\n")[1:]:   # bytes first: a path holding U+2028 is not a new row
-        tok = raw.decode("utf-8", "surrogateescape").split(None, 7)
+        tok = raw.decode("utf-8", "backslashreplace").split(None, 7)
         if len(tok) < 7:
             continue
         flags, stype, st, inode = int(tok[3], 16), int(tok[4], 16), int(tok[5], 16), int(tok[6])

@@ -79,7 +79,7 @@ def read_stat(pid: int) -> Optional[dict]:
     try:
         head, rest = raw.rsplit(b")", 1)
         f = rest.split()
-        return {"comm": head.split(b"(", 1)[1].decode("utf-8", "replace"), "state": f[0].decode(),
+        return {"comm": head.split(b"(", 1)[1].decode("utf-8", "backslashreplace"), "state": f[0].decode(),
                 "ppid": int(f[1]), "pgid": int(f[2]), "sid": int(f[3]), "flags": int(f[6]),
                 "ticks": int(f[11]) + int(f[12]), "start_ticks": int(f[19]), "rss": int(f[21]) * PAGE}
     except (IndexError, ValueError):
@@ -96,12 +96,12 @@ def _uid(pid: int) -> Optional[int]:
 def _cmdline(pid: int) -> List[str]:
     raw = _read(f"/proc/{pid}/cmdline") or b""
     raw = raw[:CMDLINE_MAX]
-    return [a.decode("utf-8", "replace") for a in raw.rstrip(b"\0").split(b"\0")] if raw else []
+    return [a.decode("utf-8", "backslashreplace") for a in raw.rstrip(b"\0").split(b"\0")] if raw else []
 
 
 def _cgroup(pid: int) -> str:
     raw = _read(f"/proc/{pid}/cgroup") or b""
-    for line in raw.decode("utf-8", "replace").splitlines():
+    for line in raw.decode("utf-8", "backslashreplace").splitlines():
         if line.startswith("0::"):
             return line[3:]
     return ""
@@ -116,7 +116,7 @@ def _sched_id(pid: int) -> Optional[str]:
         key, _, value = item.partition(b"=")
         k = key.decode("ascii", "replace")
         if k in SCHED_ENV_KEYS and value:
-            return f"{k.split('_')[0].lower()}:{value.decode('utf-8', 'replace')[:64]}"
+            return f"{k.split('_')[0].lower()}:{value.decode('utf-8', 'backslashreplace')[:64]}"
     return None
 
 
@@ -131,7 +131,7 @@ class MountTable:
     def _load(self) -> None:
         self._read = time.monotonic()
         out: Dict[int, str] = {}
-        for line in (_read("/proc/self/mountinfo") or b"").decode("utf-8", "replace").splitlines():
+        for line in (_read("/proc/self/mountinfo") or b"").decode("utf-8", "backslashreplace").splitlines():
             f = line.split()
             if len(f) < 5:
                 continue

@@ -103,7 +103,7 @@ def _boot_offset_ns() -> int:
 
 
 def _text(raw: bytes) -> str:
-    return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+    return raw.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
 
 
 class RecorderProbes:

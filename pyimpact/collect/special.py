@@ -43,7 +43,7 @@ def _stat(pid: int) -> Optional[tuple]:
     try:
         lpar, rpar = data.index(b"("), data.rindex(b")")
         fields = data[rpar + 2:].split()
-        return data[lpar + 1:rpar].decode("utf-8", "replace"), int(fields[1]), int(fields[6])
+        return data[lpar + 1:rpar].decode("utf-8", "backslashreplace"), int(fields[1]), int(fields[6])
     except (ValueError, IndexError):
         return None
 

@@ -59,7 +59,7 @@ def stat_fields(pid: int) -> Optional[dict]:
         return None
     lp, rp = data.index(b"("), data.rindex(b")")
     f = data[rp + 2:].split()
-    return {"comm": data[lp + 1:rp].decode("utf-8", "surrogateescape"), "state": f[0].decode(),
+    return {"comm": data[lp + 1:rp].decode("utf-8", "backslashreplace"), "state": f[0].decode(),
             "ppid": int(f[1]), "start_ticks": int(f[19]),
             "cpu_s": (int(f[11]) + int(f[12])) / CLK, "reaped_cpu_s": (int(f[13]) + int(f[14])) / CLK,
             "rss": int(f[21]) * PAGE}

@@ -9,7 +9,6 @@ written; 7 no history database (or it cannot be read).
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -17,6 +16,7 @@ import time
 import click
 
 from ..errors import InputError, UsageError
+from ..render.text import json_dumps
 
 DEFAULT_SHARES = "/etc/pyimpact/gpu-shares.conf"
 
@@ -83,7 +83,7 @@ def command(last, by, as_json, output, history_db, shares_path, hog_pct, hog_for
     if as_json:
         doc = report.to_dict()
         doc["history"] = db
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        sys.stdout.write(json_dumps(doc, indent=2) + "\n")
     else:
         from ..render.gpu_report_view import write
 

@@ -12,13 +12,13 @@ a planned process could not be cleaned.
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 import click
 
 from ..errors import NotDone
+from ..render.text import json_dumps
 
 EXAMPLES = """
 \b
@@ -72,14 +72,14 @@ def command(history_db, no_history, as_json, cleanup, yes, grace, only):
             write(orphans, sys.stdout, note)
         if not cleanup:
             if as_json:
-                click.echo(json.dumps(doc, indent=2))
+                click.echo(json_dumps(doc, indent=2))
             return
         plan = plan_cleanup(orphans, handles)
         out = (lambda s: click.echo(s, err=True)) if as_json else click.echo
         if not plan.steps:
             if as_json:
                 doc["cleanup"] = {"planned": [], "results": []}
-                click.echo(json.dumps(doc, indent=2))
+                click.echo(json_dumps(doc, indent=2))
             out("nothing to clean" + (f" ({len(plan.skipped)} not safe)" if plan.skipped else ""))
             return
         from ..render.text import clean
@@ -98,7 +98,7 @@ def command(history_db, no_history, as_json, cleanup, yes, grace, only):
             doc["cleanup"] = {"planned": [o.pid for o, _ in plan.steps],
                               "results": [{"pid": r.pid, "outcome": r.outcome, "signals": r.signals}
                                           for r in results], "signal_log": log.path}
-            click.echo(json.dumps(doc, indent=2))
+            click.echo(json_dumps(doc, indent=2))
         bad = [r for r in results if r.outcome not in ("exited after SIGTERM", "killed", "already gone")]
         if bad:
             raise NotDone(f"{len(bad)} process(es) not cleaned: " + "; ".join(f"{r.pid} {r.outcome}" for r in bad))

@@ -14,7 +14,6 @@ sent).
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -23,6 +22,7 @@ from typing import Optional
 import click
 
 from ..errors import NotDone, ProcessGone, UsageError
+from ..render.text import json_dumps
 from .act_common import confirm_or_stop, say, warn
 
 SCHEMA = "pyimpact.stop/1"
@@ -194,7 +194,7 @@ def command(pid: int, when: str, grace: float, sig_name: Optional[str], force: b
                 line.end()
         if as_json:
             doc = {"schema": SCHEMA, "pid": pid, "preview": report, **res.to_dict()}
-            click.echo(json.dumps(doc, indent=2, default=str))
+            click.echo(json_dumps(doc, indent=2))
         if res.survivors:
             raise NotDone(f"still running after the {grace:.0f} s grace period: "
                           + ", ".join(map(str, res.survivors)), "pass --force to SIGKILL them, or a longer --grace")

@@ -9,20 +9,20 @@ be seen. No script, no external resource: a Content-Security-Policy of
 (tests/test_html_report.py checks in headless Chromium that none happens).
 
 Every string from the recording (comm, argv, paths, resources) came from other
-processes: it is escaped here (html.escape after control characters are
-replaced), never pasted as markup.
+processes: it is escaped here (html.escape after pyimpact.render.text.clean
+has made controls, bidi characters and undecodable bytes visible), never
+pasted as markup.
 """
 from __future__ import annotations
 
 import datetime
 import html
-import re
 from typing import Iterable, List
 
 from .. import __version__
 from ..analyse.usage import UsageChart, usage_charts
+from ..render.text import clean
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 640, 200, 64, 12, 12, 28
 
@@ -40,8 +40,9 @@ height:10px;margin-right:4px;vertical-align:middle}
 
 
 def esc(text) -> str:
-    """Untrusted text as HTML: control characters shown as '?', markup escaped."""
-    return html.escape(_CONTROL.sub("?", str(text)), quote=True)
+    """Untrusted text as HTML: escaped visibly by ``clean`` (``\\n``,
+    ``\\x1b``, ``\\xff``...), then markup escaped."""
+    return html.escape(clean(text), quote=True)
 
 
 def _human(v: float, unit: str) -> str:
