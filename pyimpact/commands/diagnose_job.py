@@ -17,6 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import click
 
 from ..errors import ProcessGone, UsageError
+from ..render.text import json_dumps
 from .params import Number
 
 DEFAULT_REMOTE = ("pyimpact",)
@@ -146,5 +147,5 @@ def command(key, window, no_python, all_netns):
     here, each with its local diagnosis and TCP peers, as one JSON document
     (schema pyimpact.diagnose-node/1)."""
     doc = node_document(key, window=window, all_netns=all_netns, python_stacks=not no_python)
-    sys.stdout.write(json.dumps(doc, default=str) + "\n")
+    sys.stdout.write(json_dumps(doc) + "\n")
     sys.stdout.flush()

@@ -17,6 +17,7 @@ from typing import Optional, Sequence
 import click
 
 from ..errors import UsageError
+from ..render.text import json_dumps
 from .params import Number
 
 CLOCK_ROUNDS = 3
@@ -87,7 +88,7 @@ def trace_job(pid: int, duration: float, output: str, *, hosts_file, slurm_job, 
         entry["clock_offset_measured_ns"] = off[0] if off else None
         entry["clock_uncertainty_ns"] = off[1] if off else None
     with atomic_file(output) as f:
-        f.write(json.dumps(merged, separators=(",", ":"), default=str).encode())
+        f.write(json_dumps(merged, separators=(",", ":")).encode())
     return merged["pyimpact_job"]
 
 

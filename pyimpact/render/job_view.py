@@ -66,7 +66,7 @@ def lines(jd: JobDiagnosis, elapsed_s: float = None) -> Iterator[str]:
 
 def write(jd: JobDiagnosis, stream: IO[str], elapsed_s: float = None) -> None:
     for line in lines(jd, elapsed_s):
-        stream.write(line + "\n")
+        stream.write(clean(line) + "\n")   # fields are escaped; the whole line once more
     stream.flush()
 
 
@@ -100,5 +100,5 @@ def cascade_lines(jd: JobDiagnosis, cascade: dict) -> Iterator[str]:
 
 def write_cascade(jd: JobDiagnosis, cascade: dict, stream: IO[str]) -> None:
     for line in cascade_lines(jd, cascade):
-        stream.write(line + "\n")
+        stream.write(clean(line) + "\n")   # fields are escaped; the whole line once more
     stream.flush()
