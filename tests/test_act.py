@@ -486,3 +486,102 @@ def test_if_cpus_estimate_matches_the_applied_change(jobs, tmp_path):
                 f"{[round(x, 1) for x in pinned]} on CPUs {pin})")
     assert abs(est["rate_factor"] / measured - 1) <= 0.20, (est["rate_factor"], measured, free, pinned,
                                                                est["basis"])
+
+
+# --------------------------------------------------------------------------
+# the live panel's keys
+# --------------------------------------------------------------------------
+
+def test_panel_keys_run_the_act_code(jobs, tmp_path):
+    """The key state machine, on real jobs: [G] confirmed stops a job that
+    handles SIGTERM; [K] refused sends nothing, confirmed kills the tree."""
+    from pyimpact.commands.panel_keys import PanelKeys
+    from pyimpact.commands.trace_kill_preview import JobWatch
+
+    log_path = str(tmp_path / "signals.jsonl")
+    graceful = jobs.start([os.path.join(TARGETS, "act_jobs.py"), "graceful", "{fd}"])
+    assert graceful.line() == "ready"
+    w = JobWatch(graceful.pid)
+    w.observer.sample()
+    keys = PanelKeys(w, log_factory=lambda: SignalLog(log_path, command="test"))
+    assert "? [y/N]" in keys.press("g")
+    assert "stopped with SIGTERM" in keys.press("y"), keys.status
+    assert graceful.line(5) == "term" and graceful.proc.wait(5) == 0
+
+    tree = jobs.start([os.path.join(TARGETS, "act_jobs.py"), "tree", "{fd}", "1"])
+    assert tree.line() == "ready"
+    members = [(p, ticks(p)) for p in [tree.pid] + descendants(tree.pid)]
+    w = JobWatch(tree.pid)
+    keys = PanelKeys(w, log_factory=lambda: SignalLog(log_path, command="test"))
+    keys.press("k")
+    assert keys.press("n").startswith("cancelled: nothing sent")
+    assert all(alive(p, t) for p, t in members)
+    keys.press("K")
+    assert keys.press("y").startswith("killed: the tree is gone"), keys.status
+    assert not [p for p, t in members if alive(p, t)]
+    sent = [(r["pid"], r["signal"]) for r in signal_log(tmp_path)]
+    assert sent[0] == (graceful.pid, "SIGTERM") and sent[1] == (tree.pid, "SIGKILL")
+    assert sorted(p for p, s in sent[1:]) == sorted(p for p, _ in members)
+    keys.press("q")
+    assert keys.quit
+
+
+@pytest.mark.timeout(120)
+def test_live_panel_keys_on_a_terminal_suspend_resume_quit(jobs, tmp_path):
+    """`trace -p PID --kill-preview` on a real pseudo-terminal: S y suspends
+    the tree, R y resumes it, Q quits."""
+    import pty  # noqa: F401 - the terminal below is a real pty pair
+
+    job = jobs.start([os.path.join(TARGETS, "act_jobs.py"), "tree", "{fd}", "1"])
+    assert job.line() == "ready"
+    members = [job.pid] + descendants(job.pid)
+    master, slave = os.openpty()
+    env = dict(os.environ, PYIMPACT_SIGNAL_LOG=str(tmp_path / "signals.jsonl"), TERM="xterm", COLUMNS="100")
+    p = subprocess.Popen([sys.executable, "-m", "pyimpact", "trace", "-p", str(job.pid), "--kill-preview",
+                          "-d", "60"], cwd=REPO, env=env, stdin=slave, stdout=slave, stderr=slave,
+                         start_new_session=True)
+    os.close(slave)
+    screen = b""
+
+    def read_until(needle: bytes, timeout: float = 30.0) -> None:
+        nonlocal screen
+        end = time.monotonic() + timeout
+        while needle not in screen:
+            r, _, _ = select.select([master], [], [], max(0.0, end - time.monotonic()))
+            if not r:
+                pytest.fail(f"never saw {needle!r}: {screen[-1500:]!r}")
+            try:
+                screen += os.read(master, 65536)
+            except OSError:
+                pytest.fail(f"the panel ended early: {screen[-1500:]!r}")
+
+    try:
+        read_until(b"[W]ait-safe-stop")
+        os.write(master, b"s")
+        read_until(b"[y/N]")
+        os.write(master, b"y")
+        read_until(b"suspended")
+        assert all(states(q) == "T" for q in members)
+        os.write(master, b"r")
+        read_until(b"resume pid")
+        os.write(master, b"y")
+        read_until(b"resumed")
+        assert all(states(q) != "T" for q in members)
+        os.write(master, b"q")
+        end = time.monotonic() + 30
+        while p.poll() is None and time.monotonic() < end:
+            r, _, _ = select.select([master], [], [], 0.2)
+            if r:
+                try:
+                    screen += os.read(master, 65536)
+                except OSError:
+                    break
+        assert p.wait(10) == 0
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+        os.close(master)
+    sent = [(r["pid"], r["signal"]) for r in signal_log(tmp_path)]
+    assert sent[0] == (job.pid, "SIGSTOP") and sent[-1] == (job.pid, "SIGCONT")
+    assert all(alive(q, ticks(q)) for q in members)

@@ -120,9 +120,11 @@ class Waiter:
 
 
 def wait_for_point(waiter: Waiter, on_status: Callable[[PointStatus, float], None],
-                   max_wait_s: Optional[float] = None) -> Tuple[float, List[str]]:
+                   max_wait_s: Optional[float] = None,
+                   cancelled: Optional[Callable[[], bool]] = None) -> Tuple[float, List[str]]:
     """Block until the waiter is ready; returns (seconds waited, what it waited for).
-    Ctrl-C raises Interrupted with nothing sent; ``max_wait_s`` raises NotDone."""
+    Ctrl-C (or ``cancelled()`` turning true) raises Interrupted with nothing
+    sent; ``max_wait_s`` raises NotDone."""
     t0 = time.monotonic()
     seen: List[str] = []
     try:
@@ -135,6 +137,8 @@ def wait_for_point(waiter: Waiter, on_status: Callable[[PointStatus, float], Non
             if st.waiting_for and st.waiting_for.split(" (")[0] not in [x.split(" (")[0] for x in seen]:
                 seen.append(st.waiting_for)
             on_status(st, waited)
+            if cancelled is not None and cancelled():
+                raise KeyboardInterrupt
             if max_wait_s is not None and waited >= max_wait_s:
                 raise NotDone(f"gave up after {waited:.0f} s waiting for {st.waiting_for}: nothing was sent",
                               "raise --max-wait, or use --when now")
@@ -142,7 +146,8 @@ def wait_for_point(waiter: Waiter, on_status: Callable[[PointStatus, float], Non
             next_full = time.monotonic() + FULL_EVERY_S
             while time.monotonic() < next_full:
                 time.sleep(POLL_S)
-                if waiter.tree.root.exited() or waiter.dir_marks() != marks:
+                if waiter.tree.root.exited() or waiter.dir_marks() != marks \
+                        or (cancelled is not None and cancelled()):
                     break
     except KeyboardInterrupt:
         raise Interrupted("cancelled while waiting: nothing was sent") from None
@@ -196,12 +201,14 @@ def exit_time_ns(tree: ProcessTree) -> Optional[int]:
 def run_stop(tree: ProcessTree, observer, root_start_ns: int, log: SignalLog, when: str, sig: int, why: str,
              grace_s: float, force: bool, max_wait_s: Optional[float] = None,
              on_status: Optional[Callable[[PointStatus, float], None]] = None,
-             on_tick: Optional[Callable[[list, float], None]] = None) -> StopResult:
+             on_tick: Optional[Callable[[list, float], None]] = None,
+             cancelled: Optional[Callable[[], bool]] = None) -> StopResult:
     """The whole stop: wait (unless ``now``), deliver, measure the outcome."""
     res = StopResult(when=when, signal=signal_label(sig))
     waiter = Waiter(observer, tree, root_start_ns, when)
     if when != "now":
-        res.waited_s, res.waited_for = wait_for_point(waiter, on_status or (lambda *_: None), max_wait_s)
+        res.waited_s, res.waited_for = wait_for_point(waiter, on_status or (lambda *_: None), max_wait_s,
+                                                      cancelled)
     else:
         waiter.status()
     res.predicted = prediction(waiter.last_ck, time.time_ns(), root_start_ns)

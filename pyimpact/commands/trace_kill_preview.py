@@ -137,11 +137,19 @@ def run_kill_preview_panel(pids: List[int], duration_s: Optional[float], output:
             roots = list(dict.fromkeys(int(p) for p in pids))
         from .trace import StopFlag
 
-        with StopFlag() as stop, _tracer(roots, duration_s, machine) as tracer:
-            panel = _Panel(tracer, roots, machine, gpu, gpu_samples, as_json)
+        import contextlib
+
+        from .panel_keys import KeyReader
+
+        with StopFlag() as stop, _tracer(roots, duration_s, machine) as tracer, contextlib.ExitStack() as keys:
+            reader = None
+            if not as_json and not machine and len(roots) == 1 and KeyReader.usable():
+                reader = keys.enter_context(KeyReader())
+            panel = _Panel(tracer, roots, machine, gpu, gpu_samples, as_json, reader=reader, stop=stop)
             status = ""
             try:
-                tracer.run(should_stop=stop, on_tick=panel.tick, tick_s=SAMPLE_INTERVAL_S)
+                tracer.run(should_stop=lambda: stop() or ("quit ([Q])" if panel.quit else ""), on_tick=panel.tick,
+                           tick_s=SAMPLE_INTERVAL_S)
                 status = tracer.end_reason
             except KeyboardInterrupt:
                 status = "interrupted"
@@ -191,8 +199,12 @@ def _tracer(roots: List[int], duration_s: Optional[float], machine: bool):
 class _Panel:
     """The refresh loop's state: one JobWatch per job, GPU samples, output."""
 
-    def __init__(self, tracer, roots: List[int], machine: bool, gpu, gpu_samples: List[dict], as_json: bool):
+    def __init__(self, tracer, roots: List[int], machine: bool, gpu, gpu_samples: List[dict], as_json: bool,
+                 reader=None, stop=None):
         self.tracer = tracer
+        self.reader = reader
+        self.keys = None
+        self.quit = False
         self.machine = machine
         self.gpu = gpu
         self.gpu_samples = gpu_samples
@@ -212,6 +224,11 @@ class _Panel:
                 continue
         for w in self.watches.values():
             w.observer.sample()
+        if reader is not None and len(self.watches) == 1:
+            from .panel_keys import PanelKeys
+
+            self.keys = PanelKeys(next(iter(self.watches.values())), refresh=self._redraw,
+                                  key_waiting=reader.waiting, interrupted=lambda: bool(stop and stop.reason))
         self.live = None
         if not as_json:
             from rich.console import Console
@@ -223,7 +240,22 @@ class _Panel:
             self.live.start()
 
     # -- loop ------------------------------------------------------------
+    def _redraw(self, status: str) -> None:
+        if self.live is not None:
+            self.live.update(self._renderable(status), refresh=True)
+
+    def _poll_keys(self) -> None:
+        key = self.reader.read() if self.reader is not None else None
+        if key is None or self.keys is None:
+            return
+        self.keys.press(key)
+        if self.reader is not None:
+            self.reader.drain()       # keys typed while an action ran are not taken as answers
+        self.quit = self.keys.quit
+        self._redraw("")
+
     def tick(self, _tracer) -> None:
+        self._poll_keys()
         now = time.monotonic()
         for w in self.watches.values():
             w.observer.sample()
@@ -289,6 +321,8 @@ class _Panel:
         exited = [w.root for w in self.watches.values() if w.exited]
         if exited:
             status = (status + "; " if status else "") + "exited: " + ", ".join(map(str, exited))
+        if self.keys is not None:
+            return pid_panel(self._reports(), elapsed, status, keys=status or self.keys.status)
         return pid_panel(self._reports(), elapsed, status)
 
     def last_samples(self) -> None:

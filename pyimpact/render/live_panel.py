@@ -60,15 +60,19 @@ def target_block(r: dict) -> Group:
     return Group(*lines)
 
 
-def pid_panel(reports: List[dict], elapsed_s: float, status: str = "") -> Group:
-    title = Text(f"pyimpact kill-preview (live, read-only)  {elapsed_s:5.1f} s", style="bold")
-    if status:
+def pid_panel(reports: List[dict], elapsed_s: float, status: str = "", keys: Optional[str] = None) -> Group:
+    """``keys``: the action-key line (the panel acts: not read-only then)."""
+    mode = "live" if keys is not None else "live, read-only"
+    title = Text(f"pyimpact kill-preview ({mode})  {elapsed_s:5.1f} s", style="bold")
+    if status and keys is None:
         title.append(f"  {clean(status)}", style="yellow")
     parts: List = [title]
     for r in reports:
         parts += [Text(""), target_block(r)]
     if not reports:
         parts.append(Text("waiting for the first figures...", style="dim"))
+    if keys is not None:
+        parts += [Text(""), Text(clean(keys), style="bold cyan")]
     return Group(*parts)
 
 
