@@ -273,3 +273,141 @@ def test_sqlite_busy_handler_is_blocked_on_the_lock_holder(spawn_here, tmp_path)
 
     d, text = diagnose(holder.pid)      # holds the lock, waits for its next command from us (its parent)
     assert d.verdict == "idle" and d.root_cause.pid == holder.pid, text
+
+
+# --------------------------------------------------------------------------
+# PostgreSQL: a row-lock wait between two sessions; a client in pg_sleep
+# --------------------------------------------------------------------------
+
+def _pg_bin() -> str:
+    import glob
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"))
+    if not found:
+        raise AssertionError("PostgreSQL is not installed (tests/apt-packages.txt lists it)")
+    return os.path.dirname(found[-1])
+
+
+@pytest.fixture(scope="module")
+def postgres(servers):
+    bindir = _pg_bin()
+    pw = pwd.getpwnam("postgres")
+    base = tempfile.mkdtemp(prefix="pyimpact-pg-")
+    os.chown(base, pw.pw_uid, pw.pw_gid)
+    data, sock = os.path.join(base, "data"), os.path.join(base, "sock")
+    as_pg = dict(user=pw.pw_uid, group=pw.pw_gid, cwd=base)
+    subprocess.run([os.path.join(bindir, "initdb"), "-D", data, "-U", "postgres", "-A", "peer",
+                    "--auth-host=trust", "-N"], check=True, stdout=subprocess.DEVNULL, **as_pg)
+    os.mkdir(sock)
+    os.chown(sock, pw.pw_uid, pw.pw_gid)
+    port = free_port()
+    pm = servers([os.path.join(bindir, "postgres"), "-D", data, "-k", sock, "-p", str(port),
+                  "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "shared_buffers=16MB",
+                  "-c", "max_connections=20", "-c", "logging_collector=off"],
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **as_pg)
+    try:
+        wait_port(port, proc=pm)
+        psql(port, "CREATE TABLE acct(id int PRIMARY KEY, v int); INSERT INTO acct VALUES (1, 0), (2, 0);")
+        yield pm.pid, port
+    finally:
+        if pm.poll() is None:
+            pm.send_signal(signal.SIGQUIT)          # immediate shutdown: frees its shared memory
+            try:
+                pm.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+        shutil.rmtree(base, ignore_errors=True)
+
+
+PSQL = ["psql", "-X", "-q", "-A", "-t", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres"]
+
+
+def psql(port: int, sql: str) -> str:
+    return subprocess.run(PSQL + ["-p", str(port), "-c", sql], stdout=subprocess.PIPE, text=True, timeout=20,
+                          check=True).stdout.strip()
+
+
+def test_postgres_row_lock_wait_root_is_the_idle_in_transaction_session(postgres, spawn_here):
+    _, port = postgres
+    holder = spawn_here(PSQL + ["-p", str(port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder.stdin.write("BEGIN;\nUPDATE acct SET v = v + 1 WHERE id = 1;\nSELECT 'locked';\n")
+    holder.stdin.flush()
+    wait_for_line(holder.stdout, "locked")
+    blocker = int(psql(port, "SELECT pid FROM pg_stat_activity WHERE state = 'idle in transaction'"))
+    waiter = spawn_here(PSQL + ["-p", str(port), "-c", "UPDATE acct SET v = v + 10 WHERE id = 1"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_state(lambda: psql(port, "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'") == "1",
+               what="the UPDATE waiting on the row lock")
+    wait_state(lambda: proc_state(waiter.pid) == "S", what="psql asleep")
+
+    d, text = diagnose(waiter.pid)
+
+    assert d.verdict == "blocked" and d.hung, text
+    assert (d.root_cause.pid, d.root_cause.kind) == (blocker, "db-lock"), text
+    assert blocker in [c.pid for c in d.chain], text
+    assert any("pg_blocking_pids" in e for e in d.evidence), d.evidence
+    assert any("idle in transaction" in e for e in d.evidence), d.evidence
+
+
+def test_postgres_client_in_pg_sleep_is_blocked_on_its_backend(postgres, spawn_here):
+    _, port = postgres
+    cli = spawn_here(PSQL + ["-p", str(port), "-c", "SELECT pg_sleep(600)"],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_state(lambda: psql(port, "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'") == "1",
+               what="a backend in pg_sleep")
+    backend = int(psql(port, "SELECT pid FROM pg_stat_activity WHERE wait_event = 'PgSleep'"))
+    wait_state(lambda: proc_state(cli.pid) == "S", what="psql asleep")
+
+    d, text = diagnose(cli.pid)
+
+    assert d.verdict == "blocked" and d.hung, text
+    assert (d.root_cause.pid, d.root_cause.kind) == (backend, "socket"), text
+    assert "nothing to send" in d.summary, text
+    assert any("pg_sleep" in e for e in d.evidence), d.evidence
+
+
+def test_postgres_idle_server_is_idle(postgres):
+    pm, port = postgres
+
+    d, text = diagnose(pm)
+
+    assert d.verdict == "idle" and not d.hung, text
+    assert d.root_cause.pid == pm, text
+
+
+# --------------------------------------------------------------------------
+# torch.distributed, gloo: 2 ranks; one stops calling collectives
+# --------------------------------------------------------------------------
+
+def _gloo_job(spawn_here, mode: str):
+    port = free_port()
+    job = spawn_here([sys.executable, os.path.join(TARGETS, "gloo_job.py"), str(port), mode],
+                     stdout=subprocess.PIPE)
+    ranks = {}
+    for _ in range(2):
+        line = wait_for_line(job.stdout, "pid", timeout=60).split()
+        ranks[int(line[1])] = int(line[3])
+    want = "stalled" if mode == "stall" else "ready"
+    wait_for_line(job.stdout, want, timeout=90)
+    return job, ranks
+
+
+def test_gloo_rank_that_stops_calling_collectives_is_the_root(spawn_here):
+    job, ranks = _gloo_job(spawn_here, "stall")
+    wait_state(lambda: proc_syscall(ranks[1]) in ("230", "35"), what="rank 1 asleep")
+    time.sleep(0.3)
+
+    d, text = diagnose(ranks[0], python_stacks=True)
+
+    assert d.verdict == "blocked" and d.hung, text
+    assert (d.root_cause.pid, d.root_cause.kind) == (ranks[1], "collective"), text
+    assert "rank 1" in d.summary and "all_reduce" in d.summary, text
+
+
+def test_gloo_healthy_job_is_progressing(spawn_here):
+    job, ranks = _gloo_job(spawn_here, "healthy")
+
+    for rank in (0, 1):
+        d, text = diagnose(ranks[rank], python_stacks=True)
+        assert d.verdict == "progressing", text
+        assert d.root_cause.pid == ranks[rank], text

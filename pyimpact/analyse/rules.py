@@ -463,7 +463,7 @@ def _lock_acquire(t: ThreadWait) -> bool:
     if t.kind != "futex" or t.join or not t.python_stack:
         return False
     top = str(t.python_stack[0].get("file") or "")
-    return not top.endswith(_WAIT_MACHINERY)
+    return not top.endswith(_WAIT_MACHINERY + _COLLECTIVE_FILES)
 
 
 # -- polling waiters ------------------------------------------------------------
@@ -589,6 +589,9 @@ def rule_collective(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Opt
         return None
     q, v = out[0]
     doing = f"{v.verdict}: {v.summary}" if v is not None else "not observed"
+    qmain = g.threads.get(q.pid)
+    if qmain is not None and qmain.python_stack:
+        doing = f"its main thread is {qmain.activity} {python_location(qmain)} ({doing})"
     root = RootCause(q.pid, q.pid, "collective", f"rank {q.env.get('RANK')} (pid {q.pid}) has not joined "
                      f"{fn}; it is {doing}")
     chain = [_link(t, {"kind": "collective", "resource": f"{fn}: the other ranks to join"}),
@@ -688,8 +691,8 @@ def rule_idle(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Verdict:
                    chain=[_link(lead, note=end_note(g, lead.node))] if lead else [], evidence=ev)
 
 
-RULES = (rule_zombie, rule_stopped, rule_deadlock, rule_working, rule_on_cpu, rule_owed_waits,
-         rule_lock_in_own_threads, rule_polling, rule_collective, rule_supervisor, rule_unresolved, rule_idle)
+RULES = (rule_zombie, rule_stopped, rule_deadlock, rule_working, rule_on_cpu, rule_collective, rule_owed_waits,
+         rule_lock_in_own_threads, rule_polling, rule_supervisor, rule_unresolved, rule_idle)
 
 
 # -- helpers ---------------------------------------------------------------------------

@@ -71,6 +71,21 @@ def _merge(base, extra):
     return base
 
 
+def add_wait_details(rec, snap) -> None:
+    """Read what the sleeping threads of ``snap`` point to (poll sets, futex
+    words, timeouts) into the recording, so the graph can follow them."""
+    from ..collect import waits
+
+    if snap is None:
+        return
+    got = waits.collect(snap)
+    cur = rec.metadata.get("wait_details")
+    if not cur:
+        rec.metadata["wait_details"] = got
+    else:
+        cur["threads"].update(got["threads"])
+
+
 def gather_related(rec, key: str, rounds: int = RELATED_ROUNDS, again: Optional[List[int]] = None) -> List[int]:
     """Snapshot the processes the waits point to, outside the traced tree,
     into ``rec.snapshots[key]``; repeat so chains can be followed further.
@@ -84,6 +99,7 @@ def gather_related(rec, key: str, rounds: int = RELATED_ROUNDS, again: Optional[
         added.extend(again)
         if snap is not None:
             rec.snapshots[key] = _merge(rec.snapshots.get(key), snap)
+            add_wait_details(rec, snap)
     for _ in range(rounds):
         missing = [p for p in referenced_pids(rec) if p not in added][:RELATED_MAX - len(added)]
         if not missing:
@@ -93,6 +109,7 @@ def gather_related(rec, key: str, rounds: int = RELATED_ROUNDS, again: Optional[
         if snap is None:
             continue
         rec.snapshots[key] = _merge(rec.snapshots.get(key), snap)
+        add_wait_details(rec, snap)
     return added
 
 
@@ -115,6 +132,7 @@ class _WindowWork:
             return
         self.done = True
         rec = tracer.rec
+        add_wait_details(rec, rec.snapshots.get("start"))
         self.related = gather_related(rec, "related_start")
         if tracer.probes is not None:
             followed = []
@@ -174,16 +192,22 @@ def observe(pid: int, *, window: float = 1.0, use_bpf: bool = True, python_stack
         marks["window_done"] = time.monotonic() - _T0
         rec = tr.recording()
         marks["recording"] = time.monotonic() - _T0
+        rec.metadata["wait_details"] = waits.collect(rec.snapshots.get("end") or rec.snapshots.get("start"))
         gather_related(rec, "related", again=work.related)
-        details = waits.collect(rec.snapshots.get("end") or rec.snapshots.get("start"))
         rel = rec.snapshots.get("related")
-        if rel is not None:
-            details["threads"].update(waits.collect(rel)["threads"])
-        rec.metadata["wait_details"] = details
         if ask_servers:
             from ..collect.servers import ask_servers as _ask
 
             rec.metadata["server_waits"] = _ask([rec.snapshots.get("end"), rel])
+            known = set(rec.snapshots["end"].processes) if rec.snapshots.get("end") else set()
+            known |= set(rel.processes) if rel is not None else set()
+            more = sorted({int(b) for info in rec.metadata["server_waits"]["processes"].values()
+                           for b in info.get("blocked_by") or []} - known)
+            if more:  # the sessions a server says hold the locks: snapshot them too
+                snap = _snapshot(more[:RELATED_MAX])
+                if snap is not None:
+                    rec.snapshots["related"] = rel = _merge(rel, snap)
+                    add_wait_details(rec, snap)
         marks["servers"] = time.monotonic() - _T0
         if not python_stacks:
             snap = rec.snapshots.get("start")
