@@ -337,6 +337,15 @@ def _outcome(e: Engine, p: ProcessInfo, t: ThreadWait) -> Optional[Tuple[int, Ve
                                                  edge.resource if edge is not None else t.resource),
                           "high" if v.confidence == "high" else "medium", chain=chain,
                           evidence=lines + v.evidence[:3])
+    if v is not None and v.verdict == "idle" and op is not None and kind in ("pipe", "socket"):
+        mutual = [x for x in e.threads(op) if x.work_wait and p.pid in x.work_from]
+        if mutual:  # each side waits for the other's next message: an idle conversation
+            x = mutual[0]
+            return 1, Verdict("idle", f"not hung: an idle conversation: it waits for {who}, which waits for "
+                              f"its next request ({x.work_wait})",
+                              RootCause(p.pid, t.tid, kind, t.resource), "high",
+                              chain=[_link(t, {"kind": kind, "resource": t.resource})],
+                              evidence=lines + [f"thread {x.tid} of pid {other} waits for {x.work_wait}"])
     holder = kind in LOCK_KINDS and v is not None and v.soft
     if v is not None and (v.verdict == "idle" or holder):
         if holder:  # a lock holder that itself waits by design is where the lock is stuck
@@ -631,6 +640,16 @@ def rule_unresolved(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Opt
     if any(t.activity in (WAKING, TIMED, RUNNING) for t in threads) and not any(t.tid == p.pid for t in stuck):
         return None  # a helper thread waiting while the main thread lives: not evidence of a hang
     t = next((x for x in stuck if x.tid == p.pid), stuck[0])
+    owed_kind = t.state == "D" or t.kind in ("futex", "mutex", "file-lock", "vfork", "block-io", "child") \
+        or t.end_kind is not None
+    if not owed_kind:
+        # a read on a pipe or socket whose other end is not visible (another PID or
+        # network namespace), a call not followed: nothing shows that anyone owes it
+        return Verdict("idle", f"not hung as far as can be seen: thread {t.tid} ({t.label}) waits{_since(t)} "
+                       f"on {t.resource or t.syscall}, and who would end that wait could not be seen "
+                       f"({end_note(e.g, t.node)})",
+                       RootCause(p.pid, t.tid, "unknown", t.resource or f"{t.syscall or '?'}()"), "low",
+                       chain=[_link(t, note=end_note(e.g, t.node))], evidence=_thread_lines(t))
     if t.syscall is None and t.kind == "unknown":
         summary = (f"thread {t.tid} ({t.label}) sleeps{_since(t)} with no wake-up seen; "
                    "what it waits on could not be read")

@@ -260,12 +260,14 @@ def _process_info(ctx: _Ctx, p: ProcessSnapshot) -> ProcessInfo:
                        sig_blocked=p.sig_blocked, tracer_pid=p.tracer_pid, exe=p.exe,
                        create_time=p.create_time,
                        observed="related" if p.pid in ctx.related else "target",
-                       env=dict(p.env), pgid=p.pgid, kernel_thread=p.kernel_thread)
+                       env=dict(p.env), pgid=p.pgid, sid=p.sid, kernel_thread=p.kernel_thread)
     for f in p.fds:
         s = ctx.sockets.get(f.inode) if f.kind == "socket" and f.inode is not None else None
         if s is not None and s.state == "LISTEN":
             info.listening.append(f"{s.proto} {s.local or f.target}")
     p0 = ctx.proc_first(p.pid)
+    if p0 is not None and p0.start_ticks == p.start_ticks:
+        info.was_state = p0.state
     if p0 is not None and p0 is not p and p0.start_ticks == p.start_ticks:
         info.cpu_s = max(0.0, (p.cpu_user_s + p.cpu_system_s) - (p0.cpu_user_s + p0.cpu_system_s))
         runtime = [(t.sum_exec_runtime_ms, t0.sum_exec_runtime_ms) for t in p.threads

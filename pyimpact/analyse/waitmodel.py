@@ -52,6 +52,7 @@ class ThreadWait:
     end_kind: Optional[str] = None  # an intrinsic root-cause kind (signal-stop, block-io, gpu)
     input_wait: bool = False        # waits for outside input (listening socket, terminal)
     work_wait: str = ""             # waits for work nobody owes it, in words ("" = not known to be)
+    work_from: List[int] = field(default_factory=list)  # pids that would send that work, when known
     join: bool = False              # waits for another thread to finish (join)
     timeout_s: Optional[float] = None   # time left of a finite timeout, when known
     has_timeout: bool = False
@@ -104,7 +105,9 @@ class ProcessInfo:
     listening: List[str] = field(default_factory=list)   # addresses of its listening sockets
     env: Dict[str, str] = field(default_factory=dict)    # allow-listed environment (RANK, ...)
     pgid: int = 0
+    sid: int = 0
     kernel_thread: bool = False
+    was_state: str = ""                  # state at the start of the window ("" = not seen then)
     notes: List[str] = field(default_factory=list)       # what a server said about this process
 
     @property

@@ -407,6 +407,8 @@ def _socket_edges(ctx: Any, g: WaitGraph, p: ProcessSnapshot, tw: ThreadWait, f:
                          f"{s.local}: nothing is owed to it")
         tw.input_wait = True
         tw.work_wait = f"the next request from {who} (an accepted {s.proto} connection on {s.local})"
+        if s.peer_inode:
+            tw.work_from = sorted({int(h[0]) for h in ctx.holders.get(s.peer_inode, [])})
         tw.evidence.append(f"{s.proto} {s.local} is a listening address on this host: "
                            "this end accepted the connection (the server side)")
         return
@@ -478,6 +480,7 @@ def _fed_by_ancestors(ctx: Any, p: ProcessSnapshot, tw: ThreadWait,
         return False
     who = ", ".join(f"pid {pid}" for pid in sorted(others))
     tw.work_wait = f"work from its parent ({who} holds the other end)"
+    tw.work_from = sorted(others)
     tw.end_reason = f"waits for work handed down by its parent: only {who} (an ancestor) can send"
     tw.input_wait = True
     tw.evidence.append(f"the other end is held only by {who}, an ancestor of pid {p.pid}")
@@ -773,6 +776,7 @@ def _resolve_poll(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnapshot,
         tw.evidence.extend(e for e in probe.evidence if e not in tw.evidence)
         if probe.work_wait:
             works.append(probe.work_wait)
+            tw.work_from = sorted(set(tw.work_from) | set(probe.work_from))
             continue
         if probe.end_reason or not probe.edges:
             unresolved = unresolved or f"waits in {name} without a timeout, among others on {_fd_words(f, fd)}"

@@ -20,7 +20,7 @@ import click
 from ..errors import ProcessGone, PyimpactError, UsageError
 from .job_options import job_from_options, job_options, wants_job
 from .params import Number
-from .target import process_target
+from .target import PID, _complete_process, resolve_target
 
 _T0 = time.monotonic()  # when this command's module was loaded (time-to-verdict marks)
 
@@ -244,6 +244,111 @@ def observe(pid: int, *, window: float = 1.0, use_bpf: bool = True, python_stack
     return d, rec
 
 
+def _snapshot_all(pids: List[int], timeout_s: float = 3.0):
+    """A snapshot of many processes; those that exit meanwhile are left out."""
+    import psutil
+
+    from ..collect import procfs
+
+    pids = list(pids)
+    for _ in range(50):
+        if not pids:
+            return None
+        try:
+            return procfs.take_snapshot(pids, tree=False, timeout_s=timeout_s)
+        except (psutil.NoSuchProcess, psutil.AccessDenied) as err:
+            gone = getattr(err, "pid", None)
+            if gone not in pids:
+                return None
+            pids.remove(gone)
+    return None
+
+
+def machine_pids() -> List[int]:
+    """Every user-space process but our own family (us, our shell, sudo)."""
+    from ..collect import jobs
+
+    import os
+
+    own = jobs.own_family()
+    try:
+        own_pgid = os.getpgid(0)
+    except OSError:
+        own_pgid = -1
+    table = jobs.proc_table()
+
+    def ours(pid: int) -> bool:
+        try:
+            return pid in own or os.getpgid(pid) == own_pgid
+        except OSError:
+            return True   # gone already
+
+    return sorted(pid for pid, st in table.procs.items() if not st.kernel_thread and pid != 1
+                  and st.state not in ("X",) and not ours(pid))
+
+
+def observe_all(*, window: float = 1.0, use_bpf: bool = True, python_stacks: bool = True,
+                on_verdict: Optional[Callable[[Any, Any], None]] = None):
+    """Observe every user process of the machine for one window and judge
+    every process tree.  Returns (MachineReport, diagnoses by pid, Recording).
+
+    Python stacks are read (py-spy) only where they change a verdict: the
+    processes of a distributed job and those judged hung in the first pass;
+    then the graph is built again with them."""
+    from ..analyse.diagnose import diagnose_many
+    from ..analyse.machine import report
+    from ..collect import waits
+    from ..collect.tracer import TraceRequest, Tracer
+
+    marks = {"imported": time.monotonic() - _T0}
+    req = TraceRequest(pids=(), trace_all=True, duration_s=window, use_bpf=use_bpf, degrade=True,
+                       options={"command": "diagnose --all", "window_s": window})
+    with Tracer(req) as tr:
+        t_attached = time.monotonic()
+        rec = tr.rec
+        pids = machine_pids()
+        rec.snapshots["start"] = _snapshot_all(pids)
+        marks["attached"] = time.monotonic() - _T0
+        tr.request.duration_s = max(0.05, window - (time.monotonic() - t_attached))
+        tr.run()
+        rec = tr.recording()
+        alive = machine_pids()
+        rec.snapshots["end"] = _snapshot_all(alive)
+        rec.metadata["followed_pids"] = alive
+        rec.metadata["wait_details"] = waits.collect(rec.snapshots.get("end"))
+        from ..collect.servers import ask_servers as _ask
+
+        rec.metadata["server_waits"] = _ask([rec.snapshots.get("end")])
+        marks["collected"] = time.monotonic() - _T0
+        end = rec.snapshots.get("end")
+        mine = sorted(end.processes) if end is not None else []
+        ds = {d.pid: d for d in diagnose_many(rec, mine)}
+        if python_stacks and end is not None:
+            want = [pid for pid, d in ds.items() if end.processes[pid].python
+                    and (d.hung or "RANK" in end.processes[pid].env)]
+            if want:
+                from ..collect.pystacks import StackDumps
+
+                rec.metadata["python_stacks"] = StackDumps(want, timeout_s=2.0).wait(2.5)
+                ds = {d.pid: d for d in diagnose_many(rec, mine)}
+        elif end is not None and any(p.python for p in end.processes.values()):
+            rec.note_unavailable("Python stacks", "not asked for (--no-python)")
+        marks["diagnosed"] = time.monotonic() - _T0
+        g = next(iter(ds.values())).graph if ds else None
+        unavailable = [f"{u.get('what')}: {u.get('why')}" for u in rec.metadata.get("unavailable", [])]
+        unavailable += list((rec.metadata.get("server_waits") or {}).get("notes") or [])
+        if g is None:
+            from ..analyse.waitgraph import build
+
+            g = build(rec)
+        r = report(g, ds, unavailable=unavailable, lost=int(sum((rec.metadata.get("lost") or {}).values())))
+        if on_verdict is not None:
+            on_verdict(r, rec)
+        marks["shown"] = time.monotonic() - _T0
+        rec.metadata["diagnose_timings_s"] = {k: round(v, 4) for k, v in marks.items()}
+    return r, ds, rec
+
+
 def _tgid(pid: int) -> Optional[int]:
     """The process a task id belongs to (None when it cannot be read)."""
     try:
@@ -257,7 +362,12 @@ def _tgid(pid: int) -> Optional[int]:
 
 
 @click.command("diagnose")
-@process_target
+@click.argument("target", required=False, metavar="PID|NAME", shell_complete=_complete_process)
+@click.option("-p", "--pid", "pid_opt", type=PID, metavar="N", help="The process by PID (same as giving PID).")
+@click.option("-n", "--name", "name_opt", metavar="NAME", shell_complete=_complete_process,
+              help="The process by name: comm, program or script (train.py); must be unique.")
+@click.option("--all", "all_", is_flag=True,
+              help="Every process tree of the machine in one window: a row per unhealthy tree.")
 @click.option("-w", "--window", type=Number(0.05, 60.0), default=1.0, show_default=True,
               help="Seconds to observe with the probes.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema pyimpact.diagnose/1).")
@@ -266,8 +376,8 @@ def _tgid(pid: int) -> Optional[int]:
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Also save the recording (.parquet, .json, .html; - = JSON on stdout) for `pyimpact report`.")
 @job_options
-def command(pid, window, as_json, no_bpf, no_python, output, job, hosts_file, slurm_job, via,
-            ssh_config, remote_cmd):
+def command(target, pid_opt, name_opt, all_, window, as_json, no_bpf, no_python, output, job, hosts_file,
+            slurm_job, via, ssh_config, remote_cmd):
     """Why is it stuck: what each thread waits on, and the root cause.
 
     The process is a PID or a name (comm, program, or the script an
@@ -283,7 +393,13 @@ def command(pid, window, as_json, no_bpf, no_python, output, job, hosts_file, sl
       sudo pyimpact diagnose 1234 --json     one JSON document
       pyimpact diagnose --no-bpf 1234        /proc only, without root
       sudo pyimpact diagnose 1234 --job --hosts nodes.txt   the whole job, every node
+      sudo pyimpact diagnose --all           every process tree: what is hung
     """
+    if all_:
+        if any(x is not None for x in (target, pid_opt, name_opt)) or wants_job(job, hosts_file, slurm_job):
+            raise UsageError("--all takes no process", "give either --all or one PID|NAME")
+        return _command_all(window, as_json, no_bpf, no_python, output)
+    pid = resolve_target(target, pid_opt, name_opt)
     from ..collect.special import special_process
 
     special = special_process(pid)
@@ -339,3 +455,25 @@ def _show_job(jd, elapsed: float, as_json: bool) -> None:
         from ..render.job_view import write
 
         write(jd, sys.stdout, elapsed)
+
+
+def _command_all(window, as_json, no_bpf, no_python, output) -> None:
+    from .output import check_output
+
+    to_stdout = check_output(output, as_json)
+
+    def show(r, rec) -> None:
+        if as_json:
+            import json
+
+            sys.stdout.write(json.dumps(r.to_json(), indent=2, default=str) + "\n")
+            sys.stdout.flush()
+        else:
+            from ..render.diagnose_all_view import write
+
+            write(r, sys.stderr if to_stdout else sys.stdout)
+
+    _, _, rec = observe_all(window=window, use_bpf=not no_bpf, python_stacks=not no_python, on_verdict=show)
+    if output:
+        path = rec.save(output)
+        click.echo(f"recording written to {path}", err=True)

@@ -1,0 +1,106 @@
+"""`diagnose --all`: every process tree of the machine, one verdict each.
+
+Pure.  The processes of one recording (a machine-wide window) are grouped
+into trees: a tree starts at a process whose parent is init (pid 1), is not
+observed, or belongs to another session (a shell, a service, a job started
+with its own session).  A tree is unhealthy when one of its processes is
+hung (deadlock, blocked, stopped, zombie); its row names the topmost hung
+process, the verdict, the root cause and for how long.  Healthy trees are
+only counted: nothing healthy is ever listed as hung.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from .verdict import HUNG
+from .waitmodel import WaitGraph, process_words
+
+SCHEMA = "pyimpact.diagnose-all/1"
+
+
+@dataclass
+class TreeRow:
+    root_pid: int              # the tree's top process
+    pid: int                   # the topmost hung process in it
+    verdict: str
+    summary: str
+    root_cause: Dict[str, Any]
+    since_s: Optional[float]
+    name: str
+    hung_pids: List[int] = field(default_factory=list)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {"tree": self.root_pid, "pid": self.pid, "name": self.name, "class": self.verdict,
+                "summary": self.summary, "root_cause": self.root_cause, "since_s": self.since_s,
+                "hung_pids": list(self.hung_pids)}
+
+
+@dataclass
+class MachineReport:
+    rows: List[TreeRow]
+    healthy_trees: int
+    trees: int
+    processes: int
+    window_s: Optional[float]
+    bpf: bool
+    unavailable: List[str] = field(default_factory=list)
+    lost_events: int = 0
+
+    def to_json(self) -> Dict[str, Any]:
+        return {"schema": SCHEMA, "unhealthy": [r.to_dict() for r in self.rows],
+                "healthy_trees": self.healthy_trees, "trees": self.trees, "processes": self.processes,
+                "window_s": self.window_s, "bpf": self.bpf, "unavailable": list(self.unavailable),
+                "lost_events": self.lost_events}
+
+
+def trees(g: WaitGraph, pids: Optional[List[int]] = None) -> Dict[int, List[int]]:
+    """tree root -> its processes (parents before children)."""
+    procs = g.processes
+    chosen = set(pids) if pids is not None else set(procs)
+
+    def top(pid: int) -> int:
+        cur = procs[pid]
+        for _ in range(256):
+            parent = procs.get(cur.ppid)
+            if cur.ppid <= 1 or parent is None or parent.pid not in chosen or parent.sid != cur.sid:
+                return cur.pid
+            cur = parent
+        return cur.pid
+
+    out: Dict[int, List[int]] = {}
+    for pid in sorted(chosen, key=lambda p: (procs[p].create_time, p)):
+        out.setdefault(top(pid), []).append(pid)
+    return out
+
+
+def _just_exited(g: WaitGraph, d: Any) -> bool:
+    """A zombie that was still running when the window began: its parent may
+    simply not have reaped it yet (it exited a moment ago)."""
+    p = g.processes.get(d.pid)
+    return d.verdict == "zombie" and p is not None and p.was_state not in ("Z", "X")
+
+
+def report(g: WaitGraph, diagnoses: Dict[int, Any], *, unavailable: Optional[List[str]] = None,
+           lost: int = 0) -> MachineReport:
+    """One row per tree with a hung process; the rest counted as healthy."""
+    groups = trees(g, list(diagnoses))
+    rows: List[TreeRow] = []
+    for root, members in groups.items():
+        hung = [pid for pid in members if diagnoses[pid].verdict in HUNG and not _just_exited(g, diagnoses[pid])]
+        if not hung:
+            continue
+        # the topmost hung process: the first in tree order (parents come first)
+        d = diagnoses[hung[0]]
+        since = None
+        for t in d.threads:
+            if t.blocked_for_s is not None:
+                since = max(since or 0.0, t.blocked_for_s)
+        p = g.processes[d.pid]
+        rows.append(TreeRow(root_pid=root, pid=d.pid, verdict=d.verdict, summary=d.summary,
+                            root_cause=d.root_cause.to_dict(), since_s=since, name=process_words(p, 36),
+                            hung_pids=hung))
+    rows.sort(key=lambda r: -(r.since_s or 0))
+    return MachineReport(rows=rows, healthy_trees=len(groups) - len(rows), trees=len(groups),
+                         processes=len(diagnoses), window_s=g.window_s, bpf=g.bpf,
+                         unavailable=list(unavailable or []), lost_events=lost)
