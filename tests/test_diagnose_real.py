@@ -411,3 +411,57 @@ def test_gloo_healthy_job_is_progressing(spawn_here):
         d, text = diagnose(ranks[rank], python_stacks=True)
         assert d.verdict == "progressing", text
         assert d.root_cause.pid == ranks[rank], text
+
+
+# --------------------------------------------------------------------------
+# diagnose --all with the healthy ones running at once
+# --------------------------------------------------------------------------
+
+def test_diagnose_all_calls_none_of_the_healthy_programs_hung(nginx, redis, postgres, spawn_here):
+    from pyimpact.commands.diagnose import observe_all
+    from pyimpact.render.diagnose_all_view import lines as all_lines
+
+    master, worker, nport = nginx
+    rsrv, rport = redis
+    pm, _ = postgres
+    load = spawn_here([sys.executable, os.path.join(TARGETS, "http_load.py"), str(nport), "60"],
+                      stdout=subprocess.PIPE)
+    wait_for_line(load.stdout, "ready")
+    bench = spawn_here(["redis-benchmark", "-p", str(rport), "-n", "50000000", "-c", "2", "-q", "-t", "get"],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    data = "/usr/lib/x86_64-linux-gnu" if os.path.isdir("/usr/lib/x86_64-linux-gnu") else "/usr/lib"
+    pipeline = spawn_here(["sh", "-c", f"tar cf - {data} 2>/dev/null | gzip -1 > /dev/null"])
+    job, ranks = _gloo_job(spawn_here, "healthy")
+    wait_state(lambda: "cmd=get" in redis_cli(rport, "CLIENT", "LIST"), what="benchmark connected")
+    healthy = {master, worker, rsrv, pm, load.pid, bench.pid, pipeline.pid, job.pid, *ranks.values(),
+               *children_of(pipeline.pid), *children_of(pm)}
+
+    r, ds, _ = observe_all(window=1.0)
+    text = "\n".join(all_lines(r))
+
+    assert healthy <= set(ds), (healthy - set(ds), text)       # every one of them was judged
+    hung = {pid for row in r.rows for pid in row.hung_pids}
+    assert not healthy & hung, text
+    for pid in healthy:
+        assert not ds[pid].hung, "\n".join(lines(ds[pid]))
+    assert r.healthy_trees >= 6, text
+    assert ds[worker].verdict == "progressing" and ds[rsrv].verdict == "progressing", text
+    assert "healthy tree(s)" in text
+
+
+def test_cli_diagnose_all_json_and_bad_use():
+    from conftest import PYIMPACT
+
+    res = subprocess.run(PYIMPACT + ["diagnose", "--all", "--json", "--window", "0.3"], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    import json
+
+    doc = json.loads(res.stdout)
+    assert doc["schema"] == "pyimpact.diagnose-all/1"
+    assert doc["trees"] == doc["healthy_trees"] + len(doc["unhealthy"]) and doc["processes"] > 0
+    for row in doc["unhealthy"]:
+        assert row["class"] in ("deadlock", "blocked", "stopped", "zombie") and row["pid"] in row["hung_pids"]
+
+    res = subprocess.run(PYIMPACT + ["diagnose", "--all", "1"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, res.stderr
