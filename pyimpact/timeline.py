@@ -49,13 +49,9 @@ from .syscall_table import syscall_name, syscall_number
 #: this machine's futex syscall number (202 on x86_64, 98 on arm64)
 FUTEX_NR = syscall_number("futex") or -1
 
-# struct pyi_event and the PYI_KIND_* numbers of probes/pyimpact.h, field for
-# field (tests/test_event_layout.py compares the two without root).
-EVENT_DTYPE = np.dtype([
-    ("ts", "<u8"), ("dur", "<u8"), ("kind", "<u4"), ("tgid", "<u4"), ("tid", "<u4"),
-    ("aux", "<i4"), ("ret", "<i8"), ("a", "<u8", (4,)), ("comm", "S16"),
-])
-assert EVENT_DTYPE.itemsize == 88
+# struct pyi_event (pyimpact.event_layout) and the PYI_KIND_* numbers of
+# probes/pyimpact.h, field for field (tests/test_event_layout.py compares them without root).
+from .event_layout import EVENT_DTYPE  # noqa: E402
 
 KINDS = {1: "syscall", 2: "futex_wait", 3: "futex_wake", 4: "fork", 5: "exec", 6: "exit",
          7: "signal_generate", 8: "signal_deliver", 9: "block_io"}

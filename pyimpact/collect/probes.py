@@ -27,7 +27,7 @@ from importlib import resources
 
 from ..errors import BPFUnavailable, UsageError
 from ..syscall_table import bpf_defines, syscall_name
-from ..timeline import EVENT_DTYPE
+from ..event_layout import EVENT_DTYPE
 from .bpf_env import BPFEnvironment, check_bpf_environment
 
 EVENT_SIZE = EVENT_DTYPE.itemsize      # struct pyi_event (probes/pyimpact.h)
@@ -523,6 +523,41 @@ class KernelProbes:
                 rwbs=int(v.rwbs).to_bytes(8, "little").split(b"\0", 1)[0].decode("ascii", "replace"),
                 queued_ns=self._wall(v.queued), issued_ns=self._wall(v.issued) if v.issued else 0))
         return out
+
+
+class ProbeOpener:
+    """Compile, load and attach the probes in a background thread.
+
+    The compile is one ctypes call into LLVM that releases the GIL, so the
+    rest of a command's start-up (importing pandas, the first snapshot) runs
+    meanwhile: time to verdict pays for the longer of the two, not the sum.
+    ``result()`` returns the open ``KernelProbes`` or raises what opening
+    raised; ``discard()`` detaches them when they are not wanted after all."""
+
+    def __init__(self, config: ProbeConfig) -> None:
+        self.config = config
+        self._probes = None
+        self._error = None
+        self._thread = threading.Thread(target=self._run, name="pyimpact-probe-compile", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._probes = KernelProbes(self.config).open()
+        except BaseException as err:  # handed to result()
+            self._error = err
+
+    def result(self) -> "KernelProbes":
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._probes
+
+    def discard(self) -> None:
+        self._thread.join()
+        if self._probes is not None:
+            self._probes.close()
+            self._probes = None
 
 
 def _detach_fast(bpf) -> None:

@@ -63,8 +63,12 @@ def _alive(identity) -> bool:
 
 
 class Tracer:
-    def __init__(self, request: TraceRequest):
+    def __init__(self, request: TraceRequest, opener=None):
+        """``opener``: a ``probes.ProbeOpener`` already compiling the probes for
+        this request (started before the slow imports), used instead of
+        compiling them here."""
         self.request = request
+        self.opener = opener
         self.identities = [_identity(pid) for pid in request.pids]
         self.probes: Optional[KernelProbes] = None
         self.rec = Recording(metadata=base_metadata())
@@ -80,7 +84,11 @@ class Tracer:
         meta["mode"] = "system" if self.request.trace_all else "pids"
         meta["options"] = dict(self.request.options)
         meta["slow_ns"] = self.request.slow_ns
-        self.rec.snapshots["start"] = self._snapshot()
+        try:
+            self.rec.snapshots["start"] = self._snapshot()
+        except BaseException:
+            self.close()   # a probe compile started early is detached too
+            raise
         if self.request.use_bpf:
             self._open_probes()
         else:
@@ -93,6 +101,9 @@ class Tracer:
         self.close()
 
     def close(self) -> None:
+        if self.opener is not None:  # compiled for a request that did not use them
+            self.opener.discard()
+            self.opener = None
         if self.probes is not None:
             self.probes.close()
             self.rec.metadata.setdefault("probe_timings", {}).update(self.probes.timings)
@@ -102,7 +113,11 @@ class Tracer:
         config = ProbeConfig(pids=tuple(p for p, _ in self.identities), trace_all=self.request.trace_all,
                              slow_ns=self.request.slow_ns, ringbuf_pages=self.request.ringbuf_pages)
         try:
-            self.probes = KernelProbes(config).open()
+            if self.opener is not None and self.opener.config == config:
+                self.probes = self.opener.result()
+                self.opener = None
+            else:
+                self.probes = KernelProbes(config).open()
         except PyimpactError as err:
             if not self.request.degrade:
                 raise

@@ -177,15 +177,26 @@ def observe(pid: int, *, window: float = 1.0, use_bpf: bool = True, python_stack
     ``on_window(tracer)`` once the probes watch (tests use it to act inside
     the window).
     """
-    from ..analyse.diagnose import diagnose
-    from ..collect import waits
-    from ..collect.tracer import TraceRequest, Tracer
+    opener = None
+    if use_bpf:  # compile the probes while pandas and the analysis import (time to verdict)
+        from ..collect.probes import ProbeConfig, ProbeOpener
 
-    marks = {"imported": time.monotonic() - _T0}
-    req = TraceRequest(pids=(pid,), duration_s=window, use_bpf=use_bpf, degrade=True,
-                       options={"command": "diagnose", "window_s": window})
-    work = _WindowWork(python_stacks, on_window)
-    with Tracer(req) as tr:
+        opener = ProbeOpener(ProbeConfig(pids=(pid,)))
+    try:
+        from ..analyse.diagnose import diagnose
+        from ..collect import waits
+        from ..collect.tracer import TraceRequest, Tracer
+
+        marks = {"imported": time.monotonic() - _T0}
+        req = TraceRequest(pids=(pid,), duration_s=window, use_bpf=use_bpf, degrade=True,
+                           options={"command": "diagnose", "window_s": window})
+        work = _WindowWork(python_stacks, on_window)
+        tracer = Tracer(req, opener=opener)
+    except BaseException:
+        if opener is not None:
+            opener.discard()
+        raise
+    with tracer as tr:
         marks["attached"] = time.monotonic() - _T0
         tr.run(on_tick=work, tick_s=3600.0)
         work(tr)  # a window too short for a tick still gets its work
