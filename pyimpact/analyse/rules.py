@@ -44,6 +44,8 @@ _WAIT_MACHINERY = ("threading.py", "queue.py", "thread.py", "selectors.py", "eve
                    "process.py", "connection.py", "synchronize.py", "pool.py")
 #: a frame in one of these files means the thread is inside a torch.distributed collective
 _COLLECTIVE_FILES = ("distributed_c10d.py", "c10d_logger.py")
+#: bytes moved in the window below which a rank caught inside a collective is not completing any
+COLLECTIVE_QUIET_BYTES = 4096
 
 Path = List[Tuple[str, Optional[Edge]]]
 
@@ -576,10 +578,10 @@ def rule_collective(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Opt
         return None
     t, fn = inside[0]
     g = e.g
+    if max(p.io_bytes or 0, p.data_bytes or 0) >= COLLECTIVE_QUIET_BYTES:
+        return None  # data moved over the window: collectives complete, it was only caught inside one
     peers = [q for q in g.processes.values() if q.pid != p.pid and _job_key(q) == key
              and q.env.get("RANK") != p.env.get("RANK")]
-    if not peers:
-        return None
     out = []
     for q in sorted(peers, key=lambda q: int(q.env.get("RANK", "0") or 0)):
         qin = [x for x in e.threads(q) if _in_collective(x)]
@@ -595,7 +597,15 @@ def rule_collective(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Opt
         ev.append(f"rank {q.env.get('RANK')} is pid {q.pid}: "
                   + (f"in {_in_collective(qin[0])} too" if qin else "not in a collective"))
     if not out:
-        return None
+        # every rank seen here waits in it too: what holds them back is a rank elsewhere
+        world = p.env.get("WORLD_SIZE", "?")
+        here = sorted(int(q.env.get("RANK", "0") or 0) for q in peers + [p])
+        return Verdict("blocked", f"rank {rank} waits in {fn} with no data moving; the ranks on this machine "
+                       f"({', '.join(map(str, here))} of world size {world}) are all in it: the rank holding "
+                       "them back runs elsewhere (another node), or has exited",
+                       RootCause(None, None, "collective", f"the ranks of world size {world} not on this machine"),
+                       "medium", chain=[_link(t, {"kind": "collective", "resource": f"{fn}: the other ranks"})],
+                       evidence=ev)
     q, v = out[0]
     doing = f"{v.verdict}: {v.summary}" if v is not None else "not observed"
     qmain = g.threads.get(q.pid)
