@@ -107,3 +107,25 @@ def test_output_dash_writes_the_recording_to_stdout(spawn, tmp_path):
     assert res.returncode == 0 and json.loads(res.stdout)["diagnoses"][0]["pid"] == proc.pid
     res = _cli(["diagnose", "--no-bpf", str(proc.pid), "-o", "-", "--json"])
     assert res.returncode == 2 and b"both write to standard output" in res.stderr
+
+
+def test_report_converts_a_recording_to_every_format(tmp_path):
+    """report FILE -o OUT: .json and .parquet read back to the same diagnosis; .csv keeps the timeline."""
+    from pyimpact.analyse.diagnose import diagnose
+    from pyimpact.recording import Recording
+
+    src = os.path.join(ROOT, "tests", "recordings", "diag_rec_chain.parquet")
+    rec = Recording.load(src)
+    pid = int(rec.metadata["targets"][0]["pid"])
+    want = diagnose(rec, pid).to_json()["verdict"]
+    for suffix in (".json", ".parquet", ".csv"):
+        out = tmp_path / f"conv{suffix}"
+        res = _cli(["report", src, "-o", str(out)])
+        assert res.returncode == 0 and out.stat().st_size > 0, res.stderr
+        assert res.stdout == b"" and b"wrote" in res.stderr
+        again = Recording.load(str(out))
+        assert len(again.events) == len(rec.events)
+        if suffix != ".csv":
+            assert diagnose(again, pid).to_json()["verdict"] == want
+    res = _cli(["report", src, "-o", "-"])
+    assert res.returncode == 0 and json.loads(res.stdout)["pyimpact"]["metadata"]["targets"][0]["pid"] == pid

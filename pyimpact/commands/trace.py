@@ -149,6 +149,9 @@ def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_p
     from .output import check_output
 
     to_stdout = check_output(output, as_json)
+    if to_stdout and kill_preview:
+        raise UsageError("-o - cannot be used with --kill-preview: the live panel is on standard output",
+                         "give -o a file name")
     if trace_all and (pids or names):
         raise UsageError("give either -p PID / -n NAME or --all, not both")
     if pids or names:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -76,16 +77,21 @@ def main() -> None:
     lockfile = os.path.join(workdir, "queue.lock")
     children = []
 
+    leader = os.getpid()
+
     def finish(*_):
+        # The children inherit this handler and get the same SIGTERM (the demo
+        # ends the whole process group): only the leader cleans up, or two
+        # processes race to empty the work directory.
+        if os.getpid() != leader:
+            os._exit(0)
         for pid in children:
             try:
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
             except OSError:
                 pass
-        for name in os.listdir(workdir):
-            os.unlink(os.path.join(workdir, name))
-        os.rmdir(workdir)
+        shutil.rmtree(workdir, ignore_errors=True)
         os._exit(0)
 
     signal.signal(signal.SIGTERM, finish)
