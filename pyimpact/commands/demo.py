@@ -26,6 +26,25 @@ def _run(args: list) -> int:
     return subprocess.run([sys.executable, "-m", "pyimpact", *args]).returncode
 
 
+def _run_trace(args: list, go) -> int:
+    """Run `pyimpact trace`, passing its stderr through, and call ``go()`` once
+    its probes are attached (or once it has ended, whatever happened)."""
+    click.secho("$ sudo pyimpact " + " ".join(args), bold=True)
+    proc = subprocess.Popen([sys.executable, "-m", "pyimpact", *args], stderr=subprocess.PIPE)
+    started = False
+    for raw in proc.stderr:
+        sys.stderr.write(raw.decode(errors="replace"))
+        sys.stderr.flush()
+        if not started and b"probes attached" in raw:
+            started = True
+            go()
+    proc.wait()
+    proc.stderr.close()
+    if not started:
+        go()
+    return proc.returncode
+
+
 def _have(command_module: str) -> bool:
     return importlib.util.find_spec(f"pyimpact.commands.{command_module}") is not None
 
@@ -37,16 +56,23 @@ def command(output_dir):
     """Run trace, diagnose, kill-preview and report on a bundled demo target."""
     os.makedirs(output_dir, exist_ok=True)
     timeline = os.path.join(output_dir, "pyimpact-demo.json")
-    target = subprocess.Popen([sys.executable, "-m", "pyimpact.demo.stuck_pipeline", "4"],
-                              stdout=subprocess.PIPE, start_new_session=True)
+    target = subprocess.Popen([sys.executable, "-m", "pyimpact.demo.stuck_pipeline", "4", "--wait-go"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+
+    def go() -> None:
+        try:
+            target.stdin.write(b"go\n")
+            target.stdin.close()
+        except (BrokenPipeError, ValueError):
+            pass
     failures = 0
     try:
         line = target.stdout.readline().decode()
         if not line.startswith("ready"):
             raise PyimpactError("the demo target did not start")
         pid = target.pid
-        click.echo(f"demo target started: pid {pid} (a pipeline that works for 4 s, then gets stuck)\n")
-        failures += _run(["trace", "-p", str(pid), "-d", "3", "-o", timeline]) != 0
+        click.echo(f"demo target started: pid {pid} (a pipeline that works for 4 s once traced, then gets stuck)\n")
+        failures += _run_trace(["trace", "-p", str(pid), "-d", "3", "-o", timeline], go) != 0
         click.echo(f"\nopen {timeline} in https://ui.perfetto.dev to see the timeline\n")
         if target.stdout.readline().decode().strip() != "stuck":
             raise PyimpactError("the demo target did not reach its stuck state")

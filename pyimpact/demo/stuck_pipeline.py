@@ -7,8 +7,9 @@
   holder (child)   took that flock first and sleeps forever
 
 So `pyimpact diagnose <pipeline>` should follow: pipeline -> pipe -> worker ->
-file lock -> holder. Prints "ready <pid>" once the first busy phase has begun
-and "stuck" when the chain is in place. Ends on SIGTERM/SIGINT, with its children.
+file lock -> holder. Prints "ready <pid>" when started (with --wait-go it
+then waits for a line on stdin before the busy phase) and "stuck" when the
+chain is in place. Ends on SIGTERM/SIGINT, with its children.
 """
 from __future__ import annotations
 
@@ -97,6 +98,10 @@ def main() -> None:
     signal.signal(signal.SIGTERM, finish)
     signal.signal(signal.SIGINT, finish)
     print(f"ready {os.getpid()}", flush=True)
+    if "--wait-go" in sys.argv:
+        # `pyimpact demo` says go once its trace is attached: however long the
+        # probes take to compile on a loaded machine, the busy phase is traced.
+        sys.stdin.readline()
     busy_phase(workdir, busy_s)
 
     ready_r, ready_w = os.pipe()
