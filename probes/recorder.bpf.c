@@ -29,6 +29,9 @@
 
 #define REC_COMM_LEN 16
 #define REC_PATH_LEN 256
+#define REC_ARGV_LEN 512         /* a power of two */
+#define REC_PIDTYPE_PGID 2
+#define REC_PIDTYPE_SID  3
 #define REC_DEPTH    8          /* path components kept, innermost first */
 #define REC_NAME_LEN 64         /* bytes per component (a power of two) */
 
@@ -50,8 +53,9 @@ struct rec_event {              /* 72 bytes */
 };
 
 struct rec_exec_event {
-    struct rec_event e;
+    struct rec_event e;         /* other: old pid; aux: process group; ret: session; a[0]: uid */
     char filename[REC_PATH_LEN];
+    char argv[REC_ARGV_LEN];    /* the new program's arguments, NUL-separated, cut at REC_ARGV_LEN */
 };
 
 struct rec_file_event {
@@ -143,6 +147,36 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     x->e.other = args->old_pid;
     unsigned short offset = args->data_loc_filename & 0xFFFF;
     bpf_probe_read_kernel_str(&x->filename, sizeof(x->filename), (void *)args + offset);
+    /* Read here, not later from /proc: a short-lived job may be gone by then,
+     * and its group and session decide which job its workers belong to. */
+    void *task = (void *)bpf_get_current_task();
+    void *mm = 0, *sig = 0, *pgrp = 0, *sess = 0;
+    unsigned long start = 0, end = 0;
+    s32 pgid = 0, sid = 0;
+    REC_READ(mm, task, PYI_OFF_TASK_MM);
+    if (mm) {
+        REC_READ(start, mm, PYI_OFF_MM_ARG_START);
+        REC_READ(end, mm, PYI_OFF_MM_ARG_END);
+    }
+    u32 len = end > start ? (end - start > REC_ARGV_LEN ? REC_ARGV_LEN : end - start) : 0;
+    x->argv[0] = 0;
+    if (len > 0 && len <= REC_ARGV_LEN) {
+        if (bpf_probe_read_user(&x->argv, len, (void *)start) != 0)
+            len = 0;
+    }
+    x->e.a[1] = len;
+    REC_READ(sig, task, PYI_OFF_TASK_SIGNAL);
+    if (sig) {
+        REC_READ(pgrp, sig, PYI_OFF_SIGNAL_PIDS + REC_PIDTYPE_PGID * sizeof(void *));
+        REC_READ(sess, sig, PYI_OFF_SIGNAL_PIDS + REC_PIDTYPE_SID * sizeof(void *));
+    }
+    if (pgrp)
+        REC_READ(pgid, pgrp, PYI_OFF_PID_NUMBERS);     /* numbers[0].nr: the pid in the initial namespace */
+    if (sess)
+        REC_READ(sid, sess, PYI_OFF_PID_NUMBERS);
+    x->e.aux = pgid;
+    x->e.ret = sid;
+    x->e.a[0] = (u32)bpf_get_current_uid_gid();
     rec_events.ringbuf_submit(x, 0);
     return 0;
 }

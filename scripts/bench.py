@@ -13,7 +13,8 @@ verdict, event capacity, memory and export time.
 
 Benchmarks: overhead (1 and 2), training (3), verdict (4), capacity (5),
 memory (6: peak RSS while tracing the training job), export (6: write a
-large recording), nodes (16: `diagnose --job` over 2 and 4 simulated nodes). The machine should be otherwise idle: the script records
+large recording), nodes (16: `diagnose --job` over 2 and 4 simulated nodes),
+recorder (7: `pyimpact record`'s cost). The machine should be otherwise idle: the script records
 the load average and flags samples taken while someone else's tracer was
 attached to the syscall tracepoints.
 """
@@ -31,10 +32,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench import capacity, job_nodes, memory, overhead, report, stop, training, verdict  # noqa: E402
+from bench import capacity, job_nodes, memory, overhead, recorder, report, stop, training, verdict  # noqa: E402
 from bench.common import ROOT, AttachMonitor, Procs, loadavg, log, machine_info  # noqa: E402
 
-NAMES = ("overhead", "training", "verdict", "capacity", "memory", "export", "nodes", "stop")
+NAMES = ("overhead", "training", "verdict", "capacity", "memory", "export", "nodes", "stop", "recorder")
 EXTRA_NAMES = ("training_ab",)      # run only when named: training with a baseline checkout
 
 FULL = {
@@ -47,6 +48,7 @@ FULL = {
     "nodes": {"runs": 3, "nodes": [2, 4]},
     "stop": {"busy": [1, 2, 4], "signals": ["SIGTERM", "SIGHUP"]},
     "training_ab": {"rounds": 4, "warmup": 30, "steps": 600},
+    "recorder": {"rounds": 7, "seconds": 1.0, "idle_s": 120.0, "job_s": 120.0},
 }
 QUICK = {
     "overhead": {"rounds": 2, "seconds": 0.3},
@@ -58,6 +60,7 @@ QUICK = {
     "nodes": {"runs": 1, "nodes": [2, 4]},
     "stop": {"busy": [0.5], "signals": ["SIGTERM"]},
     "training_ab": {"rounds": 1, "warmup": 10, "steps": 60},
+    "recorder": {"rounds": 1, "seconds": 0.3, "idle_s": 10.0, "job_s": 10.0},
 }
 
 
@@ -160,6 +163,8 @@ def main() -> int:
                 res = capacity.run(procs, bindir, tmp, p["rates"], p["seconds"])
             elif name == "memory":
                 res = memory.run(procs, tmp, p["seconds"], 0, do_rss=True, do_export=False)["rss"]
+            elif name == "recorder":
+                res = recorder.run(procs, bindir, tmp, p["rounds"], p["seconds"], p["idle_s"], p["job_s"])
             elif name == "export":
                 res = memory.run(procs, tmp, 0, p["events"], do_rss=False, do_export=True)["export"]
             elif name == "stop":

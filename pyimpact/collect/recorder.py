@@ -62,6 +62,7 @@ class _Live:
     job_id: Optional[int]
     cpu_ticks: int = 0
     is_root: bool = False
+    ids_known: bool = False     # uid, session, group written (a fork's row gets them at exec or first sample)
 
 
 def _read(path: str) -> Optional[bytes]:
@@ -210,10 +211,11 @@ class Recorder:
         self.jobs[key] = jid
         return jid
 
-    def _tree_job(self, pid: int, ticks: int, st: Optional[dict], now_ns: int, command: str = "") -> int:
+    def _tree_job(self, pid: int, ticks: int, st: Optional[dict], now_ns: int, command: str = "",
+                  uid: Optional[int] = None) -> int:
         key = f"tree:{self.boot[:8]}:{pid}:{ticks}"
         return self._job(key, "tree", pid, ticks, now_ns, session=st and st["sid"], cgroup=_cgroup(pid),
-                         uid=_uid(pid), command=command)
+                         uid=uid if uid is not None else _uid(pid), command=command)
 
     def _insert_proc(self, pid: int, ticks: int, ppid: Optional[int], parent: Optional[_Live], parent_known: bool,
                      fork_ns: Optional[int], comm: str, st: Optional[dict], cmd: List[str], job_id: Optional[int],
@@ -227,11 +229,12 @@ class Recorder:
                 "INSERT INTO processes(boot_id, pid, start_ticks, ppid, parent_id, parent_known, fork_ns, comm, "
                 "cmdline, uid, sid, pgid, cgroup, job_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (self.boot, pid, ticks, ppid, parent.proc_id if parent else None, int(parent_known), fork_ns, comm,
-                 json.dumps(cmd) if cmd else None, _uid(pid), st and st["sid"], st and st["pgid"],
+                 json.dumps(cmd) if cmd else None, _uid(pid) if st else None, st and st["sid"], st and st["pgid"],
                  _cgroup(pid) if st else None, job_id)).lastrowid
             live = _Live(proc_id=pid_row, start_ticks=ticks, job_id=job_id, is_root=is_root)
         if st:
             live.cpu_ticks = st["ticks"]
+            live.ids_known = True
         self.live[pid] = live
         return live
 
@@ -274,37 +277,45 @@ class Recorder:
         if parent is None:
             pst = read_stat(ev.pid)
             parent = self._adopt(ev.pid, pst, ev.t_ns) if pst else None
-        st = read_stat(child)
-        ticks = st["start_ticks"] if st else ev.boot_ns * CLK_TCK // 1_000_000_000
+        # No /proc read here (forks come in storms): the start time is the event's
+        # (same clock as /proc's, within a tick); the rest is read at exec or sample.
+        ticks = ev.boot_ns * CLK_TCK // 1_000_000_000
         job = parent.job_id if parent else None
-        self._insert_proc(child, ticks, ev.pid, parent, True, ev.t_ns, ev.comm, st, [], job, False)
+        self._insert_proc(child, ticks, ev.pid, parent, True, ev.t_ns, ev.comm, None, [], job, False)
 
     def _on_exec(self, ev: RecEvent) -> None:
         pid = ev.pid
-        st = read_stat(pid)
+        real = read_stat(pid)
         live = self.live.get(pid)
         if live is None:
-            if st is None:
+            if real is None:
                 return
-            live = self._adopt(pid, st, ev.t_ns)
+            live = self._adopt(pid, real, ev.t_ns)
             if live is None:
                 return
-        cmd = _cmdline(pid)
+        st = real
+        if ev.pgid:
+            # what the kernel said at exec wins over /proc read later (the process may be gone by now)
+            st = dict(real or {"comm": ev.comm})
+            st["pgid"], st["sid"] = ev.pgid, ev.sid
+        cmd = ev.argv or _cmdline(pid)
         sched = _sched_id(pid)
         job = live.job_id
         if sched:
             job = self._job(sched, "sched", pid, live.start_ticks, ev.t_ns, sched_id=sched,
                             session=st and st["sid"], cgroup=_cgroup(pid), uid=_uid(pid), command=" ".join(cmd))
         elif st and st["pgid"] == pid and not live.is_root:
-            job = self._tree_job(pid, live.start_ticks, st, ev.t_ns, " ".join(cmd))
+            job = self._tree_job(pid, live.start_ticks, st, ev.t_ns, " ".join(cmd), ev.uid)
             live.is_root = True
         elif live.is_root and live.job_id is not None:
             self.db.add("UPDATE jobs SET command = ? WHERE id = ? AND root_pid = ?", (" ".join(cmd), live.job_id, pid))
         live.job_id = job
+        live.ids_known = True
         self.db.add("UPDATE processes SET exec_ns = ?, exe = ?, comm = ?, cmdline = ?, sid = ?, pgid = ?, "
                     "cgroup = ?, uid = ?, job_id = ? WHERE id = ?",
                     (ev.t_ns, ev.filename, st["comm"] if st else ev.comm, json.dumps(cmd),
-                     st and st["sid"], st and st["pgid"], _cgroup(pid), _uid(pid), job, live.proc_id))
+                     st and st["sid"], st and st["pgid"], _cgroup(pid), ev.uid if ev.uid is not None else _uid(pid),
+                     job, live.proc_id))
 
     def _on_exit(self, ev: RecEvent) -> None:
         status = ev.aux
@@ -382,6 +393,10 @@ class Recorder:
                 delta = 0
             else:
                 delta = st["ticks"] - live.cpu_ticks
+                if not live.ids_known:
+                    live.ids_known = True
+                    self.db.add("UPDATE processes SET uid = ?, sid = ?, pgid = ? WHERE id = ? AND uid IS NULL",
+                                (_uid(pid), st["sid"], st["pgid"], live.proc_id))
             live.cpu_ticks = st["ticks"]
             seen.add(pid)
             cpu_s = max(0, delta) / CLK_TCK

@@ -25,7 +25,7 @@ from .bpf_env import check_bpf_environment
 from .btf import recorder_offsets
 
 KINDS = {1: "fork", 2: "exec", 3: "exit", 4: "signal", 5: "close", 6: "fsync", 7: "rename"}
-COMM_LEN, PATH_LEN, DEPTH, NAME_LEN = 16, 256, 8, 64
+COMM_LEN, PATH_LEN, DEPTH, NAME_LEN, ARGV_LEN = 16, 256, 8, 64, 512
 CLOCK_BOOTTIME = 7
 
 
@@ -54,6 +54,10 @@ class RecEvent:
     a: tuple = (0, 0, 0)
     boot_ns: int = 0            # the raw boot-time stamp (matches /proc start times)
     filename: str = ""          # exec: program path
+    argv: List[str] = field(default_factory=list)    # exec: arguments (cut at 512 bytes)
+    pgid: int = 0               # exec: process group and session, read in the kernel at exec
+    sid: int = 0
+    uid: Optional[int] = None   # exec
     names: List[str] = field(default_factory=list)   # close/fsync: path components, innermost first
     truncated: bool = False     # close/fsync: deeper than the components kept
     oldname: str = ""           # rename
@@ -62,7 +66,7 @@ class RecEvent:
 
 @dataclass(frozen=True)
 class RecorderConfig:
-    ringbuf_pages: int = 256
+    ringbuf_pages: int = 1024           # 4 MiB: >10,000 exec events between two reads
     min_bytes: int = 1 << 20          # close/fsync of a written file this large is recorded
     files: bool = True                # False: no syscall tracepoints at all (lifecycle and signals only)
 
@@ -102,6 +106,35 @@ def _boot_offset_ns() -> int:
     return best[1]
 
 
+_COMPILER_LIBS = ("libLLVM", "libclang", "libbcc")
+
+
+def release_compiler_memory() -> None:
+    """Give back what compiling the program took, once it is loaded.
+
+    The recorder runs for days; compiling pulls about 75 MB of LLVM's code
+    into RSS and leaves about 25 MB of freed heap. malloc_trim returns the
+    heap; madvise(MADV_DONTNEED) on the compiler libraries' *executable,
+    private, file-backed* mappings (r-xp only: code is never written, so
+    dropping those pages loses nothing; a later call into the library
+    faults them back in from the page cache) returns the code pages. Never
+    applied to writable or relocated (r--p, rw-p) mappings, whose private
+    copies would be lost. Best effort: any failure leaves memory as it was."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.malloc_trim(0)
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        with open("/proc/self/maps") as f:
+            maps = f.read().splitlines()
+        for line in maps:
+            parts = line.split()
+            if len(parts) >= 6 and parts[1] == "r-xp" and any(x in parts[5] for x in _COMPILER_LIBS):
+                start, end = (int(x, 16) for x in parts[0].split("-"))
+                libc.madvise(start, end - start, 4)      # MADV_DONTNEED
+    except (OSError, AttributeError, ValueError):
+        pass
+
+
 def _text(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
 
@@ -131,6 +164,7 @@ class RecorderProbes:
         self.boot_offset_ns = _boot_offset_ns()
         self._bpf[b"rec_events"].open_ring_buffer(self._on_event)
         self.timings["open_s"] = time.monotonic() - t0
+        release_compiler_memory()
         return self
 
     def close(self) -> None:
@@ -149,9 +183,16 @@ class RecorderProbes:
         self.close()
 
     def poll(self, sink: Callable[[RecEvent], None], timeout_ms: int = 1000) -> None:
-        """Wait up to timeout_ms for events; hand each to ``sink``."""
+        """Sleep ``timeout_ms``, then hand every event that arrived to ``sink``.
+
+        A timer, not a wake-up per event: events are rare but come in bursts
+        (a shell script forks hundreds of processes), and being woken for each
+        costs the recorder a context switch per event; nothing here needs an
+        event sooner than the next commit (every interval) anyway. The ring
+        buffer holds several seconds of a fork storm (RecorderConfig.ringbuf_pages)."""
         self._sink = sink
-        self._bpf.ring_buffer_poll(int(timeout_ms))
+        time.sleep(max(0, int(timeout_ms)) / 1000)
+        self._bpf.ring_buffer_consume()
 
     def drain(self, sink: Callable[[RecEvent], None]) -> None:
         self._sink = sink
@@ -171,6 +212,9 @@ class RecorderProbes:
         rest = raw[EVENT_SIZE:]
         if ev.kind == "exec":
             ev.filename = _text(rest[:PATH_LEN])
+            raw_argv = rest[PATH_LEN:PATH_LEN + min(int(ev.a[1]), ARGV_LEN)]
+            ev.argv = [a.decode("utf-8", "replace") for a in raw_argv.rstrip(b"\0").split(b"\0")] if raw_argv else []
+            ev.pgid, ev.sid, ev.uid = ev.aux, ev.ret, int(ev.a[0])
         elif ev.kind in ("close", "fsync") and len(rest) >= 8:
             depth = int.from_bytes(rest[:4], "little")
             ev.truncated = depth > DEPTH

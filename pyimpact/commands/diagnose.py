@@ -19,6 +19,7 @@ import click
 
 from ..errors import ProcessGone, PyimpactError, UsageError
 from .job_options import job_from_options, job_options, wants_job
+from . import history_opt
 from .params import Number
 from .target import PID, _complete_process, resolve_target
 
@@ -387,8 +388,9 @@ def _tgid(pid: int) -> Optional[int]:
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Also save the recording (.parquet, .json, .html; - = JSON on stdout) for `pyimpact report`.")
 @job_options
+@history_opt.option
 def command(target, pid_opt, name_opt, all_, window, as_json, no_bpf, no_python, output, job, hosts_file,
-            slurm_job, via, ssh_config, remote_cmd):
+            slurm_job, via, ssh_config, remote_cmd, history_db):
     """Why is it stuck: what each thread waits on, and the root cause.
 
     The process is a PID or a name (comm, program, or the script an
@@ -427,10 +429,12 @@ def command(target, pid_opt, name_opt, all_, window, as_json, no_bpf, no_python,
     from .output import check_output
 
     to_stdout = check_output(output, as_json)
+    hist = history_opt.lookup(pid, history_db)
 
     saved: dict = {}
 
     def show(d, rec) -> None:
+        rec.metadata["history"] = hist
         if output:   # saved before anything is rendered: a view can never lose the recording
             try:
                 saved["path"] = rec.save(output)
@@ -439,12 +443,14 @@ def command(target, pid_opt, name_opt, all_, window, as_json, no_bpf, no_python,
         if as_json:
             from ..render.text import json_dumps
 
-            sys.stdout.write(json_dumps(d.to_json(), indent=2) + "\n")
+            sys.stdout.write(json_dumps(history_opt.add(d.to_json(), hist, history_db), indent=2) + "\n")
             sys.stdout.flush()
         else:
+            from ..render import history_view
             from ..render.diagnose_view import write
 
             write(d, sys.stderr if to_stdout else sys.stdout)
+            history_view.write(hist, sys.stderr if to_stdout else sys.stdout)
 
     observe(pid, window=window, use_bpf=not no_bpf, python_stacks=not no_python, on_verdict=show)
     if "error" in saved:

@@ -25,6 +25,7 @@ from typing import List, Optional
 import click
 
 from ..collect.workfiles import SAMPLE_INTERVAL_S, TreeObserver, seed_from_snapshot
+from . import history_opt
 from ..errors import OutputError, ProcessGone, UsageError
 from .job_options import job_from_options, job_options, wants_job
 from .params import Number
@@ -240,9 +241,10 @@ Examples:
               help="Also estimate what a change would cost: nice=N, cpus=LIST (e.g. 0-3), cpu-quota=P% "
                    "(100% = one CPU); measured from per-thread CPU and run-queue delay. Repeatable.")
 @job_options
+@history_opt.option
 def command(pid: int, duration_s: float, watch_s: Optional[float], as_json: bool, output: Optional[str],
             no_bpf: bool, costly_after: float, job: bool, hosts_file, slurm_job, via, ssh_config,
-            remote_cmd, changes=()) -> None:
+            remote_cmd, changes=(), history_db: Optional[str] = None) -> None:
     """What a kill now would lose, free and break (read-only: sends no signal).
 
     The process is a PID or a name (comm, program, or script: train.py);
@@ -263,6 +265,7 @@ def command(pid: int, duration_s: float, watch_s: Optional[float], as_json: bool
 
     to_stdout = check_output(output, as_json)
     parsed = _parse_changes(changes)
+    hist = history_opt.lookup(pid, history_db)
     live = LiveLine(sys.stderr, watch_s) if watch_s else None
     try:
         rec, tracer = observe(pid, watch_s or duration_s, use_bpf=not no_bpf, costly_after_s=costly_after,
@@ -270,6 +273,7 @@ def command(pid: int, duration_s: float, watch_s: Optional[float], as_json: bool
     finally:
         if live is not None:
             live.done()
+    rec.metadata["history"] = hist
     try:
         save_error = None
         if output:   # saved before anything is rendered: a view can never lose the recording
@@ -283,13 +287,16 @@ def command(pid: int, duration_s: float, watch_s: Optional[float], as_json: bool
             doc = report.to_dict()
             if what_if:
                 doc["what_if"] = what_if
-            click.echo(json_dumps(doc, indent=2))
+            click.echo(json_dumps(history_opt.add(doc, hist, history_db), indent=2))
         else:
+            from ..render import history_view
+
             render_impact(report, sys.stderr if to_stdout else sys.stdout)
             if what_if:
                 from ..render.what_if_view import render_what_if
 
                 render_what_if(what_if, sys.stderr if to_stdout else sys.stdout)
+            history_view.write(hist, sys.stderr if to_stdout else sys.stdout)
         sys.stdout.flush()
         if save_error is not None:
             raise save_error

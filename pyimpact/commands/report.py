@@ -17,6 +17,7 @@ import sys
 
 import click
 
+from . import history_opt
 from ..errors import InputError, PyimpactError
 from .params import PID
 
@@ -91,7 +92,8 @@ def kill_previews(rec, pids=()):
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Convert instead: write the recording as .html (page with charts), .json (Perfetto), "
                    ".parquet or .csv; - = JSON on stdout.")
-def command(file, pids, as_json, output):
+@history_opt.option
+def command(file, pids, as_json, output, history_db):
     """Diagnose a saved recording and tell what happened during it.
 
     \b
@@ -113,15 +115,40 @@ def command(file, pids, as_json, output):
     rec = load(file)
     story, diagnoses = analyse(rec, pids)
     impacts, skipped = kill_previews(rec, pids)
+    hist = _history(rec, pids, history_db)
     if as_json:
         from ..render.text import json_dumps
 
         doc = {"schema": "pyimpact.report/1", "file": file, "story": story.to_dict(),
                "diagnoses": [d.to_json() for d in diagnoses],
-               "kill_preview": [r.to_dict() for r in impacts], "kill_preview_skipped": skipped}
+               "kill_preview": [_with_history(r.to_dict(), rec) for r in impacts], "kill_preview_skipped": skipped}
+        history_opt.add(doc, hist, history_db)
         sys.stdout.write(json_dumps(doc, indent=2) + "\n")
         sys.stdout.flush()
         return
     from ..render.report_view import write
 
     write(story, diagnoses, sys.stdout, impacts, skipped)
+    from ..render import history_view
+
+    history_view.write(hist, sys.stdout)
+
+
+def _with_history(doc: dict, rec) -> dict:
+    """A kill preview as the live run printed it: with the history it was given."""
+    return history_opt.add(doc, rec.metadata.get("history") or {})
+
+
+def _history(rec, pids, history_db):
+    """The history of the recording's first target: looked up now when a
+    database is given (or a recorder runs), else the one saved with it."""
+    from ..collect.history_db import find_default_db
+
+    saved = rec.metadata.get("history")
+    targets = list(pids) or [int(t["pid"]) for t in rec.metadata.get("targets", []) if "pid" in t]
+    if not targets or (saved and not history_db) or find_default_db(history_db) is None:
+        return saved or history_opt.lookup(targets[0] if targets else 0, history_db)
+    start = rec.snapshots.get("start")
+    proc = start.processes.get(targets[0]) if start is not None else None
+    return history_opt.lookup(targets[0], history_db, start_ticks=getattr(proc, "start_ticks", None),
+                              before_ns=rec.start_ns or None)

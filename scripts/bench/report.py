@@ -115,6 +115,24 @@ def targets(res: dict) -> list:
                      + "; ".join(f"{n} nodes {x['median_wall_s']:.2f} s (slowest node {x['median_slowest_node_s']:.2f} s)"
                                  for n, x in sorted(by.items()))
                      + f" | {_met(None if two is None else two['median_wall_s'] <= 5.0)} |")
+    rc = res.get("recorder") or {}
+    if rc:
+        vs = rc.get("vs_untraced") or {}
+        r_files = _get(vs, "record", "ratio")
+        r_none = _get(vs, "record-no-files", "ratio")
+        idle, job = rc.get("idle") or {}, rc.get("job") or {}
+        lines.append(f"| 7a | getppid loop with `pyimpact record` running vs not: no difference beyond noise | "
+                     f"default (rename/close/fsync syscall tracepoints on) {_r(r_files, 1, 2, '×')}; "
+                     f"`--no-files` {_r(r_none, 1, 3, '×')} | "
+                     f"{_met(None if r_files is None else r_files['median'] <= 1.05)} |")
+        cpu = [x.get("cpu_pct_of_core") for x in (idle, job) if x]
+        lines.append(f"| 7b | recorder CPU, idle and during a training job: ≤ 0.5 % of a core | idle "
+                     f"{idle.get('cpu_pct_of_core', float('nan')):.2f} %, training job "
+                     f"{job.get('cpu_pct_of_core', float('nan')):.2f} % | "
+                     f"{_met(None if not cpu else max(cpu) <= 0.5)} |")
+        rss = [x.get("peak_rss_mb") for x in (idle, job) if x]
+        lines.append(f"| 7c | recorder RSS: ≤ 100 MB | peak {max(rss) if rss else float('nan'):.0f} MB | "
+                     f"{_met(None if not rss else max(rss) <= 100)} |")
     return lines
 
 
@@ -135,6 +153,38 @@ def nodes_section(res: dict) -> list:
         out.append(f"| {x['nodes']} | {x['runs']} | {x['median_wall_s']:.2f} s ({', '.join(f'{w:.2f}' for w in x['wall_s'])}) "
                    f"| {x['median_slowest_node_s']:.2f} s | {', '.join(x['roots'])} |")
     return out + [""]
+
+
+def recorder_section(res: dict) -> list:
+    rc = res.get("recorder")
+    if not rc:
+        return []
+    out = ["## 7. The always-on recorder (`pyimpact record`)", "",
+           f"(a) The C getppid loop of benchmark 1 (pinned), {rc['rounds']} shuffled rounds of {rc['seconds']:g} s: "
+           "untraced, with the recorder running (defaults: its rare tracepoints plus the rename, close and fsync "
+           "syscall tracepoints), and with `record --no-files` (no syscall tracepoint). Ratios are of the loop "
+           "thread's CPU time per call against the untraced run of the same round.", "",
+           "| configuration | ns per syscall (wall) | ns per syscall (CPU) | × untraced (CPU) | added (CPU) |",
+           "|---|---|---|---|---|"]
+    for cfg in ("untraced", "record", "record-no-files"):
+        vs = (rc.get("vs_untraced") or {}).get(cfg) or {}
+        out.append(f"| {cfg} | {_r(rc['ns_per_call'].get(cfg), 1, 1)} | {_r(rc['cpu_ns_per_call'].get(cfg), 1, 1)} | "
+                   f"{_r(vs.get('ratio'), 1, 3, '×') if vs else '1'} | "
+                   f"{_r(vs.get('added_ns'), 1, 1, ' ns') if vs else '–'} |")
+    out += ["", "(b) The recorder's own cost (defaults: 10 s samples and commits, file completions on), from "
+            "its /proc counters:", "",
+            "| stretch | seconds | CPU, % of one core | RSS | peak RSS | the recorder's own count |", "|---|---|---|---|---|---|"]
+    for key, label in (("idle", "nothing started by the benchmark (the shared machine's own activity)"),
+                       ("job", "training job (2 DataLoader workers) + a 4 MiB checkpoint saved every 2 s")):
+        x = rc.get(key) or {}
+        if x:
+            out.append(f"| {label} | {x['seconds']:.0f} | {x['cpu_pct_of_core']:.2f} % | {x['rss_mb']:.0f} MB | "
+                       f"{x['peak_rss_mb']:.0f} MB | {x.get('recorder_said', '').replace('|', '/')} |")
+    out += ["", "Why the default is not free: enabling any syscall tracepoint sends every syscall of every task "
+            "through the kernel's syscall-tracing path, whatever the tracepoint's program does (DESIGN.md, "
+            "\"Costs measured\"). `--no-files` keeps lifecycle, signals and samples and drops that cost; file "
+            "completions are then not recorded.", ""]
+    return out
 
 
 def overhead_section(res: dict) -> list:
@@ -355,12 +405,12 @@ def render(res: dict, json_path: str = "scripts/bench/results.json") -> str:
            "`--quick` for a smoke test, `--only NAME` for one benchmark)",
            f"- Load average before/after each benchmark: "
            + ", ".join(f"{n} {res[n].get('loadavg_before', ['?'])[0]}/{res[n].get('loadavg_after', ['?'])[0]}"
-                       for n in ("overhead", "training", "verdict", "capacity", "memory", "export") if n in res)
+                       for n in ("overhead", "training", "verdict", "capacity", "memory", "export", "recorder") if n in res)
            + " (the machine was shared with other people's test runs; see Method)", "",
            "## Targets", ""]
     out += targets(res) + [""]
     out += overhead_section(res) + training_section(res) + training_ab_section(res) + verdict_section(res)
-    out += capacity_section(res) + memory_section(res) + nodes_section(res) + stop_section(res)
+    out += capacity_section(res) + memory_section(res) + nodes_section(res) + stop_section(res) + recorder_section(res)
     out += ["## Method and noise", "",
             "- Interleaved, shuffled rounds; each figure is the median over rounds with the min–max range, "
             "and every ratio is taken against the untraced run of the same round.",

@@ -1,0 +1,151 @@
+"""Benchmark 7: what the always-on recorder (`pyimpact record`) costs.
+
+(a) Per syscall it does not record: the getppid() loop of benchmark 1 (C,
+    pinned), untraced vs with the recorder running (default: with the
+    rename/close/fsync syscall tracepoints) vs `record --no-files` (no syscall
+    tracepoint at all), interleaved shuffled rounds, ratio against the
+    untraced run of the same round.
+(b) The recorder's own CPU (utime + stime from /proc, as % of one core) and
+    RSS over a stretch with nothing started by us ("idle": other people's
+    work on a shared machine still makes events), and over a stretch with the
+    PyTorch training job of benchmark 3 (DataLoader workers) running beside a
+    writer that saves a 4 MiB checkpoint (temporary file, fsync, rename)
+    every 2 s.
+"""
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import tempfile
+import time
+
+from .common import LOOP_CPU, PY, PYIMPACT, Procs, build_c, log, summary
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CONFIGS = ("untraced", "record", "record-no-files")
+CLK = os.sysconf("SC_CLK_TCK")
+
+CKPT_WRITER = r"""
+import os, sys, time
+d = sys.argv[1]
+while True:
+    tmp = os.path.join(d, "ckpt.pt.tmp")
+    with open(tmp, "wb") as f:
+        f.write(os.urandom(4 << 20)); f.flush(); os.fsync(f.fileno())
+    os.rename(tmp, os.path.join(d, "ckpt.pt"))
+    time.sleep(2)
+"""
+
+
+def _start_recorder(procs: Procs, db: str, *extra: str):
+    p = procs.spawn(PYIMPACT + ["record", "--db", db, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                    text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = p.stderr.readline()
+        if "recorder running" in line:
+            return p
+        if not line and p.poll() is not None:
+            break
+    raise RuntimeError("the recorder did not start")
+
+
+def _stop(procs: Procs, p) -> str:
+    procs.finish(p, sig=15, timeout=30)
+    return p.stderr.read() if p.stderr else ""
+
+
+def _cpu_ticks(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def _status_kb(pid: int, key: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def loop_sample(procs: Procs, bindir: str, tmp: str, config: str, seconds: float) -> dict:
+    rec = None
+    if config != "untraced":
+        extra = ["--no-gpu"] + (["--no-files"] if config == "record-no-files" else [])
+        rec = _start_recorder(procs, os.path.join(tmp, f"loop-{config}.db"), *extra)
+    try:
+        loop = procs.spawn(["taskset", "-c", str(LOOP_CPU), build_c("syscall_loop", bindir), str(seconds)],
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        loop.stdout.readline()
+        loop.stdin.write("go\n")
+        loop.stdin.flush()
+        line = loop.stdout.readline().split()
+        procs.finish(loop, sig=None, timeout=30)
+    finally:
+        if rec is not None:
+            _stop(procs, rec)
+    vals = dict(zip(line[0::2], (int(v) for v in line[1::2])))
+    return {"config": config, "ns_per_call": vals["wall_ns"] / vals["calls"],
+            "cpu_ns_per_call": vals["cpu_ns"] / vals["calls"], "nivcsw": vals["nivcsw"]}
+
+
+def own_cost(procs: Procs, tmp: str, seconds: float, with_job: bool) -> dict:
+    """The recorder's CPU and memory over ``seconds`` (default settings: 10 s interval, files on)."""
+    rec = _start_recorder(procs, os.path.join(tmp, f"cost-{int(with_job)}.db"))
+    job = writer = None
+    try:
+        if with_job:
+            job = procs.spawn([PY, os.path.join(HERE, "train_job.py"), "--seconds", str(seconds + 30)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            job.stdout.readline()
+            job.stdin.write("go\n")
+            job.stdin.flush()
+            ck = tempfile.mkdtemp(dir=tmp)
+            writer = procs.spawn([PY, "-c", CKPT_WRITER, ck])
+            time.sleep(5)       # the loader's workers started
+        c0, t0 = _cpu_ticks(rec.pid), time.monotonic()
+        time.sleep(seconds)
+        c1, t1 = _cpu_ticks(rec.pid), time.monotonic()
+        rss_kb, hwm_kb = _status_kb(rec.pid, "VmRSS"), _status_kb(rec.pid, "VmHWM")
+    finally:
+        for p in (writer, job):
+            if p is not None:
+                procs.kill(p)
+                p.wait(10)
+        stop_line = _stop(procs, rec)
+    return {"seconds": t1 - t0, "cpu_pct_of_core": 100.0 * (c1 - c0) / CLK / (t1 - t0),
+            "rss_mb": rss_kb / 1024, "peak_rss_mb": hwm_kb / 1024, "with_job": with_job,
+            "recorder_said": stop_line.strip().splitlines()[-1] if stop_line.strip() else ""}
+
+
+def run(procs: Procs, bindir: str, tmp: str, rounds: int, seconds: float, idle_s: float, job_s: float) -> dict:
+    samples = []
+    for r in range(rounds):
+        plan = list(CONFIGS)
+        random.shuffle(plan)
+        for cfg in plan:
+            s = loop_sample(procs, bindir, tmp, cfg, seconds)
+            s["round"] = r
+            samples.append(s)
+            log(f"recorder round {r + 1}/{rounds} {cfg:16s} {s['ns_per_call']:8.1f} ns/call "
+                f"(CPU {s['cpu_ns_per_call']:.1f})")
+    ratios = {}
+    for cfg in CONFIGS[1:]:
+        per_round = []
+        for r in range(rounds):
+            base = [s for s in samples if s["round"] == r and s["config"] == "untraced"]
+            mine = [s for s in samples if s["round"] == r and s["config"] == cfg]
+            if base and mine:
+                per_round.append((mine[0]["cpu_ns_per_call"] / base[0]["cpu_ns_per_call"],
+                                  mine[0]["cpu_ns_per_call"] - base[0]["cpu_ns_per_call"]))
+        ratios[cfg] = {"ratio": summary([a for a, _ in per_round]), "added_ns": summary([b for _, b in per_round])}
+    ns = {cfg: summary([s["ns_per_call"] for s in samples if s["config"] == cfg]) for cfg in CONFIGS}
+    cpu_ns = {cfg: summary([s["cpu_ns_per_call"] for s in samples if s["config"] == cfg]) for cfg in CONFIGS}
+    log(f"recorder: own cost idle for {idle_s:g} s")
+    idle = own_cost(procs, tmp, idle_s, with_job=False)
+    log(f"recorder: own cost with a training job for {job_s:g} s")
+    busy = own_cost(procs, tmp, job_s, with_job=True)
+    return {"samples": samples, "rounds": rounds, "seconds": seconds, "ns_per_call": ns, "cpu_ns_per_call": cpu_ns,
+            "vs_untraced": ratios, "idle": idle, "job": busy}
