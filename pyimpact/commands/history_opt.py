@@ -12,10 +12,10 @@ option = click.option("--history", "history_db", default=None, metavar="DB",
 
 
 def lookup(pid: int, db=None, start_ticks=None, before_ns=None) -> dict:
-    from ..analyse.history import summarise
-    from ..collect.history_context import history_context
-
     try:
+        from ..analyse.history import summarise
+        from ..collect.history_context import history_context
+
         return summarise(history_context(pid, db=db, start_ticks=start_ticks, before_ns=before_ns))
     except Exception as err:  # noqa: BLE001 - history is an addition: never the reason an answer fails
         return {"available": False, "why": f"history unreadable: {type(err).__name__}: {err}", "would_add": ""}
