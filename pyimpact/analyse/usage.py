@@ -43,7 +43,7 @@ class UsageChart:
         return not any(s.points for s in self.series)
 
 
-def _origin_ns(rec) -> int:
+def origin_ns(rec) -> int:
     """Time zero: the recording's start, or its first snapshot if that came first."""
     times = [int(s.taken_at_ns) for s in rec.snapshots.values() if s is not None and s.taken_at_ns]
     if rec.start_ns:
@@ -150,7 +150,7 @@ def _top(data: Dict[int, List[Point]], labels: Dict[int, str], limit: int) -> Li
 
 def usage_charts(rec, limit: int = 8) -> List[UsageChart]:
     """CPU, RSS, GPU memory and GPU utilisation charts for ``rec``."""
-    t0 = _origin_ns(rec)
+    t0 = origin_ns(rec)
     labels = _labels(rec)
     cpu, rss = _from_kill_preview(rec, t0, labels, limit)
     basis = "kill-preview samples of the process tree (/proc, about 4 per second)"

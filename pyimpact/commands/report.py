@@ -90,8 +90,8 @@ def kill_previews(rec, pids=()):
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON document: the story, the diagnoses and any kill previews.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
-              help="Convert instead: write the recording as .html (page with charts), .json (Perfetto), "
-                   ".parquet or .csv; - = JSON on stdout.")
+              help="Convert instead: write the recording as .html (page with charts), .json or .pftrace "
+                   "(Perfetto), .parquet or .csv; - = JSON on stdout.")
 @history_opt.option
 def command(file, pids, as_json, output, history_db):
     """Diagnose a saved recording and tell what happened during it.

@@ -128,7 +128,7 @@ class StatusLine:
               help="Process to trace by name (comm, program or script; must be unique; repeatable).")
 @click.option("--all", "trace_all", is_flag=True, help="Trace every process on the machine.")
 @click.option("-d", "--duration", type=Number(0.01, MAX_DURATION_S), help="Stop after S seconds.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the recording: .json (Perfetto), .parquet, .csv, .html; - = JSON on stdout.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the recording: .json or .pftrace (Perfetto), .parquet, .csv, .html; - = JSON on stdout.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as one JSON document.")
 @click.option("--slow-ms", type=Number(0, 3_600_000, unit=" ms"), default=1.0, show_default=True,
               help="Report syscalls blocking at least this long as events.")

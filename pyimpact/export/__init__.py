@@ -6,6 +6,7 @@
   .csv      the timeline table alone (documented columns, see pyimpact.timeline)
   .html     a self-contained page: the wait-for chain and per-process CPU, RSS
             and GPU charts (inline SVG, no script, no network); write-only
+  .pftrace  Perfetto's protobuf trace (slices, instants, CPU/RSS counters); write-only
   -         the .json form, on standard output
 """
 from __future__ import annotations
@@ -18,7 +19,7 @@ from .atomic import STDOUT, atomic_file, check_output_path  # noqa: F401
 
 def write_recording(rec, path: str) -> str:
     """Write ``rec`` by suffix; returns the absolute path ("-": standard output)."""
-    from . import html, perfetto, tables
+    from . import html, perfetto, pftrace, tables
 
     check_output_path(path)
     if path == STDOUT:
@@ -31,7 +32,7 @@ def write_recording(rec, path: str) -> str:
         return "standard output"
     suffix = os.path.splitext(path)[1].lower()
     writer = {".json": perfetto.write, ".parquet": tables.write_parquet, ".csv": tables.write_csv,
-              ".html": html.write}
+              ".html": html.write, ".pftrace": pftrace.write}
     with atomic_file(path) as f:    # writers get the file object, never a name
         writer[suffix](rec, f)
     return os.path.abspath(path)

@@ -37,7 +37,7 @@ from typing import BinaryIO, Iterator, Optional, Tuple
 
 from ..errors import OutputError, UsageError
 
-SUFFIXES = (".json", ".parquet", ".csv", ".html")
+SUFFIXES = (".json", ".parquet", ".csv", ".html", ".pftrace")
 #: ``-o -``: the recording (pyimpact's Perfetto JSON) goes to standard output
 STDOUT = "-"
 
@@ -64,7 +64,7 @@ def check_output_path(path: str) -> str:
     suffix = os.path.splitext(path)[1].lower()
     if suffix not in SUFFIXES:
         raise UsageError(f"cannot write {path}: unknown format {suffix or '(no suffix)'}",
-                         "use .json (Perfetto), .parquet, .csv, .html, or - for JSON on stdout")
+                         "use .json or .pftrace (Perfetto), .parquet, .csv, .html, or - for JSON on stdout")
     full = os.path.abspath(path)
     directory = os.path.dirname(full)
     if os.path.isdir(full):
