@@ -30,13 +30,23 @@ ENV_ALLOW_KEYS = frozenset({
     "CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES",
     "TORCH_NCCL_HEARTBEAT_TIMEOUT_SEC",   # how long a suspended rank has before NCCL aborts it
 })
-#: Environment key prefixes allowed as well (SLURM_JOB_* is within SLURM_*).
+#: Environment key prefixes allowed as well (SLURM_JOB_* is within SLURM_*),
+#: except the keys the deny-list below matches.
 ENV_ALLOW_PREFIXES = ("TORCHELASTIC_", "SLURM_")
+#: Words that mark a key as a credential (case-insensitive, anywhere in the
+#: key): SLURM_DB_PASSWORD, TORCHELASTIC_TOKEN, SLURM_MUNGE_KEY... are never
+#: kept, whatever prefix they carry.  None of the allowed exact keys contains one.
+ENV_DENY_WORDS = ("PASSWORD", "PASSWD", "TOKEN", "SECRET", "KEY", "CREDENTIAL", "AUTH", "COOKIE",
+                  "PRIVATE", "SESSION", "SIGNATURE")
 
 
 def env_key_allowed(key: str) -> bool:
-    """True when ``key`` is on the environment allow-list; everything else is never kept."""
-    return key in ENV_ALLOW_KEYS or key.startswith(ENV_ALLOW_PREFIXES)
+    """True when ``key`` is on the environment allow-list and not a credential;
+    everything else is never kept."""
+    if key in ENV_ALLOW_KEYS:
+        return True
+    upper = key.upper()
+    return key.startswith(ENV_ALLOW_PREFIXES) and not any(w in upper for w in ENV_DENY_WORDS)
 
 
 def _flat_from_dict(cls: Type[T], d: Dict[str, Any]) -> T:
@@ -290,7 +300,8 @@ class ProcessSnapshot:
         threads = [ThreadSnapshot.from_dict(t) for t in d.pop("threads", [])]
         fds = [FdInfo.from_dict(f) for f in d.pop("fds", [])]
         p = _flat_from_dict(cls, d)
-        p.env = dict(p.env)
+        # a recording written before the deny-list may carry credentials: not read back
+        p.env = {k: v for k, v in dict(p.env or {}).items() if env_key_allowed(str(k))}
         p.threads, p.fds = threads, fds
         return p
 

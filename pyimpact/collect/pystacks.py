@@ -9,7 +9,10 @@ orders.py:42" can be said in one line.
 
 ``--locals`` is asked for as well: the ``self`` of ``Thread.join`` and of
 ``Thread.run`` are the same object, which tells which thread a joining thread
-waits for.  When the locals cannot be read the plain stacks are tried.
+waits for.  Only the names and addresses of locals are kept: their values
+(``repr``) can be passwords, keys and tokens, and reach a recording only when
+the user asks for them (``diagnose --locals``, ``keep_values``).  When the
+locals cannot be read the plain stacks are tried.
 
 Collect only: the result is a plain JSON-able dict stored in the Recording;
 nothing here decides anything.  A missing tool is a result too (``error``),
@@ -41,8 +44,9 @@ def find_pyspy() -> Optional[str]:
     return shutil.which("py-spy")
 
 
-def _frames(raw: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Innermost-first frames, each {function, file, line, locals?}."""
+def _frames(raw: List[Dict[str, Any]], keep_values: bool = False) -> List[Dict[str, Any]]:
+    """Innermost-first frames, each {function, file, line, locals?}; a local is
+    {name, addr}, plus its ``repr`` only with ``keep_values``."""
     out = []
     for f in raw or []:
         frame = {"function": str(f.get("name", "?")),
@@ -51,8 +55,9 @@ def _frames(raw: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
                  "line": int(f.get("line") or 0)}
         loc = f.get("locals")
         if loc:
-            frame["locals"] = [{"name": str(v.get("name", "")), "addr": v.get("addr"),
-                                "repr": str(v.get("repr", ""))[:200]} for v in loc]
+            frame["locals"] = [dict({"name": str(v.get("name", "")), "addr": v.get("addr")},
+                                    **({"repr": str(v.get("repr", ""))[:200]} if keep_values else {}))
+                               for v in loc]
         out.append(frame)
     return out
 
@@ -62,7 +67,7 @@ def _run(argv: List[str], timeout_s: float) -> subprocess.CompletedProcess:
                           stderr=subprocess.PIPE, timeout=timeout_s, check=False)
 
 
-def dump(pid: int, *, timeout_s: float = 3.0, with_locals: bool = True,
+def dump(pid: int, *, timeout_s: float = 3.0, with_locals: bool = True, keep_values: bool = False,
          pyspy: Optional[str] = None) -> Dict[str, Any]:
     """Python stacks of every thread of ``pid``.
 
@@ -98,7 +103,7 @@ def dump(pid: int, *, timeout_s: float = 3.0, with_locals: bool = True,
                     "name": str(t.get("thread_name") or ""),
                     "owns_gil": bool(t.get("owns_gil")),
                     "active": bool(t.get("active")),
-                    "frames": _frames(t.get("frames") or []),
+                    "frames": _frames(t.get("frames") or [], keep_values),
                 }
             return {"tool": "py-spy", "threads": threads}
         err_lines = [ln for ln in res.stderr.decode("utf-8", "replace").splitlines()
@@ -113,7 +118,8 @@ class StackDumps:
     """py-spy dumps of several processes, run in the background while the
     probes observe, so they add nothing to the time to verdict."""
 
-    def __init__(self, pids: List[int], *, timeout_s: float = 3.0) -> None:
+    def __init__(self, pids: List[int], *, timeout_s: float = 3.0, keep_values: bool = False) -> None:
+        self.keep_values = keep_values
         self.results: Dict[str, Dict[str, Any]] = {}
         self._threads = []
         self._pids = list(pids)
@@ -125,7 +131,7 @@ class StackDumps:
             self._threads.append(t)
 
     def _one(self, pid: int, exe: Optional[str], timeout_s: float) -> None:
-        self.results[str(pid)] = dump(pid, timeout_s=timeout_s, pyspy=exe)
+        self.results[str(pid)] = dump(pid, timeout_s=timeout_s, pyspy=exe, keep_values=self.keep_values)
 
     def wait(self, timeout_s: float = 3.0) -> Dict[str, Dict[str, Any]]:
         """The dumps finished within ``timeout_s`` in all; one still running is

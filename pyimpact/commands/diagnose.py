@@ -21,6 +21,7 @@ from ..errors import ProcessGone, PyimpactError, UsageError
 from .job_options import job_from_options, job_options, wants_job
 from . import history_opt
 from .params import Number
+from .redaction import redact_option, redactor_for, refuse_redact_with_job
 from .target import PID, _complete_process, resolve_target
 
 _T0 = time.monotonic()  # when this command's module was loaded (time-to-verdict marks)
@@ -119,8 +120,10 @@ class _WindowWork:
     the related processes (and follow them with the probes), start the py-spy
     dumps, sample the GPU.  Runs once, from the tracer's first tick."""
 
-    def __init__(self, python_stacks: bool, on_window: Optional[Callable[[Any], None]] = None) -> None:
+    def __init__(self, python_stacks: bool, on_window: Optional[Callable[[Any], None]] = None,
+                 local_values: bool = False) -> None:
         self.python_stacks = python_stacks
+        self.local_values = local_values
         self.on_window = on_window
         self.done = False
         self.dumps = None
@@ -150,7 +153,7 @@ class _WindowWork:
 
             pys = sorted({pid for s in snaps for pid, p in s.processes.items()
                           if p.python and p.state not in ("Z", "X")})
-            self.dumps = StackDumps(pys, timeout_s=2.0) if pys else None
+            self.dumps = StackDumps(pys, timeout_s=2.0, keep_values=self.local_values) if pys else None
         if any(f.target.startswith("/dev/nvidia") for s in snaps for p in s.processes.values() for f in p.fds):
             self.gpu_thread = threading.Thread(target=self._gpu, name="pyimpact-gpu", daemon=True)
             self.gpu_thread.start()
@@ -170,13 +173,15 @@ class _WindowWork:
 
 def observe(pid: int, *, window: float = 1.0, use_bpf: bool = True, python_stacks: bool = True,
             on_verdict: Optional[Callable[[Any, Any], None]] = None,
-            on_window: Optional[Callable[[Any], None]] = None, ask_servers: bool = True) -> Tuple[Any, Any]:
+            on_window: Optional[Callable[[Any], None]] = None, ask_servers: bool = True,
+            local_values: bool = False) -> Tuple[Any, Any]:
     """Observe ``pid`` for ``window`` seconds and diagnose it.
 
     Returns (Diagnosis, Recording).  ``on_verdict(diagnosis, recording)`` is
     called before the probes are detached, so the answer is shown first;
     ``on_window(tracer)`` once the probes watch (tests use it to act inside
-    the window).
+    the window).  ``local_values``: keep the values of Python locals (they
+    may be secrets; by default only their names and addresses are kept).
     """
     opener = None
     if use_bpf:  # compile the probes while pandas and the analysis import (time to verdict)
@@ -191,7 +196,7 @@ def observe(pid: int, *, window: float = 1.0, use_bpf: bool = True, python_stack
         marks = {"imported": time.monotonic() - _T0}
         req = TraceRequest(pids=(pid,), duration_s=window, use_bpf=use_bpf, degrade=True,
                            options={"command": "diagnose", "window_s": window})
-        work = _WindowWork(python_stacks, on_window)
+        work = _WindowWork(python_stacks, on_window, local_values)
         tracer = Tracer(req, opener=opener)
     except BaseException:
         if opener is not None:
@@ -232,7 +237,7 @@ def observe(pid: int, *, window: float = 1.0, use_bpf: bool = True, python_stack
             if rel_py:
                 from ..collect.pystacks import StackDumps
 
-                stacks.update(StackDumps(rel_py, timeout_s=1.0).wait(1.0))
+                stacks.update(StackDumps(rel_py, timeout_s=1.0, keep_values=local_values).wait(1.0))
             rec.metadata["python_stacks"] = stacks
         if work.gpu_thread is not None:
             work.gpu_thread.join(1.0)
@@ -385,12 +390,15 @@ def _tgid(pid: int) -> Optional[int]:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema pyimpact.diagnose/1).")
 @click.option("--no-bpf", is_flag=True, help="Use /proc only (no root or BPF needed; sees less).")
 @click.option("--no-python", is_flag=True, help="Do not read Python stacks with py-spy.")
+@redact_option
+@click.option("--locals", "local_values", is_flag=True,
+              help="Keep the values of Python local variables in the recording (may hold secrets).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Also save the recording (.parquet, .json, .html; - = JSON on stdout) for `pyimpact report`.")
 @job_options
 @history_opt.option
-def command(target, pid_opt, name_opt, all_, window, as_json, no_bpf, no_python, output, job, hosts_file,
-            slurm_job, via, ssh_config, remote_cmd, history_db):
+def command(target, pid_opt, name_opt, all_, window, as_json, no_bpf, no_python, redact, local_values, output,
+            job, hosts_file, slurm_job, via, ssh_config, remote_cmd, history_db):
     """Why is it stuck: what each thread waits on, and the root cause.
 
     The process is a PID or a name (comm, program, or the script an
@@ -419,6 +427,7 @@ def command(target, pid_opt, name_opt, all_, window, as_json, no_bpf, no_python,
     if special is not None:
         raise UsageError(special.describe("diagnose"))
     if wants_job(job, hosts_file, slurm_job):
+        refuse_redact_with_job(redact)
         jd, elapsed = job_from_options(pid, window, not no_python, hosts_file, slurm_job, via, ssh_config,
                                        remote_cmd)
         _show_job(jd, elapsed, as_json)
@@ -435,24 +444,29 @@ def command(target, pid_opt, name_opt, all_, window, as_json, no_bpf, no_python,
 
     def show(d, rec) -> None:
         rec.metadata["history"] = hist
+        red = redactor_for(rec, redact)     # one redactor: the same placeholders in view and file
         if output:   # saved before anything is rendered: a view can never lose the recording
             try:
-                saved["path"] = rec.save(output)
+                saved["path"] = (red.recording(rec) if red is not None else rec).save(output)
             except PyimpactError as exc:   # the answer still comes, then the error's exit code
                 saved["error"] = exc
+        shown = hist
+        if red is not None:
+            d, shown = red.value(d), red.value(hist)
         if as_json:
             from ..render.text import json_dumps
 
-            sys.stdout.write(json_dumps(history_opt.add(d.to_json(), hist, history_db), indent=2) + "\n")
+            sys.stdout.write(json_dumps(history_opt.add(d.to_json(), shown, history_db), indent=2) + "\n")
             sys.stdout.flush()
         else:
             from ..render import history_view
             from ..render.diagnose_view import write
 
             write(d, sys.stderr if to_stdout else sys.stdout)
-            history_view.write(hist, sys.stderr if to_stdout else sys.stdout)
+            history_view.write(shown, sys.stderr if to_stdout else sys.stdout)
 
-    observe(pid, window=window, use_bpf=not no_bpf, python_stacks=not no_python, on_verdict=show)
+    observe(pid, window=window, use_bpf=not no_bpf, python_stacks=not no_python, on_verdict=show,
+            local_values=local_values)
     if "error" in saved:
         raise saved["error"]
     if "path" in saved:

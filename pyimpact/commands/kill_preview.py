@@ -29,6 +29,7 @@ from . import history_opt
 from ..errors import OutputError, ProcessGone, UsageError
 from .job_options import job_from_options, job_options, wants_job
 from .params import Number
+from .redaction import redact_option, redactor_for, refuse_redact_with_job
 from .target import process_target
 
 GPU_INTERVAL_S = 1.0
@@ -235,6 +236,7 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON document instead of text.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also save the recording here (.parquet, .json, .html; - = JSON on stdout).")
 @click.option("--no-bpf", is_flag=True, help="Use /proc only (no kernel probes).")
+@redact_option
 @click.option("--costly-after", type=Number(0, 10**9), default=60.0, show_default=True,
               help="Lost seconds (wall, CPU or GPU) from which a kill counts as costly.")
 @click.option("--if", "changes", multiple=True, metavar="CHANGE",
@@ -243,7 +245,7 @@ Examples:
 @job_options
 @history_opt.option
 def command(pid: int, duration_s: float, watch_s: Optional[float], as_json: bool, output: Optional[str],
-            no_bpf: bool, costly_after: float, job: bool, hosts_file, slurm_job, via, ssh_config,
+            no_bpf: bool, redact: bool, costly_after: float, job: bool, hosts_file, slurm_job, via, ssh_config,
             remote_cmd, changes=(), history_db: Optional[str] = None) -> None:
     """What a kill now would lose, free and break (read-only: sends no signal).
 
@@ -259,6 +261,7 @@ def command(pid: int, duration_s: float, watch_s: Optional[float], as_json: bool
     if special is not None:
         raise UsageError(special.describe("kill-preview"))
     if wants_job(job, hosts_file, slurm_job):
+        refuse_redact_with_job(redact)
         _job_cascade(pid, as_json, hosts_file, slurm_job, via, ssh_config, remote_cmd)
         return
     from .output import check_output
@@ -276,13 +279,16 @@ def command(pid: int, duration_s: float, watch_s: Optional[float], as_json: bool
     rec.metadata["history"] = hist
     try:
         save_error = None
+        red = redactor_for(rec, redact)     # one redactor: the same placeholders in view and file
         if output:   # saved before anything is rendered: a view can never lose the recording
             try:
-                save_output(rec, output)
+                save_output(red.recording(rec) if red is not None else rec, output)
             except OutputError as exc:   # the answer still comes, then the error's exit code
                 save_error = exc
         report = analyse_impact(rec, pid, costly_after_s=costly_after)
         what_if = _what_if(rec, report, parsed, pid)
+        if red is not None:
+            report, what_if, hist = red.value(report), red.value(what_if), red.value(hist)
         if as_json:
             doc = report.to_dict()
             if what_if:

@@ -20,6 +20,7 @@ import click
 from . import history_opt
 from ..errors import InputError, PyimpactError
 from .params import PID
+from .redaction import redact_option, redactor_for
 
 
 def load(path: str):
@@ -93,7 +94,8 @@ def kill_previews(rec, pids=()):
               help="Convert instead: write the recording as .html (page with charts), .json or .pftrace "
                    "(Perfetto), .parquet or .csv; - = JSON on stdout.")
 @history_opt.option
-def command(file, pids, as_json, output, history_db):
+@redact_option
+def command(file, pids, as_json, output, history_db, redact):
     """Diagnose a saved recording and tell what happened during it.
 
     \b
@@ -109,13 +111,19 @@ def command(file, pids, as_json, output, history_db):
 
         check_output(output, as_json)
         rec = load(file)
-        path = rec.save(output)
+        red = redactor_for(rec, redact)
+        path = (red.recording(rec) if red is not None else rec).save(output)
         click.echo(f"wrote {path}", err=True)
         return
     rec = load(file)
     story, diagnoses = analyse(rec, pids)
     impacts, skipped = kill_previews(rec, pids)
     hist = _history(rec, pids, history_db)
+    red = redactor_for(rec, redact)
+    if red is not None:
+        story, diagnoses, impacts, skipped, hist = (red.value(story), red.value(diagnoses), red.value(impacts),
+                                                    red.value(skipped), red.value(hist))
+        file = red.text(file)
     if as_json:
         from ..render.text import json_dumps
 

@@ -18,6 +18,7 @@ import click
 from ..errors import PyimpactError, UsageError
 from .job_options import job_options, wants_job
 from .params import Number
+from .redaction import redact_option, redactor_for, refuse_redact_with_job
 
 #: the longest -d accepted (30 days); without -d a trace runs until stopped
 MAX_DURATION_S = 30 * 86400
@@ -134,8 +135,9 @@ class StatusLine:
               help="Report syscalls blocking at least this long as events.")
 @click.option("--buffer-pages", type=click.IntRange(1, 65536), default=1024, show_default=True, help="Ring buffer size in pages (power of two).")
 @click.option("--kill-preview", is_flag=True, help="Live panel: what a kill would cost now (no -p, or --all: every heavy job).")
+@redact_option
 @job_options
-def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_pages, kill_preview,
+def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_pages, kill_preview, redact,
             job, hosts_file, slurm_job, via, ssh_config, remote_cmd):
     """Record syscalls, futex waits/wakes, signals, forks/exits and block I/O.
 
@@ -159,6 +161,7 @@ def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_p
 
         pids = resolve_many(pids, names)
     if wants_job(job, hosts_file, slurm_job):
+        refuse_redact_with_job(redact)
         if len(pids) != 1:
             raise UsageError("trace --job takes one rank of the job", "-p PID of any rank")
         from ..render.text import clean
@@ -182,7 +185,7 @@ def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_p
         # Without -p (or with --all) the panel watches the machine's heavy jobs.
         from .trace_kill_preview import run_kill_preview_panel
 
-        sys.exit(run_kill_preview_panel(list(pids), duration, output, as_json))
+        sys.exit(run_kill_preview_panel(list(pids), duration, output, as_json, redact=redact))
     if not trace_all and not pids:
         raise UsageError("nothing to trace", "give -p PID (repeatable) or --all")
 
@@ -211,13 +214,16 @@ def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_p
             finally:
                 status.clear()
             rec = tracer.recording()
+            red = redactor_for(rec, redact)     # one redactor: the same placeholders in view and file
             save_error = None
             if output:   # saved before anything is rendered: a view can never lose the recording
                 try:
-                    err.print(f"wrote {clean(rec.save(output))}")
+                    err.print(f"wrote {clean((red.recording(rec) if red is not None else rec).save(output))}")
                 except PyimpactError as exc:   # still show the summary, then fail with its code
                     save_error = exc
             summary = summarise(rec)
+            if red is not None:
+                summary = red.value(summary)
             if as_json:
                 click.echo(json_dumps(summary, indent=2))
             else:

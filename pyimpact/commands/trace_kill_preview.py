@@ -32,6 +32,7 @@ from ..recording import Recording
 from ..errors import OutputError
 from ..render.text import json_dumps
 from .kill_preview import GPU_INTERVAL_S, attach_observations, save_output
+from .redaction import redactor_for
 
 REFRESH_S = 1.0
 SNAPSHOT_EVERY_S = 1.0        # per-PID mode: a light /proc snapshot per refresh
@@ -45,9 +46,11 @@ LIVE_SCHEMA = "pyimpact.kill-preview-live/1"
 # --------------------------------------------------------------------------
 
 class JobWatch:
-    """A job's observer plus its latest light snapshot; builds the report."""
+    """A job's observer plus its latest light snapshot; builds the report
+    (with command lines and paths replaced by placeholders when ``redact``)."""
 
-    def __init__(self, root: int, start_snapshot=None):
+    def __init__(self, root: int, start_snapshot=None, redact: bool = False):
+        self.redact = redact
         from ..collect import procfs
 
         self.root = root
@@ -94,7 +97,9 @@ class JobWatch:
                 pass
         attach_observations(rec, [self.observer], gpu_samples[-60:])
         try:
-            self.report = analyse_impact(rec, self.root).to_dict()
+            report = analyse_impact(rec, self.root)
+            red = redactor_for(rec, self.redact)
+            self.report = (red.value(report) if red is not None else report).to_dict()
         except ValueError:
             pass
         return self.report
@@ -120,7 +125,7 @@ def discover_jobs(before: ProcTable, after: ProcTable, span_s: float, gpu_sample
 # --------------------------------------------------------------------------
 
 def run_kill_preview_panel(pids: List[int], duration_s: Optional[float], output: Optional[str],
-                           as_json: bool) -> int:
+                           as_json: bool, redact: bool = False) -> int:
     """Run the live panel; returns the exit code (0 also after Ctrl-C)."""
     from ..collect.gpu import GpuReader
 
@@ -145,7 +150,8 @@ def run_kill_preview_panel(pids: List[int], duration_s: Optional[float], output:
             reader = None
             if not as_json and not machine and len(roots) == 1 and KeyReader.usable():
                 reader = keys.enter_context(KeyReader())
-            panel = _Panel(tracer, roots, machine, gpu, gpu_samples, as_json, reader=reader, stop=stop)
+            panel = _Panel(tracer, roots, machine, gpu, gpu_samples, as_json, reader=reader, stop=stop,
+                           redact=redact)
             status = ""
             try:
                 tracer.run(should_stop=lambda: stop() or ("quit ([Q])" if panel.quit else ""), on_tick=panel.tick,
@@ -161,7 +167,8 @@ def run_kill_preview_panel(pids: List[int], duration_s: Optional[float], output:
                 rec.metadata["end_reason"] = status or rec.metadata.get("end_reason")
                 if output:   # saved before the last render: a view can never lose the recording
                     try:
-                        save_output(rec, output)
+                        red = redactor_for(rec, redact)
+                        save_output(red.recording(rec) if red is not None else rec, output)
                     except OutputError as exc:   # the last panel still comes, then the exit code
                         save_error = exc
             finally:
@@ -200,8 +207,9 @@ class _Panel:
     """The refresh loop's state: one JobWatch per job, GPU samples, output."""
 
     def __init__(self, tracer, roots: List[int], machine: bool, gpu, gpu_samples: List[dict], as_json: bool,
-                 reader=None, stop=None):
+                 reader=None, stop=None, redact: bool = False):
         self.tracer = tracer
+        self.redact = redact
         self.reader = reader
         self.keys = None
         self.quit = False
@@ -219,7 +227,7 @@ class _Panel:
         self.watches: Dict[int, JobWatch] = {}
         for root in roots:
             try:
-                self.watches[root] = JobWatch(root, start)
+                self.watches[root] = JobWatch(root, start, self.redact)
             except Exception:  # noqa: BLE001 - it exited between discovery and now
                 continue
         for w in self.watches.values():
@@ -277,7 +285,7 @@ class _Panel:
         for j in jobs:
             if j.root not in self.watches:
                 try:
-                    self.watches[j.root] = JobWatch(j.root)
+                    self.watches[j.root] = JobWatch(j.root, redact=self.redact)
                     self.watches[j.root].observer.sample()
                 except Exception:  # noqa: BLE001 - already gone
                     continue
