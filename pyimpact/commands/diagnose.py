@@ -419,7 +419,7 @@ def command(target, pid_opt, name_opt, all_, window, as_json, no_bpf, no_python,
     if all_:
         if any(x is not None for x in (target, pid_opt, name_opt)) or wants_job(job, hosts_file, slurm_job):
             raise UsageError("--all takes no process", "give either --all or one PID|NAME")
-        return _command_all(window, as_json, no_bpf, no_python, output)
+        return _command_all(window, as_json, no_bpf, no_python, output, redact)
     pid = resolve_target(target, pid_opt, name_opt)
     from ..collect.special import special_process
 
@@ -488,12 +488,16 @@ def _show_job(jd, elapsed: float, as_json: bool) -> None:
         write(jd, sys.stdout, elapsed)
 
 
-def _command_all(window, as_json, no_bpf, no_python, output) -> None:
+def _command_all(window, as_json, no_bpf, no_python, output, redact=False) -> None:
     from .output import check_output
 
     to_stdout = check_output(output, as_json)
+    reds = []
 
     def show(r, rec) -> None:
+        reds.append(redactor_for(rec, redact))
+        if reds[0] is not None:
+            r = reds[0].value(r)
         if as_json:
             import json
 
@@ -506,5 +510,7 @@ def _command_all(window, as_json, no_bpf, no_python, output) -> None:
 
     _, _, rec = observe_all(window=window, use_bpf=not no_bpf, python_stacks=not no_python, on_verdict=show)
     if output:
+        if redact:
+            rec = (reds[0] if reds else redactor_for(rec, True)).recording(rec)
         path = rec.save(output)
         click.echo(f"recording written to {path}", err=True)

@@ -73,7 +73,7 @@ class Redactor:
             if _PLACEHOLDER.fullmatch(arg):
                 continue
             if "/" in arg and not arg.startswith("-"):
-                self.add_path(arg)
+                self.add_path(arg, base=i > 0)      # the program's basename is its process name
                 continue
             if i == 0:
                 continue                    # a bare program name ("python3") is no secret
@@ -86,14 +86,16 @@ class Redactor:
                 self._args.add(arg)
         self._regex = None
 
-    def add_path(self, path: Any) -> None:
+    def add_path(self, path: Any, base: bool = True) -> None:
+        """Learn `path`, and its basename (how views show a script) unless
+        ``base`` is False (an executable's basename is the process name, which stays)."""
         if not isinstance(path, str) or not path or _KEEP_PATHS.match(path) or _PLACEHOLDER.fullmatch(path):
             return
         if path.startswith("/") or "/" in path or len(path) >= _SHORT:
             self._paths.add(path)
-            base = os.path.basename(path.rstrip("/"))
-            if base and base != path and len(base) >= _SHORT:
-                self._base_of.setdefault(base, path)
+            name = os.path.basename(path.rstrip("/"))
+            if base and name and name != path and len(name) >= _SHORT:
+                self._base_of.setdefault(name, path)
         self._regex = None
 
     @classmethod
@@ -103,7 +105,7 @@ class Redactor:
         for snap in (rec.snapshots or {}).values():
             for p in (getattr(snap, "processes", None) or {}).values():
                 r.add_command(p.cmdline)
-                r.add_path(p.exe)
+                r.add_path(p.exe, base=False)
                 r.add_path(p.cwd)
                 for fd in p.fds or []:
                     target = getattr(fd, "target", None)
@@ -112,7 +114,7 @@ class Redactor:
         ev = rec.events
         if ev is not None and len(ev) and "filename" in ev.columns:
             for name in ev["filename"].dropna().unique():
-                r.add_path(str(name))
+                r.add_path(str(name), base=False)
         for dump in ((rec.metadata or {}).get("python_stacks") or {}).values():
             for th in ((dump or {}).get("threads") or {}).values():
                 for fr in th.get("frames") or []:
