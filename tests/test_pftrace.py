@@ -1,6 +1,8 @@
 """`-o t.pftrace`: a real trace as Perfetto's protobuf, read back with the
 official schema (the perfetto package's TracePacket): every timeline event is
-there once, on the track of its thread, and the slices of each track nest.
+there once, on the track of its thread, and the slices of each track nest;
+names and categories are interned, flows link a futex wake to the wait it
+ended and a signal sent to its delivery.
 (Perfetto's trace_processor is not run: it downloads a binary, and this
 machine reaches no network beyond the package registries.)"""
 from __future__ import annotations
@@ -64,6 +66,11 @@ def test_trace_as_pftrace(spawn, tmp_path):
     trace_pb = pb.Trace.FromString(out.read_bytes())
     TE = pb.TrackEvent
     tracks, seen = {}, Counter()
+    cats, args = {}, {}
+    for p in trace_pb.packet:
+        if p.HasField("interned_data"):
+            cats.update({c.iid: c.name for c in p.interned_data.event_categories})
+            args.update({a.iid: a.name for a in p.interned_data.debug_annotation_names})
     stacks, begins, ends = defaultdict(list), Counter(), Counter()
     last_ts = defaultdict(int)
     for p in trace_pb.packet:
@@ -71,6 +78,8 @@ def test_trace_as_pftrace(spawn, tmp_path):
         if p.HasField("track_descriptor"):
             tracks[p.track_descriptor.uuid] = p.track_descriptor
             continue
+        if not p.HasField("track_event"):
+            continue                                      # the interned names
         e = p.track_event
         assert e.track_uuid in tracks, "event before its track's descriptor"
         assert p.timestamp >= last_ts[e.track_uuid], "events of a track out of time order"
@@ -78,13 +87,13 @@ def test_trace_as_pftrace(spawn, tmp_path):
         if e.type == TE.TYPE_SLICE_BEGIN:
             begins[e.track_uuid] += 1
             stacks[e.track_uuid].append(p.timestamp)
-            seen[e.categories[0]] += 1
+            seen[cats[e.category_iids[0]]] += 1
         elif e.type == TE.TYPE_SLICE_END:
             ends[e.track_uuid] += 1
             assert stacks[e.track_uuid], "a slice ends that never began"
             stacks[e.track_uuid].pop()
         elif e.type == TE.TYPE_INSTANT:
-            seen[e.categories[0]] += 1
+            seen[cats[e.category_iids[0]]] += 1
         elif e.type == TE.TYPE_COUNTER:
             assert tracks[e.track_uuid].HasField("counter")
     assert begins == ends and not any(stacks.values())
@@ -93,8 +102,88 @@ def test_trace_as_pftrace(spawn, tmp_path):
     assert {(int(r.pid), int(r.tid)) for r in events.itertuples() if r.kind != "block_io"} <= threads
     procs = {d.process.pid: d.process.process_name for d in tracks.values() if d.HasField("process")}
     assert job.pid in procs and f"({job.pid})" in procs[job.pid]
-    # a fork instant carries its row as debug annotations
-    forks = [p.track_event for p in trace_pb.packet if p.HasField("track_event")
-             and list(p.track_event.categories) == ["fork"]]
-    names = {a.name for a in forks[0].debug_annotations}
-    assert {"kind", "pid", "tid", "child_pid"} <= names, names
+    # a fork instant carries the child's pid, and a flow to the child's first event
+    events_pb = [p.track_event for p in trace_pb.packet if p.HasField("track_event")
+                 and p.track_event.type in (TE.TYPE_SLICE_BEGIN, TE.TYPE_INSTANT)]
+    forks = [e for e in events_pb if e.category_iids and cats[e.category_iids[0]] == "fork"]
+    assert all(args[a.name_iid] == "child_pid" and a.int_value > 0 for e in forks for a in e.debug_annotations)
+    flows_out = {f for e in events_pb for f in e.flow_ids}
+    flows_in = {f for e in events_pb for f in e.terminating_flow_ids}
+    assert flows_out and flows_out == flows_in       # every flow that leaves arrives
+    for kind in ("fork", "signal_generate", "futex_wake"):
+        assert any(e.flow_ids for e in events_pb if cats[e.category_iids[0]] == kind), kind
+    # counter tracks (CPU, RSS) under the target's process
+    counters = [d for d in tracks.values() if d.HasField("counter")]
+    assert {d.name for d in counters} >= {"CPU", "Resident memory (RSS)"}
+
+
+def test_field_numbers_are_perfettos():
+    """The encoder writes protobuf by hand (column-wise, for speed): every field
+    number and enum value it uses is the one in Perfetto's schema."""
+    from pyimpact.export import pftrace as pf
+
+    def num(msg, field):
+        return msg.DESCRIPTOR.fields_by_name[field].number
+
+    assert num(pb.Trace, "packet") == pf.TRACE_PACKET
+    P = pb.TracePacket
+    assert [num(P, f) for f in ("timestamp", "trusted_packet_sequence_id", "track_event", "interned_data",
+                                "sequence_flags", "track_descriptor")] == [
+        pf.P_TIMESTAMP, pf.P_SEQ_ID, pf.P_TRACK_EVENT, pf.P_INTERNED, pf.P_SEQ_FLAGS, pf.P_TRACK_DESCRIPTOR]
+    T = pb.TrackEvent
+    assert [num(T, f) for f in ("type", "track_uuid", "name_iid", "debug_annotations", "counter_value",
+                                "double_counter_value", "flow_ids", "terminating_flow_ids", "category_iids")] == [
+        pf.TE_TYPE, pf.TE_TRACK_UUID, pf.TE_NAME_IID, pf.TE_DEBUG, pf.TE_COUNTER_VALUE, pf.TE_DOUBLE_COUNTER,
+        pf.TE_FLOW_IDS, pf.TE_TERMINATING_FLOW_IDS, pf.TE_CATEGORY_IIDS]
+    D = pb.TrackDescriptor
+    assert [num(D, f) for f in ("uuid", "name", "parent_uuid", "process", "thread", "counter")] == [
+        pf.TD_UUID, pf.TD_NAME, pf.TD_PARENT, pf.TD_PROCESS, pf.TD_THREAD, pf.TD_COUNTER]
+    assert [num(pb.ProcessDescriptor, f) for f in ("pid", "process_name")] == [pf.PD_PID, pf.PD_NAME]
+    assert [num(pb.ThreadDescriptor, f) for f in ("pid", "tid", "thread_name")] == [pf.THD_PID, pf.THD_TID,
+                                                                                     pf.THD_NAME]
+    assert [num(pb.CounterDescriptor, f) for f in ("unit", "unit_name")] == [pf.CD_UNIT, pf.CD_UNIT_NAME]
+    assert [num(pb.InternedData, f) for f in ("event_categories", "event_names", "debug_annotation_names")] == [
+        pf.ID_EVENT_CATEGORIES, pf.ID_EVENT_NAMES, pf.ID_DEBUG_NAMES]
+    assert [num(pb.EventName, f) for f in ("iid", "name")] == [pf.IID, pf.IID_NAME]
+    assert [num(pb.DebugAnnotation, f) for f in ("name_iid", "int_value")] == [pf.DA_NAME_IID, pf.DA_INT]
+    assert (T.TYPE_SLICE_BEGIN, T.TYPE_SLICE_END, T.TYPE_INSTANT, T.TYPE_COUNTER) == (
+        pf.TYPE_SLICE_BEGIN, pf.TYPE_SLICE_END, pf.TYPE_INSTANT, pf.TYPE_COUNTER)
+    assert (P.SEQ_INCREMENTAL_STATE_CLEARED, P.SEQ_NEEDS_INCREMENTAL_STATE) == (
+        pf.SEQ_INCREMENTAL_STATE_CLEARED, pf.SEQ_NEEDS_INCREMENTAL_STATE)
+
+
+def test_overlapping_slices_get_lanes_and_varints_round_trip():
+    """Block requests overlap on one device; slices on one track must nest:
+    the encoder moves overlapping ones to lanes. Values of every size (negative
+    int64 too) survive the column-wise varints."""
+    import pandas as pd
+
+    from pyimpact.export.pftrace import encode
+    from pyimpact.timeline import coerce_timeline
+
+    base = 1_700_000_000_000_000_000
+    rows = [dict(time_ns=base + s, dur_ns=d, kind="block_io", pid=7, tid=7, comm="dd", dev="8:0", rwbs="W",
+                 bytes=4096 * (i + 1)) for i, (s, d) in enumerate([(0, 100), (10, 100), (20, 5), (150, 10)])]
+    rows += [dict(time_ns=base + 5, dur_ns=50, kind="syscall", pid=7, tid=8, comm="x", syscall="read", nr=0,
+                  ret=-11), dict(time_ns=base + 5, dur_ns=0, kind="syscall", pid=7, tid=8, comm="x",
+                                 syscall="read", nr=0, ret=2**40)]
+    rec = Recording(events=coerce_timeline(pd.DataFrame(rows)))
+    trace_pb = pb.Trace.FromString(encode(rec))
+    open_on = defaultdict(list)
+    values = []
+    for p in trace_pb.packet:
+        if not p.HasField("track_event"):
+            continue
+        e = p.track_event
+        if e.type == pb.TrackEvent.TYPE_SLICE_BEGIN:
+            open_on[e.track_uuid].append(p.timestamp)
+            values += [a.int_value for a in e.debug_annotations]
+            assert p.timestamp >= base
+        elif e.type == pb.TrackEvent.TYPE_SLICE_END:
+            assert open_on[e.track_uuid], "an end with nothing open on its track"
+            open_on[e.track_uuid].pop()
+    assert not any(open_on.values())
+    assert sorted(values) == sorted([4096, 8192, 12288, 16384, -11, 2**40])
+    lanes = [d for d in (p.track_descriptor for p in trace_pb.packet if p.HasField("track_descriptor"))
+             if d.name.startswith("device 8:0")]
+    assert len(lanes) == 3     # three requests overlap at t=20

@@ -6,7 +6,7 @@
   .csv      the timeline table alone (documented columns, see pyimpact.timeline)
   .html     a self-contained page: the wait-for chain and per-process CPU, RSS
             and GPU charts (inline SVG, no script, no network); write-only
-  .pftrace  Perfetto's protobuf trace (slices, instants, CPU/RSS counters); write-only
+  .pftrace  Perfetto's protobuf trace (slices, instants, flows, counters; compact); write-only
   -         the .json form, on standard output
 """
 from __future__ import annotations

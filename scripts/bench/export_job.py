@@ -83,7 +83,7 @@ def main() -> int:
     rec.metadata.update({"started_at_ns": int(events["time_ns"].min()), "ended_at_ns": int(events["time_ns"].max())})
     out["timeline_mb"] = float(events.memory_usage(deep=True).sum()) / 2**20
     out["hwm_mb_after_decode"] = hwm_mb()
-    for fmt in ("parquet", "json"):
+    for fmt in ("parquet", "json", "pftrace"):
         path = os.path.join(outdir, f"export-{n}.{fmt}")
         t = time.perf_counter()
         rec.save(path)

@@ -107,6 +107,12 @@ def targets(res: dict) -> list:
         lines.append(f"| 6b | write a {ex['events']:,}-event recording | Parquet {ex['parquet_write_s']:.1f} s "
                      f"({ex['parquet_mb']:.0f} MB), Perfetto JSON {ex['json_write_s']:.1f} s ({ex['json_mb']:.0f} MB); "
                      f"decode {ex['decode_s']:.1f} s | (no target) |")
+    if ex and "pftrace_write_s" in ex:
+        size_ratio = ex["pftrace_mb"] / ex["json_mb"]
+        time_ratio = ex["pftrace_write_s"] / ex["json_write_s"]
+        lines.append(f"| 6c | `.pftrace` of the same recording: ≤ 1/5 of the JSON's size and time (same run) | "
+                     f"{ex['pftrace_mb']:.0f} MB ({size_ratio:.2f} of the JSON's), {ex['pftrace_write_s']:.1f} s "
+                     f"({time_ratio:.2f} of the JSON's) | size {_met(size_ratio <= 0.2)}, time {_met(time_ratio <= 0.2)} |")
     nd = _get(res, "nodes", "sizes") or []
     if nd:
         by = {x["nodes"]: x for x in nd}
@@ -353,8 +359,11 @@ def memory_section(res: dict) -> list:
                 f"| decode to the timeline DataFrame | {ex['decode_s']:.2f} s | {ex['timeline_mb']:.0f} MB in memory "
                 f"(raw {ex['raw_mb']:.0f} MB) | {ex['hwm_mb_after_decode']:.0f} MB |",
                 f"| write Parquet | {ex['parquet_write_s']:.2f} s | {ex['parquet_mb']:.1f} MB | {ex['hwm_mb_after_parquet']:.0f} MB |",
-                f"| write Perfetto JSON | {ex['json_write_s']:.2f} s | {ex['json_mb']:.0f} MB | {ex['hwm_mb_after_json']:.0f} MB |",
-                ""]
+                f"| write Perfetto JSON | {ex['json_write_s']:.2f} s | {ex['json_mb']:.0f} MB | {ex['hwm_mb_after_json']:.0f} MB |"]
+        if "pftrace_write_s" in ex:
+            out += [f"| write Perfetto protobuf (`.pftrace`) | {ex['pftrace_write_s']:.2f} s | {ex['pftrace_mb']:.1f} MB | "
+                    f"{ex['hwm_mb_after_pftrace']:.0f} MB |"]
+        out += [""]
     elif ex:
         out += ["Export failed: " + ex["error"].splitlines()[-1], ""]
     return out
