@@ -274,3 +274,28 @@ def test_recorded_completions_give_the_cadence_of_a_single_replaced_file():
     assert abs(ck.cadence_s - 600.0) < 1e-6
     ck = find_checkpoints(samples, root_start_ns=T0 - 3000 * S, rename_calls={}, fsync_calls={})
     assert ck.cadence_s is None and "at least" in ck.cadence_basis
+
+
+def test_save_lines_in_the_log_give_the_cadence():
+    """A job that saves one file in place, logging each save with a timestamp:
+    the log's save lines are the history the disk does not keep."""
+    from pyimpact.analyse.impact_recovery import recovery
+    log = "".join(f"2026-12-01 10:{m:02d}:00,000 INFO Saving model checkpoint to out/model.pt (step {m * 50})\n"
+                  f"2026-12-01 10:{m:02d}:30,000 INFO step {m * 50 + 25} loss 0.1\n" for m in range(0, 40, 10))
+    samples = [dict(sample(T0, {}), logs={"/r/train.log": [len(log), T0, log]})]
+    p = job_progress(samples, {}, root_start_ns=T0 - 10_000 * S, as_of_ns=T0, utc_offset_s=0)
+    assert len(p.saves) == 4 and p.step == 1525
+    ck = find_checkpoints(samples, root_start_ns=T0 - 10_000 * S, rename_calls={}, fsync_calls={})
+    rec = recovery(ck, p, T0 - 10_000 * S, T0, T0 - 10_000 * S, "start", 1.0)
+    assert rec["cadence_estimate_s"] == 600.0 and rec["basis"]["cadence_estimate_s"]["kind"] == "measured"
+
+
+def test_lightning_last_ckpt_does_not_hide_the_numbered_series():
+    files = {f"/r/lightning_logs/version_0/checkpoints/epoch={e}-step={100 * (e + 1)}.ckpt":
+             (70, T0 + e * 10 * S, T0 + e * 10 * S, e + 1) for e in range(3)}
+    last = {"/r/lightning_logs/version_0/checkpoints/last.ckpt": (70, T0 + 20 * S + S // 10, T0 + 20 * S + S // 10, 9)}
+    samples = [sample(T0 + 21 * S, dict(files, **last)), sample(T0 + 22 * S, dict(files, **last))]
+    ck = find_checkpoints(samples, root_start_ns=T0 - S, rename_calls={}, fsync_calls={})
+    assert ck.family.key.endswith("epoch=#-step=#.ckpt")
+    assert abs(ck.cadence_s - 10.0) < 1e-6 and ck.figures.cadence_steps == 100
+    assert ck.figures.next_name.endswith("epoch=2-step=400.ckpt")     # the step advances; the epoch is not guessed

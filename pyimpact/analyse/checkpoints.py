@@ -26,7 +26,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from .ckpt_history import (SAVE_CLUSTER_NS, DirState, SeriesFigures, dir_family_key, dir_states, final_dir_name,
                            series_figures, write_eta)
-from .ckpt_layouts import file_layout, index_of, name_numbers, tf_indexed, tf_prefix
+from .ckpt_layouts import file_layout, index_of, is_alias_name, name_numbers, tf_indexed, tf_prefix
 
 #: Suffixes of checkpoint files (the issue's list, plus .hdf5).
 CKPT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin", ".h5", ".hdf5", ".npz", ".keras",
@@ -306,6 +306,16 @@ def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict
                                    f.newest.completed_ns if f.newest else 0),
                     reverse=True)
     best = ranked[0] if ranked else None
+    if best is not None and is_alias_name(os.path.basename(best.key.rstrip("/"))):
+        # last.ckpt / latest.pt is a copy of the newest save: the numbered series beside it has the history
+        series = [f for f in ranked[1:] if f.completions and (f.score > 0) == (best.score > 0)
+                  and os.path.dirname(f.key.rstrip("/")) == os.path.dirname(best.key.rstrip("/"))
+                  and "#" in os.path.basename(f.key.rstrip("/"))]
+        if series:
+            ranked.remove(series[0])
+            ranked.insert(0, series[0])
+            best = series[0]
+            best.evidence.append("a numbered series beside the alias name (last/latest), which copies its newest")
     figures = series_figures(best, root_start_ns, as_of_ns, meta) if best is not None else None
     cadence, cadence_basis = _cadence(best, figures)
     partial = _partial_files(samples, versions, families, rename_calls, inflight, dirs, root_start_ns,

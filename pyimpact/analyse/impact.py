@@ -404,7 +404,8 @@ def _loss(ck: CheckpointFindings, samples, gpuf: GpuFigures, root_start_ns: int,
         summary += (f" A restart costs ~{rec['total_lost_s']:.1f} s in all "
                     f"(+{rec['restart_warmup_s']:.1f} s warm-up).")
     sentence = progress_sentence(rec)
-    cad_kind = "measured" if ck.cadence_s else ("estimated" if rec["cadence_estimate_s"] else "unavailable")
+    cad_kind = "measured" if ck.cadence_s else (rec["basis"]["cadence_estimate_s"]["kind"]
+                                                 if rec["cadence_estimate_s"] else "unavailable")
     cad_basis = ck.cadence_basis if ck.cadence_s else (rec["basis"]["cadence_estimate_s"]["basis"]
                                                        if rec["cadence_estimate_s"] else ck.cadence_basis)
     basis = {

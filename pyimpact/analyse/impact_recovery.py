@@ -171,6 +171,15 @@ def recovery(ck: CheckpointFindings, prog: Progress, root_start_ns: int, as_of_n
         basis["cadence_estimate_s"] = _fig(out["cadence_estimate_s"], "estimated",
                                            f"{fig.cadence_steps} steps per save ({fig.cadence_steps_basis}) at "
                                            f"{prog.step_rate:.3g} steps/s ({prog.step_rate_kind})")
+    saves = [x for x in prog.saves if x[2]]          # save lines with their own timestamps
+    if ck.cadence_s is None and out["cadence_estimate_s"] is None and len(saves) >= 2:
+        times = sorted({x[0] for x in saves})
+        gaps = [(b - a) / 1e9 for a, b in zip(times, times[1:]) if b - a >= 1_000_000_000]
+        if gaps:
+            out["cadence_estimate_s"] = round(statistics.median(gaps[-10:]), 3)
+            basis["cadence_estimate_s"] = _fig(out["cadence_estimate_s"], "measured",
+                                               f"median of {len(gaps)} interval(s) between the save lines of "
+                                               f"{prog.log} (their own timestamps)")
     if ck.cadence_s is None and out["cadence_estimate_s"] is None:
         if fam is None or not fam.completions:
             to_know.append({"figure": "checkpoint_cadence_s",

@@ -28,6 +28,8 @@ _STEP = re.compile(r"(?<![A-Za-z])(?:global[_ ]?step|step|iteration|iter|batch)s
 _EPOCH = re.compile(r"(?<![A-Za-z])epoch\s*(?:[:=#]\s*|\s+|\[)?(?P<n>\d+(?:\.\d+)?)(?:\s*(?:/|of)\s*(?P<total>\d+))?",
                     re.IGNORECASE)
 _HF_EPOCH = re.compile(r"['\"]epoch['\"]\s*:\s*['\"]?(?P<n>\d+(?:\.\d+)?)")
+_SAVE = re.compile(r"\bsav(?:e|ed|ing)\b.*\b(?:checkpoints?|ckpt|model|weights|state)\b"
+                   r"|\bcheckpoint\b.*\b(?:saved|written)\b", re.IGNORECASE)
 _TS_EPOCH = re.compile(r"^\[?(?P<t>1\d{9}(?:\.\d+)?)\b")
 _TS_ISO = re.compile(r"^\[?(?P<d>\d{4}-\d{2}-\d{2})[ T](?P<h>\d{2}:\d{2}:\d{2})(?P<f>[.,]\d+)?"
                      r"(?P<z>Z|[+-]\d{2}:?\d{2})?")
@@ -49,6 +51,7 @@ class Reading:
     fmt: str = ""
     desc: str = ""
     line: str = ""
+    save: bool = False                    # the line says a checkpoint was (being) saved
 
 
 def _clock(text: str) -> Optional[float]:
@@ -109,7 +112,8 @@ def parse_line(line: str) -> Optional[Reading]:
         pass
     h = _HF_EPOCH.search(line)
     e = _EPOCH.search(line) if h is None else None
-    if s is None and h is None and e is None:
+    r.save = bool(_SAVE.search(line))
+    if s is None and h is None and e is None and not r.save:
         return None
     if s is not None:
         r.step = int(s.group("n"))
@@ -156,6 +160,7 @@ class Progress:
     first_step_basis: str = ""
     line: str = ""
     fmt: str = ""
+    saves: List[list] = field(default_factory=list)    # [t_ns, step, stamped] of the log's save lines
     notes: List[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -209,7 +214,8 @@ def job_progress(samples: List[dict], heads: Dict[str, str], root_start_ns: int,
         return (bool(steps), len({r.step for r in steps}), len(rs))
     path, rs = max(per.items(), key=score)
     p = Progress(log=path)
-    stepped = _main_stream([r for r in rs if r.step is not None])
+    p.saves = [[r.t_ns, r.step, r.stamped] for r in rs if r.save and r.t_ns is not None]
+    stepped = _main_stream([r for r in rs if r.step is not None and not r.save])
     last = (stepped or rs)[-1]
     p.line, p.fmt = last.line, last.fmt
     p.step, p.total_steps = last.step, last.total

@@ -311,7 +311,14 @@ def one_line(r: dict) -> str:
     """'If killed now: ...' for the live panel and the job table."""
     loss, v, f = r["loss"], r["safe_to_kill"], r["freed"]
     lost = f"{human_duration(loss['since_checkpoint_s'])}"
-    lost += " since checkpoint" if loss["since"] == "checkpoint" else " (all: no checkpoint)"
+    if loss["since"] == "checkpoint":
+        lost += " since checkpoint"
+    elif loss.get("last_checkpoint"):
+        lost += " (all since start; resumed from " + clean(loss["last_checkpoint"]["path"].rstrip("/").rsplit("/", 1)[-1]) + ")"
+    else:
+        lost += " (all: no checkpoint)"
+    if loss.get("steps_since_checkpoint") is not None:
+        lost += f", {loss['steps_since_checkpoint']} steps"
     if loss.get("cpu_seconds") is not None:
         lost += f", {loss['cpu_seconds']:.1f} CPU-s"
     if loss.get("gpu_seconds"):
