@@ -189,12 +189,15 @@ def _stream_readings(logs_by_path: Dict[str, List[Tuple[int, str]]], utc_offset_
 
 
 def log_chunks(samples: List[dict]) -> Dict[str, List[Tuple[int, str]]]:
-    """path -> [(sample time, text appended since the previous sample)]."""
+    """path -> [(time, text appended since the previous sample)].  The time is
+    the log's mtime when read (its last append), not later than the sample:
+    a job that stopped printing (busy saving) is not credited with fresh output."""
     out: Dict[str, List[Tuple[int, str]]] = {}
     for s in samples:
         for path, row in (s.get("logs") or {}).items():
             if len(row) >= 3 and row[2]:
-                out.setdefault(path, []).append((s["t_ns"], row[2]))
+                t = min(s["t_ns"], int(row[1])) if row[1] else s["t_ns"]
+                out.setdefault(path, []).append((t, row[2]))
     return out
 
 

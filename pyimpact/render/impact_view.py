@@ -314,7 +314,8 @@ def one_line(r: dict) -> str:
     if loss["since"] == "checkpoint":
         lost += " since checkpoint"
     elif loss.get("last_checkpoint"):
-        lost += " (all since start; resumed from " + clean(loss["last_checkpoint"]["path"].rstrip("/").rsplit("/", 1)[-1]) + ")"
+        name = loss["last_checkpoint"]["path"].rstrip("/").rsplit("/", 1)[-1]
+        lost += f" (all since start; resumed from {clean(name)})"
     else:
         lost += " (all: no checkpoint)"
     if loss.get("steps_since_checkpoint") is not None:
