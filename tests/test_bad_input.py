@@ -67,6 +67,13 @@ BAD_NUMBERS = [
     (["kill-preview", "{pid}", "--costly-after"], "-1"),
     (["kill-preview"], "0"),
     (["report", "x.parquet", "-p"], "nan"),
+    # the action and other commands share the same types (click rejects before anything is signalled)
+    (["stop", "{pid}", "--grace"], "nan"),
+    (["stop", "{pid}", "--max-wait"], "inf"),
+    (["stop"], "0"),
+    (["suspend"], "nan"),
+    (["orphans", "-p"], "nan"),
+    (["gpu-report", "--hog-pct"], "nan"),
 ]
 
 

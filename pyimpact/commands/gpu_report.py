@@ -17,6 +17,7 @@ import click
 
 from ..errors import InputError, UsageError
 from ..render.text import json_dumps
+from .params import Number
 
 DEFAULT_SHARES = "/etc/pyimpact/gpu-shares.conf"
 
@@ -39,10 +40,10 @@ Examples:
 @click.option("--history", "history_db", default=None, help="Recorder database (default: the running recorder's).")
 @click.option("--shares", "shares_path", default=None,
               help=f"Fair-share file (default {DEFAULT_SHARES} if it exists).")
-@click.option("--hog-pct", type=click.FloatRange(0, 100), default=80.0, show_default=True,
+@click.option("--hog-pct", type=Number(0, 100, unit=" %"), default=80.0, show_default=True,
               help="Utilisation from which a holder is a hog...")
 @click.option("--hog-for", default="10m", show_default=True, help="...when it lasts longer than this.")
-@click.option("--idle-pct", type=click.FloatRange(0, 100), default=2.0, show_default=True,
+@click.option("--idle-pct", type=Number(0, 100, unit=" %"), default=2.0, show_default=True,
               help="Utilisation up to which a memory holder is idle...")
 @click.option("--idle-for", default="1h", show_default=True, help="...when it lasts longer than this.")
 def command(last, by, as_json, output, history_db, shares_path, hog_pct, hog_for, idle_pct, idle_for):

@@ -19,6 +19,7 @@ import click
 
 from ..errors import NotDone
 from ..render.text import json_dumps
+from .params import PID
 
 EXAMPLES = """
 \b
@@ -37,7 +38,7 @@ Examples:
 @click.option("--cleanup", is_flag=True, help="Signal the orphans that are safe to clean (asks first).")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask before --cleanup signals.")
 @click.option("--grace", default="5s", show_default=True, help="Wait this long after SIGTERM before SIGKILL.")
-@click.option("-p", "--pid", "only", type=int, multiple=True,
+@click.option("-p", "--pid", "only", type=PID, multiple=True,
               help="Only this orphan (repeatable): list and clean no other.")
 def command(history_db, no_history, as_json, cleanup, yes, grace, only):
     """Find worker processes whose job has gone and that still hold CPU, RAM, GPU or ports."""

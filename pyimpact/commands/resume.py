@@ -4,12 +4,13 @@ from __future__ import annotations
 import click
 
 from ..errors import NotDone
+from .params import PID
 from .act_common import confirm_or_stop, say, warn
 from .suspend import _describe
 
 
 @click.command("resume")
-@click.argument("pid", type=int)
+@click.argument("pid", type=PID)
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 def command(pid: int, yes: bool) -> None:
     """Resume PID and its descendants (SIGCONT, children first, the parent last)."""

@@ -23,6 +23,7 @@ import click
 
 from ..errors import NotDone, ProcessGone, UsageError
 from ..render.text import json_dumps
+from .params import PID, Number
 from .act_common import confirm_or_stop, say, warn
 
 SCHEMA = "pyimpact.stop/1"
@@ -133,17 +134,17 @@ Examples:
 
 
 @click.command("stop", epilog=EXAMPLES)
-@click.argument("pid", type=int)
+@click.argument("pid", type=PID)
 @click.option("--when", "when", type=click.Choice(["now", "safe", "checkpoint"]), default="safe", show_default=True,
               help="safe: when nothing is being written or fsync'd; checkpoint: right after the next "
                    "checkpoint completes; now: at once.")
-@click.option("--grace", type=click.FloatRange(0, 86400), default=30.0, show_default=True,
+@click.option("--grace", type=Number(0, 86400), default=30.0, show_default=True,
               help="Seconds the whole tree has to exit after the graceful signal.")
 @click.option("--signal", "sig_name", metavar="SIG", help="Graceful signal to send (default: SIGTERM).")
 @click.option("--force", is_flag=True, help="SIGKILL what is left after the grace period.")
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
-@click.option("--max-wait", type=click.FloatRange(0), default=None, help="Give up (send nothing) after S seconds.")
-@click.option("--preview", "preview_s", type=click.FloatRange(0.2, 600), default=1.0, show_default=True,
+@click.option("--max-wait", type=Number(0, 10**7), default=None, help="Give up (send nothing) after S seconds.")
+@click.option("--preview", "preview_s", type=Number(0.2, 600), default=1.0, show_default=True,
               help="Seconds of kill-preview observation before the plan.")
 @click.option("--no-bpf", is_flag=True, help="Observe through /proc only (no kernel probes).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (schema pyimpact.stop/1).")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import click
 
 from ..errors import NotDone
+from .params import PID
 from .act_common import confirm_or_stop, say, warn
 
 
@@ -45,7 +46,7 @@ Examples:
 
 
 @click.command("suspend", epilog=EXAMPLES_S)
-@click.argument("pid", type=int)
+@click.argument("pid", type=PID)
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 def command(pid: int, yes: bool) -> None:
     """Suspend PID and its descendants (SIGSTOP, parent first): frees CPU, keeps RAM/VRAM."""
