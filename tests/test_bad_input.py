@@ -60,7 +60,7 @@ BAD_NUMBERS = [
     (["diagnose", "{pid}", "--window"], "-inf"),
     (["diagnose", "{pid}", "--window"], "0"),
     (["diagnose"], "0"),
-    (["diagnose"], "4194305"),
+    (["diagnose"], "2147483648"),
     (["kill-preview", "{pid}", "-d"], "nan"),
     (["kill-preview", "{pid}", "-d"], "inf"),
     (["kill-preview", "{pid}", "--costly-after"], "nan"),
@@ -82,6 +82,13 @@ def test_bad_number_is_one_line_usage_error(args, value, sleeper):
     argv = [a.replace("{pid}", str(sleeper.pid)) for a in args] + [value]
     err = _one_line(_cli(argv), 2)
     assert repr(value) in err or value in err, err   # names the value it refused
+
+
+def test_pid_that_names_no_process_is_exit_3():
+    """Above pid_max no process can exist, but the number is a well-formed pid_t:
+    "no such process" (3), one line, for every command that takes a PID."""
+    for cmd in (["diagnose", "4194305"], ["kill-preview", "4194305"], ["trace", "-p", "4194305", "-d", "1"]):
+        _one_line(_cli(cmd), 3, "no such process")
 
 
 def test_kernel_threads_get_one_line(sleeper):

@@ -16,6 +16,9 @@ import click
 
 #: the kernel's largest possible pid_max (PID_MAX_LIMIT on 64-bit)
 PID_MAX_LIMIT = 4194304
+#: the largest pid_t: a number above it cannot name a process at all (usage
+#: error); one up to it that names no process is "no such process" (exit 3)
+PID_T_MAX = 2**31 - 1
 
 
 def _fmt(x: float) -> str:
@@ -60,7 +63,9 @@ class Number(click.ParamType):
 
 
 class Pid(click.ParamType):
-    """A process id: an integer from 1 to the kernel's PID_MAX_LIMIT."""
+    """A process id: an integer from 1 to the largest pid_t. Whether such a
+    process exists (above PID_MAX_LIMIT none can) is the command's answer:
+    "no such process", exit code 3."""
 
     name = "pid"
 
@@ -73,8 +78,8 @@ class Pid(click.ParamType):
                 pid = int(text, 10)
             except ValueError:
                 self.fail(f"{text!r} is not a process id (a positive integer)", param, ctx)
-        if not 1 <= pid <= PID_MAX_LIMIT:
-            self.fail(f"{value!r} is not a process id (1 to {PID_MAX_LIMIT})", param, ctx)
+        if not 1 <= pid <= PID_T_MAX:
+            self.fail(f"{value!r} is not a process id (1 to {PID_T_MAX})", param, ctx)
         return pid
 
 

@@ -69,7 +69,7 @@ def resolve_target(target: Optional[str], pid_opt: Optional[int], name_opt: Opti
 
 
 def _resolve_spec(spec: str) -> int:
-    """A PID (checked as every PID option is: 1..PID_MAX_LIMIT) or a name.
+    """A PID (checked as every PID option is: 1..PID_T_MAX) or a name.
     Anything ``float()`` reads is taken for a mistyped PID, never for a name."""
     from ..collect import findproc
 
