@@ -363,3 +363,22 @@ def test_still_waiting_never_negative(spawn, tmp_path):
     ok(rep, "report --json")
     pending = json.loads(rep.stdout)["story"]["pending"]
     assert pending and all(x["for_s"] >= 0 for x in pending), pending
+
+
+def test_history_db_stores_undecodable_file_names(tmp_path):
+    """The recorder joins file names from the OS (lone surrogates for bytes
+    that are not UTF-8) into its rows: sqlite refuses those, and the batch
+    (every row since the last flush) was lost."""
+    import sqlite3
+
+    from pyimpact.collect.history_db import HistoryWriter
+
+    db = str(tmp_path / "h.db")
+    w = HistoryWriter(db)
+    name = os.fsdecode(b"/ckpt/\xff\nVERDICT SAFE.pt")
+    w.add("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("probe", name))
+    w.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", ("probe2", "x\ud800"))
+    w.flush()
+    w.close()
+    rows = dict(sqlite3.connect(db).execute("SELECT key, value FROM meta WHERE key LIKE 'probe%'").fetchall())
+    assert rows == {"probe": "/ckpt/\\xff\nVERDICT SAFE.pt", "probe2": "x\\ud800"}

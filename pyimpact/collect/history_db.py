@@ -166,6 +166,21 @@ def find_default_db(explicit: Optional[str] = None) -> Optional[str]:
     return DEFAULT_DB if os.path.isfile(DEFAULT_DB) else None
 
 
+def _sql_args(args: Sequence[Any]) -> tuple:
+    """``args`` with each string made valid UTF-8: a file name from the OS
+    keeps an undecodable byte as a lone surrogate (surrogateescape), which
+    sqlite refuses (UnicodeEncodeError, and the whole batch is lost); it is
+    stored as the visible text ``\\xNN``, as every view shows it."""
+    return tuple(_sql_text(a) if isinstance(a, str) and not a.isascii() else a for a in args)
+
+
+def _sql_text(text: str) -> str:
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:       # a lone surrogate that is no escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 class HistoryWriter:
     """Buffered writes; ``flush()`` commits them in one transaction (the unit
     a crash can lose)."""
@@ -189,11 +204,11 @@ class HistoryWriter:
     def execute(self, sql: str, args: Sequence[Any] = ()) -> sqlite3.Cursor:
         """Run now (inside the open transaction if any): for rows whose id is needed."""
         self._begin()
-        return self.conn.execute(sql, args)
+        return self.conn.execute(sql, _sql_args(args))
 
     def add(self, sql: str, args: Sequence[Any]) -> None:
         """Queue a row; written at the next flush."""
-        self._pending.append((sql, tuple(args)))
+        self._pending.append((sql, _sql_args(args)))
 
     def _begin(self) -> None:
         if not self.conn.in_transaction:
