@@ -164,7 +164,7 @@ def main() -> int:
             elif name == "memory":
                 res = memory.run(procs, tmp, p["seconds"], 0, do_rss=True, do_export=False)["rss"]
             elif name == "recorder":
-                res = recorder.run(procs, bindir, tmp, p["rounds"], p["seconds"], p["idle_s"], p["job_s"])
+                res = recorder.run(procs, bindir, tmp, p["rounds"], p["seconds"], p["idle_s"], p["job_s"], monitor)
             elif name == "export":
                 res = memory.run(procs, tmp, 0, p["events"], do_rss=False, do_export=True)["export"]
             elif name == "stop":

@@ -268,8 +268,19 @@ class Recorder:
     def on_event(self, ev: RecEvent) -> None:
         self.counts["events"] += 1
         handler = getattr(self, "_on_" + ev.kind, None)
-        if handler is not None:
+        if handler is None:
+            return
+        try:
             handler(ev)
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as err:
+            # A recorder runs for days: one event it cannot make sense of (a process
+            # that vanished mid-read, an odd path) is counted and told, never fatal.
+            self._event_error(ev, err)
+
+    def _event_error(self, ev: RecEvent, err: BaseException) -> None:
+        self.counts["errors"] = self.counts.get("errors", 0) + 1
+        if self.counts["errors"] <= 10:
+            self.log(f"pyimpact: recorder: {ev.kind} event of pid {ev.pid} skipped ({type(err).__name__}: {err})")
 
     def _on_fork(self, ev: RecEvent) -> None:
         child = ev.other

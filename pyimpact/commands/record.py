@@ -170,7 +170,7 @@ def command(db_path, interval, max_age, max_size, min_file_size, no_files, no_gp
     pointer = None
     rec = None
     try:
-        rec = Recorder(settings, probes=probes, gpu_reader=gpu)
+        rec = Recorder(settings, probes=probes, gpu_reader=gpu, log=lambda line: click.echo(line, err=True))
         try:
             pointer = _announce(db_path)
         except OSError:
