@@ -132,3 +132,20 @@ def test_install_service_without_systemd_prints_the_unit(tmp_path):
     record.install_service(["--db", str(tmp_path / "h.db")], echo=lines.append, systemd=False)
     assert lines[0].startswith("systemd is not running here")
     assert "ExecStart=" in lines[1] and "record --db" in lines[1]
+
+
+def test_signal_with_a_negative_code_is_stored(spawn, tmp_path):
+    """tgkill/raise send with code SI_TKILL (-6): stored as the signed number."""
+    db = tmp_path / "h.db"
+    rec = start_recorder(spawn, db)
+    victim = spawn([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGUSR2, lambda *a: None); "
+                    "print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    wait_for_line(victim.stdout, "ready")
+    os.kill(victim.pid, signal.SIGUSR2)                           # SI_USER (0)
+    subprocess.run([sys.executable, "-c", f"import os, signal; os.kill({victim.pid}, signal.SIGUSR2); "
+                    f"import ctypes; ctypes.CDLL(None).syscall(234, {victim.pid}, {victim.pid}, 12)"])  # tgkill
+    rows = wait_rows(db, "SELECT code FROM signals WHERE target_pid = ? AND sig = ?", (victim.pid, signal.SIGUSR2), 3)
+    assert sorted(r[0] for r in rows)[0] == -6
+    rec.send_signal(signal.SIGTERM)
+    _, err = rec.communicate(timeout=30)
+    assert rec.returncode == 0, err

@@ -189,6 +189,7 @@ class HistoryWriter:
         self.path = path
         self.conn = connect(path, write=True)
         self._pending: List[tuple] = []
+        self.rejected = 0
         meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
         if "schema_version" in meta and int(meta["schema_version"]) != SCHEMA_VERSION:
             raise OutputError(f"{path} has history schema {meta['schema_version']}, this pyimpact writes "
@@ -215,9 +216,14 @@ class HistoryWriter:
             self.conn.execute("BEGIN")
 
     def flush(self) -> None:
+        """Commit the queued rows. A row SQLite refuses (a value out of range) is
+        dropped and counted in ``rejected``: one bad value never loses the others."""
         self._begin()
         for sql, args in self._pending:
-            self.conn.execute(sql, args)
+            try:
+                self.conn.execute(sql, args)
+            except (OverflowError, sqlite3.IntegrityError, sqlite3.InterfaceError):
+                self.rejected += 1
         self._pending.clear()
         self.conn.execute("COMMIT")
 

@@ -162,6 +162,12 @@ def path_of(ev: RecEvent, mounts: MountTable) -> str:
     return os.path.join(base, rel) if rel else base
 
 
+def _signed(v: int) -> int:
+    """A kernel s64 that travelled as u64 (signal codes such as SI_TKILL are negative)."""
+    v = int(v)
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
 def _resolve(pid: int, dfd: int, name: str) -> str:
     """A rename's path as the process meant it: relative names against its
     cwd or the directory fd (read right after the event; a process that
@@ -354,7 +360,7 @@ class Recorder:
         self.db.add("INSERT INTO signals(t_ns, sig, sender_pid, sender_comm, sender_proc_id, target_pid, "
                     "target_proc_id, result, code) VALUES (?,?,?,?,?,?,?,?,?)",
                     (ev.t_ns, ev.aux, ev.pid, ev.comm, sender and sender.proc_id, ev.other,
-                     target and target.proc_id, ev.ret, ev.a[0]))
+                     target and target.proc_id, ev.ret, _signed(ev.a[0])))
 
     def _file(self, ev: RecEvent, kind: str, path: str, size: Optional[int], old: Optional[str]) -> None:
         live = self.live.get(ev.pid)
@@ -371,7 +377,7 @@ class Recorder:
     _on_fsync = _on_close
 
     def _on_rename(self, ev: RecEvent) -> None:
-        new = _resolve(ev.pid, int(ev.a[0]) - (1 << 64) if ev.a[0] >= 1 << 63 else int(ev.a[0]), ev.newname)
+        new = _resolve(ev.pid, _signed(ev.a[0]), ev.newname)
         old = _resolve(ev.pid, ev.aux, ev.oldname)
         try:
             st = os.stat(new, follow_symlinks=False)

@@ -38,7 +38,19 @@ while True:
 """
 
 
-def _start_recorder(procs: Procs, db: str, *extra: str):
+def _start_recorder(procs: Procs, db: str, *extra: str, tries: int = 3):
+    """Start `pyimpact record`; a start that fails (a shared machine: someone's test may
+    have the kernel headers link away for a moment) is retried."""
+    for attempt in range(tries):
+        try:
+            return _start_once(procs, db, *extra)
+        except RuntimeError as err:
+            log(f"recorder: start {attempt + 1}/{tries} failed: {err}")
+            time.sleep(2)
+    raise RuntimeError("the recorder did not start")
+
+
+def _start_once(procs: Procs, db: str, *extra: str):
     p = procs.spawn(PYIMPACT + ["record", "--db", db, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                     text=True)
     deadline = time.monotonic() + 60
@@ -47,8 +59,8 @@ def _start_recorder(procs: Procs, db: str, *extra: str):
         if "recorder running" in line:
             return p
         if not line and p.poll() is not None:
-            break
-    raise RuntimeError("the recorder did not start")
+            raise RuntimeError(f"exited {p.returncode}: {p.stderr.read()[-500:]}")
+    raise RuntimeError("no 'recorder running' within 60 s")
 
 
 def _stop(procs: Procs, p) -> str:
