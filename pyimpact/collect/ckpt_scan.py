@@ -160,7 +160,8 @@ class LogTails:
         return [size, st.st_mtime_ns, text]
 
 
-def recorder_history(pid: int, start_ticks: Optional[int], dirs: List[str], limit: int = 200) -> dict:
+def recorder_history(pid: int, start_ticks: Optional[int], dirs: List[str], limit: int = 200,
+                     db: Optional[str] = None) -> dict:
     """Checkpoint completions the recorder (``pyimpact record``) kept: those
     of this process's job, and any in the directories it works in (an earlier
     run's, or a single ``latest.pt`` replaced by rename, which leaves no
@@ -168,7 +169,7 @@ def recorder_history(pid: int, start_ticks: Optional[int], dirs: List[str], limi
     from .history_db import HistoryReader, find_default_db
 
     try:
-        path = find_default_db(None)
+        path = find_default_db(db)
     except Exception as exc:  # noqa: BLE001 - any failure only means "no history"
         return {"available": False, "reason": f"history database not readable: {exc}"}
     if not path:

@@ -53,7 +53,8 @@ def attach_observations(rec, observers: List[TreeObserver], gpu_samples: List[di
 # --------------------------------------------------------------------------
 
 def observe(pid: int, duration_s: float, use_bpf: bool = True, on_tick=None,
-            costly_after_s: Optional[float] = None, on_sample=None, threads: bool = False):
+            costly_after_s: Optional[float] = None, on_sample=None, threads: bool = False,
+            history_db: Optional[str] = None):
     """Trace ``pid`` for ``duration_s`` and return (Recording, tracer) with
     the tracer still attached (the caller prints, then closes it).
     ``threads``: also sample every thread's schedstat (for ``--if``), into
@@ -108,7 +109,7 @@ def observe(pid: int, duration_s: float, use_bpf: bool = True, on_tick=None,
             sampler.sample()
         obs.read_memory()
         from ..collect.ckpt_scan import recorder_history
-        obs.recorded = recorder_history(pid, ticks, sorted(obs.watch))
+        obs.recorded = recorder_history(pid, ticks, sorted(obs.watch), db=history_db)
         rec = tracer.recording()
         if final is None or pid in rec.metadata.get("exited_targets", []):
             raise ProcessGone(f"process {pid} exited during the observation: nothing is left to kill")
@@ -272,7 +273,7 @@ def command(pid: int, duration_s: float, watch_s: Optional[float], as_json: bool
     live = LiveLine(sys.stderr, watch_s) if watch_s else None
     try:
         rec, tracer = observe(pid, watch_s or duration_s, use_bpf=not no_bpf, costly_after_s=costly_after,
-                              on_sample=live, threads=bool(parsed))
+                              on_sample=live, threads=bool(parsed), history_db=history_db)
     finally:
         if live is not None:
             live.done()
