@@ -4,6 +4,12 @@ Targets, deadlocked before the command starts:
   c-deadlock    two pthreads in an AB-BA mutex deadlock (tests/targets/diag_mutex_deadlock.c)
   py-deadlock   two Python threads in an AB-BA threading.Lock deadlock (the
                 command also reads Python stacks here)
+Real third-party programs in real states (scripts/bench/real_targets.py, the
+states of tests/test_diagnose_real.py): an idle nginx master, a redis-cli in
+BLPOP, redis-server under redis-benchmark, a psql waiting on a row lock held
+by an idle-in-transaction session, a psql in pg_sleep, tar in a tar | gzip
+pipeline, a sqlite3 busy handler polling for a lock, rank 0 of a gloo job
+whose rank 1 stopped calling collectives (warm runs only).
 From just before the command is spawned: when the line "Verdict:" arrives
 on its stdout, and when the command has exited (probes detached). Warm: page
 cache warm (a discarded run first). Cold: `sync; echo 3 >
@@ -67,7 +73,9 @@ def one_run(procs: Procs, pid: int, window: float, cold: bool) -> dict:
 
 
 def run(procs: Procs, bindir: str, warm_runs: int, cold_runs: int, window: float = 1.0,
-        targets=("c-deadlock", "py-deadlock")) -> dict:
+        targets=("c-deadlock", "py-deadlock"), real=True) -> dict:
+    from . import real_targets
+
     out = {"window_s": window, "targets": {}}
     for kind in targets:
         target = _target(procs, kind, bindir)
@@ -92,4 +100,30 @@ def run(procs: Procs, bindir: str, warm_runs: int, cold_runs: int, window: float
                          "exit_s": summary(r["exit_s"] for r in sel),
                          "verdicts": sorted({r["verdict"] for r in sel})}
         out["targets"][kind] = res
+    if real:
+        import tempfile
+
+        tmp = tempfile.mkdtemp(prefix="pyimpact-bench-real-")
+        for kind, start in real_targets.REAL.items():
+            sub = Procs()
+            try:
+                pid = start(sub, tmp)
+                one_run(sub, pid, window, cold=False)          # warm the page cache
+                runs = []
+                for _ in range(min(warm_runs, 3)):
+                    r = one_run(sub, pid, window, False)
+                    runs.append(r)
+                    log(f"verdict {kind:15s} warm: verdict "
+                        f"{r['verdict_s'] if r['verdict_s'] is None else round(r['verdict_s'], 2)} s, exit "
+                        f"{r['exit_s']:.2f} s, {r['verdict'] or r['stderr_tail']}")
+                out["targets"][kind] = {"runs": runs, "real": True,
+                                        "warm": {"verdict_s": summary(r["verdict_s"] for r in runs),
+                                                 "exit_s": summary(r["exit_s"] for r in runs),
+                                                 "verdicts": sorted({r["verdict"] for r in runs})}}
+            except Exception as err:   # one target that cannot start does not stop the others
+                log(f"verdict {kind}: not measured ({err})")
+                out["targets"][kind] = {"real": True, "error": str(err)}
+            finally:
+                sub.cleanup()
+        real_targets.cleanup_pg_dirs()
     return out
