@@ -272,9 +272,15 @@ def rule_on_cpu(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Optiona
         return None
     hot = max(running, key=lambda t: t.cpu_s or 0)
     syscalls = p.syscalls
+    failed = sum(r["errors"] for tid in p.tids for r in e.g.stats.get(tid, []))
     io = (p.io_bytes or 0) + (p.disk_bytes or 0)
     wakeups = sum(t.wakeups or 0 for t in running)
-    progressing = (syscalls > 0 or io > 0) if syscalls is not None else (io > 0 or wakeups > 0)
+    all_failed = syscalls is not None and syscalls > 0 and failed >= syscalls and not io
+    if all_failed:  # every call failed: a busy retry loop, polling for something
+        v = rule_polling(e, p, threads, spinning=True)
+        if v is not None:
+            return v
+    progressing = not all_failed and ((syscalls > 0 or io > 0) if syscalls is not None else (io > 0 or wakeups > 0))
     share = pct(hot.cpu_s, hot.window_s)
     ev = [f"thread {t.tid} ({t.label}): CPU {t.cpu_s or 0:.2f} s of {t.window_s or 0:.2f} s, "
           f"{t.wakeups or 0} voluntary sleeps" + (f", {t.syscalls} syscalls (probes)" if t.syscalls is not None else "")
@@ -483,13 +489,13 @@ def _failures(e: Engine, t: ThreadWait) -> List[Dict[str, Any]]:
     return [r for r in e.g.stats.get(t.tid, []) if r["errors"] >= RETRIES]
 
 
-def rule_polling(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Optional[Verdict]:
+def rule_polling(e: Engine, p: ProcessInfo, threads: List[ThreadWait], spinning: bool = False) -> Optional[Verdict]:
     """A thread that wakes only to retry and fail: a lock refused (F_SETLK,
     LOCK_NB), a connection refused, a wait timing out while the child that
     should answer is stuck.  It is blocked on what it polls for."""
     g = e.g
     for t in sorted(threads, key=lambda t: (t.tid != p.pid, t.tid)):
-        if t.activity not in (WAKING, TIMED):
+        if t.activity not in ((WAKING, TIMED, RUNNING) if spinning else (WAKING, TIMED)):
             continue
         for r in _failures(e, t):
             call, err = r["syscall"], -int(r["last_err"])
