@@ -534,18 +534,35 @@ class ProbeOpener:
     ``result()`` returns the open ``KernelProbes`` or raises what opening
     raised; ``discard()`` detaches them when they are not wanted after all."""
 
-    def __init__(self, config: ProbeConfig) -> None:
+    def __init__(self, config: ProbeConfig, snapshot=None) -> None:
+        """``snapshot``: a function taking the first snapshot, called as soon
+        as the probes are attached (the observation window starts there, while
+        the caller may still be importing)."""
         self.config = config
         self._probes = None
         self._error = None
+        self._snapshot_fn = snapshot
+        self.snapshot = None
+        self.snapshot_error = None
+        self.attached_mono = None
+        self.attached_ns = None
         self._thread = threading.Thread(target=self._run, name="pyimpact-probe-compile", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
             self._probes = KernelProbes(self.config).open()
+            self.attached_mono, self.attached_ns = time.monotonic(), time.time_ns()
         except BaseException as err:  # handed to result()
             self._error = err
+        if self._snapshot_fn is not None:
+            try:
+                self.snapshot = self._snapshot_fn()
+            except BaseException as err:  # the caller takes it again and reports
+                self.snapshot_error = err
+
+    def join(self) -> None:
+        self._thread.join()
 
     def result(self) -> "KernelProbes":
         self._thread.join()

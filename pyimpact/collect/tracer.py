@@ -69,6 +69,8 @@ class Tracer:
         compiling them here."""
         self.request = request
         self.opener = opener
+        self.attached_early_ns = None     # when an early opener attached the probes
+        self.attached_early_mono = None
         self.identities = [_identity(pid) for pid in request.pids]
         self.probes: Optional[KernelProbes] = None
         self.rec = Recording(metadata=base_metadata())
@@ -85,7 +87,11 @@ class Tracer:
         meta["options"] = dict(self.request.options)
         meta["slow_ns"] = self.request.slow_ns
         try:
-            self.rec.snapshots["start"] = self._snapshot()
+            early = self.opener
+            if early is not None and getattr(early, "_snapshot_fn", None) is not None:
+                early.join()   # the snapshot taken as soon as the early probes were attached
+            got = early.snapshot if early is not None and getattr(early, "snapshot", None) is not None else None
+            self.rec.snapshots["start"] = got if got is not None else self._snapshot()
         except BaseException:
             self.close()   # a probe compile started early is detached too
             raise
@@ -94,6 +100,8 @@ class Tracer:
         else:
             self.rec.note_unavailable("kernel probes", "disabled (--no-bpf)")
         meta["started_at_ns"] = time.time_ns()
+        if self.probes is not None and self.attached_early_ns:
+            meta["started_at_ns"] = self.attached_early_ns
         meta["probes_attached_after_s"] = round(time.monotonic() - self._t0, 4)
         return self
 
@@ -115,6 +123,8 @@ class Tracer:
         try:
             if self.opener is not None and self.opener.config == config:
                 self.probes = self.opener.result()
+                self.attached_early_ns = getattr(self.opener, "attached_ns", None)
+                self.attached_early_mono = getattr(self.opener, "attached_mono", None)
                 self.opener = None
             else:
                 self.probes = KernelProbes(config).open()

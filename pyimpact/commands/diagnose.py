@@ -187,7 +187,12 @@ def observe(pid: int, *, window: float = 1.0, use_bpf: bool = True, python_stack
     if use_bpf:  # compile the probes while pandas and the analysis import (time to verdict)
         from ..collect.probes import ProbeConfig, ProbeOpener
 
-        opener = ProbeOpener(ProbeConfig(pids=(pid,)))
+        def first_snapshot():
+            from ..collect import procfs
+
+            return procfs.take_snapshot([pid], tree=True)
+
+        opener = ProbeOpener(ProbeConfig(pids=(pid,)), snapshot=first_snapshot)
     try:
         from ..analyse.diagnose import diagnose
         from ..collect import waits
@@ -204,6 +209,9 @@ def observe(pid: int, *, window: float = 1.0, use_bpf: bool = True, python_stack
         raise
     with tracer as tr:
         marks["attached"] = time.monotonic() - _T0
+        if tr.attached_early_mono is not None:  # the window began when the probes attached
+            tr.request.duration_s = max(0.05, window - (time.monotonic() - tr.attached_early_mono))
+            marks["attached"] = tr.attached_early_mono - _T0
         tr.run(on_tick=work, tick_s=3600.0)
         work(tr)  # a window too short for a tick still gets its work
         marks["window_done"] = time.monotonic() - _T0
