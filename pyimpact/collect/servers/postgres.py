@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ...snapshot import ProcessSnapshot, SystemSnapshot
 from . import Resolver, exe_name
 
-TIMEOUT_S = 2.0
+TIMEOUT_S = 4.0
 QUERY = ("SELECT pid, array_to_string(pg_blocking_pids(pid), ','), coalesce(state, ''), "
          "coalesce(wait_event_type, ''), coalesce(wait_event, ''), "
          "coalesce(round(extract(epoch FROM now() - state_change))::text, ''), "
@@ -69,8 +69,8 @@ def query(pm: ProcessSnapshot, sockdir: str, port: str) -> str:
     psql = shutil.which("psql")
     if psql is None:
         raise FileNotFoundError("psql not found")
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PGCONNECT_TIMEOUT": "2",
-           "PGOPTIONS": "-c default_transaction_read_only=on -c statement_timeout=1500",
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PGCONNECT_TIMEOUT": "3",
+           "PGOPTIONS": "-c default_transaction_read_only=on -c statement_timeout=2000",
            "PGAPPNAME": "pyimpact", "LC_ALL": "C"}
     import pwd
 

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from ...snapshot import ProcessSnapshot, SystemSnapshot
 from . import Resolver, exe_name
 
-TIMEOUT_S = 0.5
+TIMEOUT_S = 2.0
 
 
 def _listen_addr(p: ProcessSnapshot, snap: SystemSnapshot) -> Optional[Tuple[str, Any]]:
