@@ -262,6 +262,7 @@ def observe(pid: int, *, window: float = 1.0, use_bpf: bool = True, python_stack
         except KeyError:
             raise ProcessGone(f"process {pid} exited before it could be diagnosed") from None
         marks["diagnosed"] = time.monotonic() - _T0
+        rec.metadata["diagnose_timings_s"] = {k: round(v, 4) for k, v in marks.items()}
         if on_verdict is not None:
             on_verdict(d, rec)
         marks["shown"] = time.monotonic() - _T0

@@ -307,6 +307,21 @@ def verdict_section(res: dict) -> list:
                 continue
             out.append(f"| {kind} | {temp} | {_r(x.get('verdict_s'), 1, 2, ' s')} | {_r(x.get('exit_s'), 1, 2, ' s')} "
                        f"| {n} | {'; '.join(x.get('verdicts', []))} |")
+    ph = [(k, v["phases"]) for k, v in vd.get("targets", {}).items() if v.get("phases")]
+    if ph:
+        out += ["", "Where the time goes (one more run per real target, with `-o` to keep the recording's own "
+                "marks; seconds from the import of the diagnose command, `probes` = compile and attach, done "
+                "in a thread while pandas and the analysis import):", "",
+                "| target | imports done | probes attached | window done | related, servers, stacks | verdict shown | compile+attach |",
+                "|---|---|---|---|---|---|---|"]
+        for k, p in ph:
+            m = p.get("marks", {})
+            out.append(f"| {k} | {m.get('imported', 0):.2f} | {m.get('attached', 0):.2f} | "
+                       f"{m.get('window_done', 0):.2f} | {m.get('collected', 0):.2f} | {m.get('shown', 0):.2f} | "
+                       f"{p.get('probes', {}).get('compile_attach_s', 0):.2f} |")
+    errs = [(k, v["error"]) for k, v in vd.get("targets", {}).items() if v.get("error")]
+    for k, e in errs:
+        out.append(f"- {k}: not measured ({e})")
     out.append("")
     return out
 

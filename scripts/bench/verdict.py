@@ -52,10 +52,10 @@ def _target(procs: Procs, kind: str, bindir: str) -> subprocess.Popen:
     return proc
 
 
-def one_run(procs: Procs, pid: int, window: float, cold: bool) -> dict:
+def one_run(procs: Procs, pid: int, window: float, cold: bool, save: str = "") -> dict:
     if cold:
         drop_caches()
-    argv = PYIMPACT + ["diagnose", str(pid), "--window", str(window)]
+    argv = PYIMPACT + ["diagnose", str(pid), "--window", str(window)] + (["-o", save] if save else [])
     t0 = time.monotonic()
     proc = procs.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     verdict_s, verdict = None, ""
@@ -68,8 +68,27 @@ def one_run(procs: Procs, pid: int, window: float, cold: bool) -> dict:
     err = proc.stderr.read()
     proc.stdout.close()
     proc.stderr.close()
-    return {"cold": cold, "verdict_s": verdict_s, "exit_s": exit_s, "rc": rc, "verdict": verdict,
-            "stderr_tail": err.strip()[-300:]}
+    out = {"cold": cold, "verdict_s": verdict_s, "exit_s": exit_s, "rc": rc, "verdict": verdict,
+           "stderr_tail": err.strip()[-300:]}
+    if save:
+        out["phases"] = phases_of(save)
+    return out
+
+
+def phases_of(path: str) -> dict:
+    """Where the time went, from the recording's own marks (seconds since the
+    diagnose module was imported) and the probes' compile timings."""
+    import json
+    import os
+
+    try:
+        with open(path) as f:
+            meta = json.load(f)["pyimpact"]["metadata"]
+        os.unlink(path)
+    except (OSError, ValueError, KeyError):
+        return {}
+    return {"marks": meta.get("diagnose_timings_s", {}), "probes": {k: round(v, 3) for k, v in
+                                                                     (meta.get("probe_timings") or {}).items()}}
 
 
 def run(procs: Procs, bindir: str, warm_runs: int, cold_runs: int, window: float = 1.0,
@@ -101,6 +120,7 @@ def run(procs: Procs, bindir: str, warm_runs: int, cold_runs: int, window: float
                          "verdicts": sorted({r["verdict"] for r in sel})}
         out["targets"][kind] = res
     if real:
+        import os
         import tempfile
 
         tmp = tempfile.mkdtemp(prefix="pyimpact-bench-real-")
@@ -116,7 +136,8 @@ def run(procs: Procs, bindir: str, warm_runs: int, cold_runs: int, window: float
                     log(f"verdict {kind:15s} warm: verdict "
                         f"{r['verdict_s'] if r['verdict_s'] is None else round(r['verdict_s'], 2)} s, exit "
                         f"{r['exit_s']:.2f} s, {r['verdict'] or r['stderr_tail']}")
-                out["targets"][kind] = {"runs": runs, "real": True,
+                ph = one_run(sub, pid, window, False, save=os.path.join(tmp, f"{kind}.json"))
+                out["targets"][kind] = {"runs": runs, "real": True, "phases": ph.get("phases", {}),
                                         "warm": {"verdict_s": summary(r["verdict_s"] for r in runs),
                                                  "exit_s": summary(r["exit_s"] for r in runs),
                                                  "verdicts": sorted({r["verdict"] for r in runs})}}
