@@ -221,22 +221,21 @@ class Tracer:
             self.probes.drain()
             rec.inflight = _frame(self.probes.inflight(), INFLIGHT_COLUMNS)
             self.probes.stop()
-        meta["ended_at_ns"] = time.time_ns()
-        meta["duration_s"] = round((meta["ended_at_ns"] - meta["started_at_ns"]) / 1e9, 6)
-        if self.probes is not None:
             self.probes.drain(deadline_s=DRAIN_DEADLINE_S)
             rec.syscall_stats = _frame(self.probes.syscall_stats(), STAT_COLUMNS)
             rec.block_inflight = _frame(self.probes.block_inflight(), BLOCK_COLUMNS)
+        # The end is when the in-kernel state was last read: a call still in
+        # flight then began before it (taken earlier, before draining, a call
+        # that began during the drain was "waiting" a negative time); taken
+        # before decoding, which can take seconds on a large trace.
+        meta["ended_at_ns"] = time.time_ns()
+        meta["duration_s"] = round((meta["ended_at_ns"] - meta["started_at_ns"]) / 1e9, 6)
+        if self.probes is not None:
             raw, exec_paths = self.probes.raw_events()
             rec.events = decode_events(raw, exec_paths, self.probes.clock_offset_ns)
             meta["lost"] = self.probes.lost()
             meta["futex_wakes_woke_nobody"] = self.probes.futex_idle_wakes()
             meta["probe_timings"] = dict(self.probes.timings)
-        # The end is when the in-kernel state was last read: a call still in
-        # flight then began before it (taken earlier, before draining, a call
-        # that began during the drain was "waiting" a negative time).
-        meta["ended_at_ns"] = time.time_ns()
-        meta["duration_s"] = round((meta["ended_at_ns"] - meta["started_at_ns"]) / 1e9, 6)
         alive = self.targets_alive()
         if alive:
             try:
