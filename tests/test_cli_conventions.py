@@ -111,7 +111,7 @@ def test_output_dash_writes_the_recording_to_stdout(spawn, tmp_path):
 
 def test_report_converts_a_recording_to_every_format(tmp_path):
     """report FILE -o OUT: .json and .parquet read back to the same diagnosis; .csv keeps the timeline."""
-    from pyimpact.analyse.diagnose import diagnose
+    from pyimpact.analyse.hang.diagnose import diagnose
     from pyimpact.recording import Recording
 
     src = os.path.join(ROOT, "tests", "recordings", "diag_rec_chain.parquet")

@@ -25,7 +25,7 @@ import pytest
 
 from conftest import ROOT as REPO, TARGETS, Spawner, kill_group_and_reap, proc_state, proc_syscall, wait_for_line, \
     wait_state
-from pyimpact.analyse.diagnose import CLASSES, KINDS
+from pyimpact.analyse.hang.diagnose import CLASSES, KINDS
 from pyimpact.commands.diagnose import observe
 from pyimpact.render.diagnose_view import lines
 

@@ -16,7 +16,7 @@ import subprocess
 import pytest
 
 from conftest import PYIMPACT, RECORDINGS
-from pyimpact.analyse.diagnose import CLASSES, KINDS, diagnose
+from pyimpact.analyse.hang.diagnose import CLASSES, KINDS, diagnose
 from pyimpact.analyse.story import tell
 from pyimpact.recording import Recording
 from pyimpact.render.diagnose_view import lines

@@ -93,7 +93,7 @@ def gather_related(rec, key: str, rounds: int = RELATED_ROUNDS, again: Optional[
     into ``rec.snapshots[key]``; repeat so chains can be followed further.
     ``again``: processes to snapshot in any case (those seen at the start of
     the window, so their change over the window is known)."""
-    from ..analyse.waitgraph import referenced_pids
+    from ..analyse.hang.waitgraph import referenced_pids
 
     added: List[int] = []
     if again:
@@ -194,7 +194,7 @@ def observe(pid: int, *, window: float = 1.0, use_bpf: bool = True, python_stack
 
         opener = ProbeOpener(ProbeConfig(pids=(pid,)), snapshot=first_snapshot)
     try:
-        from ..analyse.diagnose import diagnose
+        from ..analyse.hang.diagnose import diagnose
         from ..collect import waits
         from ..collect.tracer import TraceRequest, Tracer
 
@@ -321,8 +321,8 @@ def observe_all(*, window: float = 1.0, use_bpf: bool = True, python_stacks: boo
     Python stacks are read (py-spy) only where they change a verdict: the
     processes of a distributed job and those judged hung in the first pass;
     then the graph is built again with them."""
-    from ..analyse.diagnose import diagnose_many
-    from ..analyse.machine import report
+    from ..analyse.hang.diagnose import diagnose_many
+    from ..analyse.hang.machine import report
     from ..collect import waits
     from ..collect.tracer import TraceRequest, Tracer
 
@@ -364,7 +364,7 @@ def observe_all(*, window: float = 1.0, use_bpf: bool = True, python_stacks: boo
         unavailable = [f"{u.get('what')}: {u.get('why')}" for u in rec.metadata.get("unavailable", [])]
         unavailable += list((rec.metadata.get("server_waits") or {}).get("notes") or [])
         if g is None:
-            from ..analyse.waitgraph import build
+            from ..analyse.hang.waitgraph import build
 
             g = build(rec)
         r = report(g, ds, unavailable=unavailable, lost=int(sum((rec.metadata.get("lost") or {}).values())))

@@ -54,7 +54,7 @@ def node_document(key: str, *, window: float = 1.0, all_netns: bool = False,
     Ranks started by one launcher (torchrun's agent, a Slurm step) are
     observed together through that parent, in one window; ranks with
     different parents are observed one group after the other."""
-    from ..analyse.diagnose import diagnose
+    from ..analyse.hang.diagnose import diagnose
     from ..analyse.job import NODE_SCHEMA
     from ..collect.job_members import find_members
     from .diagnose import observe

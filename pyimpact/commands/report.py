@@ -48,7 +48,7 @@ def load(path: str):
 
 def analyse(rec, pids=()):
     """(story, [Diagnosis]) for the targets of ``rec`` (or ``pids``)."""
-    from ..analyse.diagnose import diagnose
+    from ..analyse.hang.diagnose import diagnose
     from ..analyse.story import tell
 
     story = tell(rec)

@@ -173,7 +173,7 @@ def _meta_rows(rec) -> Iterable[str]:
 
 def render(rec) -> str:
     """The page, as a string."""
-    from ..analyse.diagnose import diagnose
+    from ..analyse.hang.diagnose import diagnose
     from ..analyse.story import tell
 
     diagnoses, problems = [], []

@@ -5,8 +5,8 @@ from __future__ import annotations
 import textwrap
 from typing import IO, Iterator, List
 
-from ..analyse.machine import MachineReport
-from ..analyse.waitmodel import secs
+from ..analyse.hang.machine import MachineReport
+from ..analyse.hang.waitmodel import secs
 from .text import clean
 
 

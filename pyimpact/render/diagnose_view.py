@@ -12,8 +12,8 @@ from __future__ import annotations
 import textwrap
 from typing import IO, Iterable, Iterator, List, Optional
 
-from ..analyse.diagnose import ChainLink, Diagnosis
-from ..analyse.waitmodel import RUNNING, STOPPED, TIMED, WAITING, WAKING, ZOMBIE, ThreadWait
+from ..analyse.hang.diagnose import ChainLink, Diagnosis
+from ..analyse.hang.waitmodel import RUNNING, STOPPED, TIMED, WAITING, WAKING, ZOMBIE, ThreadWait
 from .text import clean, human_duration
 
 WIDTH = 80

@@ -11,7 +11,7 @@ import datetime as _dt
 import textwrap
 from typing import IO, Iterator, List, Sequence
 
-from ..analyse.diagnose import Diagnosis
+from ..analyse.hang.diagnose import Diagnosis
 from ..analyse.story import Story
 from . import diagnose_view
 from .impact_view import render_impact

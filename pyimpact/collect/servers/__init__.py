@@ -10,7 +10,7 @@ knows from the snapshots, asks its server, and returns facts keyed by pid:
                          "resource": str, "work_wait": str}},
      "notes": [str]}          # what could not be asked, and why
 
-``pyimpact.analyse.waitgraph.server_edges`` turns these into edges and
+``pyimpact.analyse.hang.waitgraph.server_edges`` turns these into edges and
 evidence.  A resolver that cannot reach its server says so in ``notes`` and
 the chain stops at the kernel-visible root.  Collect layer: no decisions.
 """

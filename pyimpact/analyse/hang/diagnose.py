@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 import pandas as pd
 
-from ..recording import Recording
+from ...recording import Recording
 from .chains import ChainLink
 from .rules import Engine
 from .verdict import CLASSES, HEALTHY, HUNG, KINDS, RootCause, Verdict

@@ -1,6 +1,6 @@
 """Walking the wait-for graph: deadlocked sets, chains to a root cause.
 
-Pure functions over a ``WaitGraph`` (``pyimpact.analyse.waitgraph``):
+Pure functions over a ``WaitGraph`` (``pyimpact.analyse.hang.waitgraph``):
 
 * ``deadlocked``: the nodes that can never be released, a greatest fixed
   point (every edge is an "any of these could release me", so a node is stuck

@@ -12,7 +12,7 @@ owner of a mutex, every process holding the write end of the pipe it reads,
 the process behind the socket peer, the children it waits for, the holder of
 a file lock.  Any one of them acting would free it, so a node is stuck only
 when *all* its successors are stuck; that makes deadlock detection a greatest
-fixed point (see ``pyimpact.analyse.diagnose``), not just "find a cycle".
+fixed point (see ``pyimpact.analyse.hang.diagnose``), not just "find a cycle".
 
 A process node stands for "some thread of that process": it is an end (a
 sink) when any of its threads could still act (on CPU, waking up, in a timed
@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..recording import Recording
-from ..snapshot import LockInfo, ProcessSnapshot, SocketInfo, SystemSnapshot, ThreadSnapshot
+from ...recording import Recording
+from ...snapshot import LockInfo, ProcessSnapshot, SocketInfo, SystemSnapshot, ThreadSnapshot
 from .waitmodel import (RUNNING, STOPPED, TIMED, UNKNOWN, WAITING, WAKING, ZOMBIE, ProcessInfo, ThreadWait,
                         WaitGraph)
 from .waitresolve import python_joins, resolve

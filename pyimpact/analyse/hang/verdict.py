@@ -1,7 +1,7 @@
 """The verdict one rule returns: class, summary, root cause, chain, evidence.
 
-Shared by the rules (``pyimpact.analyse.rules``) and the diagnosis that
-assembles them (``pyimpact.analyse.diagnose``).  Pure data.
+Shared by the rules (``pyimpact.analyse.hang.rules``) and the diagnosis that
+assembles them (``pyimpact.analyse.hang.diagnose``).  Pure data.
 """
 from __future__ import annotations
 

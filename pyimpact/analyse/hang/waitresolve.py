@@ -1,6 +1,6 @@
 """Resolve what one sleeping thread waits on, syscall by syscall.
 
-Called by ``pyimpact.analyse.waitgraph.build`` for every sleeping thread: from
+Called by ``pyimpact.analyse.hang.waitgraph.build`` for every sleeping thread: from
 the syscall and its arguments (/proc/PID/task/TID/syscall), the descriptors
 and host tables of the snapshots, the memory details read by
 ``pyimpact.collect.waits`` and the probes' timeline, each resolver fills the
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
-from ..snapshot import FdInfo, LockInfo, ProcessSnapshot, SocketInfo, ThreadSnapshot
-from .pidns import to_host as _ns_to_host
+from ...snapshot import FdInfo, LockInfo, ProcessSnapshot, SocketInfo, ThreadSnapshot
+from ..pidns import to_host as _ns_to_host
 from .waitmodel import TIMED, WAITING, Edge, ThreadWait, WaitGraph, secs as _secs
 
 READ_CALLS = {"read", "readv", "pread64", "preadv", "preadv2", "recvfrom", "recvmsg", "recvmmsg"}

@@ -1,8 +1,8 @@
 """The wait-for graph's data model: threads, processes, edges, and the graph.
 
-Plain records shared by the builder (``pyimpact.analyse.waitgraph``), the
-per-syscall resolvers (``pyimpact.analyse.waitresolve``) and the verdict
-(``pyimpact.analyse.diagnose``).  Node ids are ``t:TID`` (thread),
+Plain records shared by the builder (``pyimpact.analyse.hang.waitgraph``), the
+per-syscall resolvers (``pyimpact.analyse.hang.waitresolve``) and the verdict
+(``pyimpact.analyse.hang.diagnose``).  Node ids are ``t:TID`` (thread),
 ``p:PID`` (process), ``r:ADDR`` (remote peer) and ``x:WHAT`` (another end
 outside any process, e.g. a block device).  Pure: no I/O.
 """
