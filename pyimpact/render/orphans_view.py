@@ -16,8 +16,20 @@ from ..analyse.orphans import iso
 from .text import clean
 
 
+def _short(text: str, n: int) -> str:
+    text = clean(text)
+    return text if len(text) <= n else text[:n - 1] + "…"
+
+
+def _command(cmd: str) -> str:
+    """'/usr/bin/python3 -m x ...' -> 'python3 -m x ...': the program's path says little here."""
+    head, _, rest = clean(cmd).partition(" ")
+    return head.rsplit("/", 1)[-1] + (" " + rest if rest else "")
+
+
 def write(orphans: List[object], stream, history_note: str = "") -> None:
-    console = Console(file=stream, width=max(100, Console(file=stream).width), highlight=False, markup=False)
+    console = Console(file=stream, width=max(140, Console(file=stream).width), highlight=False, markup=False,
+                      soft_wrap=False)
     if history_note:
         console.print(Text(history_note))
     if not orphans:
@@ -27,7 +39,7 @@ def write(orphans: List[object], stream, history_note: str = "") -> None:
     for col in ("PID", "JOB", "COMMAND", "ORPHANED SINCE", "HOLDS", "CLEAN?"):
         table.add_column(col, overflow="fold")
     for o in orphans:
-        table.add_row(Text(str(o.pid)), Text(clean(o.job)[:60]), Text(clean(o.command)[:60]),
-                      Text(iso(o.orphaned_since_ns) or "unknown (no history)"), Text(", ".join(o.holds)),
+        table.add_row(Text(str(o.pid)), Text(_short(o.job, 48)), Text(_short(_command(o.command), 48)),
+                      Text(iso(o.orphaned_since_ns) or "? (no history)"), Text(", ".join(o.holds)),
                       Text(("yes: " if o.safe_to_clean else "no: ") + clean(o.reason)))
     console.print(table)
