@@ -181,6 +181,16 @@ def recorder_section(res: dict) -> list:
         out.append(f"| {cfg} | {_r(rc['ns_per_call'].get(cfg), 1, 1)} | {_r(rc['cpu_ns_per_call'].get(cfg), 1, 1)} | "
                    f"{_r(vs.get('ratio'), 1, 3, '×') if vs else '1'} | "
                    f"{_r(vs.get('added_ns'), 1, 1, ' ns') if vs else '–'} |")
+    samples = rc.get("samples") or []
+    disturbed = sum(1 for x in samples if x.get("foreign_tracers"))
+    if samples and disturbed:
+        out += ["", f"Someone else's tracer was attached to the syscall tracepoints during {disturbed} of the "
+                f"{len(samples)} samples (a shared machine; load average {rc.get('loadavg_before', ['?'])[0]}): "
+                "such a tracer slows every syscall of every process, and the spread above is that noise, not "
+                "the recorder's cost. The `--no-files` line, which attaches no syscall tracepoint at all, shows "
+                "its size. On a quiet machine the expected figures are: `--no-files` none (nothing runs on a "
+                "syscall), defaults the kernel's syscall-tracepoint floor (about 70 ns per syscall on machines "
+                "of this kind, DESIGN.md)."]
     out += ["", "(b) The recorder's own cost (defaults: 10 s samples and commits, file completions on), from "
             "its /proc counters:", "",
             "| stretch | seconds | CPU, % of one core | RSS (most seen) | peak RSS (VmHWM: the compile at start) | the recorder's own count |", "|---|---|---|---|---|---|"]
