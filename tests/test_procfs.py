@@ -567,7 +567,7 @@ def test_vanished_child_is_skipped_but_vanished_root_raises(spawn, monkeypatch):
         ready(KIDS[0]); os.read(os.pipe()[0], 1)
     """)
     kid = int(line)
-    real = procfs._read_process_details
+    real = procfs.process.read_process_details
     victim = {"pid": kid}
 
     def vanishing(p, errs, holder):
@@ -575,7 +575,7 @@ def test_vanished_child_is_skipped_but_vanished_root_raises(spawn, monkeypatch):
             raise psutil.NoSuchProcess(p.pid)
         return real(p, errs, holder)
 
-    monkeypatch.setattr(procfs, "_read_process_details", vanishing)
+    monkeypatch.setattr(procfs.process, "read_process_details", vanishing)
     snap = procfs.take_snapshot([top.pid])
     assert set(snap.processes) == {top.pid}
     assert f"pid {kid}: skipped (exited during the snapshot)" in snap.errors
@@ -588,7 +588,7 @@ def test_read_that_never_returns_is_bounded(spawn, monkeypatch):
     p, _ = spawn("ready(); os.read(os.pipe()[0], 1)")
     wait_until(lambda: blocked_in(p.pid, "read"))
     release = threading.Event()
-    real = procfs._read_all
+    real = procfs.boundary._read_all
     stuck = f"/proc/{p.pid}/cmdline"
 
     def read_all(path):
@@ -596,7 +596,7 @@ def test_read_that_never_returns_is_bounded(spawn, monkeypatch):
             release.wait(10)
         return real(path)
 
-    monkeypatch.setattr(procfs, "_read_all", read_all)
+    monkeypatch.setattr(procfs.boundary, "_read_all", read_all)
     try:
         t0 = time.monotonic()
         snap = procfs.take_snapshot([p.pid], timeout_s=0.4)
