@@ -350,7 +350,7 @@ def test_stop_a_tree_whose_sigterm_is_not_caught_leaves_no_orphans(jobs, tmp_pat
     job = jobs.start([os.path.join(TARGETS, "act_jobs.py"), "tree", "{fd}", "2"])
     assert job.line() == "ready"
     members = [(p, ticks(p)) for p in [job.pid] + descendants(job.pid)]
-    rc, out, err = pyimpact(tmp_path, "stop", str(job.pid), "--when", "now", "--yes", "--no-bpf", "--grace", "5")
+    rc, out, err = pyimpact(tmp_path, "stop", str(job.pid), "--when", "now", "--yes", "--no-bpf", "--preview", "0.3", "--grace", "5")
     assert rc == 0, err
     assert "SIGTERM is not caught" in out
     assert not [p for p, t in members if alive(p, t)]
@@ -364,7 +364,7 @@ def test_stop_graceful_training_job_saves_and_its_workers_go(jobs, tmp_path):
     job.line()
     workers = [(p, ticks(p)) for p in descendants(job.pid)]
     assert len(workers) >= 2
-    rc, out, err = pyimpact(tmp_path, "stop", str(job.pid), "--when", "now", "--yes", "--no-bpf", "--json")
+    rc, out, err = pyimpact(tmp_path, "stop", str(job.pid), "--when", "now", "--yes", "--no-bpf", "--preview", "0.3", "--json")
     assert rc == 0, err
     doc = json.loads(out)
     assert "SIGTERM is caught" in err
@@ -380,11 +380,11 @@ def test_stop_graceful_training_job_saves_and_its_workers_go(jobs, tmp_path):
 def test_stop_escalates_to_sigkill_only_with_force(jobs, tmp_path):
     job = jobs.start([os.path.join(TARGETS, "act_jobs.py"), "stubborn", "{fd}"])
     assert job.line() == "ready"
-    rc, out, err = pyimpact(tmp_path, "stop", str(job.pid), "--when", "now", "--yes", "--no-bpf", "--grace", "1")
+    rc, out, err = pyimpact(tmp_path, "stop", str(job.pid), "--when", "now", "--yes", "--no-bpf", "--preview", "0.3", "--grace", "1")
     assert rc == 8 and "still running" in err and "--force" in err
     assert job.line(5) == "term" and job.proc.poll() is None
     assert [r["signal"] for r in signal_log(tmp_path)] == ["SIGTERM"]
-    rc, out, err = pyimpact(tmp_path, "stop", str(job.pid), "--when", "now", "--yes", "--no-bpf", "--grace", "1",
+    rc, out, err = pyimpact(tmp_path, "stop", str(job.pid), "--when", "now", "--yes", "--no-bpf", "--preview", "0.3", "--grace", "1",
                             "--force")
     assert rc == 0, err
     assert [r["signal"] for r in signal_log(tmp_path)] == ["SIGTERM", "SIGTERM", "SIGKILL"]

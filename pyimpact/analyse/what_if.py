@@ -337,9 +337,17 @@ def estimate(obs: dict, change: Change, gpu_samples: Optional[List[dict]] = None
                               "high": "the workers fall behind: the main loop waits for batches (starved)"}[risk])}
     busy_threads = sum(1 for t in job if t.demand >= 0.5)
     notes = [change.note] if change.note else []
+    risks: List[str] = []
     if change.kind == "cpus" and busy_threads > k_new:
-        notes.append(f"{busy_threads} busy threads on {k_new} CPU(s): they time-share; spinning thread pools "
-                     "(OpenMP) can lose more than this estimate")
+        notes.append(f"{busy_threads} busy threads on {k_new} CPU(s): they time-share")
+    omp = obs.get("openmp") or {}
+    for pid_s, lib in sorted(omp.items()):
+        n = sum(1 for t in job if str(t.pid) == pid_s and t.demand >= 0.3)
+        if n > 1 and n > k_new:
+            risks.append("openmp-oversubscribed")
+            notes.append(f"pid {pid_s} runs an OpenMP pool ({lib}) with {n} busy threads on {k_new} CPU(s): its "
+                         "threads spin-wait at every barrier, so it can run far slower than this fair-share "
+                         f"estimate (several times); set OMP_NUM_THREADS / torch.set_num_threads({k_new}) with it")
     if change.kind == "nice" and ag is not None:
         notes.append(f"autogroup scheduling is on and the job runs in {ag['name']}: nice only shifts CPU among "
                      "the job's own threads; its share against other sessions follows the autogroup's nice "
@@ -373,6 +381,7 @@ def estimate(obs: dict, change: Change, gpu_samples: Optional[List[dict]] = None
                      "wait_cores": round(t.wait, 3), "nice": t.nice,
                      "cpu_after": round(new[i], 3)} for i, t in enumerate(job)][:32],
         "notes": notes,
+        "risks": risks,
         "basis": [
             f"measured over {window_s:.1f} s: each thread's run and run-queue wait time (/proc/PID/task/TID/"
             f"schedstat); the job used {measured:.2f} cores and waited {sum(t.wait for t in job):.2f} cores' worth",

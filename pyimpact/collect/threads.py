@@ -91,6 +91,24 @@ class ThreadSampler:
         self.quota = cgroup_quota_cores(root)
         self.affinity: Dict[str, List[int]] = {}
         self.roles: Dict[str, str] = {}
+        self.openmp: Dict[str, str] = {}        # pid -> the OpenMP runtime it has mapped
+        self._maps_read: set = set()
+
+    def _openmp(self, pid: int) -> None:
+        """Note an OpenMP runtime mapped by ``pid`` (once per process): its pools
+        spin-wait, which matters when their threads outnumber the CPUs."""
+        if pid in self._maps_read:
+            return
+        self._maps_read.add(pid)
+        try:
+            with open(f"/proc/{pid}/maps", "rb") as f:
+                for line in f:
+                    name = line.rsplit(b"/", 1)[-1]
+                    if name.startswith((b"libgomp", b"libiomp", b"libomp")):
+                        self.openmp[str(pid)] = name.strip().decode("ascii", "replace")
+                        return
+        except OSError:
+            return
 
     def _nvidia_fds(self, pid: int) -> set:
         out = set()
@@ -110,6 +128,7 @@ class ThreadSampler:
         threads: Dict[str, list] = {}
         for pid in tree_of(self.root):
             nv = self._nvidia_fds(pid) if len(self.samples) % 8 == 0 or not self.samples else None
+            self._openmp(pid)
             try:
                 tids = os.listdir(f"/proc/{pid}/task")
             except OSError:
@@ -151,7 +170,7 @@ class ThreadSampler:
 
     def to_dict(self) -> dict:
         return {"root": self.root, "online": self.online, "quota": self.quota, "affinity": self.affinity,
-                "gpu_pids": [int(p) for p in self.roles], "autogroup": autogroup(self.root),
+                "gpu_pids": [int(p) for p in self.roles], "autogroup": autogroup(self.root), "openmp": dict(self.openmp),
                 "samples": self.samples}
 
 
