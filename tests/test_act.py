@@ -586,3 +586,13 @@ def test_live_panel_keys_on_a_terminal_suspend_resume_quit(jobs, tmp_path):
     sent = [(r["pid"], r["signal"]) for r in signal_log(tmp_path)]
     assert sent[0] == (job.pid, "SIGSTOP") and sent[-1] == (job.pid, "SIGCONT")
     assert all(alive(q, ticks(q)) for q in members)
+
+
+def test_refuses_init_and_its_own_shell(tmp_path):
+    rc, out, err = pyimpact(tmp_path, "suspend", "1", "--yes")
+    assert rc == 2 and "init" in err
+    env = dict(os.environ, PYIMPACT_SIGNAL_LOG=str(tmp_path / "signals.jsonl"))
+    p = subprocess.run(["bash", "-c", f'"{sys.executable}" -m pyimpact stop $$ --when now --yes --no-bpf; echo "rc=$?"'],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert "rc=2" in p.stdout and "pyimpact's own process or an ancestor" in p.stderr, p.stderr
+    assert signal_log(tmp_path) == []

@@ -31,7 +31,7 @@ import signal
 import time
 from typing import Callable, Dict, List, Optional
 
-from ..errors import ProcessGone
+from ..errors import ProcessGone, UsageError
 from .pidfd import ProcessHandle
 from .signal_log import SignalLog
 
@@ -65,8 +65,15 @@ class ProcessTree:
 
     @classmethod
     def identify(cls, pid: int, start_ticks: Optional[int] = None) -> "ProcessTree":
+        """Handles on ``pid`` and its descendants.  Refuses (UsageError) a tree
+        that holds pyimpact itself: stopping the shell pyimpact runs in would
+        stop pyimpact mid-way, with the tree half-signalled."""
         tree = cls(ProcessHandle.open(pid, start_ticks))
         tree.refresh()
+        if os.getpid() in tree.pids():
+            tree.close()
+            raise UsageError(f"pid {pid} is pyimpact's own process or an ancestor of it (its shell?): "
+                             "acting on that tree would stop pyimpact itself", "run pyimpact from another terminal")
         return tree
 
     # -- membership ------------------------------------------------------

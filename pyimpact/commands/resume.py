@@ -3,20 +3,25 @@ from __future__ import annotations
 
 import click
 
-from ..errors import NotDone
-from .params import PID
+from ..errors import NotDone, UsageError
 from .act_common import confirm_or_stop, say, warn
+from .target import process_target
 from .suspend import _describe
 
 
 @click.command("resume")
-@click.argument("pid", type=PID)
+@process_target
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 def command(pid: int, yes: bool) -> None:
     """Resume PID and its descendants (SIGCONT, children first, the parent last)."""
     from ..act.signal_log import SignalLog
     from ..act.tree import ProcessTree, resume_tree
 
+    from ..collect.special import special_process
+
+    special = special_process(pid)
+    if special is not None:
+        raise UsageError(special.describe("resume"))
     with ProcessTree.identify(pid) as tree:
         say(f"Plan: SIGCONT to {len(tree.live())} process(es), children first: {_describe(tree)}")
         confirm_or_stop("Resume now?", yes)

@@ -23,8 +23,9 @@ import click
 
 from ..errors import NotDone, ProcessGone, UsageError
 from ..render.text import json_dumps
-from .params import PID, Number
+from .params import Number
 from .act_common import confirm_or_stop, say, warn
+from .target import process_target
 
 SCHEMA = "pyimpact.stop/1"
 
@@ -73,7 +74,7 @@ class WaitLine:
             sys.stderr.flush()
 
 
-def plan_lines(pid: int, report: dict, when: str, why: str, grace: float, force: bool, tree) -> list:
+def plan_lines(pid: int, report: dict, when: str, sig_label: str, why: str, grace: float, force: bool, tree) -> list:
     from ..render.impact_view import one_line
 
     loss, v = report["loss"], report["safe_to_kill"]
@@ -87,7 +88,7 @@ def plan_lines(pid: int, report: dict, when: str, why: str, grace: float, force:
                         if nxt is not None else " (no cadence known yet)"))
     else:
         lines.append("  1. no wait (--when now)")
-    lines.append(f"  2. send {why.split(' ')[0].rstrip(',;')} to pid {pid} through its pidfd: {why}")
+    lines.append(f"  2. send {sig_label} to pid {pid} through its pidfd: {why}")
     members = ", ".join(f"{h.pid} ({h.comm})" for h in tree.live())
     lines.append(f"  3. wait up to {grace:.0f} s for the whole tree to exit: {members}")
     lines.append("  4. then " + ("SIGKILL whatever is left (--force)" if force else
@@ -134,7 +135,7 @@ Examples:
 
 
 @click.command("stop", epilog=EXAMPLES)
-@click.argument("pid", type=PID)
+@process_target
 @click.option("--when", "when", type=click.Choice(["now", "safe", "checkpoint"]), default="safe", show_default=True,
               help="safe: when nothing is being written or fsync'd; checkpoint: right after the next "
                    "checkpoint completes; now: at once.")
@@ -151,7 +152,7 @@ Examples:
 def command(pid: int, when: str, grace: float, sig_name: Optional[str], force: bool, yes: bool,
             max_wait: Optional[float], preview_s: float, no_bpf: bool, as_json: bool) -> None:
     """Stop PID and its tree at a safe moment, with its graceful signal."""
-    from ..act.pidfd import signal_number
+    from ..act.pidfd import signal_label, signal_number
     from ..act.signal_log import SignalLog
     from ..act.stop import choose_signal, run_stop
     from ..act.tree import ProcessTree
@@ -159,6 +160,11 @@ def command(pid: int, when: str, grace: float, sig_name: Optional[str], force: b
     from ..collect.workfiles import TreeObserver, seed_from_snapshot
     from .kill_preview import observe
 
+    from ..collect.special import special_process
+
+    special = special_process(pid)
+    if special is not None:
+        raise UsageError(special.describe("stop"))
     user_sig = None
     if sig_name:
         try:
@@ -177,7 +183,7 @@ def command(pid: int, when: str, grace: float, sig_name: Optional[str], force: b
         end = (rec.snapshots.get("end") or rec.snapshots["start"]).processes.get(pid, start)
         sig, why = choose_signal(end.sig_caught, end.sig_ignored, user_sig)
         out = warn if as_json else say
-        for line in plan_lines(pid, report, when, why, grace, force, tree):
+        for line in plan_lines(pid, report, when, signal_label(sig), why, grace, force, tree):
             out(line)
         confirm_or_stop("Proceed?", yes)
         obs_doc = rec.metadata["kill_preview"]["observations"][0]

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import click
 
-from ..errors import NotDone
-from .params import PID
+from ..errors import NotDone, UsageError
 from .act_common import confirm_or_stop, say, warn
+from .target import process_target
 
 
 def _snapshot(pid: int):
@@ -46,7 +46,7 @@ Examples:
 
 
 @click.command("suspend", epilog=EXAMPLES_S)
-@click.argument("pid", type=PID)
+@process_target
 @click.option("-y", "--yes", is_flag=True, help="Do not ask for confirmation.")
 def command(pid: int, yes: bool) -> None:
     """Suspend PID and its descendants (SIGSTOP, parent first): frees CPU, keeps RAM/VRAM."""
@@ -54,6 +54,11 @@ def command(pid: int, yes: bool) -> None:
     from ..act.tree import ProcessTree, suspend_tree
     from ..analyse.act_notes import suspend_warnings
 
+    from ..collect.special import special_process
+
+    special = special_process(pid)
+    if special is not None:
+        raise UsageError(special.describe("suspend"))
     with ProcessTree.identify(pid) as tree:
         snap = _snapshot(pid)
         say(f"Plan: SIGSTOP to {len(tree.live())} process(es), parent first: {_describe(tree)}")
