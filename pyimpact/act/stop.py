@@ -43,6 +43,9 @@ WHEN = ("now", "safe", "checkpoint")
 POLL_S = 0.05          # directory-mtime check between full samples
 FULL_EVERY_S = 0.25    # full sample (fds, files, in-flight calls) at least this often
 KILL_WAIT_S = 5.0      # after SIGKILL, how long the tree may take to go
+#: signals whose default action ends the process (signal(7): Term and Core)
+_KILLING = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2,
+            signal.SIGALRM, signal.SIGKILL, signal.SIGABRT, signal.SIGPIPE}
 
 
 def _has(mask: int, sig: int) -> bool:
@@ -202,7 +205,7 @@ def run_stop(tree: ProcessTree, observer, root_start_ns: int, log: SignalLog, wh
              grace_s: float, force: bool, max_wait_s: Optional[float] = None,
              on_status: Optional[Callable[[PointStatus, float], None]] = None,
              on_tick: Optional[Callable[[list, float], None]] = None,
-             cancelled: Optional[Callable[[], bool]] = None) -> StopResult:
+             cancelled: Optional[Callable[[], bool]] = None, sig_caught: Optional[int] = None) -> StopResult:
     """The whole stop: wait (unless ``now``), deliver, measure the outcome."""
     res = StopResult(when=when, signal=signal_label(sig))
     waiter = Waiter(observer, tree, root_start_ns, when)
@@ -217,5 +220,7 @@ def run_stop(tree: ProcessTree, observer, root_start_ns: int, log: SignalLog, wh
     res.signals = log.records[n0:]
     if not res.survivors:
         res.exit_ns = exit_time_ns(tree) or time.time_ns()
-        res.outcome = outcome(observer.samples, observer.scan_files(), root_start_ns, res.signal_ns, res.exit_ns)
+        killed = sig_caught is not None and not _has(sig_caught, sig) and sig in _KILLING
+        res.outcome = outcome(observer.samples, observer.scan_files(), root_start_ns, res.signal_ns, res.exit_ns,
+                              killed_by_signal=killed)
     return res

@@ -116,9 +116,13 @@ def prediction(ck: CheckpointFindings, now_ns: int, root_start_ns: int) -> dict:
 
 
 def outcome(samples: List[dict], final_files: Dict[str, list], root_start_ns: int, signal_ns: int,
-            exit_ns: int) -> dict:
+            exit_ns: int, killed_by_signal: bool = False) -> dict:
     """What the stop actually lost, from the samples up to the exit and the
-    files found after it (``final_files``: path -> [size, mtime_ns, ctime_ns, ino, ...] as the sampler stats them)."""
+    files found after it (``final_files``: path -> [size, mtime_ns, ctime_ns, ino, ...] as the sampler stats them).
+    ``killed_by_signal``: the signal's default action ended the job, so its
+    work stopped when the signal landed (tearing down a large process takes
+    longer: that is not work); otherwise the work ends at the exit."""
+    end_ns = min(signal_ns, exit_ns) if killed_by_signal else exit_ns
     live = findings(list(samples), root_start_ns, []) if samples else None
     partial = {p.path: p for p in (live.partial if live else [])}
     final = {"t_ns": exit_ns, "procs": {}, "wfds": [], "files": dict(final_files)}
@@ -152,10 +156,10 @@ def outcome(samples: List[dict], final_files: Dict[str, list], root_start_ns: in
         lost = 0.0          # the job's own save on the signal: what follows it is shutdown, not work
         since = "checkpoint"
     elif newest is not None and newest.completed_ns >= root_start_ns - 1_000_000_000:
-        lost = max(0.0, (exit_ns - newest.completed_ns) / 1e9)
+        lost = max(0.0, (end_ns - newest.completed_ns) / 1e9)
         since = "checkpoint"
     else:
-        lost = max(0.0, (exit_ns - root_start_ns) / 1e9)
+        lost = max(0.0, (end_ns - root_start_ns) / 1e9)
         since = "start"
     return {
         "since": since,
@@ -166,8 +170,8 @@ def outcome(samples: List[dict], final_files: Dict[str, list], root_start_ns: in
             "before_exit_s": round((exit_ns - newest.completed_ns) / 1e9, 3)},
         "saved_on_signal": saved,
         "left_behind": left,
-        "basis": "lost: 0 when the job saved a checkpoint after the signal (its handler), else the main "
-                 "process's exit time minus the completion time (max of mtime, ctime) of the newest "
+        "basis": "lost: 0 when the job saved a checkpoint after the signal (its handler), else the end of "
+                 "its work (the signal, when its default action killed the job; else the main process's exit) minus the completion time (max of mtime, ctime) of the newest "
                  "complete checkpoint left at a final name; left behind: temporaries still present, and "
                  "files open for writing at the last sample that are smaller than their family's usual size",
     }

@@ -113,7 +113,8 @@ class PanelKeys:
 
                 res = run_stop(tree, self.watch.observer, root_start_ns, log, "safe" if action == "w" else "now",
                                sig, why, GRACE_S, False, on_status=on_status, on_tick=on_tick,
-                               cancelled=lambda: self.key_waiting() or self.interrupted())
+                               cancelled=lambda: self.key_waiting() or self.interrupted(),
+                               sig_caught=p.sig_caught if p else None)
                 self.last_result = res
                 if res.survivors:
                     return f"{res.signal} sent; still running after {GRACE_S:.0f} s: {res.survivors} ([K] kills)"

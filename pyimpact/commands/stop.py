@@ -196,7 +196,7 @@ def command(pid: int, when: str, grace: float, sig_name: Optional[str], force: b
         with SignalLog(command="stop", echo=warn) as log:
             try:
                 res = run_stop(tree, observer, int(start.create_time * 1e9), log, when, sig, why, grace, force,
-                               max_wait, on_status=line.status, on_tick=line.grace)
+                               max_wait, on_status=line.status, on_tick=line.grace, sig_caught=end.sig_caught)
             finally:
                 line.end()
         if as_json:
