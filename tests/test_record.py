@@ -149,3 +149,33 @@ def test_signal_with_a_negative_code_is_stored(spawn, tmp_path):
     rec.send_signal(signal.SIGTERM)
     _, err = rec.communicate(timeout=30)
     assert rec.returncode == 0, err
+
+
+def test_retention_by_age_and_size(tmp_path):
+    """Rows older than max_age go; then the oldest slices until the file fits."""
+    from pyimpact.collect.history_db import HistoryWriter
+
+    db = tmp_path / "r.db"
+    w = HistoryWriter(str(db))
+    now = time.time_ns()
+    day = 86400 * 10**9
+    for i in range(20000):      # 20 days of samples, 1000 a day
+        w.add("INSERT INTO job_samples VALUES (?,?,?,?,?,?,?)", (now - (20 * day) + i * day // 1000, 1, 1,
+                                                                 0.5, 1 << 20, 0, 0.0))
+    w.add("INSERT INTO files(t_ns, kind, pid, path, size) VALUES (?,?,?,?,?)", (now - 10 * day, "rename", 1,
+                                                                                 "/old.pt", 1))
+    w.add("INSERT INTO files(t_ns, kind, pid, path, size) VALUES (?,?,?,?,?)", (now, "rename", 1, "/new.pt", 1))
+    w.flush()
+    w.retain(max_age_s=7 * 86400, max_bytes=1 << 40, now_ns=now)
+    oldest = w.conn.execute("SELECT MIN(t_ns) FROM job_samples").fetchone()[0]
+    assert oldest >= now - 7 * day
+    assert [r[0] for r in w.conn.execute("SELECT path FROM files")] == ["/new.pt"]
+    n_age = w.conn.execute("SELECT COUNT(*) FROM job_samples").fetchone()[0]
+    assert 6900 <= n_age <= 7100
+    w.retain(max_age_s=7 * 86400, max_bytes=256 << 10, now_ns=now)    # below: trimmed until it fits
+    assert w.size_bytes() <= 256 << 10
+    n_size = w.conn.execute("SELECT COUNT(*) FROM job_samples").fetchone()[0]
+    assert 0 < n_size < n_age
+    newest = w.conn.execute("SELECT MAX(t_ns) FROM job_samples").fetchone()[0]
+    assert newest == now - 20 * day + 19999 * day // 1000     # the newest rows stay
+    w.close()

@@ -234,7 +234,7 @@ class HistoryWriter:
         now_ns = now_ns or time.time_ns()
         deleted: Dict[str, int] = {}
         cutoff = now_ns - int(max_age_s * 1e9)
-        for _ in range(12):
+        for _ in range(20):
             self._begin()
             for table, col in TIMED_TABLES.items():
                 n = self.conn.execute(f"DELETE FROM {table} WHERE {col} < ?", (cutoff,)).rowcount
@@ -253,7 +253,10 @@ class HistoryWriter:
             if self.size_bytes() <= max_bytes:
                 break
             oldest = self.conn.execute("SELECT MIN(t_ns) FROM job_samples").fetchone()[0] or cutoff
-            cutoff = max(cutoff, oldest + max(1, (now_ns - oldest) // 10))
+            # cut the oldest part in proportion to the excess (at least a tenth of what is left)
+            excess = 1 - max_bytes / max(1, self.size_bytes())
+            frac = min(0.5, max(0.1, excess))
+            cutoff = max(cutoff, oldest + max(1, int((now_ns - oldest) * frac)))
         return deleted
 
     def size_bytes(self) -> int:
