@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import NOBODY, PYIMPACT, start_trace, wait_for_line
+from conftest import NOBODY, PYIMPACT, ROOT, start_trace, wait_for_line
 from pyimpact.export import atomic
 from pyimpact.recording import Recording
 
@@ -194,7 +194,7 @@ with atomic.atomic_file(sys.argv[1]) as f:
 @pytest.mark.parametrize("tmpfile", ["O_TMPFILE", "no O_TMPFILE"])
 def test_sigkill_during_write_leaves_nothing_for_long(storm_recording, tmp_path, tmpfile):
     out = tmp_path / "rec.json"
-    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(atomic.__file__)).rsplit("/pyimpact", 1)[0])
+    env = dict(os.environ, PYTHONPATH=ROOT)      # the checkout under test
     res = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(out), tmpfile], env=env, timeout=60)
     assert res.returncode == -signal.SIGKILL
     left = sorted(os.listdir(tmp_path))
