@@ -33,7 +33,7 @@ from typing import List, Optional
 import psutil
 import pytest
 
-from pyimpact.analyse.impact import analyse_impact
+from pyimpact.analyse.impact.report import analyse_impact
 from pyimpact.cli import main as cli_main
 from pyimpact.collect.gpu import read_gpus
 from pyimpact.recording import Recording

@@ -6,10 +6,10 @@ replaced by rename, an in-place rewrite, checkpoints older than the job).
 """
 from __future__ import annotations
 
-from pyimpact.analyse.checkpoints import (family_key, final_name, find_checkpoints, is_checkpoint_name,
+from pyimpact.analyse.impact.checkpoints import (family_key, final_name, find_checkpoints, is_checkpoint_name,
                                           is_log_name, is_temp_name)
-from pyimpact.analyse.impact_jobs import ProcRow, pick_jobs
-from pyimpact.analyse.impact_signals import read_signals
+from pyimpact.analyse.impact.jobs import ProcRow, pick_jobs
+from pyimpact.analyse.impact.signals import read_signals
 from pyimpact.snapshot import ProcessSnapshot
 
 S = 1_000_000_000
@@ -159,8 +159,8 @@ def test_files_another_process_writes_are_not_the_jobs():
 # Framework layouts, series figures and progress from logs (pure rules)
 # --------------------------------------------------------------------------
 
-from pyimpact.analyse.ckpt_layouts import dir_layout, file_layout, name_numbers, render_name, tf_indexed  # noqa: E402
-from pyimpact.analyse.progress import job_progress, parse_line  # noqa: E402
+from pyimpact.analyse.impact.ckpt_layouts import dir_layout, file_layout, name_numbers, render_name, tf_indexed  # noqa: E402
+from pyimpact.analyse.impact.progress import job_progress, parse_line  # noqa: E402
 
 
 def test_names_carry_steps_and_epochs():
@@ -279,7 +279,7 @@ def test_recorded_completions_give_the_cadence_of_a_single_replaced_file():
 def test_save_lines_in_the_log_give_the_cadence():
     """A job that saves one file in place, logging each save with a timestamp:
     the log's save lines are the history the disk does not keep."""
-    from pyimpact.analyse.impact_recovery import recovery
+    from pyimpact.analyse.impact.recovery import recovery
     log = "".join(f"2026-12-01 10:{m:02d}:00,000 INFO Saving model checkpoint to out/model.pt (step {m * 50})\n"
                   f"2026-12-01 10:{m:02d}:30,000 INFO step {m * 50 + 25} loss 0.1\n" for m in range(0, 40, 10))
     samples = [dict(sample(T0, {}), logs={"/r/train.log": [len(log), T0, log]})]

@@ -9,7 +9,7 @@ Why this shape:
   safe point is what keeps its files whole.
 * **the moment**: ``safe`` waits until no checkpoint or large file of the
   tree is being written or fsync'd; ``checkpoint`` waits for the next
-  checkpoint to complete; the rules are in pyimpact.analyse.stop_points.  The
+  checkpoint to complete; the rules are in pyimpact.analyse.impact.stop_points.  The
   check runs again right before the signal, so the gap between "safe" and
   the signal is one /proc read.  Between checks it watches the directories'
   mtimes every 50 ms (a rename into place changes them), so a checkpoint
@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
 
-from ..analyse.stop_points import (PointStatus, checkpoint_point, findings, outcome, prediction, safe_point)
+from ..analyse.impact.stop_points import (PointStatus, checkpoint_point, findings, outcome, prediction, safe_point)
 from ..collect.inflight import inflight_file_calls
 from ..errors import Interrupted, NotDone, ProcessGone
 from .pidfd import signal_label

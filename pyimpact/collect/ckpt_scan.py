@@ -10,7 +10,7 @@ job appends to (its log, its redirected stdout) carry its step counters.
 
 Collection only: stat(), scandir() and bounded reads; it records facts (entry
 names, sizes, times, the text appended to a log) and never decides what they
-mean (pyimpact.analyse.ckpt_layouts and pyimpact.analyse.progress do).
+mean (pyimpact.analyse.impact.ckpt_layouts and pyimpact.analyse.impact.progress do).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import os
 import stat as stat_mod
 from typing import Dict, List, Optional
 
-from ..analyse.ckpt_layouts import is_dir_marker
+from ..analyse.impact.ckpt_layouts import is_dir_marker
 
 MAX_DIR_ENTRIES = 256          # entries listed inside one checkpoint directory
 MAX_DIR_DEPTH = 2              # orbax nests its items one or two levels down

@@ -9,7 +9,7 @@ job's user); the first argument of these calls is the fd, which
 so this works in the /proc-only mode too.
 
 Collect only: rows shaped like the probes' in-flight rows that
-pyimpact.analyse.checkpoints.find_checkpoints takes (``inflight``).
+pyimpact.analyse.impact.checkpoints.find_checkpoints takes (``inflight``).
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ from a worker to its job's root).  Reading argv takes each process's mmap
 lock, so it is read only for the pids asked for, never for the whole table.
 
 Collection only: reads /proc, never prints, never decides which processes
-are jobs (pyimpact.analyse.impact_jobs does).
+are jobs (pyimpact.analyse.impact.jobs does).
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ Collection only: it reads /proc and stat()s local files, never prints and
 never decides.  Its samples are plain dicts because they go into the
 Recording as they are (``metadata["kill_preview"]["observations"]``, see
 ``TreeObserver.to_dict``), so a saved recording is analysed again exactly by
-pyimpact.analyse.impact.
+pyimpact.analyse.impact.report.
 """
 from __future__ import annotations
 
@@ -23,8 +23,8 @@ import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
-from ..analyse.checkpoints import O_APPEND, is_checkpoint_name, is_log_name, is_temp_name, writable
-from ..analyse.ckpt_layouts import is_dir_marker, is_numbered_ckpt_dir_name, looks_like_ckpt_dir_name
+from ..analyse.impact.checkpoints import O_APPEND, is_checkpoint_name, is_log_name, is_temp_name, writable
+from ..analyse.impact.ckpt_layouts import is_dir_marker, is_numbered_ckpt_dir_name, looks_like_ckpt_dir_name
 from .ckpt_scan import LogTails, list_checkpoint_dir, read_small_text, read_trainer_state
 from .procfs import REMOTE_FS_TYPES
 

@@ -4,7 +4,7 @@ Read-only: this command never sends a signal.  It observes the process tree
 for a short window (kernel probes where available, /proc always), samples the
 tree's CPU counters, its files open for writing and the checkpoint-like files
 in the directories the job works in (pyimpact.collect.workfiles), reads NVML,
-and prints the impact analysis (pyimpact.analyse.impact) as text or ``--json``.
+and prints the impact analysis (pyimpact.analyse.impact.report) as text or ``--json``.
 
 The samples go into the Recording (``metadata["kill_preview"]``) and the
 ``--costly-after`` threshold into its options, so `pyimpact report` on a
@@ -148,8 +148,8 @@ class LiveLine:
         self._seen: dict = {}
 
     def __call__(self, obs) -> None:
-        from ..analyse.checkpoints import is_checkpoint_name, is_log_name
-        from ..analyse.progress import readings
+        from ..analyse.impact.checkpoints import is_checkpoint_name, is_log_name
+        from ..analyse.impact.progress import readings
         from ..render.text import clean
 
         s = obs.samples[-1] if obs.samples else None
@@ -190,7 +190,7 @@ class LiveLine:
 
 
 def _parse_changes(changes) -> list:
-    from ..analyse.what_if import parse_change
+    from ..analyse.impact.what_if import parse_change
     from ..collect.threads import online_cpus
 
     out = []
@@ -203,10 +203,10 @@ def _parse_changes(changes) -> list:
 
 
 def _what_if(rec, report, parsed, pid: int) -> list:
-    """The --if estimates (pyimpact.analyse.what_if) from the thread samples."""
+    """The --if estimates (pyimpact.analyse.impact.what_if) from the thread samples."""
     if not parsed:
         return []
-    from ..analyse.what_if import estimate
+    from ..analyse.impact.what_if import estimate
 
     obs = rec.metadata.get("kill_preview", {}).get("threads") or {}
     workers = {r.pid for r in report.tree if "worker" in r.role}
@@ -253,7 +253,7 @@ def command(pid: int, duration_s: float, watch_s: Optional[float], as_json: bool
     The process is a PID or a name (comm, program, or script: train.py);
     a name must match one process.
     """
-    from ..analyse.impact import analyse_impact
+    from ..analyse.impact.report import analyse_impact
     from ..collect.special import special_process
     from ..render.impact_view import render_impact
     from ..render.text import json_dumps

@@ -68,7 +68,7 @@ def kill_previews(rec, pids=()):
     the recording observed (of ``pids`` only, if given), and the jobs that
     cannot be analysed (no snapshot of them: found after the trace started).
     Both empty when the recording carries no kill-preview samples."""
-    from ..analyse.impact import COSTLY_AFTER_S, analyse_impact
+    from ..analyse.impact.report import COSTLY_AFTER_S, analyse_impact
 
     observations = (rec.metadata.get("kill_preview") or {}).get("observations", [])
     costly_after_s = float((rec.metadata.get("options") or {}).get("costly_after_s", COSTLY_AFTER_S))

@@ -156,7 +156,7 @@ def command(pid: int, when: str, grace: float, sig_name: Optional[str], force: b
     from ..act.signal_log import SignalLog
     from ..act.stop import choose_signal, run_stop
     from ..act.tree import ProcessTree
-    from ..analyse.impact import analyse_impact
+    from ..analyse.impact.report import analyse_impact
     from ..collect.workfiles import TreeObserver, seed_from_snapshot
     from .kill_preview import observe
 

@@ -52,7 +52,7 @@ def command(pid: int, yes: bool) -> None:
     """Suspend PID and its descendants (SIGSTOP, parent first): frees CPU, keeps RAM/VRAM."""
     from ..act.signal_log import SignalLog
     from ..act.tree import ProcessTree, suspend_tree
-    from ..analyse.act_notes import suspend_warnings
+    from ..analyse.impact.act_notes import suspend_warnings
 
     from ..collect.special import special_process
 

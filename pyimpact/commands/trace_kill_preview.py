@@ -24,8 +24,8 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from ..analyse.impact import analyse_impact
-from ..analyse.impact_jobs import argv_wanted, pick_jobs, proc_rows
+from ..analyse.impact.report import analyse_impact
+from ..analyse.impact.jobs import argv_wanted, pick_jobs, proc_rows
 from ..collect.jobs import ProcTable, own_family, proc_table, read_cmdlines
 from ..collect.workfiles import SAMPLE_INTERVAL_S, TreeObserver, seed_from_snapshot, stat_fields
 from ..recording import Recording
@@ -310,7 +310,7 @@ class _Panel:
         return [w.report for w in self.watches.values() if w.report is not None and not w.exited]
 
     def _live_doc(self, status: str) -> dict:
-        from ..analyse.impact import iso
+        from ..analyse.impact.report import iso
 
         return {"schema": LIVE_SCHEMA, "as_of": iso(time.time_ns()),
                 "elapsed_s": round(time.monotonic() - self.t0, 2), "mode": "machine" if self.machine else "pids",

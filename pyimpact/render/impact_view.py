@@ -1,7 +1,7 @@
 """Text rendering of an ImpactReport (kill-preview), within 80 columns.
 
 Nothing here decides anything: every figure, verdict and sentence comes from
-pyimpact.analyse.impact; this module lays them out and labels each figure
+pyimpact.analyse.impact.report; this module lays them out and labels each figure
 with how it was obtained ("measured" / "estimated" and the basis).  Strings
 from other processes (argv, paths) go through ``clean`` and are printed as
 rich ``Text`` (never parsed as markup).

@@ -4,7 +4,7 @@ Two layouts: one block per traced PID (the figures of kill-preview, one
 line each, refreshed about once a second), and, when watching the whole
 machine, one table row per heavy job so the cost of stopping each can be
 compared side by side.  Layout only: every figure comes from ImpactReport
-dicts (pyimpact.analyse.impact) and GPU samples (pyimpact.collect.gpu).
+dicts (pyimpact.analyse.impact.report) and GPU samples (pyimpact.collect.gpu).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The `kill-preview --if` section: the estimate, its basis and the data-loader risk, as plain text.
 
-Layout only; every figure comes from pyimpact.analyse.what_if.estimate.
+Layout only; every figure comes from pyimpact.analyse.impact.what_if.estimate.
 """
 from __future__ import annotations
 

@@ -5,8 +5,8 @@ Why: "a kill loses 312 s" is half the answer; the restart also pays the job's
 warm-up again (start-up, data loading, reading the checkpoint back: the time
 from its start to its first step), and people count work in steps ("a kill
 now redoes 627 steps", "epoch 18/40, 45 % complete").  These figures combine
-the checkpoint series (pyimpact.analyse.ckpt_history) with the job's progress
-read from its output (pyimpact.analyse.progress).  Where a figure cannot be
+the checkpoint series (pyimpact.analyse.impact.ckpt_history) with the job's progress
+read from its output (pyimpact.analyse.impact.progress).  Where a figure cannot be
 known yet, ``to_know`` says what would make it known.
 
 Pure: dataclasses and numbers in, a dict for the ``loss`` section out.

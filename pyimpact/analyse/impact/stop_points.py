@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 from .checkpoints import CheckpointFindings, find_checkpoints, is_checkpoint_name, is_temp_name
-from .impact_resources import wchar_growth
+from .resources import wchar_growth
 
 FSYNC_CALLS = ("fsync", "fdatasync", "sync_file_range")
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import List, Optional
 
-from ..snapshot import SystemSnapshot
-from .impact_tree import distributed_env, group_sockets, tree_pids
-from .impact_verdict import mib
+from ...snapshot import SystemSnapshot
+from .tree import distributed_env, group_sockets, tree_pids
+from .verdict import mib
 
 NCCL_DEFAULT_TIMEOUT_S = 600
 GLOO_DEFAULT_TIMEOUT_S = 1800

@@ -10,14 +10,14 @@ graceful SIGTERM when the process catches it, a suspend (SIGSTOP) when the
 work is valuable and no checkpoint is in sight; kill when it is cheap.  Each
 option comes with its figures, so the operator can choose otherwise.
 
-Pure functions over the dicts built in pyimpact.analyse.impact.
+Pure functions over the dicts built in pyimpact.analyse.impact.report.
 """
 from __future__ import annotations
 
 from typing import List, Optional
 
 from .checkpoints import PartialFile
-from .impact_signals import SignalReport
+from .signals import SignalReport
 
 
 def mib(n: Optional[float]) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Dict, Iterable, List, Optional
 
 if TYPE_CHECKING:  # the collector's records, read by attribute only
-    from ..collect.jobs import ProcTable
+    from ...collect.jobs import ProcTable
 
 MIN_AGE_S = 5.0
 MIN_CORES = 0.5

@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List
 
-from ..snapshot import ProcessSnapshot
-from ..timeline import signal_name
+from ...snapshot import ProcessSnapshot
+from ...timeline import signal_name
 
 WATCHED = {"SIGTERM": 15, "SIGINT": 2, "SIGUSR1": 10, "SIGHUP": 1, "SIGUSR2": 12}
 

@@ -14,7 +14,7 @@ it came from.
 These functions are the checkpoint API other commands reuse (``stop --when
 checkpoint``): ``newest_durable``, ``series_figures``, ``write_eta``.
 
-Pure: plain dicts and the dataclasses of pyimpact.analyse.checkpoints.
+Pure: plain dicts and the dataclasses of pyimpact.analyse.impact.checkpoints.
 """
 from __future__ import annotations
 
@@ -143,7 +143,7 @@ def _short_list(paths: List[str]) -> str:
 def series_figures(fam, root_start_ns: int, as_of_ns: int, meta: Dict[str, dict]) -> SeriesFigures:
     """Cadence (time, steps), expected size and next name of one checkpoint series.
 
-    ``fam``: a pyimpact.analyse.checkpoints.Family (its completions carry
+    ``fam``: a pyimpact.analyse.impact.checkpoints.Family (its completions carry
     step/epoch/number and size).  Intervals that straddle the process start
     (an earlier run's last save -> this run's first) include the downtime
     and are left out of the cadence."""

@@ -26,17 +26,17 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from ..recording import Recording
-from ..snapshot import ProcessSnapshot, SystemSnapshot
+from ...recording import Recording
+from ...snapshot import ProcessSnapshot, SystemSnapshot
 from .checkpoints import CheckpointFindings, find_checkpoints, writable
 from .progress import Progress, job_progress
-from .impact_resources import (Figure, GpuFigures, cpu_rate, cpu_since, gpu_figures, gpu_since,
+from .resources import (Figure, GpuFigures, cpu_rate, cpu_since, gpu_figures, gpu_since,
                                io_rates, latest_pss, per_process_rates, wchar_growth)
-from .impact_recovery import progress_sentence, recovery
-from .impact_signals import SignalReport, read_signals
-from .impact_tree import FileGroups, SocketGroups, cascade, group_files, group_sockets, role_of, tree_pids
-from .impact_verdict import mib as _mib
-from .impact_verdict import recommend, verdict
+from .recovery import progress_sentence, recovery
+from .signals import SignalReport, read_signals
+from .tree import FileGroups, SocketGroups, cascade, group_files, group_sockets, role_of, tree_pids
+from .verdict import mib as _mib
+from .verdict import recommend, verdict
 
 SCHEMA = "pyimpact.kill-preview/1"
 COSTLY_AFTER_S = 60.0          # lost wall, CPU or GPU seconds from which a kill is "costly"
