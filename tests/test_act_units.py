@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from pyimpact.analyse.what_if import estimate, parse_change, waterfill
+from pyimpact.analyse.impact.what_if import estimate, parse_change, waterfill
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -106,7 +106,7 @@ class JobWatch:
 
 
 # --------------------------------------------------------------------------
-# Machine-wide discovery: read (collect.jobs), then decide (analyse.impact_jobs)
+# Machine-wide discovery: read (collect.jobs), then decide (analyse.impact.jobs)
 # --------------------------------------------------------------------------
 
 def discover_jobs(before: ProcTable, after: ProcTable, span_s: float, gpu_sample: Optional[dict]) -> list:
