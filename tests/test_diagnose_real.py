@@ -82,6 +82,30 @@ def io_chars(pid: int) -> int:
     return int(kv["rchar"]) + int(kv["wchar"])
 
 
+#: grandchildren the tests started (workers, pipeline stages, ranks): when this
+#: process is a child subreaper they come back to it once their parent is
+#: killed, and must be reaped here too
+GRANDCHILDREN: list = []
+
+
+def remember(*pids: int) -> None:
+    GRANDCHILDREN.extend(pids)
+
+
+def _reap_grandchildren() -> None:
+    for pid in list(GRANDCHILDREN):
+        deadline = time.monotonic() + 2.0
+        while True:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                break           # not ours (reparented elsewhere) or already reaped
+            if done or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        GRANDCHILDREN.remove(pid)
+
+
 @pytest.fixture(scope="module")
 def servers():
     s = Spawner()
@@ -89,6 +113,7 @@ def servers():
         yield s
     finally:
         s.cleanup()
+        _reap_grandchildren()
 
 
 @pytest.fixture
@@ -98,6 +123,7 @@ def spawn_here():
         yield s
     finally:
         s.cleanup()
+        _reap_grandchildren()
 
 
 # --------------------------------------------------------------------------
@@ -133,6 +159,7 @@ def nginx(servers, tmp_path_factory):
     wait_port(port, proc=master)
     wait_state(lambda: children_of(master.pid), what="an nginx worker")
     worker = children_of(master.pid)[0]
+    remember(worker)
     wait_state(lambda: proc_state(master.pid) == "S" and proc_state(worker) == "S", what="nginx asleep")
     return master.pid, worker, port
 
@@ -237,6 +264,7 @@ def test_tar_gzip_pipeline_is_progressing(spawn_here):
     sh = spawn_here(["sh", "-c", f"tar cf - {data} 2>/dev/null | gzip -1 > /dev/null"])
     wait_state(lambda: len(children_of(sh.pid)) == 2, what="tar and gzip started")
     tar, gz = sorted(children_of(sh.pid))
+    remember(tar, gz)
     time.sleep(0.2)
 
     for pid in (tar, gz):
@@ -307,6 +335,8 @@ def postgres(servers):
                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **as_pg)
     try:
         wait_port(port, proc=pm)
+        wait_state(lambda: len(children_of(pm.pid)) >= 4, what="the postgres background processes")
+        remember(*children_of(pm.pid))
         psql(port, "CREATE TABLE acct(id int PRIMARY KEY, v int); INSERT INTO acct VALUES (1, 0), (2, 0);")
         yield pm.pid, port
     finally:
@@ -387,6 +417,7 @@ def _gloo_job(spawn_here, mode: str):
     for _ in range(2):
         line = wait_for_line(job.stdout, "pid", timeout=60).split()
         ranks[int(line[1])] = int(line[3])
+    remember(*ranks.values())
     want = "stalled" if mode == "stall" else "ready"
     wait_for_line(job.stdout, want, timeout=90)
     return job, ranks
@@ -431,6 +462,8 @@ def test_diagnose_all_calls_none_of_the_healthy_programs_hung(nginx, redis, post
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     data = "/usr/lib/x86_64-linux-gnu" if os.path.isdir("/usr/lib/x86_64-linux-gnu") else "/usr/lib"
     pipeline = spawn_here(["sh", "-c", f"tar cf - {data} 2>/dev/null | gzip -1 > /dev/null"])
+    wait_state(lambda: len(children_of(pipeline.pid)) == 2, what="tar and gzip started")
+    remember(*children_of(pipeline.pid))
     job, ranks = _gloo_job(spawn_here, "healthy")
     wait_state(lambda: "cmd=get" in redis_cli(rport, "CLIENT", "LIST"), what="benchmark connected")
     healthy = {master, worker, rsrv, pm, load.pid, bench.pid, pipeline.pid, job.pid, *ranks.values(),
