@@ -527,6 +527,27 @@ def test_panel_keys_run_the_act_code(jobs, tmp_path):
     assert keys.quit
 
 
+def test_panel_wait_key_waits_for_the_write_then_stops(jobs, tmp_path):
+    """[W] y: the same wait for the safe point as `stop --when safe`."""
+    from pyimpact.commands.panel_keys import PanelKeys
+    from pyimpact.commands.trace_kill_preview import JobWatch
+
+    size = 6 << 20
+    job = jobs.start([os.path.join(TARGETS, "kp_slow_writer.py"), str(tmp_path / "out"), str(size), str(2 << 20),
+                      "{fd}"])
+    assert job.line() == "ready"
+    w = JobWatch(job.pid)
+    w.observer.sample()
+    seen = []
+    keys = PanelKeys(w, log_factory=lambda: SignalLog(str(tmp_path / "signals.jsonl"), command="test"),
+                     refresh=seen.append)
+    keys.press("w")
+    assert keys.press("y").startswith("stopped with SIGTERM"), keys.status
+    assert any("ckpt_0003.bin to finish" in x for x in seen), seen[:3]
+    f = tmp_path / "out" / "ckpt_0003.bin"
+    assert f.stat().st_size == size and signal_log(tmp_path)[0]["t_ns"] >= f.stat().st_mtime_ns
+
+
 @pytest.mark.timeout(120)
 def test_live_panel_keys_on_a_terminal_suspend_resume_quit(jobs, tmp_path):
     """`trace -p PID --kill-preview` on a real pseudo-terminal: S y suspends
