@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 
 from conftest import NOBODY, PYIMPACT
-from pyimpact.analyse.gpu_usage import Thresholds, analyse_usage, parse_shares
+from pyimpact.analyse.history.gpu_usage import Thresholds, analyse_usage, parse_shares
 from pyimpact.collect.gpu import GpuReader
 from pyimpact.collect.gpu_history import read_usage
 from pyimpact.collect.history_db import HistoryReader

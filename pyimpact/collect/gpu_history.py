@@ -1,6 +1,6 @@
 """The samples `pyimpact gpu-report` analyses, read from the recorder's history.
 
-Why a record apart from the database: the analysis (pyimpact.analyse.gpu_usage)
+Why a record apart from the database: the analysis (pyimpact.analyse.history.gpu_usage)
 is pure and is tested on these records; reading them is the only place that
 knows SQL, user names (pwd) and the database's layout.
 """

@@ -1,7 +1,7 @@
 """What the recorder's history knows of one process, for diagnose, kill-preview and report.
 
 Raw facts only (the summary, e.g. the checkpoint cadence, is computed in
-pyimpact.analyse.history): the process's job, its ORIGINAL parent (and
+pyimpact.analyse.history.context): the process's job, its ORIGINAL parent (and
 whether and when that parent exited), the job's last file completions before
 the window, and the signals sent to the job's processes before it. Without a
 database the answer says so and what the history would have added, so the

@@ -8,7 +8,7 @@ which processes lost their parent or their group leader. Only those, and
 their descendants, get the second look: command line, CPU over a short
 interval, RSS, open /dev/nvidia* devices, listening ports, wchan.
 
-Collection only: typed records, no decisions (pyimpact.analyse.orphans).
+Collection only: typed records, no decisions (pyimpact.analyse.history.orphans).
 """
 from __future__ import annotations
 

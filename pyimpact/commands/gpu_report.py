@@ -1,7 +1,7 @@
 """`pyimpact gpu-report`: GPU use per process / job / user from the recorder's history.
 
 Glue: find the history database, read the period's samples
-(pyimpact.collect.gpu_history), analyse them (pyimpact.analyse.gpu_usage),
+(pyimpact.collect.gpu_history), analyse them (pyimpact.analyse.history.gpu_usage),
 print text or --json, and with -o write an HTML page with the chart.
 
 Exit codes: 0 report given; 2 bad option or share file syntax; 6 -o cannot be
@@ -49,7 +49,7 @@ Examples:
 def command(last, by, as_json, output, history_db, shares_path, hog_pct, hog_for, idle_pct, idle_for):
     """GPU-seconds, VRAM-hours and peak VRAM per GPU and per holder; hogs,
     idle holders and fair-share violations, each with a recommendation."""
-    from ..analyse.gpu_usage import Thresholds, analyse_usage, parse_shares
+    from ..analyse.history.gpu_usage import Thresholds, analyse_usage, parse_shares
     from ..collect.gpu_history import read_usage
     from ..collect.history_db import HistoryReader, find_default_db
     from ..units import parse_duration

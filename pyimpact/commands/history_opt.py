@@ -1,7 +1,7 @@
 """`--history DB` for diagnose, kill-preview and report: one option, one look-up.
 
 Glue only: collect.history_context reads the database (or finds the running
-recorder's), analyse.history summarises it, render.history_view prints it.
+recorder's), analyse.history.context summarises it, render.history_view prints it.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ option = click.option("--history", "history_db", default=None, metavar="DB",
 
 def lookup(pid: int, db=None, start_ticks=None, before_ns=None) -> dict:
     try:
-        from ..analyse.history import summarise
+        from ..analyse.history.context import summarise
         from ..collect.history_context import history_context
 
         return summarise(history_context(pid, db=db, start_ticks=start_ticks, before_ns=before_ns))

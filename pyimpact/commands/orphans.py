@@ -2,7 +2,7 @@
 
 Glue: scan /proc (pyimpact.collect.orphan_scan), take a pidfd for every
 suspect at once (discovery), read the recorder's history when there is one,
-find the orphans (pyimpact.analyse.orphans), print them; with --cleanup show
+find the orphans (pyimpact.analyse.history.orphans), print them; with --cleanup show
 the plan, ask unless --yes, and signal through the handles taken at
 discovery (pyimpact.act.orphan_cleanup).
 
@@ -43,7 +43,7 @@ Examples:
 def command(history_db, no_history, as_json, cleanup, yes, grace, only):
     """Find worker processes whose job has gone and that still hold CPU, RAM, GPU or ports."""
     from ..act.orphan_cleanup import close_handles, execute, open_handles, plan_cleanup
-    from ..analyse.orphans import find_orphans
+    from ..analyse.history.orphans import find_orphans
     from ..collect import orphan_scan
     from ..collect.history_db import HistoryReader, find_default_db
     from ..collect.jobs import own_family

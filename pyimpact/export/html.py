@@ -3,7 +3,7 @@
 Why: a picture to attach to a ticket or open on a laptop, without Perfetto or
 a network. The page holds, for each target, the verdict and the wait-for chain
 (an SVG diagram), then CPU, RSS and GPU over time per process (inline SVG
-polylines, from pyimpact.analyse.usage), the story's waits, and what could not
+polylines, from pyimpact.analyse.history.usage), the story's waits, and what could not
 be seen. No script, no external resource: a Content-Security-Policy of
 ``default-src 'none'`` makes any such load fail loudly in the browser
 (tests/test_html_report.py checks in headless Chromium that none happens).
@@ -20,7 +20,7 @@ import html
 from typing import Iterable, List
 
 from .. import __version__
-from ..analyse.usage import UsageChart, usage_charts
+from ..analyse.history.usage import UsageChart, usage_charts
 from ..render.text import clean
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")

@@ -521,7 +521,7 @@ def _counter_tracks(rec: Recording, charts) -> bytes:
     """Counter tracks from analyse.usage (the recording's best samples: the
     kill-preview samples, else the snapshots; NVML for the GPU): CPU and RSS
     under each process, GPU memory and utilisation per process too."""
-    from ..analyse.usage import origin_ns
+    from ..analyse.history.usage import origin_ns
 
     t0 = origin_ns(rec)
     out = bytearray()
@@ -574,7 +574,7 @@ def encode(rec: Recording) -> bytes:
     pnames = _process_names(rec, ev)
     thread_pid = dict(zip(ev["tid"].astype(np.int64), ev["pid"].astype(np.int64))) if len(ev) else {}
     thread_name = ev.groupby("tid", observed=True)["comm"].last().to_dict() if len(ev) else {}
-    from ..analyse.usage import usage_charts
+    from ..analyse.history.usage import usage_charts
 
     charts = usage_charts(rec)
     pids = sorted(set(pnames) | {int(p) for p in thread_pid.values()}

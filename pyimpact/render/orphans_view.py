@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..analyse.orphans import iso
+from ..analyse.history.orphans import iso
 from .text import clean
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as _dt
 from typing import List
 
-from .impact.checkpoints import is_checkpoint_name, is_temp_name
+from ..impact.checkpoints import is_checkpoint_name, is_temp_name
 
 LAST_N = 5
 SAVE_CLUSTER_NS = 1_000_000_000     # completions this close are one save (model + optimizer files)

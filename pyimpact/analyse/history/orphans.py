@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Dict, List, Optional, Set
 
 if TYPE_CHECKING:
-    from ..collect.orphan_scan import HistFacts, ProcFacts
+    from ...collect.orphan_scan import HistFacts, ProcFacts
 
 WORKER_MARKS = (
     ("loky.backend.resource_tracker", "loky resource tracker"),
