@@ -19,7 +19,7 @@ numbers below are checked against it by tests/test_pftrace.py):
   - flows: a futex wake to the wait it ended, a signal sent to its delivery, a
     fork to the child's first event;
   - counter tracks per process: CPU (% of one core), RSS, GPU memory and
-    utilisation, from the best samples the recording holds (analyse.usage: the
+    utilisation, from the best samples the recording holds (analyse.history.usage: the
     kill-preview samples, else the start and end snapshots; NVML for the GPU).
 
 The event packets are built column-wise with numpy (a packet is a fixed
@@ -518,7 +518,7 @@ def _counter_packet(ts: int, track: int, value: float) -> bytes:
 
 
 def _counter_tracks(rec: Recording, charts) -> bytes:
-    """Counter tracks from analyse.usage (the recording's best samples: the
+    """Counter tracks from analyse.history.usage (the recording's best samples: the
     kill-preview samples, else the snapshots; NVML for the GPU): CPU and RSS
     under each process, GPU memory and utilisation per process too."""
     from ..analyse.history.usage import origin_ns
