@@ -264,8 +264,14 @@ def test_probes_detached(how, spawn, tmp_path):
 
 
 def test_target_exits_mid_trace(spawn):
-    target = spawn([sys.executable, "-c", "import time; time.sleep(3)"])
-    res = subprocess.run(PYIMPACT + ["trace", "-p", str(target.pid), "--json"], capture_output=True, timeout=60)
+    # The target exits once the probes watch it (a fixed sleep races a slow attach on a loaded machine).
+    target = spawn([sys.executable, "-c", "import sys, time; sys.stdin.readline(); time.sleep(0.5)"],
+                   stdin=subprocess.PIPE)
+    trace = start_trace(spawn, ["-p", str(target.pid), "--json"])
+    target.stdin.write(b"go\n")
+    target.stdin.flush()
+    stdout, stderr = trace.communicate(timeout=60)
+    res = subprocess.CompletedProcess(trace.args, trace.returncode, stdout, stderr)
     assert res.returncode == 0, res.stderr
     s = json.loads(res.stdout)
     assert s["end_reason"] == "all targets exited"

@@ -136,7 +136,11 @@ class Tracer:
             return
         # Children that exist already; later ones are added in the kernel at fork.
         for pid, _ in self.identities:
-            for child in procfs.descendants(pid):
+            try:
+                children = procfs.descendants(pid)
+            except psutil.NoSuchProcess:
+                continue        # exited while the probes attached: the run loop sees it gone
+            for child in children:
                 self.probes.follow(child)
         env = self.probes.env
         self.rec.metadata.update({
