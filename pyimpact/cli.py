@@ -99,7 +99,7 @@ def cli():
 
 def error_line(message: str) -> None:
     """One line on stderr, prefixed, with control characters stripped."""
-    from .render.text import clean
+    from .text import clean
 
     click.echo(f"pyimpact: {clean(message)}", err=True)
 

@@ -13,7 +13,8 @@ import html
 import io
 from typing import List
 
-from ..render.text import clean, human_bytes
+from ..formats import human_bytes
+from ..text import clean
 
 MAX_SERIES = 8
 

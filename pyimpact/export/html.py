@@ -9,7 +9,7 @@ be seen. No script, no external resource: a Content-Security-Policy of
 (tests/test_html_report.py checks in headless Chromium that none happens).
 
 Every string from the recording (comm, argv, paths, resources) came from other
-processes: it is escaped here (html.escape after pyimpact.render.text.clean
+processes: it is escaped here (html.escape after pyimpact.text.clean
 has made controls, bidi characters and undecodable bytes visible), never
 pasted as markup.
 """
@@ -21,7 +21,8 @@ from typing import Iterable, List
 
 from .. import __version__
 from ..analyse.history.usage import UsageChart, usage_charts
-from ..render.text import clean
+from ..formats import human_bytes
+from ..text import clean
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 W, H, PAD_L, PAD_R, PAD_T, PAD_B = 640, 200, 64, 12, 12, 28
@@ -47,10 +48,7 @@ def esc(text) -> str:
 
 def _human(v: float, unit: str) -> str:
     if unit == "bytes":
-        for u in ("B", "KiB", "MiB", "GiB", "TiB"):
-            if abs(v) < 1024 or u == "TiB":
-                return f"{v:.0f} {u}" if u == "B" else f"{v:.1f} {u}"
-            v /= 1024
+        return human_bytes(v)
     if unit.startswith("%"):
         return f"{v:.0f}%" if v >= 10 or v == 0 else f"{v:.1f}%"
     return f"{v:.3g}"

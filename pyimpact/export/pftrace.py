@@ -550,7 +550,7 @@ def _process_names(rec: Recording, ev: pd.DataFrame) -> Dict[int, str]:
 
 def encode(rec: Recording) -> bytes:
     """The whole .pftrace document of a recording."""
-    from ..render.text import clean
+    from ..text import clean
 
     ev = rec.events if rec.events is not None else pd.DataFrame(columns=["time_ns", "dur_ns", "kind", "pid", "tid"])
     if not ev["time_ns"].is_monotonic_increasing:

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from ..errors import InputError
 from ..recording import METADATA_KEY, Recording, sidecar_json
-from ..render.text import json_text, no_surrogates_frame
+from ..text import json_text, no_surrogates_frame
 from ..timeline import coerce_timeline
 
 

@@ -14,7 +14,8 @@ from typing import IO, Iterable, Iterator, List, Optional
 
 from ..analyse.hang.diagnose import ChainLink, Diagnosis
 from ..analyse.hang.waitmodel import RUNNING, STOPPED, TIMED, WAITING, WAKING, ZOMBIE, ThreadWait
-from .text import clean, human_duration
+from ..formats import human_duration
+from .text import clean
 
 WIDTH = 80
 MAX_PY_FRAMES = 6

@@ -11,7 +11,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .text import clean, human_bytes
+from ..formats import human_bytes
+from .text import clean
 
 TOP = 12
 

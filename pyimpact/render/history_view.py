@@ -7,7 +7,8 @@ from __future__ import annotations
 import datetime as _dt
 import textwrap
 
-from .text import clean, human_bytes, human_duration
+from ..formats import human_bytes, human_duration
+from .text import clean
 
 
 def _t(ns) -> str:

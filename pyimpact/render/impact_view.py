@@ -14,7 +14,8 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from .text import clean, human_bytes, human_duration, plain
+from ..formats import compact_age, compact_bytes, human_bytes, human_duration
+from .text import clean, plain
 
 VERDICT_STYLE = {"safe": "bold green", "costly": "bold yellow", "unsafe": "bold red"}
 WIDTH = 80
@@ -41,38 +42,9 @@ def _grid() -> Table:
     return g
 
 
-def _secs(v) -> str:
-    return human_duration(v)
-
-
 def _short(text: str, n: int) -> str:
     text = clean(text)
     return text if len(text) <= n else text[: n - 1] + "…"
-
-
-def _compact_bytes(n) -> str:
-    """'304M', '15.2M', '2.1G': for table cells."""
-    if n is None:
-        return "-"
-    n = float(n)
-    for unit in ("B", "K", "M", "G", "T"):
-        if abs(n) < 1024 or unit == "T":
-            return f"{n:.0f}{unit}" if unit == "B" or n >= 100 else f"{n:.1f}{unit}"
-        n /= 1024
-    return f"{n:.0f}T"
-
-
-def _compact_age(s) -> str:
-    if s is None:
-        return "-"
-    s = float(s)
-    if s < 60:
-        return f"{s:.0f}s"
-    if s < 3600:
-        return f"{s / 60:.0f}m"
-    if s < 86400 * 2:
-        return f"{s / 3600:.1f}h"
-    return f"{s / 86400:.0f}d"
 
 
 def gpu_line(gpu: dict) -> Text:
@@ -83,7 +55,7 @@ def gpu_line(gpu: dict) -> Text:
     for i, d in enumerate(gpu.get("devices", [])):
         if i:
             t.append("\n")
-        mem = (f"{_compact_bytes(d.get('mem_used_bytes'))}/{_compact_bytes(d.get('mem_total_bytes'))}"
+        mem = (f"{compact_bytes(d.get('mem_used_bytes'))}/{compact_bytes(d.get('mem_total_bytes'))}"
                if d.get("mem_total_bytes") else "mem ?")
         util = f"{d['util_gpu_pct']:.0f}%" if d.get("util_gpu_pct") is not None else "?"
         temp = f"{d['temperature_c']:.0f}°C" if d.get("temperature_c") is not None else "?°C"
@@ -91,7 +63,7 @@ def gpu_line(gpu: dict) -> Text:
         tree = gpu.get("tree_vram_bytes", {}).get(str(d["index"]))
         t.append(clean(f"GPU {d['index']} {_short(d.get('name', ''), 22)}: {util} busy, {mem}, {temp}, {power}"))
         if tree is not None:
-            t.append(clean(f"; job {_compact_bytes(tree)}"), style="bold")
+            t.append(clean(f"; job {compact_bytes(tree)}"), style="bold")
     return t
 
 
@@ -150,12 +122,12 @@ def loss_block(r: dict) -> List:
         g.add_row("", Text(f"{loss['checkpoint_cadence_steps']} steps"), _kind(b["checkpoint_cadence_steps"]))
     if loss.get("next_checkpoint_name"):
         g.add_row("next name", Text(""), _t(loss["next_checkpoint_name"]))
-    g.add_row("wall time", Text(_secs(loss["since_checkpoint_s"])), _kind(b["since_checkpoint_s"]))
+    g.add_row("wall time", Text(human_duration(loss["since_checkpoint_s"])), _kind(b["since_checkpoint_s"]))
     if loss.get("steps_since_checkpoint") is not None:
         g.add_row("steps", Text(f"{loss['steps_since_checkpoint']} redone"), _kind(b["steps_since_checkpoint"]))
     if loss.get("restart_warmup_s") is not None:
-        g.add_row("warm-up", Text(_secs(loss["restart_warmup_s"])), _kind(b["restart_warmup_s"]))
-        g.add_row("total lost", Text(_secs(loss["total_lost_s"])), _kind(b["total_lost_s"]))
+        g.add_row("warm-up", Text(human_duration(loss["restart_warmup_s"])), _kind(b["restart_warmup_s"]))
+        g.add_row("total lost", Text(human_duration(loss["total_lost_s"])), _kind(b["total_lost_s"]))
     cpu = loss["cpu_seconds"]
     g.add_row("CPU time", Text("-" if cpu is None else f"{cpu:.1f} s"), _kind(b["cpu_seconds"]))
     gpu = loss["gpu_seconds"]
@@ -205,8 +177,8 @@ def tree_table(r: dict) -> Table:
     t.add_column("COMMAND", no_wrap=True, overflow="ellipsis", ratio=1)
     for p in r["tree"]:
         t.add_row(*(_t(c) for c in (
-            p["pid"], p["role"], _compact_age(p["age_s"]), "-" if p["cpu_pct"] is None else f"{p['cpu_pct']:.0f}",
-            _compact_bytes(p["rss_bytes"]), _compact_bytes(p["uss_bytes"]), p["threads"], p["command"])))
+            p["pid"], p["role"], compact_age(p["age_s"]), "-" if p["cpu_pct"] is None else f"{p['cpu_pct']:.0f}",
+            compact_bytes(p["rss_bytes"]), compact_bytes(p["uss_bytes"]), p["threads"], p["command"])))
     return t
 
 

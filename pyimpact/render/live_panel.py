@@ -14,8 +14,9 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from .impact_view import VERDICT_STYLE, _compact_bytes, gpu_line, one_line
-from .text import clean, human_bytes, human_duration, plain
+from ..formats import compact_bytes, human_bytes, human_duration
+from .impact_view import VERDICT_STYLE, gpu_line, one_line
+from .text import clean, plain
 
 
 def _short(text: str, n: int) -> str:
@@ -104,8 +105,8 @@ def jobs_table(rows: List[dict], elapsed_s: float, gpu: Optional[dict], status: 
         lost = human_duration(j["lost_s"]) + ("" if j["since"] == "checkpoint" else "*")
         nxt = "-" if j.get("next_safe_in_s") is None else f"{j['next_safe_in_s']:.0f}s"
         t.add_row(plain(j["pid"]), plain("-" if j["cpu_cores"] is None else f"{j['cpu_cores']:.1f}"),
-                  plain(_compact_bytes(j["ram_uss_bytes"])),
-                  plain(_compact_bytes(j["vram_bytes"]) if j["vram_bytes"] else "-"),
+                  plain(compact_bytes(j["ram_uss_bytes"])),
+                  plain(compact_bytes(j["vram_bytes"]) if j["vram_bytes"] else "-"),
                   plain(lost), plain(j["verdict"], VERDICT_STYLE.get(j["verdict"], "")), plain(nxt),
                   plain(j["command"]))
     parts: List = [title, t]

@@ -15,7 +15,8 @@ from ..analyse.hang.diagnose import Diagnosis
 from ..analyse.story import Story
 from . import diagnose_view
 from .impact_view import render_impact
-from .text import clean, human_bytes, human_duration
+from ..formats import human_bytes, human_duration
+from .text import clean
 
 
 def _when(ns: int) -> str:

@@ -12,7 +12,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .text import clean, human_bytes, human_duration, plain
+from ..formats import human_bytes, human_duration
+from .text import clean, plain
 
 
 def _line(*parts) -> Text:
