@@ -14,12 +14,13 @@ A Recording holds
 Analysis takes a Recording and nothing else, so `pyimpact report FILE` runs
 the same code on a saved one as `diagnose` runs live. Parquet stores the
 timeline as its table and everything else as JSON under the schema metadata
-key b"pyimpact"; `load` reads it back to an equal Recording.
+key b"pyimpact".  The Recording does not know its files: pyimpact.export owns
+reading and writing them (`write_recording(rec, path)`, `read_recording(path)`
+gives back an equal Recording), so the model imports nothing above it.
 """
 from __future__ import annotations
 
 import json
-import os
 import platform
 import socket
 from dataclasses import dataclass, field
@@ -39,7 +40,9 @@ INFLIGHT_COLUMNS = ["pid", "tid", "nr", "syscall", "since_ns", "args"]
 BLOCK_COLUMNS = ["pid", "tid", "comm", "dev", "sector", "bytes", "rwbs", "queued_ns", "issued_ns"]
 
 
-def _frame(rows, columns) -> pd.DataFrame:
+def frame(rows, columns) -> pd.DataFrame:
+    """A DataFrame with exactly ``columns`` from dicts or dataclass-like rows
+    (the probes' aggregates, a sidecar's records)."""
     return pd.DataFrame([r if isinstance(r, dict) else r.__dict__ for r in rows], columns=columns)
 
 
@@ -61,9 +64,9 @@ def base_metadata() -> dict:
 class Recording:
     events: pd.DataFrame = field(default_factory=empty_timeline)
     snapshots: dict = field(default_factory=dict)
-    syscall_stats: pd.DataFrame = field(default_factory=lambda: _frame([], STAT_COLUMNS))
-    inflight: pd.DataFrame = field(default_factory=lambda: _frame([], INFLIGHT_COLUMNS))
-    block_inflight: pd.DataFrame = field(default_factory=lambda: _frame([], BLOCK_COLUMNS))
+    syscall_stats: pd.DataFrame = field(default_factory=lambda: frame([], STAT_COLUMNS))
+    inflight: pd.DataFrame = field(default_factory=lambda: frame([], INFLIGHT_COLUMNS))
+    block_inflight: pd.DataFrame = field(default_factory=lambda: frame([], BLOCK_COLUMNS))
     gpu: list = field(default_factory=list)
     metadata: dict = field(default_factory=base_metadata)
 
@@ -106,31 +109,19 @@ class Recording:
         return cls(
             events=events,
             snapshots={k: SystemSnapshot.from_dict(v) for k, v in side.get("snapshots", {}).items()},
-            syscall_stats=_frame(side.get("syscall_stats", []), STAT_COLUMNS),
-            inflight=_frame(side.get("inflight", []), INFLIGHT_COLUMNS),
-            block_inflight=_frame(side.get("block_inflight", []), BLOCK_COLUMNS),
+            syscall_stats=frame(side.get("syscall_stats", []), STAT_COLUMNS),
+            inflight=frame(side.get("inflight", []), INFLIGHT_COLUMNS),
+            block_inflight=frame(side.get("block_inflight", []), BLOCK_COLUMNS),
             gpu=side.get("gpu", []),
             metadata=side.get("metadata", base_metadata()),
         )
 
-    def save(self, path: str) -> str:
-        """Write by suffix (.json Perfetto, .parquet, .csv), atomically."""
-        from .export import write_recording
-
-        return write_recording(self, path)
-
-    @classmethod
-    def load(cls, path: str) -> "Recording":
-        from .export import read_recording
-
-        return read_recording(path)
-
 
 def sidecar_json(rec: Recording) -> str:
-    return json.dumps(rec.sidecar(), default=_json_default, separators=(",", ":"))
+    return json.dumps(rec.sidecar(), default=json_default, separators=(",", ":"))
 
 
-def _json_default(obj):
+def json_default(obj):
     """numpy scalars and arrays that pandas hands back in records."""
     if hasattr(obj, "tolist"):
         return obj.tolist()

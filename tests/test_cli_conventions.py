@@ -112,10 +112,10 @@ def test_output_dash_writes_the_recording_to_stdout(spawn, tmp_path):
 def test_report_converts_a_recording_to_every_format(tmp_path):
     """report FILE -o OUT: .json and .parquet read back to the same diagnosis; .csv keeps the timeline."""
     from pyimpact.analyse.hang.diagnose import diagnose
-    from pyimpact.recording import Recording
+    from pyimpact.export import read_recording
 
     src = os.path.join(ROOT, "tests", "recordings", "diag_rec_chain.parquet")
-    rec = Recording.load(src)
+    rec = read_recording(src)
     pid = int(rec.metadata["targets"][0]["pid"])
     want = diagnose(rec, pid).to_json()["verdict"]
     for suffix in (".json", ".parquet", ".csv"):
@@ -123,7 +123,7 @@ def test_report_converts_a_recording_to_every_format(tmp_path):
         res = _cli(["report", src, "-o", str(out)])
         assert res.returncode == 0 and out.stat().st_size > 0, res.stderr
         assert res.stdout == b"" and b"wrote" in res.stderr
-        again = Recording.load(str(out))
+        again = read_recording(str(out))
         assert len(again.events) == len(rec.events)
         if suffix != ".csv":
             assert diagnose(again, pid).to_json()["verdict"] == want

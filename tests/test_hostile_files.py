@@ -20,7 +20,7 @@ import pytest
 
 from conftest import NOBODY, PYIMPACT, ROOT, start_trace, wait_for_line
 from pyimpact.export import atomic
-from pyimpact.recording import Recording
+from pyimpact.export import read_recording, write_recording
 
 NCALLS = 30011         # getppid calls of the storm, every one an event with --slow-ms 0
 
@@ -88,7 +88,7 @@ def storm_recording(c_build, tmp_path_factory):
         assert trace.returncode == 0, stderr.decode()
     finally:
         spawn.cleanup()
-    rec = Recording.load(out)
+    rec = read_recording(out)
     assert len(rec.events) > 1000 and rec.lost_total > 0
     return out
 
@@ -157,16 +157,16 @@ def test_symlink_swap_of_temp_file_never_writes_the_victim(storm_recording, host
     where, victim_dir, attacker = hostile_dir
     if tmpfile == "no O_TMPFILE":
         monkeypatch.setattr(atomic, "_O_TMPFILE", 0)
-    rec = Recording.load(storm_recording)
+    rec = read_recording(storm_recording)
     before = _victim_state(victim_dir)
     for _ in range(6):
         for suffix in (".json", ".parquet", ".csv"):
             out = os.path.join(where, "rec" + suffix)
-            rec.save(out)
+            write_recording(rec, out)
             assert _victim_state(victim_dir) == before
             st = os.lstat(out)
             assert not os.path.islink(out) and st.st_uid == 0 and (st.st_mode & 0o777) == 0o600
-            assert len(Recording.load(out).events) == len(rec.events)
+            assert len(read_recording(out).events) == len(rec.events)
     assert attacker.poll() is None, "the attacker died: the test proved nothing"
     attacks = _stop(attacker)
     assert _victim_state(victim_dir) == before
@@ -204,11 +204,11 @@ def test_sigkill_during_write_leaves_nothing_for_long(storm_recording, tmp_path,
     # without O_TMPFILE the killed run leaves its private directory; the next
     # write to the same output removes it once it is stale
     assert len(left) == 1 and left[0].startswith(".rec.json.") and (tmp_path / left[0]).is_dir()
-    Recording.load(storm_recording).save(str(out))
+    write_recording(read_recording(storm_recording), str(out))
     assert sorted(os.listdir(tmp_path)) == sorted(left + ["rec.json"])       # fresh: maybe still being written
     old = time.time() - 2 * atomic.STALE_AFTER_S
     os.utime(tmp_path / left[0], (old, old))
-    Recording.load(storm_recording).save(str(out))
+    write_recording(read_recording(storm_recording), str(out))
     assert os.listdir(tmp_path) == ["rec.json"]
 
 
@@ -231,7 +231,7 @@ def test_stale_cleanup_removes_only_our_own(storm_recording, tmp_path):
     for p in (ours, theirs, target, other):
         os.utime(p, (old, old))
     os.utime(link, (old, old), follow_symlinks=False)
-    Recording.load(storm_recording).save(str(out))
+    write_recording(read_recording(storm_recording), str(out))
     assert sorted(os.listdir(tmp_path)) == sorted([theirs.name, "target", link.name, other.name, "rec.parquet"])
     assert target.read_bytes() == b"keep me"
 
@@ -243,11 +243,11 @@ def test_output_mode_0600_or_stricter(storm_recording, tmp_path, umask, mode):
     out = tmp_path / "rec.csv"
     out.write_text("old")
     os.chmod(out, 0o600)
-    rec = Recording.load(storm_recording)
+    rec = read_recording(storm_recording)
     prev = os.umask(umask)
     try:
         for suffix in (".json", ".parquet", ".csv"):
-            rec.save(str(tmp_path / ("rec" + suffix)))
+            write_recording(rec, str(tmp_path / ("rec" + suffix)))
     finally:
         os.umask(prev)
     for suffix in (".json", ".parquet", ".csv"):
@@ -295,10 +295,10 @@ def test_damaged_parquet_page_is_refused(storm_recording, tmp_path):
 
 def test_report_of_csv_says_losses_unknown(storm_recording, tmp_path):
     """The storm lost events; its CSV cannot say how many, so report must not say "none"."""
-    rec = Recording.load(storm_recording)
+    rec = read_recording(storm_recording)
     assert rec.lost_total > 0
     csv = str(tmp_path / "storm.csv")
-    rec.save(csv)
+    write_recording(rec, csv)
     res = subprocess.run(PYIMPACT + ["report", csv], capture_output=True, text=True, timeout=60)
     assert res.returncode == 0, res.stderr
     assert "losses: unknown (CSV holds the timeline only)" in res.stdout

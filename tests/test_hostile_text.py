@@ -29,7 +29,7 @@ import pandas as pd
 import pytest
 
 from conftest import PYIMPACT, TARGETS, wait_for_line
-from pyimpact.recording import Recording
+from pyimpact.export import read_recording
 from pyimpact.render.text import clean, json_dumps, json_text, no_surrogates_frame
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CI is root)")
@@ -193,7 +193,7 @@ def test_trace_hostile_comms_text_and_recording(hostile, tmp_path):
         assert shown in text, f"{shown!r} not shown:\n{text}"
     assert "[/sender]" in text and "SIGUSR1" in text, text     # the sender, in the signal table
     assert out.exists()
-    rec = Recording.load(str(out))
+    rec = read_recording(str(out))
     comms = set(rec.events["comm"].astype(str))
     assert "bad\\xff\\xfe:smile:" in comms and "a\nVERDICT SAFE" in comms   # data kept, bytes visible
     story = run_cli(["report", str(out)])
@@ -355,7 +355,7 @@ def test_still_waiting_never_negative(spawn, tmp_path):
     out = tmp_path / "busy.parquet"
     res = run_cli(["trace", "-p", str(p.pid), "-d", "1", "-o", str(out)])
     ok(res, "trace")
-    rec = Recording.load(str(out))
+    rec = read_recording(str(out))
     assert len(rec.inflight), "no call in flight at the end: the test saw nothing"
     end = int(rec.metadata["ended_at_ns"])
     assert (rec.inflight["since_ns"].astype("int64") <= end).all(), (rec.inflight, end)

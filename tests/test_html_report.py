@@ -17,7 +17,7 @@ import zlib
 import pytest
 
 from conftest import PYIMPACT, RECORDINGS, ROOT, wait_for_line
-from pyimpact.recording import Recording
+from pyimpact.export import read_recording, write_recording
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (tests/apt-packages.txt)")
@@ -67,7 +67,7 @@ def test_console_check_catches_errors(tmp_path):
 
 def test_report_html_of_a_saved_diagnosis(tmp_path):
     """The chain fixture (a child -> file-lock chain) as a page: chain, verdict, charts."""
-    rec = Recording.load(os.path.join(RECORDINGS, "diag_rec_chain.parquet"))
+    rec = read_recording(os.path.join(RECORDINGS, "diag_rec_chain.parquet"))
     # hostile text in a process's command line must stay text
     pid = int(rec.metadata["targets"][0]["pid"])
     rec.snapshots["start"].processes[pid].cmdline = ["python", "<script>alert(1)</script>", "\x1b[31mred"]
@@ -77,7 +77,7 @@ def test_report_html_of_a_saved_diagnosis(tmp_path):
                 "devices": [], "processes": [{"pid": pid, "device": 0, "used_memory_bytes": (1 + i) << 28,
                                               "sm_util_pct": 20.0 * i}]} for i in range(5)]
     src = tmp_path / "chain.parquet"
-    rec.save(str(src))
+    write_recording(rec, str(src))
     page = tmp_path / "chain.html"
     res = _cli(["report", str(src), "-o", str(page)])
     assert res.returncode == 0, res.stderr

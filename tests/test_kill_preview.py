@@ -36,7 +36,7 @@ import pytest
 from pyimpact.analyse.impact.report import analyse_impact
 from pyimpact.cli import main as cli_main
 from pyimpact.collect.gpu import read_gpus
-from pyimpact.recording import Recording
+from pyimpact.export import read_recording
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TARGETS = os.path.join(HERE, "targets")
@@ -407,7 +407,7 @@ def test_slow_writer_is_unsafe_with_the_partial_file(jobs, tmp_path, capsys):
     assert str(partial) in v["reason"] and doc["recommendation"]["action"] == "wait"
 
     # The saved recording gives the same answer when analysed again (pure analysis).
-    again = analyse_impact(Recording.load(str(saved)), job.pid).to_dict()
+    again = analyse_impact(read_recording(str(saved)), job.pid).to_dict()
     assert json.loads(json.dumps(again, default=str)) == doc
 
     text = run_cli(capsys, ["kill-preview", str(job.pid), "-d", "0.5"])
@@ -547,7 +547,7 @@ def test_trace_kill_preview_ctrl_c_writes_the_recording(jobs, tmp_path):
     final = json.loads(rest.splitlines()[-1])
     assert final["final"] is True and final["status"].startswith("interrupted")
     assert final["reports"][0]["target"]["pid"] == job.pid
-    rec = Recording.load(str(out))
+    rec = read_recording(str(out))
     again = analyse_impact(rec, job.pid).to_dict()
     assert again["loss"]["since"] == "start" and again["target"]["pid"] == job.pid
     assert rec.metadata["kill_preview"]["observations"][0]["samples"]

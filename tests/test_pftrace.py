@@ -15,6 +15,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from conftest import PYIMPACT, ROOT, wait_for_line
+from pyimpact.export import read_recording
 from pyimpact.recording import Recording
 
 pb = pytest.importorskip("perfetto.protos.perfetto.trace.perfetto_trace_pb2")
@@ -58,7 +59,7 @@ def test_trace_as_pftrace(spawn, tmp_path):
                          env=dict(os.environ, PYTHONPATH=ROOT))
     assert res.returncode == 0, res.stderr
 
-    rec = Recording.load(str(rec_path))
+    rec = read_recording(str(rec_path))
     events = rec.events
     kinds = Counter(str(k) for k in events["kind"])
     assert kinds["fork"] >= 3 and kinds["signal_generate"] >= 3 and kinds["futex_wait"] > 0, kinds

@@ -16,6 +16,7 @@ import pytest
 
 from conftest import PYIMPACT, proc_state, proc_syscall, wait_for_line, wait_state
 from pyimpact.commands.diagnose import observe
+from pyimpact.export import write_recording
 
 ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not ROOT, reason="recording starts the kernel probes: run as root")
@@ -39,7 +40,7 @@ def test_report_gives_the_live_verdict_again(diag_procs, tmp_path):
     wait_state(lambda: proc_syscall(a.pid) == "61" and proc_syscall(b) == "73", what="wait4 / flock")
     live, rec = observe(a.pid, window=0.5)
     path = tmp_path / "chain.parquet"
-    rec.save(str(path))
+    write_recording(rec, str(path))
 
     res = report(path, "--json")
 
@@ -72,7 +73,7 @@ def test_report_tells_the_story_of_the_window(diag_procs, tmp_path):
 
     live, rec = observe(proc.pid, window=0.5, python_stacks=False, on_window=poke)
     path = tmp_path / "story.parquet"
-    rec.save(str(path))
+    write_recording(rec, str(path))
 
     res = report(path, "--json")
 

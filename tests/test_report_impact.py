@@ -20,7 +20,7 @@ import pytest
 
 from conftest import PYIMPACT, RECORDINGS, TARGETS
 from pyimpact.commands.report import kill_previews
-from pyimpact.recording import Recording
+from pyimpact.export import read_recording
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="kill-preview reads another process's /proc and loads BPF: needs root")
@@ -122,7 +122,7 @@ def test_a_job_without_a_snapshot_is_named_not_fatal():
     """`trace --kill-preview` follows jobs found after the start through /proc
     only: the recording has samples but no snapshot of them.  Such a job is
     named as not analysed; the others still are."""
-    rec = Recording.load(os.path.join(RECORDINGS, "diag_rec_chain.parquet"))
+    rec = read_recording(os.path.join(RECORDINGS, "diag_rec_chain.parquet"))
     missing = (1 << 22) + 1                    # above the largest pid_max: never in a snapshot
     rec.metadata["kill_preview"] = {"version": 1, "observations": [{"root": missing, "samples": []}]}
 

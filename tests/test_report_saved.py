@@ -18,7 +18,7 @@ import pytest
 from conftest import PYIMPACT, RECORDINGS
 from pyimpact.analyse.hang.diagnose import CLASSES, KINDS, diagnose
 from pyimpact.analyse.story import tell
-from pyimpact.recording import Recording
+from pyimpact.export import read_recording
 from pyimpact.render.diagnose_view import lines
 
 SAVED = sorted(glob.glob(os.path.join(RECORDINGS, "diag_rec_*.parquet")))
@@ -30,7 +30,7 @@ def _name(path: str) -> str:
 
 @pytest.mark.parametrize("path", SAVED, ids=[_name(p) for p in SAVED])
 def test_saved_recording_gives_the_expected_verdict(path):
-    rec = Recording.load(path)
+    rec = read_recording(path)
     fx = rec.metadata["fixture"]
     exp = fx["expect"]
 
@@ -56,7 +56,7 @@ def test_saved_recordings_exist():
 
 def test_json_document_is_stable():
     """The --json document: these keys, these types (the schema is a promise)."""
-    rec = Recording.load(os.path.join(RECORDINGS, "diag_rec_c-deadlock.parquet"))
+    rec = read_recording(os.path.join(RECORDINGS, "diag_rec_c-deadlock.parquet"))
     doc = json.loads(json.dumps(diagnose(rec, rec.metadata["fixture"]["pid"]).to_json(), default=str))
     assert doc["schema"] == "pyimpact.diagnose/1"
     assert {"pid", "verdict", "threads", "chain", "evidence", "unavailable", "lost_events"} <= set(doc)
@@ -72,7 +72,7 @@ def test_json_document_is_stable():
 
 def test_report_command_on_a_saved_recording():
     path = os.path.join(RECORDINGS, "diag_rec_chain.parquet")
-    exp = Recording.load(path).metadata["fixture"]["expect"]
+    exp = read_recording(path).metadata["fixture"]["expect"]
 
     res = subprocess.run(PYIMPACT + ["report", path], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          text=True, timeout=60)
@@ -95,7 +95,7 @@ def _gpu_sample(pid: int, util: float) -> dict:
 def test_gpu_busy_while_host_waits_is_progressing(util, verdict):
     """Host threads sleeping while their GPU computes: working, root kind gpu;
     with the GPU idle the host-side verdict stands."""
-    rec = Recording.load(os.path.join(RECORDINGS, "diag_rec_sleeper.parquet"))
+    rec = read_recording(os.path.join(RECORDINGS, "diag_rec_sleeper.parquet"))
     pid = rec.metadata["fixture"]["pid"]
     rec.gpu = [_gpu_sample(pid, util)]
 
@@ -109,7 +109,7 @@ def test_gpu_busy_while_host_waits_is_progressing(util, verdict):
 
 
 def test_gpu_does_not_hide_a_deadlock():
-    rec = Recording.load(os.path.join(RECORDINGS, "diag_rec_c-deadlock.parquet"))
+    rec = read_recording(os.path.join(RECORDINGS, "diag_rec_c-deadlock.parquet"))
     pid = rec.metadata["fixture"]["pid"]
     rec.gpu = [_gpu_sample(pid, 90.0)]
     assert diagnose(rec, pid).verdict == "deadlock"

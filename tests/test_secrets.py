@@ -19,7 +19,7 @@ import tempfile
 import pytest
 
 from conftest import PYIMPACT, TARGETS, wait_for_line
-from pyimpact.recording import Recording
+from pyimpact.export import read_recording
 
 ENV_CANARIES = {"SLURM_DB_PASSWORD": "canaryenvpw7781", "TORCHELASTIC_TOKEN": "canaryenvtok4471",
                 "SLURM_MUNGE_KEY": "canaryenvkey9001", "AWS_SECRET_ACCESS_KEY": "canaryenvaws3307"}
@@ -69,7 +69,7 @@ def _file_text(path: str) -> str:
     with open(path, "rb") as f:
         raw = f.read().decode("utf-8", "replace")
     if path.endswith((".json", ".parquet", ".csv")):
-        rec = Recording.load(path)
+        rec = read_recording(path)
         raw += json.dumps(rec.sidecar(), default=str) + rec.events.to_csv()
     return raw
 
@@ -100,7 +100,7 @@ def test_environment_credentials_and_local_values_dropped(secret_job, plain_outp
     for f in ("d.parquet", "k.json"):
         texts[f] = _file_text(str(out / f))
     _assert_none(texts, list(ENV_CANARIES.values()) + [LOCAL_CANARY])
-    rec = Recording.load(str(out / "d.parquet"))
+    rec = read_recording(str(out / "d.parquet"))
     env = rec.snapshots["start"].processes[pid].env
     assert {k: env.get(k) for k in ALLOWED} == ALLOWED
     assert not set(ENV_CANARIES) & set(env)
@@ -151,7 +151,7 @@ def test_redact_replaces_command_lines_and_paths_everywhere(secret_job, plain_ou
     doc = json.loads(runs["report --json"].stdout)
     cmd = " ".join(doc["diagnoses"][0]["cmdline"])
     assert "<arg-" in cmd and cmd in " ".join(texts["report"].split())     # the view wraps lines
-    saved = Recording.load(str(tmp_path / "r.json")).snapshots["start"].processes[pid].cmdline
+    saved = read_recording(str(tmp_path / "r.json")).snapshots["start"].processes[pid].cmdline
     assert saved == doc["diagnoses"][0]["cmdline"]
 
 
@@ -162,7 +162,7 @@ def test_redactor_keeps_what_is_not_a_command_or_path():
     from conftest import RECORDINGS
     from pyimpact.export.redact import Redactor
 
-    rec = Recording.load(os.path.join(RECORDINGS, "diag_rec_chain.parquet"))
+    rec = read_recording(os.path.join(RECORDINGS, "diag_rec_chain.parquet"))
     red = Redactor.for_recording(rec)
     proc = next(p for p in rec.snapshots["start"].processes.values() if len(p.cmdline) > 1)
     line = " ".join(proc.cmdline)

@@ -21,7 +21,7 @@ import time
 import pytest
 
 from conftest import PYIMPACT, start_trace, wait_for_line
-from pyimpact.recording import Recording
+from pyimpact.export import read_recording
 
 #: seconds from the signal to the trace's exit that the test accepts (the
 #: goal is 3 s; a loaded CI machine gets slack, a hang or a 10 s drain does not)
@@ -90,7 +90,7 @@ def test_signal_stops_a_busy_trace(how, storm, spawn, tmp_path):
     total = summary["events"]["total"]
     assert total > 10000, summary["events"]          # it was a busy trace
     assert "undrained" in summary["lost"]            # every loss has a counter, printed
-    rec = Recording.load(out)
+    rec = read_recording(out)
     assert len(rec.events) == total
     assert rec.metadata["end_reason"] == f"interrupted by {how}"
     assert rec.metadata["lost"] == summary["lost"]
@@ -134,7 +134,7 @@ def test_sighup_from_a_closed_terminal(storm, tmp_path):
             time.sleep(0.02)
         took = time.monotonic() - t0
         assert status is not None and os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
-        rec = Recording.load(out)
+        rec = read_recording(out)
         assert rec.metadata["end_reason"] == "interrupted by SIGHUP"
         assert len(rec.events) > 10000
         _assert_detached(ours)

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from conftest import PYIMPACT, run_cli_as_nobody, start_trace, wait_for_line
-from pyimpact.recording import Recording
+from pyimpact.export import read_recording, write_recording
 from pyimpact.timeline import COLUMNS
 
 NFORK, NSIG, NBLOCK, NLOOP, NIDLE = 23, 13, 17, 29, 11
@@ -43,7 +43,7 @@ def traced_workload(c_build, tmp_path_factory):
         stdout, stderr = trace.communicate(timeout=60)
         assert trace.returncode == 0, stderr.decode()
         summary = json.loads(stdout)
-        rec = Recording.load(out)
+        rec = read_recording(out)
         os.unlink(data)
         yield {"pid": target.pid, "mutex": mutex_addr, "idle_futex": idle_addr, "summary": summary, "rec": rec, "done": done,
                "path": out, "tmp": tmp}
@@ -136,8 +136,8 @@ def test_lost_zero_and_metadata(traced_workload):
 def test_parquet_round_trip(traced_workload, tmp_path):
     rec = traced_workload["rec"]
     again = str(tmp_path / "again.parquet")
-    rec.save(again)
-    back = Recording.load(again)
+    write_recording(rec, again)
+    back = read_recording(again)
     pd.testing.assert_frame_equal(rec.events, back.events)
     assert back.metadata == rec.metadata
     assert back.snapshots["start"] == rec.snapshots["start"]
@@ -146,11 +146,11 @@ def test_parquet_round_trip(traced_workload, tmp_path):
 
 def test_csv_columns(traced_workload, tmp_path):
     path = str(tmp_path / "t.csv")
-    traced_workload["rec"].save(path)
+    write_recording(traced_workload["rec"], path)
     df = pd.read_csv(path)
     assert list(df.columns) == COLUMNS
     assert len(df) == len(traced_workload["rec"].events)
-    back = Recording.load(path)
+    back = read_recording(path)
     assert (back.events.kind.astype(str) == traced_workload["rec"].events.kind.astype(str)).all()
 
 
@@ -184,7 +184,7 @@ def validate_trace_event_json(doc: dict) -> list:
 def test_perfetto_json(traced_workload, tmp_path):
     rec = traced_workload["rec"]
     path = str(tmp_path / "t.json")
-    rec.save(path)
+    write_recording(rec, path)
     with open(path) as f:
         doc = json.load(f)
     timed = validate_trace_event_json(doc)
@@ -195,7 +195,7 @@ def test_perfetto_json(traced_workload, tmp_path):
                 and e["args"]["uaddr"] == traced_workload["mutex"]]
     assert on_mutex and all(e["tid"] != traced_workload["pid"] for e in on_mutex)
     # the JSON reads back to the same timeline
-    back = Recording.load(path)
+    back = read_recording(path)
     assert len(back.events) == len(rec.events)
     assert (back.events.time_ns.to_numpy() == rec.events.time_ns.to_numpy()).all()
 
@@ -214,7 +214,7 @@ def test_loss_is_counted(c_build, spawn, tmp_path):
     assert trace.returncode == 0, stderr.decode()
     s = json.loads(stdout)
     assert s["lost"]["ringbuf_full"] > 0
-    rec = Recording.load(out)
+    rec = read_recording(out)
     assert rec.metadata["lost"]["ringbuf_full"] == s["lost"]["ringbuf_full"]
     # every getppid was either received or counted as lost (plus the process's other syscalls)
     received = s["events"]["by_kind"].get("syscall", 0)

@@ -20,7 +20,7 @@ import psutil
 
 from ..errors import NotPermitted, ProcessGone, PyimpactError
 from ..recording import Recording, base_metadata
-from ..recording import BLOCK_COLUMNS, INFLIGHT_COLUMNS, STAT_COLUMNS, _frame
+from ..recording import BLOCK_COLUMNS, INFLIGHT_COLUMNS, STAT_COLUMNS, frame
 from ..timeline import decode_events
 from . import procfs
 from .probes import DRAIN_DEADLINE_S, KernelProbes, ProbeConfig
@@ -223,11 +223,11 @@ class Tracer:
         meta["end_reason"] = self.end_reason or "stopped"
         if self.probes is not None:
             self.probes.drain()
-            rec.inflight = _frame(self.probes.inflight(), INFLIGHT_COLUMNS)
+            rec.inflight = frame(self.probes.inflight(), INFLIGHT_COLUMNS)
             self.probes.stop()
             self.probes.drain(deadline_s=DRAIN_DEADLINE_S)
-            rec.syscall_stats = _frame(self.probes.syscall_stats(), STAT_COLUMNS)
-            rec.block_inflight = _frame(self.probes.block_inflight(), BLOCK_COLUMNS)
+            rec.syscall_stats = frame(self.probes.syscall_stats(), STAT_COLUMNS)
+            rec.block_inflight = frame(self.probes.block_inflight(), BLOCK_COLUMNS)
         # The end is when the in-kernel state was last read: a call still in
         # flight then began before it (taken earlier, before draining, a call
         # that began during the drain was "waiting" a negative time); taken

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import click
 
 from ..errors import ProcessGone, PyimpactError, UsageError
+from ..export import write_recording
 from .job_options import job_from_options, job_options, wants_job
 from . import history_opt
 from .params import Number
@@ -456,7 +457,7 @@ def command(target, pid_opt, name_opt, all_, window, as_json, no_bpf, no_python,
         red = redactor_for(rec, redact)     # one redactor: the same placeholders in view and file
         if output:   # saved before anything is rendered: a view can never lose the recording
             try:
-                saved["path"] = (red.recording(rec) if red is not None else rec).save(output)
+                saved["path"] = write_recording(red.recording(rec) if red is not None else rec, output)
             except PyimpactError as exc:   # the answer still comes, then the error's exit code
                 saved["error"] = exc
         shown = hist
@@ -521,5 +522,5 @@ def _command_all(window, as_json, no_bpf, no_python, output, redact=False) -> No
     if output:
         if redact:
             rec = (reds[0] if reds else redactor_for(rec, True)).recording(rec)
-        path = rec.save(output)
+        path = write_recording(rec, output)
         click.echo(f"recording written to {path}", err=True)

@@ -27,6 +27,7 @@ import click
 from ..collect.workfiles import SAMPLE_INTERVAL_S, TreeObserver, seed_from_snapshot
 from . import history_opt
 from ..errors import OutputError, ProcessGone, UsageError
+from ..export import write_recording
 from .job_options import job_from_options, job_options, wants_job
 from .params import Number
 from .redaction import redact_option, redactor_for, refuse_redact_with_job
@@ -124,7 +125,7 @@ def observe(pid: int, duration_s: float, use_bpf: bool = True, on_tick=None,
 
 def save_output(rec, output: str) -> None:
     try:
-        rec.save(output)
+        write_recording(rec, output)
     except (ImportError, AttributeError) as exc:
         raise OutputError(f"cannot write {output}: recording export is not available in this build ({exc})",
                           "run without -o") from None

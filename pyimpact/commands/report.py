@@ -19,6 +19,7 @@ import click
 
 from . import history_opt
 from ..errors import InputError, PyimpactError
+from ..export import read_recording, write_recording
 from .params import PID
 from .redaction import redact_option, redactor_for
 
@@ -38,7 +39,7 @@ def load(path: str):
         raise InputError(f"cannot read {path}: {err.strerror or err}",
                          "check the path and its permissions") from None
     try:
-        return Recording.load(path)
+        return read_recording(path)
     except PyimpactError:
         raise
     except Exception as err:  # a damaged or foreign file: one line, not a traceback
@@ -112,7 +113,7 @@ def command(file, pids, as_json, output, history_db, redact):
         check_output(output, as_json)
         rec = load(file)
         red = redactor_for(rec, redact)
-        path = (red.recording(rec) if red is not None else rec).save(output)
+        path = write_recording(red.recording(rec) if red is not None else rec, output)
         click.echo(f"wrote {path}", err=True)
         return
     rec = load(file)

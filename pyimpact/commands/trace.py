@@ -16,6 +16,7 @@ import time
 import click
 
 from ..errors import PyimpactError, UsageError
+from ..export import write_recording
 from .job_options import job_options, wants_job
 from .params import Number
 from .redaction import redact_option, redactor_for, refuse_redact_with_job
@@ -218,7 +219,7 @@ def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_p
             save_error = None
             if output:   # saved before anything is rendered: a view can never lose the recording
                 try:
-                    err.print(f"wrote {clean((red.recording(rec) if red is not None else rec).save(output))}")
+                    err.print(f"wrote {clean(write_recording(red.recording(rec) if red is not None else rec, output))}")
                 except PyimpactError as exc:   # still show the summary, then fail with its code
                     save_error = exc
             summary = summarise(rec)

@@ -81,7 +81,7 @@ class JobWatch:
     def analyse(self, base: Recording, gpu_samples: List[dict], probes=None) -> Optional[dict]:
         """Build an interim Recording (start snapshot, latest snapshot, samples
         so far, probe aggregates read live) and analyse it."""
-        from ..recording import INFLIGHT_COLUMNS, STAT_COLUMNS, _frame
+        from ..recording import INFLIGHT_COLUMNS, STAT_COLUMNS, frame
 
         if not self.observer.samples or self.root not in self.latest.processes:
             return self.report
@@ -91,8 +91,8 @@ class JobWatch:
         rec.metadata["targets"] = [{"pid": self.root, "start_ticks": self.observer.start_ticks}]
         if probes is not None:
             try:
-                rec.syscall_stats = _frame(probes.syscall_stats(), STAT_COLUMNS)
-                rec.inflight = _frame(probes.inflight(), INFLIGHT_COLUMNS)
+                rec.syscall_stats = frame(probes.syscall_stats(), STAT_COLUMNS)
+                rec.inflight = frame(probes.inflight(), INFLIGHT_COLUMNS)
             except Exception:  # noqa: BLE001 - maps unreadable for a moment: figures without them
                 pass
         attach_observations(rec, [self.observer], gpu_samples[-60:])

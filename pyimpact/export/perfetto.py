@@ -20,8 +20,8 @@ from typing import BinaryIO
 
 import pandas as pd
 
-from ..recording import Recording, _json_default
-from ..render.text import json_dumps
+from ..recording import Recording, json_default
+from ..text import json_dumps
 from ..timeline import KIND_FIELDS, coerce_timeline
 
 BLOCK_PID = 2**31 - 2          # above any real pid (pid_max <= 2^22)
@@ -110,7 +110,7 @@ def write(rec: Recording, out: BinaryIO) -> None:
     doc = {"traceEvents": trace_events(rec), "displayTimeUnit": "ns", "pyimpact": rec.sidecar()}
     text = io.TextIOWrapper(out, encoding="utf-8", newline="")
     try:
-        text.write(json_dumps(doc, default=_json_default, separators=(",", ":")))
+        text.write(json_dumps(doc, default=json_default, separators=(",", ":")))
         text.flush()
     finally:
         text.detach()     # `out` stays open: its owner closes it

@@ -18,6 +18,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
+from pyimpact.export import write_recording  # noqa: E402
 from pyimpact.recording import Recording  # noqa: E402
 from pyimpact.timeline import EVENT_DTYPE, decode_events  # noqa: E402
 
@@ -86,7 +87,7 @@ def main() -> int:
     for fmt in ("parquet", "json", "pftrace"):
         path = os.path.join(outdir, f"export-{n}.{fmt}")
         t = time.perf_counter()
-        rec.save(path)
+        write_recording(rec, path)
         out[f"{fmt}_write_s"] = time.perf_counter() - t
         out[f"{fmt}_mb"] = os.path.getsize(path) / 2**20
         out[f"hwm_mb_after_{fmt}"] = hwm_mb()

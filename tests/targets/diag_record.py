@@ -23,6 +23,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 from conftest import DiagProcs, proc_state, proc_syscall, wait_for_line, wait_state  # noqa: E402
 from pyimpact.commands.diagnose import observe  # noqa: E402
+from pyimpact.export import write_recording  # noqa: E402
 
 
 def expect(cls, pid, tid, kind, **more):
@@ -100,7 +101,7 @@ def main(names) -> None:
                 _, rec = observe(pid, window=0.5)
                 rec.metadata["fixture"] = {"scenario": name, "pid": pid, "expect": exp}
                 out = os.path.join(HERE, "..", "recordings", f"diag_rec_{name}.parquet")
-                rec.save(out)
+                write_recording(rec, out)
                 print(f"{name}: {out} ({os.path.getsize(out)} bytes)")
         finally:
             procs.cleanup()
