@@ -46,8 +46,7 @@ def _require_root() -> None:
 
 def _require_bcc() -> str:
     try:
-        import bcc  # noqa: F401
-        from bcc.version import __version__
+        from bcc.version import __version__   # imports bcc itself (and libbcc.so under it)
     except Exception as exc:  # ImportError, or libbcc.so missing under it
         raise BPFUnavailable(f"bcc is not importable ({exc.__class__.__name__}: {exc})", BCC_HINT) from None
     return __version__

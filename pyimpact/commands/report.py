@@ -28,8 +28,6 @@ def load(path: str):
     """The recording in ``path``, or InputError (exit code 7) saying why not."""
     import os
 
-    from ..recording import Recording
-
     if os.path.isdir(path):
         raise InputError(f"cannot read {path}: it is a directory", "give a recording file")
     try:
