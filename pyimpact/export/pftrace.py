@@ -55,6 +55,7 @@ SEQUENCE = 1
 # --- track uuids: a kind in the top bits, the id below -------------------
 _PROC, _THREAD, _LANE, _DEVICE, _COUNTER = 1, 2, 3, 4, 5
 MAX_LANES = 256
+CHUNK = 1 << 15          # events encoded at once
 
 
 def _uuid(kind: int, ident: int, sub: int = 0) -> int:
@@ -478,13 +479,13 @@ def _timeline_packets(ev: pd.DataFrame, names: Tuple[List[str], np.ndarray], iid
     phase = np.concatenate([np.ones(n, dtype=np.int8), np.where(dur[sl] > 0, 0, 2).astype(np.int8)])
     order = np.lexsort((phase, ts_all))
     cat = lambda a, b: np.concatenate([a, b])[order]  # noqa: E731
-    data = event_packets(
-        ts=ts_all[order], etype=cat(etype, np.full(len(sl), TYPE_SLICE_END, dtype=np.uint64)),
-        track=cat(track, track[sl]), name_iid=cat(name_iid, zeros), cat_iid=cat(cat_iid, zeros),
-        ann_iid=cat(ann_iid, zeros),
-        ann_value=cat(ann_value, zeros.astype(np.int64)),
-        flow_out=cat(flow_out, zeros),
-        flow_in=cat(flow_in, zeros))
+    cols = dict(ts=ts_all[order], etype=cat(etype, np.full(len(sl), TYPE_SLICE_END, dtype=np.uint64)),
+                track=cat(track, track[sl]), name_iid=cat(name_iid, zeros), cat_iid=cat(cat_iid, zeros),
+                ann_iid=cat(ann_iid, zeros), ann_value=cat(ann_value, zeros.astype(np.int64)),
+                flow_out=cat(flow_out, zeros), flow_in=cat(flow_in, zeros))
+    # In chunks: the per-segment matrices of a chunk stay in the CPU's caches.
+    data = b"".join(event_packets(**{k: v[i:i + CHUNK] for k, v in cols.items()})
+                    for i in range(0, len(ts_all), CHUNK))
     threads = {tuple(x) for x in np.unique(np.stack([tid[~is_block], lane[~is_block]], axis=1), axis=0).tolist()}
     devices = {tuple(x) for x in np.unique(np.stack([dev_id[is_block], lane[is_block]], axis=1), axis=0).tolist()}
     return data, threads, devices
