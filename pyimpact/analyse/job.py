@@ -44,7 +44,7 @@ COLLECTIVE_FUNCTIONS = frozenset({
 COLLECTIVE_MODULES = ("torch/distributed/", "deepspeed/comm", "horovod/", "mpi4py", "torch/nn/parallel/")
 #: Local root-cause kinds that mean "waits on something this node cannot name":
 #: a wait that only another rank can end.
-PEER_WAIT_KINDS = frozenset({"futex", "socket", "unknown"})
+PEER_WAIT_KINDS = frozenset({"futex", "socket", "unknown", "collective"})
 HUNG_CLASSES = frozenset({"deadlock", "blocked", "stopped", "zombie"})
 
 
