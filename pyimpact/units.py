@@ -1,4 +1,4 @@
-"""Parsing of the durations and sizes users type (`--last 24h`, `--max-size 1GiB`).
+"""Parsing of the durations, sizes and CPU lists users type (`--last 24h`, `--max-size 1GiB`, `cpus=0-3`).
 
 One place, so every command accepts the same spellings and rejects the same
 nonsense with the same one-line error (a UsageError, exit code 2).
@@ -6,6 +6,7 @@ nonsense with the same one-line error (a UsageError, exit code 2).
 from __future__ import annotations
 
 import re
+from typing import List
 
 from .errors import UsageError
 
@@ -30,3 +31,23 @@ def parse_size(text: str, what: str = "size") -> int:
         raise UsageError(f"invalid {what} {text!r}", "use e.g. 1GiB, 500MiB or a number of bytes")
     unit = (m.group(2) or "").lower()[:1]
     return int(float(m.group(1)) * _SIZE_UNIT["" if unit == "b" else unit])
+
+
+def parse_cpu_list(text: str) -> List[int]:
+    """'0-3,8' -> [0, 1, 2, 3, 8] (ValueError on anything else)."""
+    out: List[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part:
+            a, b = part.split("-", 1)
+            lo, hi = int(a), int(b)
+            if hi < lo or hi - lo > 65536:
+                raise ValueError(part)
+            out.extend(range(lo, hi + 1))
+        else:
+            out.append(int(part))
+    if not out or any(c < 0 for c in out):
+        raise ValueError(text)
+    return sorted(set(out))

@@ -6,8 +6,8 @@ replaced by rename, an in-place rewrite, checkpoints older than the job).
 """
 from __future__ import annotations
 
-from pyimpact.analyse.impact.checkpoints import (family_key, final_name, find_checkpoints, is_checkpoint_name,
-                                          is_log_name, is_temp_name)
+from pyimpact.analyse.impact.checkpoints import family_key, find_checkpoints
+from pyimpact.names import final_name, is_checkpoint_name, is_log_name, is_temp_name
 from pyimpact.analyse.impact.jobs import ProcRow, pick_jobs
 from pyimpact.analyse.impact.signals import read_signals
 from pyimpact.snapshot import ProcessSnapshot

@@ -19,7 +19,7 @@ import os
 import stat as stat_mod
 from typing import Dict, List, Optional
 
-from ..analyse.impact.ckpt_layouts import is_dir_marker
+from ..names import is_dir_marker
 
 MAX_DIR_ENTRIES = 256          # entries listed inside one checkpoint directory
 MAX_DIR_DEPTH = 2              # orbax nests its items one or two levels down

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 from .. import __version__
-from ..analyse.impact.checkpoints import is_checkpoint_name
+from ..names import is_checkpoint_name
 from .history_db import HistoryWriter, boot_id
 from .recorder_probes import RecEvent, RecorderConfig, RecorderProbes
 

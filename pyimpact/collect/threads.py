@@ -20,8 +20,8 @@ import os
 import time
 from typing import Dict, List, Optional
 
-from ..analyse.impact.what_if import parse_cpu_list
 from ..syscall_table import syscall_number
+from ..units import parse_cpu_list
 from .workfiles import tree_of
 
 CLK = os.sysconf("SC_CLK_TCK")

@@ -23,8 +23,8 @@ import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
-from ..analyse.impact.checkpoints import O_APPEND, is_checkpoint_name, is_log_name, is_temp_name, writable
-from ..analyse.impact.ckpt_layouts import is_dir_marker, is_numbered_ckpt_dir_name, looks_like_ckpt_dir_name
+from ..names import (O_APPEND, is_checkpoint_name, is_dir_marker, is_log_name, is_numbered_ckpt_dir_name,
+                     is_temp_name, looks_like_ckpt_dir_name, writable)
 from .ckpt_scan import LogTails, list_checkpoint_dir, read_small_text, read_trainer_state
 from .procfs import REMOTE_FS_TYPES
 

@@ -149,7 +149,7 @@ class LiveLine:
         self._seen: dict = {}
 
     def __call__(self, obs) -> None:
-        from ..analyse.impact.checkpoints import is_checkpoint_name, is_log_name
+        from ..names import is_checkpoint_name, is_log_name
         from ..analyse.impact.progress import readings
         from ..render.text import clean
 

@@ -30,7 +30,7 @@ import pandas as pd
 from ...recording import Recording
 from .chains import ChainLink
 from .rules import Engine
-from .verdict import CLASSES, HEALTHY, HUNG, KINDS, RootCause, Verdict
+from .verdict import CLASSES, HEALTHY, HUNG, KINDS, RootCause
 from .waitgraph import build
 from .waitmodel import TIMED, STOPPED, WAITING, ProcessInfo, ThreadWait, WaitGraph
 

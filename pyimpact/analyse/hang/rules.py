@@ -23,11 +23,10 @@ up and counts as stuck), so a chain is judged by how its end really is.
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from .chains import ChainLink, best_path, chain_links, deadlocked, end_note, exact_cycles, pct
-from .verdict import HUNG, KINDS, RootCause, Verdict
+from .verdict import KINDS, RootCause, Verdict
 from .waitmodel import (RUNNING, STOPPED, TIMED, WAITING, WAKING, ZOMBIE, Edge, ProcessInfo, ThreadWait,
                         WaitGraph, process_words, python_location, secs)
 
@@ -493,7 +492,6 @@ def rule_polling(e: Engine, p: ProcessInfo, threads: List[ThreadWait], spinning:
     """A thread that wakes only to retry and fail: a lock refused (F_SETLK,
     LOCK_NB), a connection refused, a wait timing out while the child that
     should answer is stuck.  It is blocked on what it polls for."""
-    g = e.g
     for t in sorted(threads, key=lambda t: (t.tid != p.pid, t.tid)):
         if t.activity not in ((WAKING, TIMED, RUNNING) if spinning else (WAKING, TIMED)):
             continue

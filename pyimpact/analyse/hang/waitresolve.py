@@ -53,11 +53,6 @@ def _s32(v: int) -> int:
     return v - (1 << 32) if v & 0x80000000 else v
 
 
-def _s64(v: int) -> int:
-    v &= 0xFFFFFFFFFFFFFFFF
-    return v - (1 << 64) if v & (1 << 63) else v
-
-
 def _fd_words(f: Optional[FdInfo], fd: int) -> str:
     if f is None:
         return f"fd {fd}"

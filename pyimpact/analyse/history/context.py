@@ -11,10 +11,10 @@ from __future__ import annotations
 import datetime as _dt
 from typing import List
 
-from ..impact.checkpoints import is_checkpoint_name, is_temp_name
+from ...names import is_checkpoint_name, is_temp_name
+from ..impact.ckpt_history import SAVE_CLUSTER_NS
 
 LAST_N = 5
-SAVE_CLUSTER_NS = 1_000_000_000     # completions this close are one save (model + optimizer files)
 
 
 def _saves(completions: List[dict]) -> List[dict]:

@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import datetime as _dt
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Dict, List, Optional, Set
+from typing import Any, Dict, List, Optional, Set
 
-if TYPE_CHECKING:
-    from ...collect.orphan_scan import HistFacts, ProcFacts
+#: pyimpact.collect.orphan_scan's records, read by attribute only (analyse does not import collect).
+HistFacts = Any
+ProcFacts = Any
 
 WORKER_MARKS = (
     ("loky.backend.resource_tracker", "loky resource tracker"),

@@ -20,49 +20,17 @@ from __future__ import annotations
 
 import os
 import re
-import statistics
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Tuple
 
+from ...names import O_APPEND, O_WRONLY, final_name, is_checkpoint_name, is_log_name, is_temp_name
 from .ckpt_history import (SAVE_CLUSTER_NS, DirState, SeriesFigures, dir_family_key, dir_states, final_dir_name,
                            series_figures, write_eta)
 from .ckpt_layouts import file_layout, index_of, is_alias_name, name_numbers, tf_indexed, tf_prefix
 
-#: Suffixes of checkpoint files (the issue's list, plus .hdf5).
-CKPT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors", ".bin", ".h5", ".hdf5", ".npz", ".keras",
-                 ".distcp", ".msgpack", ".pdparams")
-#: Decorations that make a temporary name out of a final one.
-_TEMP_TAIL = re.compile(r"(\.(tmp|temp|part|partial|incomplete|swp)[\w.-]*|~)$", re.IGNORECASE)
-_TEMP_HEAD = re.compile(r"^(\.|tmp[._-]?|\.tmp[._-]?)", re.IGNORECASE)
-_LOG_NAME = re.compile(r"(\.(log|txt|out|err|jsonl|csv|tsv)(\.\d+)?$|^events\.out\.tfevents|^nohup\.out$)",
-                       re.IGNORECASE)
-O_ACCMODE, O_WRONLY, O_RDWR, O_APPEND = 0o3, 0o1, 0o2, 0o2000
 LARGE_BYTES = 1 << 20          # a file this large being written makes a kill unsafe
 GROWTH_BYTES = 64 << 10        # ... or one that grew this much during the window
 SYSTEM_PREFIXES = ("/dev/", "/proc/", "/sys/", "/run/", "/dev/shm/")
-
-
-def is_temp_name(name: str) -> bool:
-    """``ckpt.pt.tmp``, ``ckpt.pt~``, ``.ckpt.pt.part``, ``tmpab12cd.pt``..."""
-    return bool(_TEMP_TAIL.search(name)) or (bool(_TEMP_HEAD.match(name)) and name not in (".", ".."))
-
-
-def final_name(name: str) -> str:
-    """The final name a temporary name stands for (itself when not temporary)."""
-    out = _TEMP_TAIL.sub("", name)
-    if out == name and _TEMP_HEAD.match(name):
-        stripped = _TEMP_HEAD.sub("", name, count=1)
-        out = stripped or name
-    return out
-
-
-def is_checkpoint_name(name: str) -> bool:
-    low = final_name(name).lower()
-    return low.endswith(CKPT_SUFFIXES) or "checkpoint" in low or "ckpt" in low
-
-
-def is_log_name(name: str) -> bool:
-    return bool(_LOG_NAME.search(name))
 
 
 _STEP_DIR = re.compile(r"(checkpoint|ckpt|step|epoch|iter)", re.IGNORECASE)
@@ -78,10 +46,6 @@ def family_key(path: str) -> str:
     if _STEP_DIR.search(sub):
         d = os.path.join(parent, re.sub(r"\d+", "#", sub))
     return os.path.join(d, re.sub(r"\d+", "#", final_name(name)))
-
-
-def writable(flags: Optional[int]) -> bool:
-    return flags is not None and (flags & O_ACCMODE) in (O_WRONLY, O_RDWR)
 
 
 # --------------------------------------------------------------------------
@@ -465,18 +429,6 @@ def _score(fam: Family, root_start_ns: int, renames: int, first_ns: int, wrote_b
             ev.append("written before this process started (a resumed job's earlier run): " + "; ".join(why))
         else:
             ev.append("all files predate the process (an earlier run's?)")
-
-
-def save_events(fam: Family) -> List[int]:
-    """Completion times grouped into save events: a checkpoint often is several
-    files written together, which must not read as a sub-second cadence."""
-    out: List[int] = []
-    for t in sorted({c.completed_ns for c in fam.completions}):
-        if out and t - out[-1] < SAVE_CLUSTER_NS:
-            out[-1] = t
-        else:
-            out.append(t)
-    return out
 
 
 def _cadence(fam: Optional[Family], figures: Optional[SeriesFigures]) -> Tuple[Optional[float], str]:

@@ -24,7 +24,8 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from .ckpt_layouts import dir_layout, index_of, is_numbered_ckpt_dir_name, name_numbers, render_name
+from ...names import is_numbered_ckpt_dir_name
+from .ckpt_layouts import dir_layout, index_of, name_numbers, render_name
 
 SAVE_CLUSTER_NS = 1_000_000_000   # completions this close are one save (model + optimizer files)
 MAX_SOURCES = 6

@@ -32,38 +32,15 @@ from __future__ import annotations
 import re
 from typing import Dict, List, Optional, Tuple
 
-#: Entry names a collector records inside a checkpoint directory (markers).
-MARKERS = ("trainer_state.json", ".metadata", "_CHECKPOINT_METADATA", "saved_model.pb", "latest")
-_DIR_NAME = re.compile(r"(checkpoint|ckpt|step|epoch|iter|global_step|save|snapshot|orbax-checkpoint-tmp)",
-                       re.IGNORECASE)
-_DIGITS_ONLY = re.compile(r"^\d+$")
+from ...names import DCP_RANK_META, DIGITS_ONLY
+
 _ORBAX_TMP = re.compile(r"\.orbax-checkpoint-tmp-\d+$")
 _HF = re.compile(r"^checkpoint-(\d+)$")
 _DS = re.compile(r"^global_step(\d+)$")
-_DCP_RANK_META = re.compile(r"^__\d+\.metadata$")
 
 _STEP = re.compile(r"(?<![a-z])(?:global[_-]?step|step|iteration|iter)s?[=_-]?(\d+)", re.IGNORECASE)
 _EPOCH = re.compile(r"(?<![a-z])(?:epoch|ep)s?[=_-]?(\d+)", re.IGNORECASE)
 _RUN = re.compile(r"\d+")
-
-
-def looks_like_ckpt_dir_name(name: str) -> bool:
-    """A directory name that may hold a checkpoint (its contents decide)."""
-    return bool(_DIR_NAME.search(name) or _DIGITS_ONLY.match(name))
-
-
-def is_numbered_ckpt_dir_name(name: str) -> bool:
-    """``checkpoint-500``, ``global_step500``, ``step_10``, ``0010``: one of a
-    numbered series of directory checkpoints (``ckpt/`` holding files is a
-    place, not a checkpoint)."""
-    return looks_like_ckpt_dir_name(name) and any(c.isdigit() for c in name)
-
-
-def is_dir_marker(name: str) -> bool:
-    """Entries whose presence tells a layout (or its completeness)."""
-    return (name in MARKERS or name.endswith((".distcp", ".metadata", ".metadata.tmp"))
-            or name.startswith("commit_success") or name.endswith(("model_states.pt", "optim_states.pt"))
-            or _DCP_RANK_META.match(name) is not None)
 
 
 def name_numbers(name: str) -> Dict[str, Optional[int]]:
@@ -84,7 +61,7 @@ def name_numbers(name: str) -> Dict[str, Optional[int]]:
     e = _EPOCH.search(base)
     if e:
         out["epoch"] = int(e.group(1))
-    if _DIGITS_ONLY.match(base):
+    if DIGITS_ONLY.match(base):
         out["step"] = int(base)                 # orbax step directories are named by the step
     runs = [int(x) for x in _RUN.findall(base.split(".orbax-checkpoint-tmp-")[0])]
     if runs:
@@ -130,7 +107,7 @@ def dir_layout(name: str, names: List[str], parent_meta: Dict[str, dict]) -> Tup
             return "hf-trainer", True, "trainer_state.json is present (the Trainer writes it last)"
         return "hf-trainer", False, "no trainer_state.json yet (the Trainer writes it last)"
     if any(n.endswith(".distcp") for n in names) or ".metadata" in have or ".metadata.tmp" in have:
-        if ".metadata" in have or any(_DCP_RANK_META.match(n) for n in names):
+        if ".metadata" in have or any(DCP_RANK_META.match(n) for n in names):
             return "torch.distributed.checkpoint", True, ".metadata is present (written after every shard)"
         return "torch.distributed.checkpoint", False, "shards without .metadata (written last, by rename)"
     if _DS.match(name) or any(n.endswith(("model_states.pt", "optim_states.pt")) for n in names):

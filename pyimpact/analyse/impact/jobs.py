@@ -16,10 +16,10 @@ an NVML sample; no I/O, no clock reads.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional
 
-if TYPE_CHECKING:  # the collector's records, read by attribute only
-    from ...collect.jobs import ProcTable
+#: pyimpact.collect.jobs.ProcTable, read by attribute only (analyse does not import collect).
+ProcTable = Any
 
 MIN_AGE_S = 5.0
 MIN_CORES = 0.5

@@ -28,7 +28,8 @@ from typing import Dict, List, Optional
 
 from ...recording import Recording
 from ...snapshot import ProcessSnapshot, SystemSnapshot
-from .checkpoints import CheckpointFindings, find_checkpoints, writable
+from ...names import writable
+from .checkpoints import CheckpointFindings, find_checkpoints
 from .progress import Progress, job_progress
 from .resources import (Figure, GpuFigures, cpu_rate, cpu_since, gpu_figures, gpu_since,
                                io_rates, latest_pss, per_process_rates, wchar_growth)

@@ -27,7 +27,8 @@ import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from .checkpoints import CheckpointFindings, find_checkpoints, is_checkpoint_name, is_temp_name
+from ...names import is_checkpoint_name, is_temp_name
+from .checkpoints import CheckpointFindings, find_checkpoints
 from .resources import wchar_growth
 
 FSYNC_CALLS = ("fsync", "fdatasync", "sync_file_range")

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 
 from ...snapshot import ProcessSnapshot, SystemSnapshot
 from .. import pidns
-from .checkpoints import is_checkpoint_name, is_log_name, is_temp_name, writable
+from ...names import is_checkpoint_name, is_log_name, is_temp_name, writable
 
 DATALOADER_WORKER_EXIT_S = 5.0     # torch.utils.data._utils.MP_STATUS_CHECK_INTERVAL
 _BORING_READ = ("/usr/", "/lib", "/etc/", "/opt/conda/lib", "/proc/", "/sys/", "/dev/", "/run/")

@@ -26,9 +26,10 @@ Pure: from the thread observation dict and GPU sample dicts.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Set
+
+from ...units import parse_cpu_list
 
 #: kernel/sched/core.c sched_prio_to_weight, nice -20..19
 NICE_WEIGHT = [88761, 71755, 56483, 46273, 36291, 29154, 23254, 18705, 14949, 11916, 9548, 7620, 6100, 4904,
@@ -76,26 +77,6 @@ def parse_change(text: str, online: List[int]) -> Change:
             raise ValueError("cpu-quota must be a positive percentage (100% = one CPU)")
         return Change("cpu-quota", f"cpu-quota={pct:g}%", quota_cores=pct / 100)
     raise ValueError(f"unknown --if key {key!r}: use nice=N, cpus=LIST or cpu-quota=P%")
-
-
-def parse_cpu_list(text: str) -> List[int]:
-    """'0-3,8' -> [0, 1, 2, 3, 8] (ValueError on anything else)."""
-    out: List[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        if "-" in part:
-            a, b = part.split("-", 1)
-            lo, hi = int(a), int(b)
-            if hi < lo or hi - lo > 65536:
-                raise ValueError(part)
-            out.extend(range(lo, hi + 1))
-        else:
-            out.append(int(part))
-    if not out or any(c < 0 for c in out):
-        raise ValueError(text)
-    return sorted(set(out))
 
 
 def fmt_cpus(cpus: List[int]) -> str:
