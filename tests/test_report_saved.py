@@ -17,7 +17,7 @@ import pytest
 
 from conftest import PYIMPACT, RECORDINGS
 from pyimpact.analyse.hang.diagnose import CLASSES, KINDS, diagnose
-from pyimpact.analyse.story import tell
+from pyimpact.analyse.timeline_summary import tell
 from pyimpact.export import read_recording
 from pyimpact.render.diagnose_view import lines
 

@@ -48,7 +48,7 @@ def load(path: str):
 def analyse(rec, pids=()):
     """(story, [Diagnosis]) for the targets of ``rec`` (or ``pids``)."""
     from ..analyse.hang.diagnose import diagnose
-    from ..analyse.story import tell
+    from ..analyse.timeline_summary import tell
 
     story = tell(rec)
     wanted = list(pids) or [int(t["pid"]) for t in rec.metadata.get("targets", []) if "pid" in t]

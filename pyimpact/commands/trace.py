@@ -192,7 +192,7 @@ def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_p
 
     from rich.console import Console
 
-    from ..analyse.summary import summarise
+    from ..analyse.timeline_summary import summarise
     from ..collect.tracer import Tracer, TraceRequest
     from ..render.summary_view import render_summary
     from ..render.text import clean, json_dumps

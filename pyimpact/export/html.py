@@ -172,7 +172,7 @@ def _meta_rows(rec) -> Iterable[str]:
 def render(rec) -> str:
     """The page, as a string."""
     from ..analyse.hang.diagnose import diagnose
-    from ..analyse.story import tell
+    from ..analyse.timeline_summary import tell
 
     diagnoses, problems = [], []
     for t in rec.metadata.get("targets", []):

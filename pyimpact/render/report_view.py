@@ -12,7 +12,7 @@ import textwrap
 from typing import IO, Iterator, List, Sequence
 
 from ..analyse.hang.diagnose import Diagnosis
-from ..analyse.story import Story
+from ..analyse.timeline_summary import Story
 from . import diagnose_view
 from .impact_view import render_impact
 from ..formats import human_bytes, human_duration
