@@ -62,6 +62,19 @@ class InputError(PyimpactError):
     exit_code = 7
 
 
+class NotInRecording(InputError):
+    """The analysis was asked about a process the recording holds no snapshot of (or names no target at all).
+
+    One class for the condition, raised by the pure analyses (``analyse.hang.diagnose``,
+    ``analyse.impact.report``); each command decides what it means there (a live target that exited: ProcessGone;
+    a saved recording: this error, exit code 7)."""
+
+    DEFAULT_HINT = "pass a pid the recording observed (see its targets), or record that process"
+
+    def __init__(self, message: str, hint: str = DEFAULT_HINT):
+        super().__init__(message, hint)
+
+
 class NotDone(PyimpactError):
     """An action command did not do (all of) what it was asked."""
 

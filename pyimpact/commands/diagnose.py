@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import click
 
-from ..errors import ProcessGone, PyimpactError, UsageError
+from ..errors import NotInRecording, ProcessGone, PyimpactError, UsageError
 from ..export import write_recording
 from .job_options import job_from_options, job_options, wants_job
 from . import history_opt
@@ -260,7 +260,7 @@ def observe(pid: int, *, window: float = 1.0, use_bpf: bool = True, python_stack
         marks["collected"] = time.monotonic() - _T0
         try:
             d = diagnose(rec, pid)
-        except KeyError:
+        except NotInRecording:
             raise ProcessGone(f"process {pid} exited before it could be diagnosed") from None
         marks["diagnosed"] = time.monotonic() - _T0
         rec.metadata["diagnose_timings_s"] = {k: round(v, 4) for k, v in marks.items()}

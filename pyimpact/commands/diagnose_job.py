@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import click
 
-from ..errors import ProcessGone, UsageError
+from ..errors import NotInRecording, ProcessGone, UsageError
 from ..render.text import json_dumps
 from .params import Number
 
@@ -80,7 +80,7 @@ def node_document(key: str, *, window: float = 1.0, all_netns: bool = False,
                                                        "TORCHELASTIC_RESTART_COUNT") if k in m.env}}
             try:
                 entry["diagnosis"] = diagnose(rec, m.pid).to_json()
-            except (KeyError, ValueError):
+            except NotInRecording:
                 entry["error"] = "exited during the window"
             ranks.append(entry)
     return {"schema": NODE_SCHEMA, "hostname": socket.gethostname(), "job": key,

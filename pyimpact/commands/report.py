@@ -18,7 +18,7 @@ import sys
 import click
 
 from . import history_opt
-from ..errors import InputError, PyimpactError
+from ..errors import InputError, NotInRecording, PyimpactError
 from ..export import read_recording, write_recording
 from .params import PID
 from .redaction import redact_option, redactor_for
@@ -56,7 +56,7 @@ def analyse(rec, pids=()):
     for pid in wanted:
         try:
             diagnoses.append(diagnose(rec, pid))
-        except KeyError:
+        except NotInRecording:
             if pids:
                 raise InputError(f"pid {pid} is not in the recording's snapshots") from None
     return story, diagnoses
@@ -78,7 +78,7 @@ def kill_previews(rec, pids=()):
             continue
         try:
             reports.append(analyse_impact(rec, root, costly_after_s=costly_after_s))
-        except ValueError as err:
+        except NotInRecording as err:
             skipped.append({"pid": root, "why": str(err)})
     return reports, skipped
 

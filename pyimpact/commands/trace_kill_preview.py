@@ -29,7 +29,7 @@ from ..analyse.impact.jobs import argv_wanted, pick_jobs, proc_rows
 from ..collect.jobs import ProcTable, own_family, proc_table, read_cmdlines
 from ..collect.workfiles import SAMPLE_INTERVAL_S, TreeObserver, seed_from_snapshot, stat_fields
 from ..recording import Recording
-from ..errors import OutputError
+from ..errors import NotInRecording, OutputError
 from ..render.text import json_dumps
 from .kill_preview import GPU_INTERVAL_S, attach_observations, save_output
 from .redaction import redactor_for
@@ -100,7 +100,7 @@ class JobWatch:
             report = analyse_impact(rec, self.root)
             red = redactor_for(rec, self.redact)
             self.report = (red.value(report) if red is not None else report).to_dict()
-        except ValueError:
+        except NotInRecording:
             pass
         return self.report
 

@@ -21,6 +21,7 @@ from typing import Iterable, List
 
 from .. import __version__
 from ..analyse.history.usage import UsageChart, usage_charts
+from ..errors import NotInRecording
 from ..formats import human_bytes
 from ..text import clean
 
@@ -178,7 +179,7 @@ def render(rec) -> str:
     for t in rec.metadata.get("targets", []):
         try:
             diagnoses.append(diagnose(rec, int(t["pid"])).to_json())
-        except (KeyError, ValueError) as err:
+        except NotInRecording as err:
             problems.append(f"pid {t.get('pid')}: no diagnosis ({err})")
     story = tell(rec).to_dict()
     parts = ['<!DOCTYPE html>', '<html lang="en"><head><meta charset="utf-8">',

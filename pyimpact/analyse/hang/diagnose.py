@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 
 import pandas as pd
 
+from ...errors import NotInRecording
 from ...recording import Recording
 from .chains import ChainLink
 from .rules import Engine
@@ -194,7 +195,7 @@ def diagnose(rec: Recording, pid: int, *, graph: Optional[WaitGraph] = None,
     g = graph if graph is not None else (engine.g if engine is not None else build(rec))
     p = g.processes.get(pid)
     if p is None:
-        raise KeyError(f"pid {pid} is not in the recording")
+        raise NotInRecording(f"pid {pid} is not in the recording")
     if engine is None:
         engine = Engine(g, signals=lambda target: _signals_to(rec, target, STOP_SIGNALS))
     threads = [g.threads[t] for t in p.tids if t in g.threads]

@@ -44,7 +44,7 @@ RECENT_S = 0.5
 # Building
 # --------------------------------------------------------------------------
 
-class _Ctx:
+class WaitContext:
     """Everything a resolver needs, merged from the recording's parts."""
 
     def __init__(self, rec: Recording) -> None:
@@ -157,7 +157,7 @@ def _inflight_by_tid(rec: Recording) -> Dict[int, Tuple[int, int]]:
 
 def build(rec: Recording) -> WaitGraph:
     """The wait-for graph of every process in the recording's snapshots."""
-    ctx = _Ctx(rec)
+    ctx = WaitContext(rec)
     g = WaitGraph(window_s=ctx.window_s, bpf=ctx.bpf, locks=list(ctx.locks), sockets=ctx.sockets,
                   holders=ctx.holders, stats=ctx.stat_rows)
     for pid, p in sorted(ctx.latest.items()):
@@ -253,7 +253,7 @@ def referenced_pids(rec: Recording) -> List[int]:
     return build(rec).missing_pids
 
 
-def _process_info(ctx: _Ctx, p: ProcessSnapshot) -> ProcessInfo:
+def _process_info(ctx: WaitContext, p: ProcessSnapshot) -> ProcessInfo:
     info = ProcessInfo(pid=p.pid, name=p.name, state=p.state, ppid=p.ppid, cmdline=list(p.cmdline),
                        tids=[t.tid for t in p.threads], children=list(p.children), python=p.python,
                        uid=p.uid, sig_caught=p.sig_caught, sig_ignored=p.sig_ignored,
@@ -288,7 +288,7 @@ def _process_info(ctx: _Ctx, p: ProcessSnapshot) -> ProcessInfo:
     return info
 
 
-def _thread_wait(ctx: _Ctx, p: ProcessSnapshot, t: ThreadSnapshot) -> ThreadWait:
+def _thread_wait(ctx: WaitContext, p: ProcessSnapshot, t: ThreadSnapshot) -> ThreadWait:
     """Activity over the window, from the two snapshots (and the probes)."""
     tw = ThreadWait(pid=p.pid, tid=t.tid, name=t.name, state=t.state, activity=UNKNOWN,
                     syscall=t.syscall_name, wchan=t.wchan, kernel_stack=list(t.kernel_stack))

@@ -8,7 +8,7 @@ thread's kind, resource and edges (who could release it), or says why the
 chain ends there (``end_reason``).  Every fact used is appended to the
 thread's evidence.  Pure: no I/O.
 
-The ``ctx`` argument is ``waitgraph._Ctx``: the recording's parts, merged.
+The ``ctx`` argument is ``waitgraph.WaitContext``: the recording's parts, merged.
 """
 from __future__ import annotations
 

@@ -26,6 +26,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+from ...errors import NotInRecording
 from ...recording import Recording
 from ...snapshot import ProcessSnapshot, SystemSnapshot
 from ...names import writable
@@ -218,11 +219,11 @@ def analyse_impact(rec: Recording, root: Optional[int] = None, costly_after_s: f
     if root is None:
         targets = rec.metadata.get("targets") or []
         if not targets:
-            raise ValueError("the recording names no target process")
+            raise NotInRecording("the recording names no target process")
         root = int(targets[0]["pid"])
     snap = rec.snapshots.get("end") or rec.snapshots.get("start")
     if snap is None or root not in snap.processes:
-        raise ValueError(f"no snapshot of process {root} in the recording")
+        raise NotInRecording(f"no snapshot of process {root} in the recording")
     obs = observation_for(rec, root)
     samples = obs.get("samples", [])
     as_of_ns = int(samples[-1]["t_ns"]) if samples else int(rec.end_ns or snap.taken_at_ns)
