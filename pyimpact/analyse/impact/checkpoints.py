@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from ...names import O_APPEND, O_WRONLY, final_name, is_checkpoint_name, is_log_name, is_temp_name
 from .ckpt_history import (SAVE_CLUSTER_NS, DirState, SeriesFigures, dir_family_key, dir_states, final_dir_name,
@@ -51,6 +51,24 @@ def family_key(path: str) -> str:
 # --------------------------------------------------------------------------
 # Records
 # --------------------------------------------------------------------------
+
+class WriteFd(NamedTuple):
+    """One fd of the tree open for writing, as a sample stores it (a list
+    ``[pid, fd, path, pos, flags, size]`` in the recording, written by
+    pyimpact.collect.workfiles)."""
+
+    pid: int
+    fd: int
+    path: str
+    pos: Optional[int]
+    flags: Optional[int]
+    size: Optional[int]
+
+
+def write_fds(sample: dict) -> List[WriteFd]:
+    """The sample's writable fds, typed."""
+    return [WriteFd(*w) for w in sample.get("wfds", [])]
+
 
 @dataclass
 class Completion:
@@ -148,7 +166,7 @@ class CheckpointFindings:
 def _versions(samples: List[dict]) -> Dict[str, List[dict]]:
     """path -> its distinct versions in order, each {ino, size, mtime, ctime,
     atime, first_ns, last_ns, open_w (seen open for writing at its last sighting)}."""
-    open_at: List[set] = [{w[2] for w in s.get("wfds", [])} for s in samples]
+    open_at: List[set] = [{w.path for w in write_fds(s)} for s in samples]
     out: Dict[str, List[dict]] = {}
     for i, s in enumerate(samples):
         for path, row in s.get("files", {}).items():
@@ -237,14 +255,14 @@ def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict
     for path, st in dirs.items():
         key = dir_family_key(path)
         fam = families.setdefault(key, Family(key=key))
-        writers = [w for w in samples[-1].get("wfds", []) if w[2].startswith(path + "/")]
+        writers = [w for w in write_fds(samples[-1]) if w.path.startswith(path + "/")]
         being_written = bool(writers) or (st.complete is not True and st.changed_in_window)
         if st.complete is False or (st.complete is None and being_written):
             if being_written:
                 dir_partial.append(_dir_partial(st, writers, key))
                 for w in writers:
-                    if (w[0], w[1], w[2]) not in fam.open_by:
-                        fam.open_by.append((w[0], w[1], w[2]))
+                    if (w.pid, w.fd, w.path) not in fam.open_by:
+                        fam.open_by.append((w.pid, w.fd, w.path))
             elif st.complete is False:
                 notes.append(f"{path} is an incomplete {st.layout} checkpoint not written while watched "
                              f"(an interrupted save?): {st.complete_basis}")
@@ -256,7 +274,7 @@ def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict
             complete_basis=st.complete_basis, numbers=name_numbers(os.path.basename(final_dir_name(path)))))
     # Writers seen in the fd samples.
     for s in samples:
-        for pid, fd, path, _pos, _flags, _size in s.get("wfds", []):
+        for pid, fd, path, _pos, _flags, _size in write_fds(s):
             key = family_key(path)
             if key in families and (pid, fd, path) not in families[key].open_by:
                 families[key].open_by.append((pid, fd, path))
@@ -333,8 +351,8 @@ def _tf_indexed(meta: Dict[str, dict]) -> Dict[str, set]:
     return out
 
 
-def _dir_partial(st: DirState, writers: List[list], key: str) -> PartialFile:
-    pid, fd = (writers[0][0], writers[0][1]) if writers else (0, -1)
+def _dir_partial(st: DirState, writers: List[WriteFd], key: str) -> PartialFile:
+    pid, fd = (writers[0].pid, writers[0].fd) if writers else (0, -1)
     p = PartialFile(path=st.path + "/", pid=pid, fd=fd, bytes_written=st.size_bytes, is_checkpoint=True,
                     kind="directory", layout=st.layout, complete_when=st.complete_basis, series=key,
                     temp_and_rename=False)
@@ -351,7 +369,7 @@ def _dir_partial(st: DirState, writers: List[list], key: str) -> PartialFile:
         p.temp_basis = (f"{st.layout} directory written in place: a kill leaves it incomplete "
                         f"({st.complete_basis})")
     if writers:
-        p.in_flight = f"pid {pid} writes {os.path.basename(writers[0][2])}"
+        p.in_flight = f"pid {pid} writes {os.path.basename(writers[0].path)}"
     return p
 
 
@@ -498,12 +516,12 @@ def _partial_files(samples: List[dict], versions: Dict[str, List[dict]], familie
     inflight_by_path = {r["path"]: r for r in inflight if r.get("path")}
     out: List[PartialFile] = []
     seen = set()
-    rows = [tuple(w) for w in last.get("wfds", [])]
+    rows = write_fds(last)
     # An fsync/write in flight on a file that the fd sample did not list (closed fd race).
     for r in inflight_by_path.values():
-        if not any(w[2] == r["path"] for w in rows):
-            rows.append((r["pid"], r.get("fd", -1), r["path"], None, r.get("flags") or O_WRONLY,
-                         r.get("size")))
+        if not any(w.path == r["path"] for w in rows):
+            rows.append(WriteFd(r["pid"], r.get("fd", -1), r["path"], None, r.get("flags") or O_WRONLY,
+                                r.get("size")))
     for pid, fd, path, pos, flags, size in rows:
         name = os.path.basename(path)
         if path in seen or not path.startswith("/") or path.startswith(SYSTEM_PREFIXES) \
@@ -559,8 +577,8 @@ def _growth(samples: List[dict], path: str) -> Tuple[int, float]:
     """(bytes grown, seconds) of ``path`` over the samples where it was seen."""
     pts = [(s["t_ns"], s["files"][path][0]) for s in samples if path in s.get("files", {})]
     if len(pts) < 2:
-        pts = [(s["t_ns"], w[5]) for s in samples for w in s.get("wfds", [])
-               if w[2] == path and w[5] is not None]
+        pts = [(s["t_ns"], w.size) for s in samples for w in write_fds(s)
+               if w.path == path and w.size is not None]
     if len(pts) < 2:
         return 0, 0.0
     # the last monotonic run (a truncate restarts it)

@@ -82,8 +82,38 @@ class ProcessRow:
 
 
 @dataclass
+class Target:
+    """The process whose kill is previewed (``target`` of the --json document)."""
+
+    pid: int
+    start_ticks: int
+    command: str
+    comm: str
+    age_s: float
+    started_at: str
+    state: str
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class GpuSummary:
+    """The tree's GPU figures (``gpu`` of the --json document); ``available`` False says why in ``reason``."""
+
+    available: bool
+    reason: str
+    devices: list
+    tree_vram_bytes: Dict[str, int]
+    tree_sm_util_pct: Dict[str, float]
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
 class ImpactReport:
-    target: dict
+    target: Target
     as_of_ns: int
     observation: dict
     tree: List[ProcessRow]
@@ -91,7 +121,7 @@ class ImpactReport:
     freed: dict
     cascade: dict
     signals: SignalReport
-    gpu: dict
+    gpu: GpuSummary
     safe_to_kill: dict
     recommendation: dict
     notes: List[str] = field(default_factory=list)
@@ -140,14 +170,14 @@ class ImpactReport:
             "schema": SCHEMA,
             "as_of": iso(self.as_of_ns),
             "as_of_ns": self.as_of_ns,
-            "target": dict(self.target),
+            "target": self.target.to_dict(),
             "observation": dict(self.observation),
             "tree": [r.to_dict() for r in self.tree],
             "loss": self.loss,
             "freed": self.freed,
             "cascade": self.cascade,
             "signals": self.signals.to_dict(),
-            "gpu": self.gpu,
+            "gpu": self.gpu.to_dict(),
             "safe_to_kill": self.safe_to_kill,
             "recommendation": self.recommendation,
             "notes": list(self.notes),
@@ -276,12 +306,12 @@ def analyse_impact(rec: Recording, root: Optional[int] = None, costly_after_s: f
         "ended": meta.get("end_reason"),
         "unavailable": unavailable,
     }
-    target = {"pid": root, "start_ticks": rp.start_ticks, "command": " ".join(rp.cmdline) or rp.name,
-              "comm": rp.name, "age_s": round((as_of_ns - root_start_ns) / 1e9, 3),
-              "started_at": iso(root_start_ns), "state": rp.state}
-    gpu = {"available": gpuf.available, "reason": gpuf.reason, "devices": gpuf.devices,
-           "tree_vram_bytes": {str(k): v for k, v in gpuf.vram_by_device.items()},
-           "tree_sm_util_pct": {str(k): round(v[0], 1) for k, v in gpuf.util_by_device.items()}}
+    target = Target(pid=root, start_ticks=rp.start_ticks, command=" ".join(rp.cmdline) or rp.name,
+                    comm=rp.name, age_s=round((as_of_ns - root_start_ns) / 1e9, 3),
+                    started_at=iso(root_start_ns), state=rp.state)
+    gpu = GpuSummary(available=gpuf.available, reason=gpuf.reason, devices=gpuf.devices,
+                     tree_vram_bytes={str(k): v for k, v in gpuf.vram_by_device.items()},
+                     tree_sm_util_pct={str(k): round(v[0], 1) for k, v in gpuf.util_by_device.items()})
     if not gpuf.available and any(r.files.gpu_devices for r in tree):
         notes.append("the tree holds /dev/nvidia* open, but NVML could not be read: GPU figures are missing")
     return ImpactReport(target=target, as_of_ns=as_of_ns, observation=observation, tree=tree, loss=loss,
