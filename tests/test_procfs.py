@@ -608,3 +608,57 @@ def test_read_that_never_returns_is_bounded(spawn, monkeypatch):
     assert ps.threads and ps.threads[0].syscall_name == "read"  # phase 1 kept
     assert ps.cmdline == [] and ps.fds == []                      # not reached
     assert any(stuck in e and "did not return" in e for e in snap.errors), snap.errors
+
+
+def test_argv_read_of_the_live_panel_is_bounded(spawn, monkeypatch):
+    """jobs.read_cmdline (the live panel's argv read) goes through the procfs
+    boundary under a deadline: a target holding its mmap lock costs at most
+    the deadline, and the panel gets [] instead of sticking."""
+    from pyimpact.collect import jobs
+
+    p, _ = spawn("ready(); os.read(os.pipe()[0], 1)")
+    assert jobs.read_cmdline(p.pid) == raw(f"/proc/{p.pid}/cmdline").rstrip("\0").split("\0")
+    release = threading.Event()
+    real = procfs.boundary._read_all
+    stuck = f"/proc/{p.pid}/cmdline"
+
+    def read_all(path):
+        if path == stuck:  # as when the target holds its mmap lock
+            release.wait(10)
+        return real(path)
+
+    monkeypatch.setattr(procfs.boundary, "_read_all", read_all)
+    try:
+        t0 = time.monotonic()
+        argv = jobs.read_cmdline(p.pid)
+        took = time.monotonic() - t0
+        with pytest.raises(TimeoutError):
+            procfs.read_cmdline(p.pid, timeout_s=0.1)
+    finally:
+        release.set()
+    assert argv == []
+    assert took < procfs.CMDLINE_TIMEOUT_S + 0.5
+
+
+def test_one_walk_gives_order_and_children(spawn):
+    """procfs.walk: roots first, breadth-first, each pid once, with the
+    children of every pid; a root that is gone is skipped unless strict."""
+    top, line = spawn("""
+        if fork() == 0:
+            if fork() == 0:
+                os.read(os.pipe()[0], 1)
+            os.read(os.pipe()[0], 1)
+        ready(KIDS[0]); os.read(os.pipe()[0], 1)
+    """)
+    kid = int(line)
+    wait_until(lambda: procfs.children(kid), what="grandchild")
+    (grand,) = procfs.children(kid)
+    order, kids = procfs.walk([top.pid, kid])
+    assert order == [top.pid, kid, grand]
+    assert kids == {top.pid: [kid], kid: [grand], grand: []}
+    assert procfs.walk([top.pid], deep=False) == ([top.pid], {top.pid: [kid]})
+    assert procfs.tree_of(top.pid) == [top.pid, kid, grand]
+    gone = int(open("/proc/sys/kernel/pid_max").read()) + 1
+    assert procfs.walk([gone]) == ([gone], {gone: []})
+    with pytest.raises(psutil.NoSuchProcess):
+        procfs.walk([gone], strict=True)

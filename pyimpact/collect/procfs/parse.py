@@ -31,6 +31,11 @@ def stat_field(fields: List[bytes], n: int) -> int:
     return int(fields[n - 3])
 
 
+def parse_argv(raw: bytes) -> List[str]:
+    """NUL-separated argv of a cmdline file ([] when empty: kernel threads, zombies)."""
+    return [a.decode("utf-8", "backslashreplace") for a in raw.rstrip(b"\0").split(b"\0")] if raw else []
+
+
 def parse_kv(data: bytes) -> Dict[bytes, bytes]:
     """"Key:<tab>value" lines (status, io, fdinfo) into a dict of bytes."""
     out = {}

@@ -17,8 +17,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import psutil
 
 from ...snapshot import FdInfo, ProcessSnapshot, env_key_allowed
-from .boundary import CLOCK_TICKS, PROC, ErrorNotes, read, sys_call
-from .parse import (PF_KTHREAD, hex_mask, kb, looks_like_python, mode_of_flags, ns_inode,
+from .boundary import CLOCK_TICKS, PROC, ErrorNotes, read, read_bounded, sys_call
+from .parse import (PF_KTHREAD, hex_mask, parse_argv, kb, looks_like_python, mode_of_flags, ns_inode,
                     parse_kv, parse_stat, stat_field)
 from .threads import read_thread
 from .tree import process_identity
@@ -112,8 +112,7 @@ def read_process_details(p: ProcessSnapshot, errs: ErrorNotes, holder: Dict[str,
         p.netns = ns_inode(sys_call(pid, os.readlink, f"{PROC}/{pid}/ns/net"))
 
     def cmdline() -> None:
-        raw = read(f"{PROC}/{pid}/cmdline", pid)
-        p.cmdline = [a.decode("utf-8", "backslashreplace") for a in raw.rstrip(b"\0").split(b"\0")] if raw else []
+        p.cmdline = parse_argv(read(f"{PROC}/{pid}/cmdline", pid))
 
     def environ() -> None:
         env = {}
@@ -268,3 +267,26 @@ def read_memory_word(pid: int, addr: int, size: int = 4, *, timeout_s: float = 0
     if len(data) != size:
         raise OSError(errno.EIO, f"short read at {addr:#x} in pid {pid}")
     return int.from_bytes(data, "little")
+
+
+#: How long one argv read may take: it takes the target's mmap lock, which a
+#: stuck target may hold forever.
+CMDLINE_TIMEOUT_S = 0.5
+
+
+def read_cmdline(pid: int, *, timeout_s: float = CMDLINE_TIMEOUT_S) -> List[str]:
+    """argv of ``pid`` ([] for kernel threads and zombies), read under a deadline.
+
+    Raises NoSuchProcess / AccessDenied, or TimeoutError when the read did not
+    return in ``timeout_s`` (the target holds its mmap lock).
+    """
+    return parse_argv(read_bounded(f"{PROC}/{pid}/cmdline", pid, timeout_s))
+
+
+def tgid_of(tid: int) -> int:
+    """The process (thread group) task ``tid`` belongs to, from its status.
+
+    Raises NoSuchProcess / AccessDenied, or KeyError/ValueError on a status
+    without a Tgid line.
+    """
+    return int(parse_kv(read(f"{PROC}/{tid}/status", tid))[b"Tgid"])

@@ -19,7 +19,7 @@ from . import process
 from .boundary import CLOCK_TICKS, PAGE_SIZE, ErrorNotes, Slot, reason_of, run_bounded, where_stuck
 from .clock import apply_clock, boot_time, calibrate_cpu_clocks
 from .tables import inode_holders, own_netns, read_locks, read_sockets
-from .tree import children, process_identity
+from .tree import process_identity, walk
 
 def _salvage(slot: Slot, timeout_s: float, errs: ErrorNotes) -> Optional[ProcessSnapshot]:
     """Copy of what an unfinished worker had read, and a note of where it stuck."""
@@ -59,26 +59,7 @@ def take_snapshot(pids: Iterable[int], *, tree: bool = True, threads: bool = Tru
     roots = list(dict.fromkeys(int(p) for p in pids))
     for pid in roots:
         process_identity(pid)  # a missing root raises NoSuchProcess here
-    order = list(roots)
-    kids: Dict[int, List[int]] = {}
-    seen = set(order)
-    i = 0
-    while i < len(order):
-        pid = order[i]
-        i += 1
-        try:
-            kids[pid] = children(pid)
-        except psutil.NoSuchProcess:
-            kids[pid] = []
-            continue
-        except (psutil.Error, OSError) as e:
-            errs.add(f"pid {pid}", "children unreadable", e)
-            kids[pid] = []
-        if tree:
-            for k in kids[pid]:
-                if k not in seen:
-                    seen.add(k)
-                    order.append(k)
+    order, kids = walk(roots, deep=tree, errors=errs)
 
     def gone(pid: int, err: BaseException) -> None:
         if pid in roots:

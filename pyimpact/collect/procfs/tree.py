@@ -7,16 +7,23 @@ Every walk of descendants in collect/ and act/ goes through ``walk``.
 from __future__ import annotations
 
 import os
-from typing import List, Set, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import psutil
 
-from .boundary import PROC, read, sys_call
+from .boundary import PROC, ErrorNotes, read, sys_call
 from .parse import parse_stat, stat_field
+
+def read_stat(pid: int, tid: Optional[int] = None) -> Tuple[str, List[bytes]]:
+    """(comm, fields) of /proc/PID/stat, or of /proc/PID/task/TID/stat
+    (``stat_field(fields, n)`` reads field n of proc(5))."""
+    path = f"{PROC}/{pid}/stat" if tid is None else f"{PROC}/{pid}/task/{tid}/stat"
+    return parse_stat(read(path, pid if tid is None else tid))
+
 
 def process_identity(pid: int) -> Tuple[int, int]:
     """(pid, start_ticks): what identifies a process across pid reuse."""
-    _, f = parse_stat(read(f"{PROC}/{pid}/stat", pid))
+    _, f = read_stat(pid)
     return pid, stat_field(f, 22)
 
 
@@ -41,7 +48,7 @@ def children(pid: int) -> List[int]:
     """
     if not _HAS_CHILDREN_FILES:
         process_identity(pid)
-        return _children_by_scan(pid)
+        return _children_by_scan().get(pid, [])
     out: List[int] = []
     for tid in sys_call(pid, os.listdir, f"{PROC}/{pid}/task"):
         try:
@@ -51,18 +58,63 @@ def children(pid: int) -> List[int]:
     return sorted(set(out))
 
 
-def _children_by_scan(pid: int) -> List[int]:
-    """Children of ``pid`` found by reading every process's ppid (slow path)."""
-    out = []
-    for name in os.listdir(PROC):
-        if name.isdigit():
-            try:
-                _, f = parse_stat(read(f"{PROC}/{name}/stat", int(name)))
-                if stat_field(f, 4) == pid:
-                    out.append(int(name))
-            except (psutil.Error, OSError, ValueError):
-                pass
-    return sorted(out)
+def _children_by_scan() -> Dict[int, List[int]]:
+    """ppid -> children of every process, from ONE pass over every stat (the
+    slow path for kernels without children files)."""
+    out: Dict[int, List[int]] = {}
+    for pid in all_pids():
+        try:
+            _, f = read_stat(pid)
+            out.setdefault(stat_field(f, 4), []).append(pid)
+        except (psutil.Error, OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def walk(roots: Iterable[int], *, deep: bool = True, errors: Optional[ErrorNotes] = None,
+         strict: bool = False) -> Tuple[List[int], Dict[int, List[int]]]:
+    """THE process-tree walk: (order, kids) for ``roots`` and, if ``deep``,
+    all their descendants, breadth-first (roots first, each pid once).
+
+    ``kids`` maps every pid in ``order`` to its direct children.  A pid that
+    exits meanwhile has no children; other unreadable children lists are
+    noted in ``errors``.  ``strict``: a root that is gone raises NoSuchProcess,
+    and any other unreadable children list raises.
+    Each pid costs one read per thread (or, on kernels without children
+    files, the whole walk costs one scan of every process).
+    """
+    order = list(dict.fromkeys(int(p) for p in roots))
+    root_set = set(order)
+    by_scan = None if _HAS_CHILDREN_FILES else _children_by_scan()
+    kids: Dict[int, List[int]] = {}
+    seen = set(order)
+    i = 0
+    while i < len(order):
+        pid = order[i]
+        i += 1
+        try:
+            if by_scan is None:
+                kids[pid] = children(pid)
+            else:
+                process_identity(pid)
+                kids[pid] = sorted(by_scan.get(pid, []))
+        except psutil.NoSuchProcess:
+            if strict and pid in root_set:
+                raise
+            kids[pid] = []
+            continue
+        except (psutil.Error, OSError) as e:
+            if strict:
+                raise
+            if errors is not None:
+                errors.add(f"pid {pid}", "children unreadable", e)
+            kids[pid] = []
+        if deep:
+            for k in kids[pid]:
+                if k not in seen:
+                    seen.add(k)
+                    order.append(k)
+    return order, kids
 
 
 def descendants(pid: int) -> List[int]:
@@ -72,20 +124,13 @@ def descendants(pid: int) -> List[int]:
     while we walk are simply not listed.
     """
     process_identity(pid)
-    seen: Set[int] = {pid}
-    out: List[int] = []
-    queue = [pid]
-    while queue:
-        cur = queue.pop(0)
-        try:
-            kids = children(cur)
-        except psutil.NoSuchProcess:
-            if cur == pid:
-                raise
-            continue
-        for k in kids:
-            if k not in seen:
-                seen.add(k)
-                out.append(k)
-                queue.append(k)
-    return out
+    return walk([pid], strict=True)[0][1:]
+
+
+def tree_of(root: int) -> List[int]:
+    """``root`` and its descendants now (root first; just [root] when it is gone
+    or its children cannot be read)."""
+    try:
+        return walk([root])[0]
+    except (psutil.Error, OSError):
+        return [root]
