@@ -15,12 +15,13 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List
+from typing import Dict, Iterable, List, Optional
 
-from .procfs import boot_time
+import psutil
+
+from . import procfs
 from .workfiles import stat_fields
 
-_PF_KTHREAD = 0x00200000      # task flag of kernel threads (stat field 9)
 CLIMB = 8                     # ancestors whose argv is read above each pid asked for
 
 
@@ -48,38 +49,38 @@ class ProcTable:
     clk_tck: int = 100
 
 
-def _kthread(pid: int) -> bool:
+def _proc_stat(pid: int) -> Optional[ProcStat]:
+    """The stat line of ``pid`` as a ProcStat (None: gone or unreadable)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            flags = int(f.read().rsplit(b")", 1)[1].split()[6])
-    except (OSError, IndexError, ValueError):
-        flags = 0
-    return bool(flags & _PF_KTHREAD)
+        comm, f = procfs.read_stat(pid)
+        return ProcStat(pid=pid, ppid=procfs.stat_field(f, 4), comm=comm, state=f[0].decode(),
+                        start_ticks=procfs.stat_field(f, 22),
+                        cpu_s=(procfs.stat_field(f, 14) + procfs.stat_field(f, 15)) / procfs.CLOCK_TICKS,
+                        rss_bytes=procfs.stat_field(f, 24) * procfs.PAGE_SIZE,
+                        kernel_thread=bool(procfs.stat_field(f, 9) & procfs.PF_KTHREAD))
+    except (psutil.Error, OSError, IndexError, ValueError):
+        return None
 
 
 def proc_table() -> ProcTable:
     """The stat of every process now (processes that vanish mid-scan are left out)."""
     procs: Dict[int, ProcStat] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            st = stat_fields(int(name))
-            if st is not None:
-                pid = int(name)
-                procs[pid] = ProcStat(pid=pid, ppid=st["ppid"], comm=st["comm"], state=st["state"],
-                                      start_ticks=st["start_ticks"], cpu_s=st["cpu_s"], rss_bytes=st["rss"],
-                                      kernel_thread=_kthread(pid))
-    return ProcTable(procs=procs, taken_at_s=time.time(), boot_s=boot_time(),
-                     clk_tck=os.sysconf("SC_CLK_TCK"))
+    for pid in procfs.all_pids():
+        st = _proc_stat(pid)
+        if st is not None:
+            procs[pid] = st
+    return ProcTable(procs=procs, taken_at_s=time.time(), boot_s=procfs.boot_time(),
+                     clk_tck=procfs.CLOCK_TICKS)
 
 
 def read_cmdline(pid: int) -> List[str]:
-    """argv of ``pid`` ([] for kernel threads, zombies, or a process gone)."""
+    """argv of ``pid`` ([] for kernel threads, zombies, a process gone, or one
+    whose argv did not come within the deadline: the live panel calls this,
+    and a target holding its mmap lock must not stick the panel)."""
     try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            raw = f.read()
-    except OSError:
+        return procfs.read_cmdline(pid)
+    except (psutil.Error, OSError, ValueError):
         return []
-    return [a.decode("utf-8", "backslashreplace") for a in raw.rstrip(b"\0").split(b"\0")] if raw else []
 
 
 def read_cmdlines(pids: Iterable[int], parent_of: Dict[int, int], climb: int = CLIMB) -> Dict[int, List[str]]:
