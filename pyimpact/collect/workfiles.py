@@ -23,9 +23,12 @@ import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
+import psutil
+
 from ..names import (O_APPEND, is_checkpoint_name, is_dir_marker, is_log_name, is_numbered_ckpt_dir_name,
                      is_temp_name, looks_like_ckpt_dir_name, writable)
 from .ckpt_scan import LogTails, list_checkpoint_dir, read_small_text, read_trainer_state
+from . import procfs
 from .procfs import REMOTE_FS_TYPES
 
 SAMPLE_INTERVAL_S = 0.25
@@ -42,73 +45,49 @@ KEEP_RECENT = 400             # newest samples always kept at full rate
 _SKIP_DIRS = {".git", "__pycache__", "node_modules", "site-packages", ".venv", "venv", ".tox",
               ".mypy_cache", ".pytest_cache", "dist-packages"}
 _SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/bin", "/sbin", "/etc", "/proc", "/sys", "/dev", "/run", "/boot")
-CLK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def _read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
+CLK = procfs.CLOCK_TICKS
+PAGE = procfs.PAGE_SIZE
+_GONE = (psutil.Error, OSError)   # what a /proc read through procfs raises
 
 
 def stat_fields(pid: int) -> Optional[dict]:
     """The fields of /proc/PID/stat the impact analysis needs (None: gone)."""
     try:
-        data = _read(f"/proc/{pid}/stat")
-    except OSError:
+        comm, f = procfs.read_stat(pid)
+    except _GONE:
         return None
-    lp, rp = data.index(b"("), data.rindex(b")")
-    f = data[rp + 2:].split()
-    return {"comm": data[lp + 1:rp].decode("utf-8", "backslashreplace"), "state": f[0].decode(),
-            "ppid": int(f[1]), "start_ticks": int(f[19]),
-            "cpu_s": (int(f[11]) + int(f[12])) / CLK, "reaped_cpu_s": (int(f[13]) + int(f[14])) / CLK,
-            "rss": int(f[21]) * PAGE}
+    field = procfs.stat_field
+    return {"comm": comm, "state": f[0].decode(),
+            "ppid": field(f, 4), "start_ticks": field(f, 22),
+            "cpu_s": (field(f, 14) + field(f, 15)) / CLK, "reaped_cpu_s": (field(f, 16) + field(f, 17)) / CLK,
+            "rss": field(f, 24) * PAGE}
 
 
 def _io(pid: int) -> Tuple[Optional[int], Optional[int], Optional[int]]:
     """(read_bytes, write_bytes, wchar): storage-level bytes, and bytes passed to write()."""
     try:
-        kv = dict(line.split(b": ", 1) for line in _read(f"/proc/{pid}/io").splitlines() if b": " in line)
+        kv = procfs.parse_kv(procfs.read(f"/proc/{pid}/io", pid))
         return int(kv[b"read_bytes"]), int(kv[b"write_bytes"]), int(kv[b"wchar"])
-    except (OSError, KeyError, ValueError):
+    except (psutil.Error, OSError, KeyError, ValueError):
         return None, None, None
 
 
-def _children(pid: int) -> List[int]:
-    out: List[int] = []
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                out.extend(int(x) for x in _read(f"/proc/{pid}/task/{tid}/children").split())
-            except OSError:
-                continue
-    except OSError:
-        pass
-    return sorted(set(out))
-
-
 def tree_of(root: int) -> List[int]:
-    """root and its descendants, now (root first)."""
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop(0)
-        if pid in out:
-            continue
-        out.append(pid)
-        todo.extend(_children(pid))
-    return out
+    """root and its descendants, now (root first): the procfs tree walk."""
+    return procfs.tree_of(root)
 
 
 def _mounts(who: str = "self") -> List[Tuple[str, str]]:
     """(mount point, fs type), longest first, in the mount namespace of ``who``."""
     out = []
     try:
-        for line in _read(f"/proc/{who}/mountinfo").decode("utf-8", "replace").splitlines():
+        owner = os.getpid() if who == "self" else int(who)
+        for line in procfs.read(f"/proc/{who}/mountinfo", owner).decode("utf-8", "replace").splitlines():
             left, sep, right = line.partition(" - ")
             if sep:
                 mp = left.split(" ")[4].replace("\\040", " ")
                 out.append((mp, right.split(" ", 1)[0]))
-    except OSError:
+    except _GONE:
         pass
     return sorted(out, key=lambda m: len(m[0]), reverse=True)
 
@@ -148,11 +127,12 @@ class TreeObserver:
     def _root_prefix(self) -> str:
         """'' when the job sees our file system; else /proc/PID/root (a container)."""
         try:
-            if os.readlink(f"/proc/{self.root}/ns/mnt") != os.readlink("/proc/self/ns/mnt"):
+            theirs = procfs.sys_call(self.root, os.readlink, f"/proc/{self.root}/ns/mnt")
+            if theirs != procfs.sys_call(os.getpid(), os.readlink, "/proc/self/ns/mnt"):
                 self.notes.append("the job runs in another mount namespace: its files are read "
                                   f"through /proc/{self.root}/root")
                 return f"/proc/{self.root}/root"
-        except OSError:
+        except _GONE:
             pass
         return ""
 
@@ -311,13 +291,13 @@ class TreeObserver:
             for pid in list(procs):
                 try:
                     pss = uss = 0
-                    for line in _read(f"/proc/{pid}/smaps_rollup").splitlines():
+                    for line in procfs.read(f"/proc/{pid}/smaps_rollup", pid).splitlines():
                         if line.startswith(b"Pss:"):
                             pss = int(line.split()[1]) * 1024
                         elif line.startswith(b"Private_"):
                             uss += int(line.split()[1]) * 1024
                     result[pid] = (pss, uss)
-                except (OSError, ValueError, IndexError):
+                except (psutil.Error, OSError, ValueError, IndexError):
                     continue
 
         t = threading.Thread(target=work, daemon=True)
@@ -340,32 +320,31 @@ class TreeObserver:
         out = []
         base = f"/proc/{pid}/fd"
         try:
-            names = os.listdir(base)
-        except OSError:
+            names = procfs.sys_call(pid, os.listdir, base)
+        except _GONE:
             return out
         for name in names:
             try:
-                target = os.readlink(f"{base}/{name}")
-            except OSError:
+                target = procfs.sys_call(pid, os.readlink, f"{base}/{name}")
+            except _GONE:
                 continue
             if not target.startswith("/") or target.startswith(("/dev/", "/proc/", "/sys/")):
                 continue
             try:
-                kv = dict(line.split(b":", 1) for line in _read(f"/proc/{pid}/fdinfo/{name}").splitlines()
-                          if b":" in line)
-                flags, pos = int(kv[b"flags"].strip(), 8), int(kv[b"pos"].strip())
-            except (OSError, KeyError, ValueError):
+                kv = procfs.parse_kv(procfs.read(f"/proc/{pid}/fdinfo/{name}", pid))
+                flags, pos = int(kv[b"flags"], 8), int(kv[b"pos"])
+            except (psutil.Error, OSError, KeyError, ValueError):
                 continue
             if not writable(flags):
                 continue
             size = None
             if not target.endswith(" (deleted)") and self._local(target):
                 try:
-                    st = os.stat(f"{base}/{name}")
+                    st = procfs.sys_call(pid, os.stat, f"{base}/{name}")
                     size = st.st_size if stat_mod.S_ISREG(st.st_mode) else None
                     if size is None:
                         continue
-                except OSError:
+                except _GONE:
                     continue
                 d = os.path.dirname(target)
                 name_only = os.path.basename(target)
