@@ -24,20 +24,21 @@ import signal as _signal
 import time
 from typing import Optional
 
+import psutil
+
+from ..collect import procfs
 from ..errors import NotPermitted, ProcessGone
 
 
 def _stat(pid: int) -> Optional[dict]:
     """comm, state, ppid, pgid, start_ticks from /proc/PID/stat (None: gone)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
+        comm, f = procfs.read_stat(pid)
+    except (psutil.Error, OSError):
         return None
-    lp, rp = data.index(b"("), data.rindex(b")")
-    f = data[rp + 2:].split()
-    return {"comm": data[lp + 1:rp].decode("utf-8", "backslashreplace"), "state": f[0].decode(),
-            "ppid": int(f[1]), "pgid": int(f[2]), "start_ticks": int(f[19])}
+    field = procfs.stat_field
+    return {"comm": comm, "state": f[0].decode(),
+            "ppid": field(f, 4), "pgid": field(f, 5), "start_ticks": field(f, 22)}
 
 
 class ProcessHandle:
@@ -121,15 +122,13 @@ class ProcessHandle:
         """tid -> state letter of every thread (empty once exited)."""
         out = {}
         try:
-            tids = os.listdir(f"/proc/{self.pid}/task")
-        except OSError:
+            tids = procfs.sys_call(self.pid, os.listdir, f"/proc/{self.pid}/task")
+        except (psutil.Error, OSError):
             return out
         for tid in tids:
             try:
-                with open(f"/proc/{self.pid}/task/{tid}/stat", "rb") as f:
-                    data = f.read()
-                out[int(tid)] = data[data.rindex(b")") + 2:].split()[0].decode()
-            except (OSError, ValueError, IndexError):
+                out[int(tid)] = procfs.read_stat(self.pid, int(tid))[1][0].decode()
+            except (psutil.Error, OSError, ValueError, IndexError):
                 continue
         if self.exited():
             return {}

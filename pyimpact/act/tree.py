@@ -26,11 +26,13 @@ Everything is signalled through ``SignalLog.send`` (pidfd + log).
 """
 from __future__ import annotations
 
-import os
 import signal
 import time
 from typing import Callable, Dict, List, Optional
 
+import psutil
+
+from ..collect import procfs
 from ..errors import ProcessGone, UsageError
 from .pidfd import ProcessHandle
 from .signal_log import SignalLog
@@ -40,18 +42,11 @@ SETTLE_S = 2.0          # how long a SIGSTOP may take to land (a thread in D sta
 
 
 def _children(pid: int) -> List[int]:
-    out: List[int] = []
+    """Direct children of ``pid`` now ([] when gone or unreadable): procfs's walk."""
     try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return out
-    for tid in tids:
-        try:
-            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
-                out.extend(int(x) for x in f.read().split())
-        except (OSError, ValueError):
-            continue
-    return sorted(set(out))
+        return procfs.children(pid)
+    except (psutil.Error, OSError, ValueError):
+        return []
 
 
 class ProcessTree:
