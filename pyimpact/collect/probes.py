@@ -484,14 +484,14 @@ class KernelProbes:
         return mono_ns + self.clock_offset_ns
 
     def _tgid_of(self, tid: int) -> int:
+        """The process of task ``tid`` (``tid`` itself when it cannot be read)."""
+        import psutil
+
+        from . import procfs
         try:
-            with open(f"/proc/{tid}/status", "rb") as f:
-                for line in f:
-                    if line.startswith(b"Tgid:"):
-                        return int(line.split()[1])
-        except OSError:
-            pass
-        return tid
+            return procfs.tgid_of(tid)
+        except (psutil.Error, OSError, KeyError, ValueError):
+            return tid
 
     def inflight(self) -> list:
         """Per thread, the syscall it is in now (entries with ts 0 are idle)."""

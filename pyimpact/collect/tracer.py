@@ -55,8 +55,7 @@ def _alive(identity) -> bool:
     try:
         if procfs.process_identity(pid) != identity:
             return False
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
+        state = procfs.read_stat(pid)[1][0]
         return state not in (b"Z", b"X")
     except (psutil.Error, OSError, IndexError):
         return False

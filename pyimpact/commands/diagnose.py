@@ -378,14 +378,13 @@ def observe_all(*, window: float = 1.0, use_bpf: bool = True, python_stacks: boo
 
 def _tgid(pid: int) -> Optional[int]:
     """The process a task id belongs to (None when it cannot be read)."""
+    import psutil
+
+    from ..collect import procfs
     try:
-        with open(f"/proc/{pid}/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"Tgid:"):
-                    return int(line.split()[1])
-    except (OSError, ValueError):
+        return procfs.tgid_of(pid)
+    except (psutil.Error, OSError, KeyError, ValueError):
         return None
-    return None
 
 
 @click.command("diagnose")
