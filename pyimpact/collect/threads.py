@@ -18,20 +18,30 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set
+
+import psutil
 
 from ..syscall_table import syscall_number
 from ..units import parse_cpu_list
-from .workfiles import tree_of
+from . import procfs
 
-CLK = os.sysconf("SC_CLK_TCK")
+CLK = procfs.CLOCK_TICKS
 IOCTL = syscall_number("ioctl")
 MAX_SAMPLES = 2400
+SYSCALL_TIMEOUT_S = 0.2     # a thread's syscall file takes its exec lock: bounded, then skipped
+_GONE = (psutil.Error, OSError)
 
 
 def _read(path: str) -> str:
+    """A file outside /proc (sysfs, cgroupfs) as text."""
     with open(path, "rb") as f:
         return f.read().decode("ascii", "replace")
+
+
+def _proc_text(path: str, pid: int) -> str:
+    """A /proc file of ``pid`` as text, through the procfs boundary."""
+    return procfs.read(path, pid).decode("ascii", "replace")
 
 
 def online_cpus() -> List[int]:
@@ -45,8 +55,8 @@ def online_cpus() -> List[int]:
 def cgroup_quota_cores(pid: int) -> Optional[dict]:
     """The CPU quota of the cgroup ``pid`` is in, as cores ({cores, path}), or None (no quota)."""
     try:
-        lines = _read(f"/proc/{pid}/cgroup").splitlines()
-    except OSError:
+        lines = _proc_text(f"/proc/{pid}/cgroup", pid).splitlines()
+    except _GONE:
         return None
     for line in lines:
         hid, ctrls, path = (line.split(":", 2) + ["", ""])[:3]
@@ -70,7 +80,7 @@ def cgroup_quota_cores(pid: int) -> Optional[dict]:
 def _machine() -> dict:
     busy: Dict[str, int] = {}
     running = None
-    for line in _read("/proc/stat").splitlines():
+    for line in _proc_text("/proc/stat", 0).splitlines():
         if line.startswith("cpu") and line[3:4].isdigit():
             f = line.split()
             vals = [int(x) for x in f[1:]]
@@ -93,6 +103,7 @@ class ThreadSampler:
         self.roles: Dict[str, str] = {}
         self.openmp: Dict[str, str] = {}        # pid -> the OpenMP runtime it has mapped
         self._maps_read: set = set()
+        self._stuck: Set[str] = set()    # tids whose syscall read did not return in time
 
     def _openmp(self, pid: int) -> None:
         """Note an OpenMP runtime mapped by ``pid`` (once per process): its pools
@@ -113,46 +124,47 @@ class ThreadSampler:
     def _nvidia_fds(self, pid: int) -> set:
         out = set()
         try:
-            for name in os.listdir(f"/proc/{pid}/fd"):
+            for name in procfs.sys_call(pid, os.listdir, f"/proc/{pid}/fd"):
                 try:
-                    if os.readlink(f"/proc/{pid}/fd/{name}").startswith("/dev/nvidia"):
+                    if procfs.sys_call(pid, os.readlink, f"/proc/{pid}/fd/{name}").startswith("/dev/nvidia"):
                         out.add(int(name))
-                except OSError:
+                except _GONE:
                     continue
-        except OSError:
+        except _GONE:
             pass
         return out
 
     def sample(self) -> Optional[dict]:
         t_ns = time.time_ns()
         threads: Dict[str, list] = {}
-        for pid in tree_of(self.root):
+        for pid in procfs.tree_of(self.root):
             nv = self._nvidia_fds(pid) if len(self.samples) % 8 == 0 or not self.samples else None
             self._openmp(pid)
             try:
-                tids = os.listdir(f"/proc/{pid}/task")
-            except OSError:
+                tids = procfs.sys_call(pid, os.listdir, f"/proc/{pid}/task")
+            except _GONE:
                 continue
             for tid in tids:
                 base = f"/proc/{pid}/task/{tid}"
                 try:
-                    stat = _read(f"{base}/stat")
-                    run_ns, wait_ns = (int(x) for x in _read(f"{base}/schedstat").split()[:2])
-                except (OSError, ValueError):
+                    comm, f = procfs.read_stat(pid, int(tid))
+                    run_ns, wait_ns = (int(x) for x in _proc_text(f"{base}/schedstat", int(tid)).split()[:2])
+                except (psutil.Error, OSError, ValueError, IndexError):
                     continue
-                rp = stat.rindex(")")
-                f = stat[rp + 2:].split()
-                comm = stat[stat.index("(") + 1:rp]
+                state = f[0].decode()
                 gpu_wait = False
-                if f[0] in ("S", "D") and IOCTL is not None:
+                if state in ("S", "D") and IOCTL is not None and tid not in self._stuck:
                     try:
-                        sc = _read(f"{base}/syscall").split()
-                        if sc and sc[0] == str(IOCTL):
-                            fd = int(sc[1], 16)
-                            gpu_wait = os.readlink(f"/proc/{pid}/fd/{fd}").startswith("/dev/nvidia")
-                    except (OSError, ValueError, IndexError):
+                        nr, args = procfs.parse_syscall(
+                            procfs.read_bounded(f"{base}/syscall", int(tid), SYSCALL_TIMEOUT_S).decode())
+                        if nr == IOCTL and args:
+                            fd = args[0]
+                            gpu_wait = procfs.sys_call(pid, os.readlink, f"/proc/{pid}/fd/{fd}").startswith("/dev/nvidia")
+                    except TimeoutError:
+                        self._stuck.add(tid)
+                    except (psutil.Error, OSError, ValueError, IndexError):
                         pass
-                threads[tid] = [pid, run_ns, wait_ns, f[0], int(f[16]), gpu_wait, comm]
+                threads[tid] = [pid, run_ns, wait_ns, state, procfs.stat_field(f, 19), gpu_wait, comm]
                 if tid not in self.affinity:
                     try:
                         self.affinity[tid] = sorted(os.sched_getaffinity(int(tid)))
@@ -178,9 +190,9 @@ def autogroup(pid: int) -> Optional[dict]:
     """{name, nice} of the autogroup (session group) ``pid`` is scheduled in, when
     autogroup scheduling is on (kernel.sched_autogroup_enabled=1); else None."""
     try:
-        if _read("/proc/sys/kernel/sched_autogroup_enabled").strip() != "1":
+        if _proc_text("/proc/sys/kernel/sched_autogroup_enabled", 0).strip() != "1":
             return None
-        name, _, nice = _read(f"/proc/{pid}/autogroup").split()[:3]
+        name, _, nice = _proc_text(f"/proc/{pid}/autogroup", pid).split()[:3]
         return {"name": name, "nice": int(nice)}
-    except (OSError, ValueError):
+    except (psutil.Error, OSError, ValueError):
         return None

@@ -27,6 +27,11 @@ def process_identity(pid: int) -> Tuple[int, int]:
     return pid, stat_field(f, 22)
 
 
+def exists(pid: int) -> bool:
+    """Whether /proc has an entry for ``pid`` now (zombies included)."""
+    return os.path.exists(f"{PROC}/{int(pid)}")
+
+
 def all_pids() -> List[int]:
     """Every process id in /proc now (kernel threads included)."""
     return sorted(int(n) for n in os.listdir(PROC) if n.isdigit())
