@@ -17,9 +17,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional, Set
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
-_PF_KTHREAD = 0x00200000
+import psutil
+
+from . import procfs
+
+CLK_TCK = procfs.CLOCK_TICKS
+PAGE = procfs.PAGE_SIZE
+_GONE = (psutil.Error, OSError)
 
 
 @dataclass
@@ -60,35 +64,35 @@ class HistFacts:
     job_ended_ns: Optional[int]
 
 
-def _read(path: str) -> Optional[bytes]:
+def _read(path: str, pid: int) -> Optional[bytes]:
+    """A /proc file of ``pid`` through the procfs boundary (None: unreadable)."""
     try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
+        return procfs.read(path, pid)
+    except _GONE:
         return None
 
 
 def _stat(pid: int) -> Optional[ProcFacts]:
-    raw = _read(f"/proc/{pid}/stat")
-    if not raw:
-        return None
     try:
-        head, rest = raw.rsplit(b")", 1)
-        f = rest.split()
-        uid = os.stat(f"/proc/{pid}").st_uid
-    except (ValueError, IndexError, OSError):
+        comm, f = procfs.read_stat(pid)
+        uid = procfs.sys_call(pid, os.stat, f"/proc/{pid}").st_uid
+    except (psutil.Error, ValueError, IndexError, OSError):
         return None
-    return ProcFacts(pid=pid, ppid=int(f[1]), pgid=int(f[2]), sid=int(f[3]), uid=uid, state=f[0].decode(),
-                     start_ticks=int(f[19]), comm=head.split(b"(", 1)[1].decode("utf-8", "backslashreplace"),
-                     cpu_ticks=int(f[11]) + int(f[12]), rss_bytes=int(f[21]) * PAGE,
-                     kernel_thread=bool(int(f[6]) & _PF_KTHREAD) or int(f[1]) == 2 or pid == 2)
+    field_ = procfs.stat_field
+    try:
+        return ProcFacts(pid=pid, ppid=field_(f, 4), pgid=field_(f, 5), sid=field_(f, 6), uid=uid,
+                         state=f[0].decode(), start_ticks=field_(f, 22), comm=comm,
+                         cpu_ticks=field_(f, 14) + field_(f, 15), rss_bytes=field_(f, 24) * PAGE,
+                         kernel_thread=bool(field_(f, 9) & procfs.PF_KTHREAD) or field_(f, 4) == 2 or pid == 2)
+    except (ValueError, IndexError):
+        return None
 
 
 def _listening_inodes() -> Dict[int, str]:
     """socket inode -> 'tcp 0.0.0.0:8000' for listening TCP and bound UDP sockets."""
     out: Dict[int, str] = {}
     for proto in ("tcp", "tcp6", "udp", "udp6"):
-        raw = _read(f"/proc/net/{proto}") or b""
+        raw = _read(f"/proc/net/{proto}", 0) or b""
         for line in raw.decode("ascii", "replace").splitlines()[1:]:
             f = line.split()
             if len(f) < 10:
@@ -106,17 +110,20 @@ def _listening_inodes() -> Dict[int, str]:
 
 
 def _details(p: ProcFacts, sockets: Dict[int, str]) -> None:
-    raw = _read(f"/proc/{p.pid}/cmdline") or b""
-    p.cmdline = [a.decode("utf-8", "backslashreplace") for a in raw[:4096].rstrip(b"\0").split(b"\0")] if raw else []
+    try:   # argv takes the target's mmap lock: read under a deadline
+        raw = procfs.read_bounded(f"/proc/{p.pid}/cmdline", p.pid, procfs.CMDLINE_TIMEOUT_S)
+    except _GONE:
+        raw = b""
+    p.cmdline = procfs.parse_argv(raw[:4096])
     try:
-        fds = os.listdir(f"/proc/{p.pid}/fd")
-    except OSError:
+        fds = procfs.sys_call(p.pid, os.listdir, f"/proc/{p.pid}/fd")
+    except _GONE:
         fds = []
     gpus, ports = set(), set()
     for fd in fds:
         try:
-            target = os.readlink(f"/proc/{p.pid}/fd/{fd}")
-        except OSError:
+            target = procfs.sys_call(p.pid, os.readlink, f"/proc/{p.pid}/fd/{fd}")
+        except _GONE:
             continue
         if target.startswith("/dev/nvidia"):
             gpus.add(target)
@@ -129,7 +136,7 @@ def _details(p: ProcFacts, sockets: Dict[int, str]) -> None:
                 ports.add(port)
     p.gpu_devices = sorted(gpus)
     p.ports = sorted(ports)
-    p.wchan = (_read(f"/proc/{p.pid}/wchan") or b"").decode("ascii", "replace").strip("\0 \n")
+    p.wchan = (_read(f"/proc/{p.pid}/wchan", p.pid) or b"").decode("ascii", "replace").strip("\0 \n")
     p.detailed = True
 
 
@@ -138,11 +145,10 @@ def scan(interval_s: float = 0.3, detail: Optional[Set[int]] = None) -> Dict[int
     for those that look re-parented (parent init or gone, group leader gone)
     and their descendants, or for ``detail`` when given."""
     procs: Dict[int, ProcFacts] = {}
-    for name in os.listdir("/proc"):
-        if name.isdigit():
-            p = _stat(int(name))
-            if p is not None:
-                procs[p.pid] = p
+    for pid in procfs.all_pids():
+        p = _stat(pid)
+        if p is not None:
+            procs[p.pid] = p
     want = set(detail) if detail is not None else suspects(procs)
     if not want:
         return procs
