@@ -20,10 +20,12 @@ SIGNALS_SINCE_S = 24 * 3600
 
 
 def _start_ticks(pid: int) -> Optional[int]:
+    import psutil
+
+    from . import procfs
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return int(f.read().rsplit(b")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
+        return procfs.process_identity(pid)[1]
+    except (psutil.Error, OSError, IndexError, ValueError):
         return None
 
 

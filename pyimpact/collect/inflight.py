@@ -17,17 +17,17 @@ import os
 import stat as stat_mod
 from typing import Iterable, List
 
+import psutil
+
 from ..syscall_table import syscall_number
+from . import procfs
 
 FD_CALLS = ("fsync", "fdatasync", "sync_file_range", "write", "pwrite64", "writev", "pwritev", "pwritev2",
             "fallocate", "ftruncate", "copy_file_range")
 _BY_NR = {n: name for name in FD_CALLS if (n := syscall_number(name)) is not None}
 O_ACCMODE = 0o3
-
-
-def _read(path: str) -> str:
-    with open(path, "rb") as f:
-        return f.read().decode("ascii", "replace")
+SYSCALL_TIMEOUT_S = 0.5     # a thread's syscall file takes its exec lock
+_GONE = (psutil.Error, OSError)   # TimeoutError included: a stuck read is skipped
 
 
 def inflight_file_calls(pids: Iterable[int]) -> List[dict]:
@@ -37,13 +37,14 @@ def inflight_file_calls(pids: Iterable[int]) -> List[dict]:
     out: List[dict] = []
     for pid in pids:
         try:
-            tids = os.listdir(f"/proc/{pid}/task")
-        except OSError:
+            tids = procfs.sys_call(pid, os.listdir, f"/proc/{pid}/task")
+        except _GONE:
             continue
         for tid in tids:
             try:
-                parts = _read(f"/proc/{pid}/task/{tid}/syscall").split()
-            except OSError:
+                parts = procfs.read_bounded(f"/proc/{pid}/task/{tid}/syscall", int(tid),
+                                            SYSCALL_TIMEOUT_S).decode("ascii", "replace").split()
+            except _GONE:
                 continue
             if not parts or parts[0] in ("running", "-1"):
                 continue
@@ -55,11 +56,10 @@ def inflight_file_calls(pids: Iterable[int]) -> List[dict]:
             if name is None or fd < 0:
                 continue
             try:
-                path = os.readlink(f"/proc/{pid}/fd/{fd}")
-                st = os.stat(f"/proc/{pid}/fd/{fd}")
-                flags = int(next(line.split(":", 1)[1] for line in _read(f"/proc/{pid}/fdinfo/{fd}").splitlines()
-                                 if line.startswith("flags:")).strip(), 8)
-            except (OSError, StopIteration, ValueError):
+                path = procfs.sys_call(pid, os.readlink, f"/proc/{pid}/fd/{fd}")
+                st = procfs.sys_call(pid, os.stat, f"/proc/{pid}/fd/{fd}")
+                flags = int(procfs.parse_kv(procfs.read(f"/proc/{pid}/fdinfo/{fd}", pid))[b"flags"], 8)
+            except (psutil.Error, OSError, KeyError, ValueError):
                 continue
             if not stat_mod.S_ISREG(st.st_mode) or not path.startswith("/"):
                 continue

@@ -469,14 +469,19 @@ class KernelProbes:
         return int(sum(self._bpf[b"futex_idle_wakes"][ctypes.c_int(0)]))
 
     def _recursion_misses(self) -> int:
+        import os
+
+        import psutil
+
+        from . import procfs
         total = 0
         for func in list(self._bpf.funcs.values()):
             try:
-                with open(f"/proc/self/fdinfo/{func.fd}", "rb") as f:
-                    for line in f:
-                        if line.startswith(b"recursion_misses:"):
-                            total += int(line.split()[1])
-            except (OSError, ValueError):
+                info = procfs.read(f"/proc/self/fdinfo/{func.fd}", os.getpid())
+                for line in info.split(b"\n"):
+                    if line.startswith(b"recursion_misses:"):
+                        total += int(line.split()[1])
+            except (psutil.Error, OSError, ValueError):
                 continue
         return total
 

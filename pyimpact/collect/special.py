@@ -13,6 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
+import psutil
+
+from . import procfs
+
 _PF_KTHREAD = 0x00200000  # task flag of kernel threads (/proc/PID/stat field 9)
 KTHREADD_PID = 2
 
@@ -36,23 +40,16 @@ class SpecialProcess:
 def _stat(pid: int) -> Optional[tuple]:
     """(comm, ppid, flags) from /proc/PID/stat, None if unreadable."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    try:
-        lpar, rpar = data.index(b"("), data.rindex(b")")
-        fields = data[rpar + 2:].split()
-        return data[lpar + 1:rpar].decode("utf-8", "backslashreplace"), int(fields[1]), int(fields[6])
-    except (ValueError, IndexError):
+        comm, fields = procfs.read_stat(pid)
+        return comm, procfs.stat_field(fields, 4), procfs.stat_field(fields, 9)
+    except (psutil.Error, OSError, ValueError, IndexError):
         return None
 
 
 def _cmdline_empty(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return not f.read(1)
-    except OSError:
+    try:   # argv takes the target's mmap lock: under a deadline
+        return not procfs.read_bounded(f"/proc/{pid}/cmdline", pid, procfs.CMDLINE_TIMEOUT_S)
+    except (psutil.Error, OSError):
         return False
 
 

@@ -89,10 +89,9 @@ def _s32(v: int) -> int:
 def _epoll_targets(pid: int, epfd: int) -> List[int]:
     """fds registered in epoll instance ``epfd`` (the "tfd:" lines of its fdinfo)."""
     out = []
-    with open(f"/proc/{pid}/fdinfo/{epfd}", "rb") as f:
-        for line in f.read().split(b"\n"):
-            if line.startswith(b"tfd:"):
-                out.append(int(line.split()[1]))
+    for line in procfs.read(f"/proc/{pid}/fdinfo/{epfd}", pid).split(b"\n"):
+        if line.startswith(b"tfd:"):
+            out.append(int(line.split()[1]))
     return out
 
 
@@ -150,7 +149,7 @@ def thread_details(pid: int, t: ThreadSnapshot, rd: _Reader) -> Optional[Dict[st
         elif name in ("epoll_wait", "epoll_pwait", "epoll_pwait2"):
             try:
                 out["fds"] = _epoll_targets(pid, int(a[0]))
-            except OSError as err:
+            except (psutil.Error, OSError) as err:
                 out["fds_error"] = _why(err)
             if name == "epoll_pwait2" and a[3]:
                 out["timeout"] = dict(_timespec(rd, a[3]), absolute=False, clock=CLOCK_MONOTONIC)
