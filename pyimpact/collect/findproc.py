@@ -30,6 +30,7 @@ from typing import Iterable, List, Optional, Sequence, Set
 import psutil
 
 from ..errors import ProcessGone, UsageError
+from . import procfs
 
 #: interpreters whose first non-option argument is the program the user thinks of
 INTERPRETERS = ("python", "pypy", "bash", "sh", "dash", "zsh", "ksh", "fish", "node", "nodejs",
@@ -167,7 +168,7 @@ def _printable(text: str) -> str:
 
 
 def _exists(pid: int) -> bool:
-    return psutil.pid_exists(pid) and os.path.exists(f"/proc/{pid}")
+    return psutil.pid_exists(pid) and procfs.exists(pid)
 
 
 def resolve(spec: str, *, what: str = "process") -> int:

@@ -159,7 +159,8 @@ def find_default_db(explicit: Optional[str] = None) -> Optional[str]:
     try:
         with open(RUNTIME_POINTER) as f:
             pid_text, path = f.read().split("\n", 1)[0].split(" ", 1)
-        if os.path.exists(f"/proc/{int(pid_text)}") and os.path.isfile(path):
+        from . import procfs
+        if procfs.exists(int(pid_text)) and os.path.isfile(path):
             return path
     except (OSError, ValueError):
         pass

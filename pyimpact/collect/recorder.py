@@ -30,16 +30,20 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
+import psutil
+
 from .. import __version__
 from ..names import is_checkpoint_name
+from . import procfs
 from .history_db import HistoryWriter, boot_id
 from .recorder_probes import RecEvent, RecorderConfig, RecorderProbes
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE = os.sysconf("SC_PAGE_SIZE")
+CLK_TCK = procfs.CLOCK_TICKS
+PAGE = procfs.PAGE_SIZE
 SCHED_ENV_KEYS = ("SLURM_JOB_ID", "SLURM_JOBID", "PBS_JOBID", "LSB_JOBID")
 CMDLINE_MAX = 4096
-_PF_KTHREAD = 0x00200000
+_PF_KTHREAD = procfs.PF_KTHREAD
+_GONE = (psutil.Error, OSError)      # what a read through procfs raises (TimeoutError included)
 
 
 @dataclass
@@ -65,43 +69,45 @@ class _Live:
     ids_known: bool = False     # uid, session, group written (a fork's row gets them at exec or first sample)
 
 
-def _read(path: str) -> Optional[bytes]:
+def _read(path: str, pid: int, timeout_s: Optional[float] = None) -> Optional[bytes]:
+    """A /proc file of ``pid`` through the procfs boundary (None: unreadable);
+    under a deadline when ``timeout_s`` (files that take the target's locks)."""
     try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError:
+        if timeout_s is not None:
+            return procfs.read_bounded(path, pid, timeout_s)
+        return procfs.read(path, pid)
+    except _GONE:
         return None
 
 
 def read_stat(pid: int) -> Optional[dict]:
-    raw = _read(f"/proc/{pid}/stat")
-    if not raw:
-        return None
     try:
-        head, rest = raw.rsplit(b")", 1)
-        f = rest.split()
-        return {"comm": head.split(b"(", 1)[1].decode("utf-8", "backslashreplace"), "state": f[0].decode(),
-                "ppid": int(f[1]), "pgid": int(f[2]), "sid": int(f[3]), "flags": int(f[6]),
-                "ticks": int(f[11]) + int(f[12]), "start_ticks": int(f[19]), "rss": int(f[21]) * PAGE}
+        comm, f = procfs.read_stat(pid)
+    except _GONE:
+        return None
+    field = procfs.stat_field
+    try:
+        return {"comm": comm, "state": f[0].decode(),
+                "ppid": field(f, 4), "pgid": field(f, 5), "sid": field(f, 6), "flags": field(f, 9),
+                "ticks": field(f, 14) + field(f, 15), "start_ticks": field(f, 22), "rss": field(f, 24) * PAGE}
     except (IndexError, ValueError):
         return None
 
 
 def _uid(pid: int) -> Optional[int]:
     try:
-        return os.stat(f"/proc/{pid}").st_uid
-    except OSError:
+        return procfs.sys_call(pid, os.stat, f"/proc/{pid}").st_uid
+    except _GONE:
         return None
 
 
 def _cmdline(pid: int) -> List[str]:
-    raw = _read(f"/proc/{pid}/cmdline") or b""
-    raw = raw[:CMDLINE_MAX]
-    return [a.decode("utf-8", "backslashreplace") for a in raw.rstrip(b"\0").split(b"\0")] if raw else []
+    raw = _read(f"/proc/{pid}/cmdline", pid, procfs.CMDLINE_TIMEOUT_S) or b""
+    return procfs.parse_argv(raw[:CMDLINE_MAX])
 
 
 def _cgroup(pid: int) -> str:
-    raw = _read(f"/proc/{pid}/cgroup") or b""
+    raw = _read(f"/proc/{pid}/cgroup", pid) or b""
     for line in raw.decode("utf-8", "backslashreplace").splitlines():
         if line.startswith("0::"):
             return line[3:]
@@ -110,7 +116,7 @@ def _cgroup(pid: int) -> str:
 
 def _sched_id(pid: int) -> Optional[str]:
     """A scheduler job id from the allow-listed environment keys (nothing else is kept)."""
-    raw = _read(f"/proc/{pid}/environ")
+    raw = _read(f"/proc/{pid}/environ", pid, procfs.CMDLINE_TIMEOUT_S)   # takes the mmap lock
     if not raw:
         return None
     for item in raw.split(b"\0"):
@@ -132,7 +138,7 @@ class MountTable:
     def _load(self) -> None:
         self._read = time.monotonic()
         out: Dict[int, str] = {}
-        for line in (_read("/proc/self/mountinfo") or b"").decode("utf-8", "backslashreplace").splitlines():
+        for line in (_read("/proc/self/mountinfo", os.getpid()) or b"").decode("utf-8", "backslashreplace").splitlines():
             f = line.split()
             if len(f) < 5:
                 continue
@@ -176,8 +182,8 @@ def _resolve(pid: int, dfd: int, name: str) -> str:
         return name
     base = f"/proc/{pid}/cwd" if dfd == -100 else f"/proc/{pid}/fd/{dfd}"
     try:
-        return os.path.normpath(os.path.join(os.readlink(base), name))
-    except OSError:
+        return os.path.normpath(os.path.join(procfs.sys_call(pid, os.readlink, base), name))
+    except _GONE:
         return name
 
 
@@ -395,10 +401,7 @@ class Recorder:
         per_job: Dict[int, List[float]] = {}
         seen = set()
         span_s = self.s.interval_s
-        for name in os.listdir("/proc"):
-            if not name.isdigit():
-                continue
-            pid = int(name)
+        for pid in procfs.all_pids():
             st = read_stat(pid)
             if st is None or st["flags"] & _PF_KTHREAD or st["ppid"] == 2 or pid == 2:
                 continue
@@ -432,7 +435,7 @@ class Recorder:
             self.db.add("INSERT INTO job_samples VALUES (?,?,?,?,?,?,?)", (now_ns, jid, n, cpu, rss, gmem, gutil))
             self.db.add("UPDATE jobs SET last_ns = ? WHERE id = ?", (now_ns, jid))
         for pid in [p for p in self.live if p not in seen]:
-            if not os.path.exists(f"/proc/{pid}"):
+            if not procfs.exists(pid):
                 self.live.pop(pid, None)     # gone without an exit event we saw (lost): keep memory bounded
         self.counts["samples"] += 1
         del span_s
