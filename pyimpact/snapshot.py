@@ -328,7 +328,7 @@ class SystemSnapshot:
     are the "host" pids); ``pid_namespaces`` has, for every other namespace a
     snapshotted process is in, ``{"level", "to_host": {ns pid: host pid},
     "members": [host pids], "init": host pid of its pid 1}`` (see
-    ``pyimpact.collect.pidns``).
+    ``pyimpact.collect.procfs.pidns``).
     """
 
     taken_at_ns: int = 0

@@ -14,6 +14,7 @@ decides.  Its modules, bottom to top:
 * ``process``  - one process's details, fds, memory words, argv;
 * ``tables``   - host tables: file locks, sockets, pipe/socket holders;
 * ``environ``  - the machine-wide allow-listed environment scan;
+* ``pidns``    - PID namespaces: NSpid, ns pid -> host pid tables;
 * ``snapshot`` - ``take_snapshot``, which composes all of the above.
 
 Callers use the names re-exported here (``procfs.take_snapshot`` ...).
@@ -21,15 +22,15 @@ Callers use the names re-exported here (``procfs.take_snapshot`` ...).
 from .boundary import CLOCK_TICKS, PAGE_SIZE, PROC, ErrorNotes, read, read_bounded, sys_call
 from .clock import boot_time, calibrate_cpu_clocks
 from .environ import EnvironEntry, scan_environ
-from .parse import PF_KTHREAD, looks_like_python, parse_argv, parse_kv, parse_stat, stat_field
+from .parse import PF_KTHREAD, looks_like_python, parse_argv, parse_kv, parse_stat, parse_syscall, stat_field
 from .process import CMDLINE_TIMEOUT_S, REMOTE_FS_TYPES, read_cmdline, read_memory_word, tgid_of
 from .snapshot import take_snapshot
 from .tables import inode_holders, own_netns, read_locks, read_sockets
 from .threads import read_thread
-from .tree import all_pids, children, descendants, process_identity, read_stat, tree_of, walk
+from .tree import all_pids, children, descendants, exists, process_identity, read_stat, tree_of, walk
 
 __all__ = [
-    "CMDLINE_TIMEOUT_S", "PF_KTHREAD", "parse_argv", "parse_kv", "read_cmdline", "read_stat", "tgid_of", "tree_of", "walk",
+    "CMDLINE_TIMEOUT_S", "PF_KTHREAD", "parse_argv", "parse_kv", "parse_syscall", "read_cmdline", "exists", "read_stat", "tgid_of", "tree_of", "walk",
     "CLOCK_TICKS", "PAGE_SIZE", "PROC", "REMOTE_FS_TYPES", "EnvironEntry", "ErrorNotes",
     "all_pids", "boot_time", "calibrate_cpu_clocks", "children", "descendants",
     "inode_holders", "looks_like_python", "own_netns", "parse_stat", "process_identity",

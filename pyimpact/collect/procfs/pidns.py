@@ -27,21 +27,26 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Optional
 
-PROC = "/proc"
+import psutil
+
+from .boundary import PROC, read, sys_call
+from .tree import all_pids
+
+_GONE = (psutil.Error, OSError)
 
 
 def _ns_inode(pid: int) -> Optional[int]:
     try:
-        return os.stat(f"{PROC}/{pid}/ns/pid").st_ino
-    except OSError:
+        return sys_call(pid, os.stat, f"{PROC}/{pid}/ns/pid").st_ino
+    except _GONE:
         return None
 
 
 def own_pidns() -> Optional[int]:
     """The PID namespace this process (and so the /proc it reads) lives in."""
     try:
-        return os.stat(f"{PROC}/self/ns/pid").st_ino
-    except OSError:
+        return sys_call(os.getpid(), os.stat, f"{PROC}/self/ns/pid").st_ino
+    except _GONE:
         return None
 
 
@@ -50,11 +55,10 @@ def read_nspid(pid: int, tid: Optional[int] = None) -> List[int]:
     empty when unreadable."""
     path = f"{PROC}/{pid}/status" if tid is None else f"{PROC}/{pid}/task/{tid}/status"
     try:
-        with open(path, "rb") as f:
-            for line in f:
-                if line.startswith(b"NSpid:"):
-                    return [int(x) for x in line.split()[1:]]
-    except (OSError, ValueError):
+        for line in read(path, pid if tid is None else tid).split(b"\n"):
+            if line.startswith(b"NSpid:"):
+                return [int(x) for x in line.split()[1:]]
+    except (psutil.Error, OSError, ValueError):
         pass
     return []
 
@@ -68,19 +72,16 @@ def read_namespace(ns: int, level: int) -> Dict:
     members: List[int] = []
     init: Optional[int] = None
     try:
-        names = os.listdir(PROC)
+        pids = all_pids()
     except OSError:
-        names = []
-    for name in names:
-        if not name.isdigit():
-            continue
-        pid = int(name)
+        pids = []
+    for pid in pids:
         if _ns_inode(pid) != ns:
             continue
         members.append(pid)
         try:
-            tids = [int(t) for t in os.listdir(f"{PROC}/{pid}/task") if t.isdigit()]
-        except OSError:
+            tids = [int(t) for t in sys_call(pid, os.listdir, f"{PROC}/{pid}/task") if t.isdigit()]
+        except _GONE:
             tids = [pid]
         for tid in tids:
             nspid = read_nspid(pid, tid)

@@ -14,8 +14,7 @@ from typing import Dict, Iterable, List, Optional
 import psutil
 
 from ...snapshot import ProcessSnapshot, SystemSnapshot
-from .. import pidns
-from . import process
+from . import pidns, process
 from .boundary import CLOCK_TICKS, PAGE_SIZE, ErrorNotes, Slot, reason_of, run_bounded, where_stuck
 from .clock import apply_clock, boot_time, calibrate_cpu_clocks
 from .tables import inode_holders, own_netns, read_locks, read_sockets
