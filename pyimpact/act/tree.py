@@ -26,6 +26,7 @@ Everything is signalled through ``SignalLog.send`` (pidfd + log).
 """
 from __future__ import annotations
 
+import os
 import signal
 import time
 from typing import Callable, Dict, List, Optional

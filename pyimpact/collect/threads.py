@@ -111,15 +111,15 @@ class ThreadSampler:
         if pid in self._maps_read:
             return
         self._maps_read.add(pid)
-        try:
-            with open(f"/proc/{pid}/maps", "rb") as f:
-                for line in f:
-                    name = line.rsplit(b"/", 1)[-1]
-                    if name.startswith((b"libgomp", b"libiomp", b"libomp")):
-                        self.openmp[str(pid)] = name.strip().decode("ascii", "replace")
-                        return
-        except OSError:
+        try:   # maps takes the target's mmap lock: under a deadline
+            maps = procfs.read_bounded(f"/proc/{pid}/maps", pid, procfs.CMDLINE_TIMEOUT_S)
+        except _GONE:
             return
+        for line in maps.split(b"\n"):
+            name = line.rsplit(b"/", 1)[-1]
+            if name.startswith((b"libgomp", b"libiomp", b"libomp")):
+                self.openmp[str(pid)] = name.strip().decode("ascii", "replace")
+                return
 
     def _nvidia_fds(self, pid: int) -> set:
         out = set()
