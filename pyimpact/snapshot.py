@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Type, TypeVar
+from typing import Any, Callable, Dict, Iterable, List, Optional, Type, TypeVar
 
 T = TypeVar("T")
 
@@ -313,6 +313,19 @@ class ProcessSnapshot:
         return None
 
 
+def breadth_first(root: int, children_of: Callable[[int], Iterable[int]]) -> List[int]:
+    """``root`` and everything reachable through ``children_of``, breadth-first,
+    each pid once (linear: a set of seen pids and an index into the order)."""
+    order, seen, i = [root], {root}, 0
+    while i < len(order):
+        for c in children_of(order[i]):
+            if c not in seen:
+                seen.add(c)
+                order.append(c)
+        i += 1
+    return order
+
+
 @dataclass
 class SystemSnapshot:
     """Everything read in one snapshot: processes plus the host-wide tables
@@ -344,6 +357,15 @@ class SystemSnapshot:
     errors: List[str] = field(default_factory=list)
     own_pidns: Optional[int] = None
     pid_namespaces: Dict[int, Dict[str, Any]] = field(default_factory=dict)
+
+    def subtree(self, pid: int) -> List[int]:
+        """``pid`` and its descendants present in this snapshot, breadth-first
+        (parents first, children in pid order); [] when ``pid`` is not in it.
+        The one walk of a snapshot's process tree on the analysis side."""
+        procs = self.processes
+        if pid not in procs:
+            return []
+        return breadth_first(pid, lambda p: (c for c in sorted(procs[p].children) if c in procs))
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain JSON-able dict; integer keys are written as strings."""

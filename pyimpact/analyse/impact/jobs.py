@@ -18,6 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, List, Optional
 
+from ...snapshot import breadth_first
+
 #: pyimpact.collect.jobs.ProcTable, read by attribute only (analyse does not import collect).
 ProcTable = Any
 
@@ -124,14 +126,7 @@ def descendants(root: int, rows: Dict[int, ProcRow], stop: Iterable[int] = ()) -
     kids: Dict[int, List[int]] = {}
     for r in rows.values():
         kids.setdefault(r.ppid, []).append(r.pid)
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop(0)
-        if pid in out:
-            continue
-        out.append(pid)
-        todo.extend(k for k in sorted(kids.get(pid, [])) if k not in stops)
-    return out
+    return breadth_first(root, lambda pid: (k for k in sorted(kids.get(pid, [])) if k not in stops))
 
 
 def pick_jobs(rows: Dict[int, ProcRow], exclude: Iterable[int] = (), min_age_s: float = MIN_AGE_S,

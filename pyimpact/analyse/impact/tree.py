@@ -31,13 +31,7 @@ _LAUNCHERS = ("torchrun", "torch.distributed.run", "torch.distributed.launch", "
 
 def tree_pids(snap: SystemSnapshot, root: int) -> List[int]:
     """root and its descendants present in the snapshot, parents first."""
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop(0)
-        if pid in snap.processes and pid not in out:
-            out.append(pid)
-            todo.extend(sorted(snap.processes[pid].children))
-    return out
+    return snap.subtree(root)
 
 
 def role_of(p: ProcessSnapshot, parent: Optional[ProcessSnapshot], is_root: bool) -> str:
