@@ -104,9 +104,10 @@ class ProcessTree:
         """Find descendants not held yet (breadth-first); returns the new handles."""
         new: List[ProcessHandle] = []
         queue = self.live()
-        while queue:
-            h = queue.pop(0)
-            kids = self._children_of(h)
+        i = 0
+        while i < len(queue):
+            kids = self._children_of(queue[i])
+            i += 1
             new.extend(kids)
             queue.extend(kids)
         return new
@@ -155,10 +156,14 @@ class ProcessTree:
                     time.sleep(0.01)
             slow.extend(waiting)
             nxt: List[ProcessHandle] = []
+            held_by_parent: Dict[int, List[ProcessHandle]] = {}
+            for m in self.members:
+                if id(m) in self.parent_of:
+                    held_by_parent.setdefault(self.parent_of[id(m)], []).append(m)
             for h in level:
                 # children held from earlier, plus any not held yet
-                nxt.extend(m for m in self.members if self.parent_of.get(id(m)) == h.pid
-                           and id(m) not in done and not m.exited())
+                nxt.extend(m for m in held_by_parent.get(h.pid, [])
+                           if id(m) not in done and not m.exited())
                 nxt.extend(self._children_of(h))
             level = list({id(m): m for m in nxt}.values())
         return slow
