@@ -299,3 +299,20 @@ def test_lightning_last_ckpt_does_not_hide_the_numbered_series():
     assert ck.family.key.endswith("epoch=#-step=#.ckpt")
     assert abs(ck.cadence_s - 10.0) < 1e-6 and ck.figures.cadence_steps == 100
     assert ck.figures.next_name.endswith("epoch=2-step=400.ckpt")     # the step advances; the epoch is not guessed
+
+
+def test_fsyncs_of_a_file_still_being_written_complete_nothing():
+    """A writer that fsync()s every MiB of ckpt_0003.bin while a recorder runs:
+    those fsyncs are not completions (the expected size stays the series' own),
+    while a version that was closed still counts."""
+    mib = 1 << 20
+    done = {f"/r/ckpt_000{n}.bin": (12 * mib, T0 - (40 - 10 * n) * S, T0 - (40 - 10 * n) * S, n) for n in (1, 2)}
+    cur = "/r/ckpt_0003.bin"
+    samples = [sample(T0 + k * S, dict(done, **{cur: ((7 + k) * mib, T0 + k * S, T0 + k * S, 3)}),
+                      wfds=[(7, 3, cur, (7 + k) * mib, W, (7 + k) * mib)]) for k in range(2)]
+    rec = [{"t_ns": T0 - (7 - m) * S, "kind": "fsync", "pid": 7, "path": cur, "size": m * mib} for m in range(1, 8)]
+    rec += [{"t_ns": T0 - 60 * S, "kind": "close", "pid": 7, "path": "/r/ckpt_0000.bin", "size": 12 * mib}]
+    ck = find_checkpoints(samples, root_start_ns=T0 - 100 * S, rename_calls={}, fsync_calls={}, recorded=rec)
+    assert [p.path for p in ck.partial] == [cur]
+    assert ck.partial[0].expected_size_bytes == 12 * mib
+    assert sorted(c.path for c in ck.family.completions) == [f"/r/ckpt_000{n}.bin" for n in (0, 1, 2)]

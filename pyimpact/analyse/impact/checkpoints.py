@@ -250,7 +250,8 @@ def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict
                 completed_ns=done_ns, seen_in_window=changed,
                 via_new_inode=j > 0 and vs[j - 1]["ino"] != v["ino"], layout=layout, complete_basis=basis,
                 read_ns=atime if atime and atime > done_ns else None, numbers=name_numbers(name)))
-    _add_recorded(families, recorded, dirs, first_ns, last_ns)
+    _add_recorded(families, recorded, dirs, first_ns, last_ns,
+                  open_now={w.path for w in write_fds(samples[-1])})
     dir_partial: List[PartialFile] = []
     for path, st in dirs.items():
         key = dir_family_key(path)
@@ -321,14 +322,21 @@ def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict
 
 
 def _add_recorded(families: Dict[str, Family], recorded: Iterable[dict], dirs, first_ns: int,
-                  last_ns: int) -> None:
+                  last_ns: int, open_now: Iterable[str] = ()) -> None:
     """Versions the recorder saw complete (rename into place, close, fsync),
-    unless a sampled version of the same path already stands for them."""
+    unless a sampled version of the same path already stands for them.
+
+    An fsync of a file the tree still has open for writing completes nothing:
+    a writer that syncs as it goes (every MiB, say) is in the middle of the
+    version being written, and its size then is no checkpoint's size."""
+    open_now = set(open_now)
     for r in recorded or ():
         path, t = r.get("path") or "", int(r.get("t_ns") or 0)
         name = os.path.basename(path)
         if not t or not path.startswith("/") or not is_checkpoint_name(name) or is_temp_name(name) \
                 or is_log_name(name) or _inside(path, dirs):
+            continue
+        if r.get("kind") == "fsync" and path in open_now:
             continue
         fam = families.setdefault(family_key(path), Family(key=family_key(path)))
         if any(c.path == path and abs(c.completed_ns - t) < SAVE_CLUSTER_NS for c in fam.completions):
