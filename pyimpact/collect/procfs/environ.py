@@ -13,6 +13,19 @@ from .boundary import PROC, ErrorNotes, read, run_bounded, sys_call
 from .parse import ns_inode, parse_stat, stat_field
 from .tree import all_pids
 
+
+def allowed_environ(raw: bytes, errors: str = "backslashreplace") -> Dict[str, str]:
+    """The allow-listed (``env_key_allowed``) variables of an environ file;
+    ``errors`` is how undecodable bytes are decoded."""
+    env = {}
+    for item in raw.split(b"\0"):
+        k, sep, v = item.partition(b"=")
+        if sep:
+            key = k.decode("utf-8", errors)
+            if env_key_allowed(key):
+                env[key] = v.decode("utf-8", errors)
+    return env
+
 @dataclass
 class EnvironEntry:
     """A process's allow-listed environment, parent and network namespace."""
@@ -34,13 +47,7 @@ def scan_environ(pids: Optional[Iterable[int]] = None, *, timeout_s: float = 1.0
     items = list(pids) if pids is not None else all_pids()
 
     def one(pid: int, errs: ErrorNotes, holder: Dict[str, Any]) -> Optional[EnvironEntry]:
-        env = {}
-        for item in read(f"{PROC}/{pid}/environ", pid).split(b"\0"):
-            k, sep, v = item.partition(b"=")
-            if sep:
-                key = k.decode("utf-8", "replace")
-                if env_key_allowed(key):
-                    env[key] = v.decode("utf-8", "replace")
+        env = allowed_environ(read(f"{PROC}/{pid}/environ", pid), "replace")
         if not env:
             return None
         _, fields = parse_stat(read(f"{PROC}/{pid}/stat", pid))

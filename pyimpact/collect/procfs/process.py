@@ -16,10 +16,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import psutil
 
-from ...snapshot import FdInfo, ProcessSnapshot, env_key_allowed
+from ...snapshot import FdInfo, ProcessSnapshot
 from .boundary import CLOCK_TICKS, PROC, ErrorNotes, read, read_bounded, sys_call
 from .parse import (PF_KTHREAD, hex_mask, parse_argv, kb, looks_like_python, mode_of_flags, ns_inode,
                     parse_kv, parse_stat, stat_field)
+from .environ import allowed_environ
 from .threads import read_thread
 from .tree import process_identity
 
@@ -115,14 +116,7 @@ def read_process_details(p: ProcessSnapshot, errs: ErrorNotes, holder: Dict[str,
         p.cmdline = parse_argv(read(f"{PROC}/{pid}/cmdline", pid))
 
     def environ() -> None:
-        env = {}
-        for item in read(f"{PROC}/{pid}/environ", pid).split(b"\0"):
-            k, sep, v = item.partition(b"=")
-            if sep:
-                key = k.decode("utf-8", "backslashreplace")
-                if env_key_allowed(key):
-                    env[key] = v.decode("utf-8", "backslashreplace")
-        p.env = env
+        p.env = allowed_environ(read(f"{PROC}/{pid}/environ", pid))
 
     def uss() -> None:
         total = 0
