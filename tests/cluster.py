@@ -22,8 +22,39 @@ import sys
 import time
 from typing import Dict, List, Optional
 
+from conftest import kill_group_and_reap
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUBNET = "198.18.7"
+
+
+def wait_for_text(path: str, needle: str, timeout: float = 90.0) -> None:
+    """Wait until the file at ``path`` (a job's log) contains ``needle``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with open(path) as f:
+            if needle in f.read():
+                return
+        time.sleep(0.2)
+    with open(path) as f:
+        raise AssertionError(f"never saw {needle!r} in {path}: {f.read()[-2000:]}")
+
+
+def rank_pids(port: int) -> Dict[int, int]:
+    """{RANK: pid} of the ranks of the job whose MASTER_PORT is ``port``, from
+    their environment (torchrun's agents have no LOCAL_RANK)."""
+    out = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as f:
+                env = dict(x.split(b"=", 1) for x in f.read().split(b"\0") if b"=" in x)
+        except OSError:
+            continue
+        if env.get(b"MASTER_PORT") == str(port).encode() and b"RANK" in env and b"LOCAL_RANK" in env:
+            out[int(env[b"RANK"])] = int(name)
+    return out
 
 
 def ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -152,19 +183,7 @@ class Cluster:
 
     def close(self) -> None:
         for proc in reversed(self.procs):
-            if proc.poll() is None:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
-            for stream in (proc.stdin, proc.stdout, proc.stderr):
-                if stream is not None:
-                    stream.close()
+            kill_group_and_reap(proc)
         for ns in list(self.netns.values()) + [self.client]:
             pids = ip("netns", "pids", ns, check=False).stdout.split()
             for pid in pids:    # anything still in a namespace this test created

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from cluster import Cluster
+from cluster import Cluster, rank_pids, wait_for_text
 from conftest import ROOT, TARGETS
 
 JOB = os.path.join(TARGETS, "dist_allreduce.py")
@@ -27,33 +27,6 @@ def _torchrun(cluster, node_rank: int, node: str, stall_file: str):
     return cluster.start(node, argv, env=env, stdout=log, stderr=log)
 
 
-def _rank_pids(cluster):
-    """{rank: pid} of the job's ranks, from their environment."""
-    out = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                env = dict(x.split(b"=", 1) for x in f.read().split(b"\0") if b"=" in x)
-        except OSError:
-            continue
-        if env.get(b"MASTER_PORT") == str(PORT).encode() and b"RANK" in env and b"LOCAL_RANK" in env:
-            out[int(env[b"RANK"])] = int(name)
-    return out
-
-
-def _wait_log(path: str, needle: str, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with open(path) as f:
-            if needle in f.read():
-                return
-        time.sleep(0.2)
-    with open(path) as f:
-        raise AssertionError(f"never saw {needle!r} in {path}: {f.read()[-2000:]}")
-
-
 @pytest.fixture(scope="module")
 def job(tmp_path_factory):
     """Nodes 0 and 1 run the job; node-2's sshd is up but pyimpact is not installed
@@ -64,8 +37,8 @@ def job(tmp_path_factory):
         _torchrun(cluster, 0, "node-0", stall)
         _torchrun(cluster, 1, "node-1", stall)
         for node in ("node-0", "node-1"):
-            _wait_log(os.path.join(work, f"job-{node}.log"), "step 40")
-        ranks = _rank_pids(cluster)
+            wait_for_text(os.path.join(work, f"job-{node}.log"), "step 40")
+        ranks = rank_pids(PORT)
         assert sorted(ranks) == [0, 1, 2, 3], ranks
         yield cluster, ranks, stall
 
@@ -101,7 +74,7 @@ def test_healthy_job_progresses_everywhere(job):
 def test_stalled_rank_is_the_root_across_nodes(job):
     cluster, ranks, stall = job
     open(stall, "w").close()
-    _wait_log(os.path.join(cluster.workdir, "job-node-1.log"), "rank 3 stalls")
+    wait_for_text(os.path.join(cluster.workdir, "job-node-1.log"), "rank 3 stalls")
     time.sleep(1.0)   # the others reach the next all_reduce and wait there
     res = _diagnose_job(cluster, ranks[0], cluster.hosts_file, "--json")
     doc = json.loads(res.stdout)

@@ -20,33 +20,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-from cluster import Cluster  # noqa: E402
+from cluster import Cluster, rank_pids, wait_for_text  # noqa: E402
 
 JOB = os.path.join(ROOT, "tests", "targets", "dist_allreduce.py")
-
-
-def _wait(path: str, needle: str, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with open(path) as f:
-            if needle in f.read():
-                return
-        time.sleep(0.2)
-    raise RuntimeError(f"never saw {needle!r} in {path}")
-
-
-def _rank0_pid(port: int) -> int:
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as f:
-                env = dict(x.split(b"=", 1) for x in f.read().split(b"\0") if b"=" in x)
-        except OSError:
-            continue
-        if env.get(b"MASTER_PORT") == str(port).encode() and env.get(b"RANK") == b"0" and b"LOCAL_RANK" in env:
-            return int(name)
-    raise RuntimeError("rank 0 not found")
 
 
 def one_size(nodes: int, runs: int, port: int) -> dict:
@@ -61,11 +37,11 @@ def one_size(nodes: int, runs: int, port: int) -> dict:
                                  "--nproc_per_node", "1", "--node_rank", str(i), "--master_addr",
                                  cluster.addr["node-0"], "--master_port", str(port), "--rdzv_backend", "static",
                                  JOB], env=env, stdout=log, stderr=log)
-        _wait(os.path.join(work, "job-node-0.log"), "step 40")
+        wait_for_text(os.path.join(work, "job-node-0.log"), "step 40", 120)
         open(stall, "w").close()
-        _wait(os.path.join(work, f"job-node-{nodes - 1}.log"), "stalls")
+        wait_for_text(os.path.join(work, f"job-node-{nodes - 1}.log"), "stalls", 120)
         time.sleep(1.0)
-        pid = _rank0_pid(port)
+        pid = rank_pids(port)[0]
         walls, slowest, roots = [], [], []
         for _ in range(runs):
             t0 = time.monotonic()

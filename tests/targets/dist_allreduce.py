@@ -7,7 +7,6 @@ a rank stuck in its own work would) while the others go on into the next
 all_reduce and wait there for it: the cross-node hang the tests diagnose.
 """
 import os
-import sys
 import time
 
 import torch
