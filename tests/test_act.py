@@ -498,8 +498,8 @@ def test_if_cpus_estimate_matches_the_applied_change(jobs, tmp_path):
 def test_panel_keys_run_the_act_code(jobs, tmp_path):
     """The key state machine, on real jobs: [G] confirmed stops a job that
     handles SIGTERM; [K] refused sends nothing, confirmed kills the tree."""
-    from pyimpact.commands.panel_keys import PanelKeys
-    from pyimpact.commands.trace_kill_preview import JobWatch
+    from pyimpact.sessions.panel_keys import PanelKeys
+    from pyimpact.sessions.panel import JobWatch
 
     log_path = str(tmp_path / "signals.jsonl")
     graceful = jobs.start([os.path.join(TARGETS, "act_jobs.py"), "graceful", "{fd}"])
@@ -531,8 +531,8 @@ def test_panel_keys_run_the_act_code(jobs, tmp_path):
 
 def test_panel_wait_key_waits_for_the_write_then_stops(jobs, tmp_path):
     """[W] y: the same wait for the safe point as `stop --when safe`."""
-    from pyimpact.commands.panel_keys import PanelKeys
-    from pyimpact.commands.trace_kill_preview import JobWatch
+    from pyimpact.sessions.panel_keys import PanelKeys
+    from pyimpact.sessions.panel import JobWatch
 
     size = 6 << 20
     job = jobs.start([os.path.join(TARGETS, "kp_slow_writer.py"), str(tmp_path / "out"), str(size), str(2 << 20),

@@ -21,7 +21,7 @@ import pytest
 from conftest import (DIAG_SCENARIOS, PYIMPACT, proc_state, proc_syscall, python_as_nobody_argv, run_cli_as_nobody,
                       wait_for_line, wait_state)
 from pyimpact.analyse.hang.diagnose import CLASSES, KINDS
-from pyimpact.commands.diagnose import observe
+from pyimpact.sessions.observe import observe
 from pyimpact.render.diagnose_view import lines
 
 ROOT = os.geteuid() == 0

@@ -26,7 +26,7 @@ import pytest
 from conftest import ROOT as REPO, TARGETS, Spawner, kill_group_and_reap, proc_state, proc_syscall, wait_for_line, \
     wait_state
 from pyimpact.analyse.hang.diagnose import CLASSES, KINDS
-from pyimpact.commands.diagnose import observe
+from pyimpact.sessions.observe import observe
 from pyimpact.render.diagnose_view import lines
 
 IS_ROOT = os.geteuid() == 0
@@ -449,7 +449,7 @@ def test_gloo_healthy_job_is_progressing(spawn_here):
 # --------------------------------------------------------------------------
 
 def test_diagnose_all_calls_none_of_the_healthy_programs_hung(nginx, redis, postgres, spawn_here):
-    from pyimpact.commands.diagnose import observe_all
+    from pyimpact.sessions.observe import observe_all
     from pyimpact.render.diagnose_all_view import lines as all_lines
 
     master, worker, nport = nginx

@@ -494,7 +494,7 @@ def _ndjson(text: str) -> List[dict]:
 
 
 def test_live_panel_for_a_pid_and_for_the_machine(jobs, tmp_path, capsys):
-    from pyimpact.commands.trace_kill_preview import run_kill_preview_panel
+    from pyimpact.sessions.panel import run_kill_preview_panel
 
     job = jobs.start([os.path.join(TARGETS, "kp_busy.py")], cwd=str(tmp_path), ready_arg=None)
     assert job.line() == "ready"

@@ -15,7 +15,7 @@ import subprocess
 import pytest
 
 from conftest import PYIMPACT, proc_state, proc_syscall, wait_for_line, wait_state
-from pyimpact.commands.diagnose import observe
+from pyimpact.sessions.observe import observe
 from pyimpact.export import write_recording
 
 ROOT = os.geteuid() == 0

@@ -91,13 +91,13 @@ class Tracer:
                 early.join()   # the snapshot taken as soon as the early probes were attached
             got = early.snapshot if early is not None and getattr(early, "snapshot", None) is not None else None
             self.rec.snapshots["start"] = got if got is not None else self._snapshot()
+            if self.request.use_bpf:
+                self._open_probes()
+            else:
+                self.rec.note_unavailable("kernel probes", "disabled (--no-bpf)")
         except BaseException:
-            self.close()   # a probe compile started early is detached too
+            self.close()   # every stage closed on every path: a probe compile started early, probes attached
             raise
-        if self.request.use_bpf:
-            self._open_probes()
-        else:
-            self.rec.note_unavailable("kernel probes", "disabled (--no-bpf)")
         meta["started_at_ns"] = time.time_ns()
         if self.probes is not None and self.attached_early_ns:
             meta["started_at_ns"] = self.attached_early_ns

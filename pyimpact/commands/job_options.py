@@ -50,7 +50,7 @@ def job_from_options(pid: int, window: float, python_stacks: bool, hosts_file, s
         remote = shlex.split(remote_cmd)
     except ValueError as err:
         raise UsageError(f"--remote-cmd: {err}") from None
-    from .diagnose_job import diagnose_job
+    from ..sessions.job import diagnose_job
 
     return diagnose_job(pid, hosts=hosts, via=via, ssh_config=ssh_config, slurm_job=slurm_job,
                         remote_cmd=remote or ["pyimpact"], window=window, python_stacks=python_stacks)

@@ -17,12 +17,13 @@ def redact_option(f):
 
 
 def redactor_for(rec, enabled: bool):
-    """The Redactor of ``rec``, or None when --redact was not given."""
+    """The Redactor of ``rec``, or None when --redact was not given (export
+    and pandas are imported only when it was)."""
     if not enabled:
         return None
-    from ..export.redact import Redactor
+    from ..export.redact import redactor_for as build
 
-    return Redactor.for_recording(rec)
+    return build(rec, enabled)
 
 
 def refuse_redact_with_job(redact: bool) -> None:

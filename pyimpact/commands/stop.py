@@ -158,7 +158,7 @@ def command(pid: int, when: str, grace: float, sig_name: Optional[str], force: b
     from ..act.tree import ProcessTree
     from ..analyse.impact.report import analyse_impact
     from ..collect.workfiles import TreeObserver, seed_from_snapshot
-    from .kill_preview import observe
+    from ..sessions.kill_preview import observe
 
     from ..collect.special import special_process
 

@@ -3,124 +3,24 @@
 Ends when --duration passes, every target has exited, or on Ctrl-C / SIGTERM /
 SIGHUP; each of these still writes -o and prints the summary (exit code 0).
 The file is written first, before anything is rendered (a rendering failure
-must not lose the recording), and both come before the probes are detached,
-since detaching classic tracepoints waits for RCU grace periods.
+must not lose the recording), and both come before the probes are detached
+(pyimpact.sessions.trace runs the loop; this module is the click glue).
 """
 from __future__ import annotations
 
-import os
-import signal
 import sys
-import time
 
 import click
 
 from ..errors import PyimpactError, UsageError
 from ..export import write_recording
+from ..sessions.trace import StatusLine, run_trace
 from .job_options import job_options, wants_job
 from .params import Number
 from .redaction import redact_option, redactor_for, refuse_redact_with_job
 
 #: the longest -d accepted (30 days); without -d a trace runs until stopped
 MAX_DURATION_S = 30 * 86400
-
-
-class StopFlag:
-    """Turns SIGINT, SIGTERM and SIGHUP into a reason to stop, so the trace
-    ends cleanly (summary, output file, probes detached) instead of dying
-    mid-way: closing the terminal or the ssh session (SIGHUP) must not lose
-    the recording.
-
-    After SIGHUP the terminal is gone and writing to it fails (EIO), so the
-    standard streams that were a terminal are pointed at /dev/null: the
-    summary then goes nowhere, but the -o file is still written (a stream
-    redirected to a file keeps getting the summary). A second SIGINT (Ctrl-C
-    twice) aborts; a repeated SIGTERM or SIGHUP does not (a hangup often
-    arrives twice: from the kernel and from the shell forwarding it)."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-    def __init__(self):
-        self.reason = ""
-        self._old = {}
-        self._ttys = []
-
-    def __enter__(self):
-        self._ttys = [fd for fd in (1, 2) if _isatty(fd)]
-        for sig in self.SIGNALS:
-            self._old[sig] = signal.signal(sig, self._handler)
-        return self
-
-    def __exit__(self, *exc):
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-    def _handler(self, signum, _frame):
-        if signum == signal.SIGHUP:
-            self._detach_terminal()
-        if self.reason:
-            if signum == signal.SIGINT and self.reason.endswith("SIGINT"):
-                raise KeyboardInterrupt   # a second Ctrl-C: stop waiting for anything
-            return
-        self.reason = f"interrupted by {signal.Signals(signum).name}"
-
-    def _detach_terminal(self) -> None:
-        try:
-            null = os.open(os.devnull, os.O_WRONLY)
-        except OSError:
-            return
-        try:
-            for fd in self._ttys:
-                try:
-                    os.dup2(null, fd)
-                except OSError:
-                    pass
-        finally:
-            os.close(null)
-        self._ttys = []
-
-    def __call__(self) -> str:
-        return self.reason
-
-
-def _isatty(fd: int) -> bool:
-    try:
-        return os.isatty(fd)
-    except OSError:
-        return False
-
-
-class StatusLine:
-    """A live status line on a terminal (elapsed, events, lost), rewritten in
-    place: carriage return, the text, erase to the end of the line.  Written
-    to the stream itself, not through rich, which strips the ``\r`` (each
-    tick would append).  Off a terminal it prints nothing: a log gets no
-    stream of half-lines."""
-
-    def __init__(self, stream):
-        self.stream = stream
-        self.active = _isatty(stream.fileno()) if hasattr(stream, "fileno") else False
-        self.shown = False
-
-    def _write(self, text: str) -> None:
-        try:
-            self.stream.write(text)
-            self.stream.flush()
-        except OSError:   # the terminal hung up (EIO) before SIGHUP was handled: the trace goes on
-            self.active = False
-
-    def __call__(self, tracer) -> None:
-        if not self.active:
-            return
-        lost = sum(tracer.lost().values())
-        self._write(f"\r{tracer.elapsed():6.1f} s  {tracer.event_count} events  {lost} lost\x1b[K")
-        self.shown = True
-
-    def clear(self) -> None:
-        """Erase the line, so what follows starts at column 0 on a clean line."""
-        if self.shown:
-            self._write("\r\x1b[K")
-            self.shown = False
 
 
 @click.command("trace")
@@ -166,7 +66,7 @@ def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_p
         if len(pids) != 1:
             raise UsageError("trace --job takes one rank of the job", "-p PID of any rank")
         from ..render.text import clean
-        from .trace_job import trace_job
+        from ..sessions.job import trace_job
 
         done = trace_job(pids[0], duration, output, hosts_file=hosts_file, slurm_job=slurm_job, via=via,
                          ssh_config=ssh_config, remote_cmd=remote_cmd)
@@ -184,7 +84,7 @@ def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_p
             if special is not None:
                 raise UsageError(special.describe("trace --kill-preview"))
         # Without -p (or with --all) the panel watches the machine's heavy jobs.
-        from .trace_kill_preview import run_kill_preview_panel
+        from ..sessions.panel import run_kill_preview_panel
 
         sys.exit(run_kill_preview_panel(list(pids), duration, output, as_json, redact=redact))
     if not trace_all and not pids:
@@ -193,7 +93,7 @@ def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_p
     from rich.console import Console
 
     from ..analyse.timeline_summary import summarise
-    from ..collect.tracer import Tracer, TraceRequest
+    from ..collect.tracer import TraceRequest
     from ..render.summary_view import render_summary
     from ..render.text import clean, json_dumps
 
@@ -202,36 +102,31 @@ def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_p
     request = TraceRequest(pids=tuple(pids), trace_all=trace_all, duration_s=duration,
                            slow_ns=int(slow_ms * 1e6), ringbuf_pages=buffer_pages,
                            options={"slow_ms": slow_ms, "buffer_pages": buffer_pages, "output": output})
-    with StopFlag() as stop:
-        tracer = Tracer(request)
-        with tracer:
-            # On stderr even with --json: it is also the ready signal for scripts.
-            err.print(f"tracing {'all processes' if trace_all else ', '.join(map(str, pids))} "
-                      f"(probes attached in {tracer.rec.metadata['probes_attached_after_s']:.2f} s); "
-                      f"Ctrl-C to stop", highlight=False)
-            status = StatusLine(sys.stderr)
+    def ready(tracer) -> None:
+        # On stderr even with --json: it is also the ready signal for scripts.
+        err.print(f"tracing {'all processes' if trace_all else ', '.join(map(str, pids))} "
+                  f"(probes attached in {tracer.rec.metadata['probes_attached_after_s']:.2f} s); "
+                  f"Ctrl-C to stop", highlight=False)
+
+    def show(rec) -> None:
+        red = redactor_for(rec, redact)     # one redactor: the same placeholders in view and file
+        save_error = None
+        if output:   # saved before anything is rendered: a view can never lose the recording
             try:
-                tracer.run(should_stop=stop, on_tick=status)
-            finally:
-                status.clear()
-            rec = tracer.recording()
-            red = redactor_for(rec, redact)     # one redactor: the same placeholders in view and file
-            save_error = None
-            if output:   # saved before anything is rendered: a view can never lose the recording
-                try:
-                    err.print(f"wrote {clean(write_recording(red.recording(rec) if red is not None else rec, output))}")
-                except PyimpactError as exc:   # still show the summary, then fail with its code
-                    save_error = exc
-            summary = summarise(rec)
-            if red is not None:
-                summary = red.value(summary)
-            if as_json:
-                click.echo(json_dumps(summary, indent=2))
-            else:
-                render_summary(summary, out)
-                for pid in rec.metadata.get("exited_targets", []):
-                    err.print(f"target {pid} exited during the trace")
-            t0 = time.monotonic()
-            if save_error is not None:
-                raise save_error
-        err.print(f"probes detached in {time.monotonic() - t0:.2f} s", highlight=False)
+                err.print(f"wrote {clean(write_recording(red.recording(rec) if red is not None else rec, output))}")
+            except PyimpactError as exc:   # still show the summary, then fail with its code
+                save_error = exc
+        summary = summarise(rec)
+        if red is not None:
+            summary = red.value(summary)
+        if as_json:
+            click.echo(json_dumps(summary, indent=2))
+        else:
+            render_summary(summary, out)
+            for pid in rec.metadata.get("exited_targets", []):
+                err.print(f"target {pid} exited during the trace")
+        if save_error is not None:
+            raise save_error
+
+    detach_s = run_trace(request, on_ready=ready, status=StatusLine(sys.stderr), on_recording=show)
+    err.print(f"probes detached in {detach_s:.2f} s", highlight=False)

@@ -219,3 +219,8 @@ class Redactor:
         if self._regex is None:
             self._build()
         return sorted(set(self._table.values()))
+
+
+def redactor_for(rec: Any, enabled: bool):
+    """The Redactor of ``rec``, or None when redaction was not asked for."""
+    return Redactor.for_recording(rec) if enabled else None

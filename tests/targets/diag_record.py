@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(HERE))            # tests/ (conftest helpers)
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))
 
 from conftest import DiagProcs, proc_state, proc_syscall, wait_for_line, wait_state  # noqa: E402
-from pyimpact.commands.diagnose import observe  # noqa: E402
+from pyimpact.sessions.observe import observe  # noqa: E402
 from pyimpact.export import write_recording  # noqa: E402
 
 

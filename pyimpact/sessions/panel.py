@@ -1,4 +1,4 @@
-"""`pyimpact trace [-p PID] --kill-preview`: the live "if killed now" panel.
+"""The live "if killed now" panel session (`pyimpact trace [-p PID] --kill-preview`).
 
 Called by the trace command as ``run_kill_preview_panel(pids, duration_s,
 output, as_json) -> exit code``.  Read-only, like kill-preview: it never
@@ -30,9 +30,10 @@ from ..collect.jobs import ProcTable, own_family, proc_table, read_cmdlines
 from ..collect.workfiles import SAMPLE_INTERVAL_S, TreeObserver, seed_from_snapshot, stat_fields
 from ..recording import Recording
 from ..errors import NotInRecording, OutputError
-from ..render.text import json_dumps
+from ..export.redact import redactor_for
+from ..text import json_dumps
 from .kill_preview import GPU_INTERVAL_S, attach_observations, save_output
-from .redaction import redactor_for
+from .trace import StopFlag
 
 REFRESH_S = 1.0
 SNAPSHOT_EVERY_S = 1.0        # per-PID mode: a light /proc snapshot per refresh
@@ -140,8 +141,6 @@ def run_kill_preview_panel(pids: List[int], duration_s: Optional[float], output:
             roots = [j.root for j in jobs]
         else:
             roots = list(dict.fromkeys(int(p) for p in pids))
-        from .trace import StopFlag
-
         import contextlib
 
         from .panel_keys import KeyReader

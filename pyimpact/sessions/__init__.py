@@ -1,0 +1,15 @@
+"""Collection sessions: what a command runs between parsing its options and
+printing its answer.
+
+A session composes the layers below it — collect (Tracer, /proc samplers,
+NVML) -> Recording -> analyse -> a callback or a live view — and closes every
+stage it opened on every path.  It holds no click: commands/ parses the
+options and calls a session; act/ is used only by the live panel's keys.
+
+  observe       diagnose: one window on a process (or the machine), diagnosed
+  job           the distributed job's node sessions (diagnose-node, trace-node merge)
+  trace         StopFlag, the status line, the trace loop
+  kill_preview  the sampling look of kill-preview and stop; samples into the Recording
+  panel         the live "if killed now" panel (trace --kill-preview)
+  panel_keys    the panel's action keys and the terminal key reader
+"""

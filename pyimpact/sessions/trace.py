@@ -1,0 +1,138 @@
+"""The trace session: attach, run until the end of the request or a stop
+signal, hand the Recording over while the probes are still attached, detach.
+
+``StopFlag`` turns SIGINT/SIGTERM/SIGHUP into a reason to stop (every session
+that runs a Tracer uses it); ``StatusLine`` is the live one-line status on a
+terminal; ``run_trace`` is the loop `pyimpact trace` runs.  The Recording is
+handed over (to be written, then rendered) before the probes are detached,
+since detaching classic tracepoints waits for RCU grace periods.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import time
+from typing import Callable, Optional
+
+class StopFlag:
+    """Turns SIGINT, SIGTERM and SIGHUP into a reason to stop, so the trace
+    ends cleanly (summary, output file, probes detached) instead of dying
+    mid-way: closing the terminal or the ssh session (SIGHUP) must not lose
+    the recording.
+
+    After SIGHUP the terminal is gone and writing to it fails (EIO), so the
+    standard streams that were a terminal are pointed at /dev/null: the
+    summary then goes nowhere, but the -o file is still written (a stream
+    redirected to a file keeps getting the summary). A second SIGINT (Ctrl-C
+    twice) aborts; a repeated SIGTERM or SIGHUP does not (a hangup often
+    arrives twice: from the kernel and from the shell forwarding it)."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+    def __init__(self):
+        self.reason = ""
+        self._old = {}
+        self._ttys = []
+
+    def __enter__(self):
+        self._ttys = [fd for fd in (1, 2) if _isatty(fd)]
+        for sig in self.SIGNALS:
+            self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def _handler(self, signum, _frame):
+        if signum == signal.SIGHUP:
+            self._detach_terminal()
+        if self.reason:
+            if signum == signal.SIGINT and self.reason.endswith("SIGINT"):
+                raise KeyboardInterrupt   # a second Ctrl-C: stop waiting for anything
+            return
+        self.reason = f"interrupted by {signal.Signals(signum).name}"
+
+    def _detach_terminal(self) -> None:
+        try:
+            null = os.open(os.devnull, os.O_WRONLY)
+        except OSError:
+            return
+        try:
+            for fd in self._ttys:
+                try:
+                    os.dup2(null, fd)
+                except OSError:
+                    pass
+        finally:
+            os.close(null)
+        self._ttys = []
+
+    def __call__(self) -> str:
+        return self.reason
+
+
+def _isatty(fd: int) -> bool:
+    try:
+        return os.isatty(fd)
+    except OSError:
+        return False
+
+
+class StatusLine:
+    """A live status line on a terminal (elapsed, events, lost), rewritten in
+    place: carriage return, the text, erase to the end of the line.  Written
+    to the stream itself, not through rich, which strips the ``\r`` (each
+    tick would append).  Off a terminal it prints nothing: a log gets no
+    stream of half-lines."""
+
+    def __init__(self, stream):
+        self.stream = stream
+        self.active = _isatty(stream.fileno()) if hasattr(stream, "fileno") else False
+        self.shown = False
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except OSError:   # the terminal hung up (EIO) before SIGHUP was handled: the trace goes on
+            self.active = False
+
+    def __call__(self, tracer) -> None:
+        if not self.active:
+            return
+        lost = sum(tracer.lost().values())
+        self._write(f"\r{tracer.elapsed():6.1f} s  {tracer.event_count} events  {lost} lost\x1b[K")
+        self.shown = True
+
+    def clear(self) -> None:
+        """Erase the line, so what follows starts at column 0 on a clean line."""
+        if self.shown:
+            self._write("\r\x1b[K")
+            self.shown = False
+
+
+def run_trace(request, *, on_ready: Optional[Callable] = None, status: Optional[StatusLine] = None,
+              on_recording: Optional[Callable] = None) -> float:
+    """Trace ``request`` (a collect.tracer.TraceRequest) until its duration
+    passes, every target has exited, or a stop signal.  ``on_ready(tracer)``
+    once the probes are attached; ``status(tracer)`` on every tick (cleared
+    at the end); ``on_recording(rec)`` with the Recording while the probes are
+    still attached.  Returns the seconds the detach took; an exception from
+    ``on_recording`` still detaches, then propagates."""
+    from ..collect.tracer import Tracer
+
+    with StopFlag() as stop:
+        with Tracer(request) as tracer:
+            if on_ready is not None:
+                on_ready(tracer)
+            try:
+                tracer.run(should_stop=stop, on_tick=status)
+            finally:
+                if status is not None:
+                    status.clear()
+            rec = tracer.recording()
+            if on_recording is not None:
+                on_recording(rec)
+            t0 = time.monotonic()
+        return time.monotonic() - t0
