@@ -59,28 +59,31 @@ class ProcessHandle:
         the caller expects (a child found in its parent's children list).
         Raises ProcessGone when there is no such process (or it is another now)."""
         if pid <= 0:
-            raise ProcessGone(f"no such process: {pid}")
+            raise ProcessGone(f"no such process: {pid}", "check the PID (ps -p PID, pgrep -a NAME)")
         try:
             fd = os.pidfd_open(pid)
         except ProcessLookupError:
-            raise ProcessGone(f"no such process: {pid}") from None
+            raise ProcessGone(f"no such process: {pid}", "check the PID (ps -p PID, pgrep -a NAME)") from None
         except OSError as exc:
             raise NotPermitted(f"cannot open a pidfd for {pid}: {exc.strerror}", "needs Linux >= 5.3") from None
         st = _stat(pid)
         h = cls(fd, pid, st["start_ticks"] if st else -1, st["ppid"] if st else -1, st["comm"] if st else "")
         if st is None or h.exited():
             h.close()
-            raise ProcessGone(f"process {pid} exited while it was being identified")
+            raise ProcessGone(f"process {pid} exited while it was being identified", "it is gone: nothing to act on")
         if st["state"] in ("Z", "X"):
             h.close()
-            raise ProcessGone(f"process {pid} has already exited (zombie, waiting for its parent to reap it)")
+            raise ProcessGone(f"process {pid} has already exited (zombie, waiting for its parent to reap it)",
+                              "it is gone; its parent has not reaped it yet (nothing to act on)")
         if start_ticks is not None and st["start_ticks"] != start_ticks:
             h.close()
             raise ProcessGone(f"pid {pid} is now another process (start time {st['start_ticks']}, "
-                              f"not {start_ticks}): the one identified earlier has exited")
+                              f"not {start_ticks}): the one identified earlier has exited",
+                              "nothing was sent; look the process up again (pgrep -a NAME)")
         if ppid is not None and st["ppid"] != ppid:
             h.close()
-            raise ProcessGone(f"pid {pid} is no longer a child of {ppid}")
+            raise ProcessGone(f"pid {pid} is no longer a child of {ppid}",
+                              "nothing was sent to it; run the command again to see the tree as it is now")
         return h
 
     # -- state -----------------------------------------------------------

@@ -103,7 +103,8 @@ class Waiter:
     def status(self) -> PointStatus:
         s = self.observer.sample()
         if s is None or self.tree.root.exited():
-            raise ProcessGone(f"process {self.tree.root.pid} exited on its own while waiting: nothing was sent")
+            raise ProcessGone(f"process {self.tree.root.pid} exited on its own while waiting: nothing was sent",
+                              "nothing is left to stop")
         self.tree.refresh()
         inflight = inflight_file_calls(self.tree.pids())
         ck = findings(self.observer.samples, self.root_start_ns, inflight)
@@ -153,7 +154,7 @@ def wait_for_point(waiter: Waiter, on_status: Callable[[PointStatus, float], Non
                         or (cancelled is not None and cancelled()):
                     break
     except KeyboardInterrupt:
-        raise Interrupted("cancelled while waiting: nothing was sent") from None
+        raise Interrupted("cancelled while waiting: nothing was sent", "run the command again to stop it") from None
 
 
 def deliver(tree: ProcessTree, log: SignalLog, sig: int, why: str, grace_s: float, force: bool,
@@ -186,7 +187,8 @@ def deliver(tree: ProcessTree, log: SignalLog, sig: int, why: str, grace_s: floa
             alive[0].wait(min(0.1, left))
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted during the grace period: {signal_label(sig)} was already sent to "
-                          f"{tree.root.pid}; nothing else was sent") from None
+                          f"{tree.root.pid}; nothing else was sent",
+                          "the tree may still be exiting: check with ps; run the command again to finish") from None
     escalated = False
     if alive and force:
         tree.kill(log, f"pyimpact stop --force: still alive {grace_s:.0f} s after {signal_label(sig)}")

@@ -131,7 +131,8 @@ def load_btf(path: str = VMLINUX_BTF) -> BTF:
         raise BPFUnavailable(f"kernel BTF is not readable at {path} ({err.strerror})",
                              "the recorder needs a kernel built with CONFIG_DEBUG_INFO_BTF") from None
     except (ValueError, struct.error) as err:
-        raise BPFUnavailable(f"kernel BTF at {path} could not be parsed ({err})") from None
+        raise BPFUnavailable(f"kernel BTF at {path} could not be parsed ({err})",
+                             "run with --no-bpf (/proc only), or on a kernel with readable BTF") from None
 
 
 #: The offsets the recorder's probes need: -D name -> (struct, member path).

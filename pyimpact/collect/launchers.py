@@ -52,10 +52,11 @@ def read_hosts(path: str) -> List[str]:
         with open(path, encoding="utf-8", errors="replace") as f:
             lines = f.read().splitlines()
     except OSError as err:
-        raise UsageError(f"cannot read hosts file {path}: {err.strerror}") from None
+        raise UsageError(f"cannot read hosts file {path}: {err.strerror}",
+                         "give --hosts a readable file, one host per line") from None
     hosts = [check_host(line.split("#", 1)[0].strip()) for line in lines if line.split("#", 1)[0].strip()]
     if not hosts:
-        raise UsageError(f"hosts file {path} names no host")
+        raise UsageError(f"hosts file {path} names no host", "put one host per line in it (# starts a comment)")
     return list(dict.fromkeys(hosts))
 
 
@@ -71,7 +72,7 @@ def launcher_argv(via: str, host: str, remote: Sequence[str], *, ssh_config: Opt
         return argv + [host, shlex.join(list(remote))]
     if via == "slurm":
         if not slurm_job:
-            raise UsageError("--via slurm needs --slurm JOBID")
+            raise UsageError("--via slurm needs --slurm JOBID", "add --slurm JOBID, or use --via ssh with --hosts FILE")
         return ["srun", "--overlap", f"--jobid={slurm_job}", "--nodes=1", "--ntasks=1",
                 f"--nodelist={host}", "--quiet", *remote]
     if via == "kubectl":
@@ -82,19 +83,22 @@ def launcher_argv(via: str, host: str, remote: Sequence[str], *, ssh_config: Opt
 def slurm_hosts(job_id: str, *, timeout_s: float = 10.0) -> List[str]:
     """The nodes of a Slurm job, from squeue and scontrol."""
     if not re.match(r"^[0-9]+(_[0-9]+)?$", job_id):
-        raise UsageError(f"not a Slurm job id: {job_id!r}")
+        raise UsageError(f"not a Slurm job id: {job_id!r}", "give the numeric job id that squeue shows")
     try:
         nodelist = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%N"], capture_output=True, text=True,
                                   timeout=timeout_s, check=True).stdout.strip()
         out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
                              timeout=timeout_s, check=True).stdout
     except FileNotFoundError:
-        raise UsageError("--slurm needs Slurm's squeue and scontrol on PATH") from None
+        raise UsageError("--slurm needs Slurm's squeue and scontrol on PATH",
+                         "run on a Slurm login or compute node, or give --hosts FILE") from None
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as err:
-        raise UsageError(f"cannot list the nodes of Slurm job {job_id}: {err}") from None
+        raise UsageError(f"cannot list the nodes of Slurm job {job_id}: {err}",
+                         "check the job id with squeue, or give --hosts FILE") from None
     hosts = [check_host(h.strip()) for h in out.splitlines() if h.strip()]
     if not hosts:
-        raise UsageError(f"Slurm job {job_id} has no nodes (is it running?)")
+        raise UsageError(f"Slurm job {job_id} has no nodes (is it running?)",
+                         "check the job's state with squeue -j JOBID")
     return hosts
 
 

@@ -179,14 +179,16 @@ class ProbeConfig:
             raise UsageError("nothing to trace", "give -p PID, or --all for the whole system")
         for pid in self.pids:
             if not isinstance(pid, int) or pid <= 0:
-                raise UsageError(f"invalid PID {pid!r}")
+                raise UsageError(f"invalid PID {pid!r}", "give the PID as a positive number")
         if not (0 <= int(self.slow_ns) <= 3600 * 10**9):
-            raise UsageError(f"slow-syscall threshold out of range: {self.slow_ns} ns")
+            raise UsageError(f"slow-syscall threshold out of range: {self.slow_ns} ns",
+                             "use --slow-ms between 0 and 3600000")
         pages = int(self.ringbuf_pages)
         if pages < 1 or pages > 65536 or pages & (pages - 1):
-            raise UsageError(f"ring buffer pages must be a power of two between 1 and 65536, not {pages}")
+            raise UsageError(f"ring buffer pages must be a power of two between 1 and 65536, not {pages}",
+                             "use e.g. --buffer-pages 1024")
         if not (256 <= int(self.max_threads) <= 1 << 20):
-            raise UsageError(f"max threads out of range: {self.max_threads}")
+            raise UsageError(f"max threads out of range: {self.max_threads}", "trace fewer processes at once")
 
     def cflags(self) -> list:
         self.validate()

@@ -73,9 +73,11 @@ class RecorderConfig:
     def validate(self) -> None:
         pages = int(self.ringbuf_pages)
         if pages < 1 or pages > 16384 or pages & (pages - 1):
-            raise UsageError(f"ring buffer pages must be a power of two between 1 and 16384, not {pages}")
+            raise UsageError(f"ring buffer pages must be a power of two between 1 and 16384, not {pages}",
+                             "use e.g. 1024 pages")
         if not (0 <= int(self.min_bytes) <= 1 << 50):
-            raise UsageError(f"minimum file size out of range: {self.min_bytes}")
+            raise UsageError(f"minimum file size out of range: {self.min_bytes}",
+                             "use a size between 0 and the largest file to watch")
 
     def cflags(self, offsets: dict) -> list:
         self.validate()

@@ -44,7 +44,7 @@ def _identity(pid: int):
     try:
         return procfs.process_identity(pid)
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
-        raise ProcessGone(f"no such process: {pid}") from None
+        raise ProcessGone(f"no such process: {pid}", "check the PID (ps -p PID, pgrep -a NAME)") from None
     except psutil.AccessDenied:
         raise NotPermitted(f"cannot read process {pid}", "run as root") from None
 
@@ -155,7 +155,8 @@ class Tracer:
         try:
             return procfs.take_snapshot(pids, tree=self.request.snapshot_tree)
         except psutil.NoSuchProcess as err:
-            raise ProcessGone(f"process {err.pid} exited before it could be observed") from None
+            raise ProcessGone(f"process {err.pid} exited before it could be observed",
+                              "check the PID (ps -p PID); trace a short-lived one from its start") from None
         except psutil.AccessDenied as err:
             raise NotPermitted(f"cannot read process {err.pid}", "run as root") from None
 

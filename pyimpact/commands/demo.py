@@ -69,13 +69,15 @@ def command(output_dir):
     try:
         line = target.stdout.readline().decode()
         if not line.startswith("ready"):
-            raise PyimpactError("the demo target did not start")
+            raise PyimpactError("the demo target did not start",
+                                "run it again; if it persists, see `pyimpact demo --help` and report a bug")
         pid = target.pid
         click.echo(f"demo target started: pid {pid} (a pipeline that works for 4 s once traced, then gets stuck)\n")
         failures += _run_trace(["trace", "-p", str(pid), "-d", "3", "-o", timeline], go) != 0
         click.echo(f"\nopen {timeline} in https://ui.perfetto.dev to see the timeline\n")
         if target.stdout.readline().decode().strip() != "stuck":
-            raise PyimpactError("the demo target did not reach its stuck state")
+            raise PyimpactError("the demo target did not reach its stuck state",
+                                "the machine may be too loaded: run it again")
         if _have("diagnose"):
             failures += _run(["diagnose", str(pid)]) != 0
             click.echo()
@@ -96,5 +98,5 @@ def command(output_dir):
             target.wait()
         target.stdout.close()
     if failures:
-        raise PyimpactError(f"{failures} demo step(s) failed")
+        raise PyimpactError(f"{failures} demo step(s) failed", "the steps above say which; each prints its own error")
     click.echo(f"\ndemo done; timeline: {timeline}")

@@ -68,7 +68,7 @@ def command(target, pid_opt, name_opt, all_, window, as_json, no_bpf, no_python,
 
     special = special_process(pid)
     if special is not None:
-        raise UsageError(special.describe("diagnose"))
+        raise UsageError(special.describe("diagnose"), "give the PID of a user-space process")
     if wants_job(job, hosts_file, slurm_job):
         refuse_redact_with_job(redact)
         jd, elapsed = job_from_options(pid, window, not no_python, hosts_file, slurm_job, via, ssh_config,

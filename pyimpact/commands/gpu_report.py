@@ -59,7 +59,7 @@ def command(last, by, as_json, output, history_db, shares_path, hog_pct, hog_for
                     idle_s=parse_duration(idle_for, "--idle-for"))
     if output:
         if not output.lower().endswith(".html"):
-            raise UsageError(f"cannot write {output}: the report is written as .html")
+            raise UsageError(f"cannot write {output}: the report is written as .html", "give -o a FILE.html")
         from ..export.atomic import check_output_path
 
         check_output_path(output)
@@ -70,9 +70,11 @@ def command(last, by, as_json, output, history_db, shares_path, hog_pct, hog_for
             with open(path, encoding="utf-8", errors="replace") as f:
                 shares = parse_shares(f.read())
         except OSError as err:
-            raise InputError(f"cannot read the share file {path}: {err.strerror}") from None
+            raise InputError(f"cannot read the share file {path}: {err.strerror}",
+                             "check the path and its permissions") from None
         except ValueError as err:
-            raise UsageError(f"bad share file {path}: {err}") from None
+            raise UsageError(f"bad share file {path}: {err}",
+                             "see `pyimpact gpu-report --help` for the share file's format") from None
     db = find_default_db(history_db)
     if db is None:
         raise InputError("no history to report on: no recorder database found",

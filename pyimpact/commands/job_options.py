@@ -41,7 +41,7 @@ def job_from_options(pid: int, window: float, python_stacks: bool, hosts_file, s
     from ..collect.launchers import read_hosts, slurm_hosts
 
     if hosts_file and slurm_job:
-        raise UsageError("give --hosts or --slurm, not both")
+        raise UsageError("give --hosts or --slurm, not both", "use --hosts FILE for ssh, --slurm JOBID for Slurm")
     if not hosts_file and not slurm_job:
         raise UsageError("--job needs the nodes", "--hosts FILE (one host per line) or --slurm JOBID")
     hosts = read_hosts(hosts_file) if hosts_file else slurm_hosts(slurm_job)
@@ -49,7 +49,8 @@ def job_from_options(pid: int, window: float, python_stacks: bool, hosts_file, s
     try:
         remote = shlex.split(remote_cmd)
     except ValueError as err:
-        raise UsageError(f"--remote-cmd: {err}") from None
+        raise UsageError(f"--remote-cmd: {err}",
+                         "quote it as one shell command line, e.g. --remote-cmd '/opt/venv/bin/pyimpact'") from None
     from ..sessions.job import diagnose_job
 
     return diagnose_job(pid, hosts=hosts, via=via, ssh_config=ssh_config, slurm_job=slurm_job,

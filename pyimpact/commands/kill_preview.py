@@ -92,7 +92,7 @@ def command(pid: int, duration_s: float, watch_s: Optional[float], as_json: bool
 
     special = special_process(pid)
     if special is not None:
-        raise UsageError(special.describe("kill-preview"))
+        raise UsageError(special.describe("kill-preview"), "give the PID of a user-space process")
     if wants_job(job, hosts_file, slurm_job):
         refuse_redact_with_job(redact)
         _job_cascade(pid, as_json, hosts_file, slurm_job, via, ssh_config, remote_cmd)

@@ -102,7 +102,8 @@ def command(history_db, no_history, as_json, cleanup, yes, grace, only):
             click.echo(json_dumps(doc, indent=2))
         bad = [r for r in results if r.outcome not in ("exited after SIGTERM", "killed", "already gone")]
         if bad:
-            raise NotDone(f"{len(bad)} process(es) not cleaned: " + "; ".join(f"{r.pid} {r.outcome}" for r in bad))
+            raise NotDone(f"{len(bad)} process(es) not cleaned: " + "; ".join(f"{r.pid} {r.outcome}" for r in bad),
+                          "check them with ps; run `pyimpact orphans --cleanup` again, or stop them by PID")
     finally:
         close_handles(handles)
         if reader is not None:

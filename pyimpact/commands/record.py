@@ -74,7 +74,8 @@ def install_service(argv_tail, echo=click.echo, systemd=None) -> None:
     for cmd in (["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", "pyimpact-record.service"]):
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
-            raise OutputError(f"{' '.join(cmd)} failed: {res.stderr.strip().splitlines()[-1:]}")
+            raise OutputError(f"{' '.join(cmd)} failed: {res.stderr.strip().splitlines()[-1:]}",
+                              "install the unit by hand: `pyimpact record --help` shows it")
     echo(f"installed and started {UNIT_PATH}")
 
 

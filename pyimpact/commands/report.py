@@ -58,7 +58,8 @@ def analyse(rec, pids=()):
             diagnoses.append(diagnose(rec, pid))
         except NotInRecording:
             if pids:
-                raise InputError(f"pid {pid} is not in the recording's snapshots") from None
+                raise InputError(f"pid {pid} is not in the recording's snapshots",
+                                 "pyimpact report FILE without -p lists the processes it holds") from None
     return story, diagnoses
 
 

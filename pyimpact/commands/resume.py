@@ -21,7 +21,7 @@ def command(pid: int, yes: bool) -> None:
 
     special = special_process(pid)
     if special is not None:
-        raise UsageError(special.describe("resume"))
+        raise UsageError(special.describe("resume"), "give the PID of a user-space process")
     with ProcessTree.identify(pid) as tree:
         say(f"Plan: SIGCONT to {len(tree.live())} process(es), children first: {_describe(tree)}")
         confirm_or_stop("Resume now?", yes)
@@ -30,4 +30,5 @@ def command(pid: int, yes: bool) -> None:
         say(f"resumed: {', '.join(map(str, res['resumed'])) or 'none'}")
         if res["still_stopped"]:
             raise NotDone(f"still stopped: {', '.join(map(str, res['still_stopped']))} (a debugger or "
-                          "another stop holds it?)")
+                          "another stop holds it?)",
+                          "see what holds it: cat /proc/PID/status (TracerPid), then resume again")

@@ -164,7 +164,7 @@ def command(pid: int, when: str, grace: float, sig_name: Optional[str], force: b
 
     special = special_process(pid)
     if special is not None:
-        raise UsageError(special.describe("stop"))
+        raise UsageError(special.describe("stop"), "give the PID of a user-space process")
     user_sig = None
     if sig_name:
         try:
@@ -179,7 +179,8 @@ def command(pid: int, when: str, grace: float, sig_name: Optional[str], force: b
             tracer.close()
         start = rec.snapshots["start"].processes[pid]
         if start.start_ticks != tree.root.start_ticks:
-            raise ProcessGone(f"pid {pid} is now another process: the one identified has exited")
+            raise ProcessGone(f"pid {pid} is now another process: the one identified has exited",
+                              "nothing was sent; look the process up again (pgrep -a NAME)")
         end = (rec.snapshots.get("end") or rec.snapshots["start"]).processes.get(pid, start)
         sig, why = choose_signal(end.sig_caught, end.sig_ignored, user_sig)
         out = warn if as_json else say

@@ -58,7 +58,7 @@ def command(pid: int, yes: bool) -> None:
 
     special = special_process(pid)
     if special is not None:
-        raise UsageError(special.describe("suspend"))
+        raise UsageError(special.describe("suspend"), "give the PID of a user-space process")
     with ProcessTree.identify(pid) as tree:
         snap = _snapshot(pid)
         say(f"Plan: SIGSTOP to {len(tree.live())} process(es), parent first: {_describe(tree)}")

@@ -60,7 +60,8 @@ def resolve_target(target: Optional[str], pid_opt: Optional[int], name_opt: Opti
     if not given:
         raise UsageError("which process?", "give a PID or a name (e.g. 1234, train.py), or --pid / -n")
     if len(given) > 1:
-        raise UsageError("give the process once: PID|NAME, --pid or -n")
+        raise UsageError("give the process once: PID|NAME, --pid or -n",
+                         "e.g. `pyimpact diagnose 1234` or `pyimpact diagnose -n train.py`")
     if pid_opt is not None:
         return findproc.resolve(str(pid_opt))
     if name_opt is not None:

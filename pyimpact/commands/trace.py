@@ -56,7 +56,8 @@ def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_p
         raise UsageError("-o - cannot be used with --kill-preview: the live panel is on standard output",
                          "give -o a file name")
     if trace_all and (pids or names):
-        raise UsageError("give either -p PID / -n NAME or --all, not both")
+        raise UsageError("give either -p PID / -n NAME or --all, not both",
+                         "-p/-n for some processes, --all for every one")
     if pids or names:
         from .target import resolve_many
 
@@ -82,7 +83,7 @@ def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_p
         for pid in pids:
             special = special_process(pid)
             if special is not None:
-                raise UsageError(special.describe("trace --kill-preview"))
+                raise UsageError(special.describe("trace --kill-preview"), "give the PID of a user-space process")
         # Without -p (or with --all) the panel watches the machine's heavy jobs.
         from ..sessions.panel import run_kill_preview_panel
 

@@ -29,7 +29,8 @@ def command(key, duration, all_netns):
 
     members = find_members(key, all_netns=all_netns)
     if not members:
-        raise UsageError(f"no rank of job {key} on this node")
+        raise UsageError(f"no rank of job {key} on this node",
+                         "check the job key (it comes from the rank's environment) and --all-netns for containers")
     args = [x for m in members for x in ("-p", str(m.pid))] + ["-d", f"{duration:g}", "-o", "-"]
     trace_command.main(args=args, prog_name="pyimpact trace", standalone_mode=False)
     sys.stdout.flush()

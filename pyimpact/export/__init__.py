@@ -47,7 +47,7 @@ def read_recording(path: str):
         raise InputError(f"cannot read {path}: unknown format {suffix or '(no suffix)'}",
                          "pyimpact reads .json, .parquet and .csv recordings")
     if not os.path.isfile(path):
-        raise InputError(f"cannot read {path}: no such file")
+        raise InputError(f"cannot read {path}: no such file", "check the path")
     try:
         return readers[suffix](path)
     except InputError:
@@ -55,4 +55,5 @@ def read_recording(path: str):
     except Exception as err:  # a corrupt or foreign file: one line, not a traceback
         first = (str(err).strip().splitlines() or [""])[0]
         raise InputError(f"cannot read {path}: damaged or not a pyimpact recording "
-                         f"({err.__class__.__name__}: {first})") from None
+                         f"({err.__class__.__name__}: {first})",
+                         "give a file written by pyimpact -o (.json, .parquet or .csv)") from None

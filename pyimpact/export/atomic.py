@@ -68,11 +68,13 @@ def check_output_path(path: str) -> str:
     full = os.path.abspath(path)
     directory = os.path.dirname(full)
     if os.path.isdir(full):
-        raise OutputError(f"cannot write {path}: it is a directory")
+        raise OutputError(f"cannot write {path}: it is a directory", "give a file name")
     if not os.path.isdir(directory):
-        raise OutputError(f"cannot write {path}: directory {directory} does not exist")
+        raise OutputError(f"cannot write {path}: directory {directory} does not exist",
+                          "create the directory, or choose another path")
     if not os.access(directory, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write {path}: directory {directory} is not writable")
+        raise OutputError(f"cannot write {path}: directory {directory} is not writable",
+                          "choose a writable directory, or run as a user that can write there")
     return full
 
 
@@ -152,7 +154,8 @@ def _open_dir(path: str, directory: str) -> int:
     try:
         return os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as err:
-        raise OutputError(f"cannot write {path}: directory {directory}: {err.strerror}") from None
+        raise OutputError(f"cannot write {path}: directory {directory}: {err.strerror}",
+                          "choose another path") from None
 
 
 def _unlink_quietly(entry: str, dir_fd: int) -> None:
@@ -266,7 +269,8 @@ def atomic_file(path: str) -> Iterator[BinaryIO]:
             clean_stale(dir_fd, name)
             fd, private = _create(dir_fd, name, output_mode())
         except OSError as err:
-            raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
+            raise OutputError(f"cannot write {path}: {err.strerror or err}",
+                              "choose another path, or free space") from None
         with os.fdopen(fd, "wb", closefd=False) as f:
             yield f
             f.flush()
@@ -279,7 +283,8 @@ def atomic_file(path: str) -> Iterator[BinaryIO]:
             _publish(fd, dir_fd, name, private, path, directory)
             os.fsync(dir_fd)
         except OSError as err:
-            raise OutputError(f"cannot write {path}: {err.strerror or err}") from None
+            raise OutputError(f"cannot write {path}: {err.strerror or err}",
+                              "choose another path, or free space") from None
     finally:
         if fd >= 0:
             os.close(fd)

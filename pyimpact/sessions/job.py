@@ -176,7 +176,7 @@ def trace_job(pid: int, duration: float, output: str, *, hosts_file, slurm_job, 
     if not output or not output.endswith(".json"):
         raise UsageError("trace --job writes one merged Perfetto file", "give -o FILE.json")
     if duration is None:
-        raise UsageError("trace --job needs -d SECONDS (every node records the same window)")
+        raise UsageError("trace --job needs -d SECONDS (every node records the same window)", "add -d SECONDS")
     if bool(hosts_file) == bool(slurm_job):
         raise UsageError("--job needs the nodes", "--hosts FILE (one host per line) or --slurm JOBID")
     hosts = read_hosts(hosts_file) if hosts_file else slurm_hosts(slurm_job)

@@ -256,7 +256,8 @@ def observe(pid: int, *, window: float = 1.0, use_bpf: bool = True, python_stack
         try:
             d = diagnose(rec, pid)
         except NotInRecording:
-            raise ProcessGone(f"process {pid} exited before it could be diagnosed") from None
+            raise ProcessGone(f"process {pid} exited before it could be diagnosed",
+                              "check the PID (ps -p PID); diagnose a process that is still running") from None
         marks["diagnosed"] = time.monotonic() - _T0
         rec.metadata["diagnose_timings_s"] = {k: round(v, 4) for k, v in marks.items()}
         if on_verdict is not None:
