@@ -406,13 +406,3 @@ class SystemSnapshot:
                                       "members": [int(m) for m in t.get("members", [])]}
                             for ns, t in (d.get("pid_namespaces") or {}).items()}
         return s
-
-
-def snapshot_to_dict(snap: SystemSnapshot) -> Dict[str, Any]:
-    """Module-level alias of ``SystemSnapshot.to_dict`` for the recording writer."""
-    return snap.to_dict()
-
-
-def snapshot_from_dict(d: Dict[str, Any]) -> SystemSnapshot:
-    """Module-level alias of ``SystemSnapshot.from_dict`` for the recording reader."""
-    return SystemSnapshot.from_dict(d)

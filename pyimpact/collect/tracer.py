@@ -248,7 +248,3 @@ class Tracer:
                 rec.note_unavailable("end snapshot", "the targets exited while it was taken")
         meta["exited_targets"] = [pid for pid, _ in self.identities if pid not in alive]
         return rec
-
-
-def euid_is_root() -> bool:
-    return os.geteuid() == 0
