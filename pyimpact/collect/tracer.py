@@ -11,7 +11,6 @@ snapshots, an empty timeline, and an `unavailable` entry saying why.
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional
