@@ -19,7 +19,7 @@ import sys
 import pytest
 
 from conftest import PYIMPACT, RECORDINGS, TARGETS
-from pyimpact.commands.report import kill_previews
+from pyimpact.sessions.report import kill_previews
 from pyimpact.export import read_recording
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0,

@@ -12,4 +12,5 @@ options and calls a session; act/ is used only by the live panel's keys.
   kill_preview  the sampling look of kill-preview and stop; samples into the Recording
   panel         the live "if killed now" panel (trace --kill-preview)
   panel_keys    the panel's action keys and the terminal key reader
+  report        a saved recording read back and analysed (pyimpact report)
 """
