@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from ...formats import words_duration as secs  # the one duration formatter ("850 ms", "4 min")
+
 # activity of a thread over the window
 RUNNING = "running"      # on CPU for a good part of the window
 WAKING = "waking"        # woke up during the window (periodic work, timed waits)
@@ -202,18 +204,6 @@ def _alive_words(t: ThreadWait) -> str:
         return f"sleeps with a timeout in {t.syscall or '?'}{left}"
     return f"woke up {t.wakeups or 0} times in the window"
 
-
-def secs(s: Optional[float]) -> str:
-    """A duration in words ("850 ms", "12.3 s", "4 min")."""
-    if s is None:
-        return "?"
-    if s < 1:
-        return f"{s * 1000:.0f} ms"
-    if s < 120:
-        return f"{s:.1f} s"
-    if s < 7200:
-        return f"{s / 60:.0f} min"
-    return f"{s / 3600:.1f} h"
 
 
 def process_words(p: ProcessInfo, width: int = 48) -> str:

@@ -31,6 +31,8 @@ import datetime as _dt
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional, Set
 
+from ...formats import human_bytes
+
 #: pyimpact.collect.orphan_scan's records, read by attribute only (analyse does not import collect).
 HistFacts = Any
 ProcFacts = Any
@@ -89,24 +91,17 @@ def worker_kind(cmdline: List[str], comm: str) -> str:
     return ""
 
 
-def _bytes(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"
-
 
 def holdings(p: "ProcFacts", gpu_mem: Optional[Dict[int, int]] = None) -> List[str]:
     out = []
     if p.cpu_pct is not None and p.cpu_pct >= CPU_SHOWN_PCT:
         out.append(f"cpu {p.cpu_pct:.0f}%")
-    out.append(f"rss {_bytes(p.rss_bytes)}")
+    out.append(f"rss {human_bytes(p.rss_bytes)}")
     mem = (gpu_mem or {}).get(p.pid)
     if p.gpu_devices or mem:
         gpu = "gpu " + ",".join(d.replace("/dev/", "") for d in p.gpu_devices)
         if mem:
-            gpu += f" {_bytes(mem)}"
+            gpu += f" {human_bytes(mem)}"
         out.append(gpu.strip())
     out.extend(f"port {x}" for x in p.ports)
     return out

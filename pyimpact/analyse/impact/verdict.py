@@ -14,22 +14,12 @@ Pure functions over the dicts built in pyimpact.analyse.impact.report.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List
 
+from ...formats import human_bytes as mib  # the one byte formatter ("1.5 GiB")
 from .checkpoints import PartialFile
 from .signals import SignalReport
 
-
-def mib(n: Optional[float]) -> str:
-    """Bytes in binary units, for the sentences the analysis writes."""
-    if n is None:
-        return "?"
-    n = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
 
 
 def verdict(loss: dict, partial: List[PartialFile], costly_after_s: float) -> dict:
