@@ -126,7 +126,7 @@ def test_record_rejects_bad_options(tmp_path):
 
 
 def test_install_service_without_systemd_prints_the_unit(tmp_path):
-    from pyimpact.commands import record
+    from pyimpact.sessions import record
 
     lines = []
     record.install_service(["--db", str(tmp_path / "h.db")], echo=lines.append, systemd=False)

@@ -1,10 +1,9 @@
 """`pyimpact record`: the always-on recorder (foreground, or as a systemd service).
 
-Click glue around pyimpact.collect.recorder: validates the options, loads the
-recorder probes, announces the database of the running recorder in
-/run/pyimpact/recorder (so `diagnose --history` and friends find it), and
-stops cleanly on SIGTERM or Ctrl-C (remaining events written, run marked
-ended, probes detached). `--install-service` writes a unit and enables it.
+Click glue: validates the options and runs the recorder session
+(pyimpact.sessions.record: probes, NVML, the announcement of the database in
+/run/pyimpact/recorder, a clean stop on SIGTERM or Ctrl-C).
+`--install-service` writes a unit and enables it.
 
 Exit codes: 0 stopped normally; 2 bad option; 4 not root; 5 BPF unavailable;
 6 the database (or the unit file) cannot be written.
@@ -12,92 +11,11 @@ Exit codes: 0 stopped normally; 2 bad option; 4 not root; 5 BPF unavailable;
 from __future__ import annotations
 
 import os
-import shlex
-import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import click
 
-from ..errors import OutputError, UsageError
-
-UNIT_PATH = "/etc/systemd/system/pyimpact-record.service"
-
-UNIT = """[Unit]
-Description=pyimpact recorder: process lifecycle, checkpoints, signals and GPU use, machine-wide
-Documentation=file://{doc}
-After=local-fs.target
-
-[Service]
-Type=simple
-ExecStart={exec_start}
-Restart=on-failure
-RestartSec=5
-Nice=10
-# The recorder needs root for BPF; it writes only its database.
-ProtectHome=read-only
-PrivateTmp=yes
-
-[Install]
-WantedBy=multi-user.target
-"""
-
-
-def unit_text(argv_tail) -> str:
-    exe = shutil.which("pyimpact") or sys.executable + " -m pyimpact"
-    exec_start = " ".join([exe if " " not in exe else exe] + ["record"] + [shlex.quote(a) for a in argv_tail])
-    return UNIT.format(exec_start=exec_start, doc="/usr/share/doc/pyimpact/history.md")
-
-
-def systemd_running() -> bool:
-    return shutil.which("systemctl") is not None and os.path.isdir("/run/systemd/system")
-
-
-def install_service(argv_tail, echo=click.echo, systemd=None) -> None:
-    text = unit_text(argv_tail)
-    if not (systemd_running() if systemd is None else systemd):
-        echo("systemd is not running here: run `sudo pyimpact record` under your own supervisor; the unit would be:")
-        echo(text)
-        return
-    # written through an O_EXCL|O_NOFOLLOW temporary file, then renamed into place
-    directory = os.path.dirname(UNIT_PATH)
-    tmp = os.path.join(directory, f".pyimpact-record.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, UNIT_PATH)
-    except OSError as err:
-        raise OutputError(f"cannot write {UNIT_PATH}: {err.strerror or err}", "run as root") from None
-    for cmd in (["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", "pyimpact-record.service"]):
-        res = subprocess.run(cmd, capture_output=True, text=True)
-        if res.returncode != 0:
-            raise OutputError(f"{' '.join(cmd)} failed: {res.stderr.strip().splitlines()[-1:]}",
-                              "install the unit by hand: `pyimpact record --help` shows it")
-    echo(f"installed and started {UNIT_PATH}")
-
-
-def _announce(db_path: str) -> str:
-    from ..collect.history_db import RUNTIME_POINTER
-
-    os.makedirs(os.path.dirname(RUNTIME_POINTER), mode=0o755, exist_ok=True)
-    tmp = f"{RUNTIME_POINTER}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{os.getpid()} {os.path.abspath(db_path)}\n")
-    os.replace(tmp, RUNTIME_POINTER)
-    return RUNTIME_POINTER
-
-
-def _unannounce(pointer: str) -> None:
-    try:
-        with open(pointer) as f:
-            if f.read().split(" ", 1)[0] == str(os.getpid()):
-                os.unlink(pointer)
-    except OSError:
-        pass
+from ..errors import UsageError
+from ..sessions import record as session
 
 
 EXAMPLES = """
@@ -150,46 +68,13 @@ def command(db_path, interval, max_age, max_size, min_file_size, no_files, no_gp
                 tail += [flag, value]
         tail += ["--no-files"] if no_files else []
         tail += ["--no-gpu"] if no_gpu else []
-        install_service(tail)
+        session.install_service(tail, echo=click.echo)
         return
     db_path = db_path or DEFAULT_DB
 
-    from ..collect.gpu import GpuReader
-    from ..collect.recorder import Recorder, RecorderSettings, recorder_config
-    from ..collect.recorder_probes import RecorderProbes
+    from ..collect.recorder import RecorderSettings
 
-    settings = RecorderSettings(db_path=db_path, **settings_kw)
-    stop = {"flag": False}
-
-    def on_signal(signum, _frame):
-        stop["flag"] = True
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    t_end = time.monotonic() + duration_s if duration_s else None
-    probes = RecorderProbes(recorder_config(settings)).open()
-    gpu = GpuReader().open() if not no_gpu else None
-    pointer = None
-    rec = None
-    try:
-        rec = Recorder(settings, probes=probes, gpu_reader=gpu, log=lambda line: click.echo(line, err=True))
-        try:
-            pointer = _announce(db_path)
-        except OSError:
-            pointer = None      # only the default look-up is lost; --history DB still works
-        if gpu is not None and gpu.reason:
-            click.echo(f"pyimpact: GPU unavailable ({gpu.reason}): recorded as unavailable", err=True)
-        rec.run(lambda: stop["flag"] or (t_end is not None and time.monotonic() >= t_end),
-                on_started=lambda: click.echo(f"pyimpact: recorder running, history in {db_path} "
-                                              f"(every {interval_s:g} s)", err=True))
-    finally:
-        if rec is not None:
-            rec.stop()
-        probes.close()
-        if gpu is not None:
-            gpu.close()
-        if pointer:
-            _unannounce(pointer)
-        for s, h in old.items():
-            signal.signal(s, h)
-    click.echo(f"pyimpact: recorder stopped ({rec.counts['events']} events, {rec.counts['files']} file "
-               f"completions, {rec.counts['signals']} signals, {rec.counts['samples']} samples)", err=True)
+    counts = session.run_recorder(RecorderSettings(db_path=db_path, **settings_kw), gpu=not no_gpu, duration_s=duration_s,
+                          log=lambda line: click.echo(line, err=True))
+    click.echo(f"pyimpact: recorder stopped ({counts['events']} events, {counts['files']} file "
+               f"completions, {counts['signals']} signals, {counts['samples']} samples)", err=True)

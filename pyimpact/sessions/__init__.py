@@ -13,4 +13,5 @@ options and calls a session; act/ is used only by the live panel's keys.
   panel         the live "if killed now" panel (trace --kill-preview)
   panel_keys    the panel's action keys and the terminal key reader
   report        a saved recording read back and analysed (pyimpact report)
+  record        the always-on recorder: probes, NVML, the announcement, a clean stop; its systemd unit
 """

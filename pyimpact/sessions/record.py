@@ -1,0 +1,133 @@
+"""The recorder session (`pyimpact record`): load the recorder probes, open
+NVML, announce the database of the running recorder in /run/pyimpact/recorder
+(so `diagnose --history` and friends find it), run pyimpact.collect.recorder
+until stopped (SIGTERM, Ctrl-C or the duration), and close every stage on
+every path (ExitStack: run marked ended, probes detached, NVML closed, the
+announcement removed, the signal handlers given back).  ``install_service``
+writes the systemd unit of `record --install-service` and enables it.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import Callable, Optional
+
+from ..errors import OutputError
+
+UNIT_PATH = "/etc/systemd/system/pyimpact-record.service"
+
+
+UNIT = """[Unit]
+Description=pyimpact recorder: process lifecycle, checkpoints, signals and GPU use, machine-wide
+Documentation=file://{doc}
+After=local-fs.target
+
+[Service]
+Type=simple
+ExecStart={exec_start}
+Restart=on-failure
+RestartSec=5
+Nice=10
+# The recorder needs root for BPF; it writes only its database.
+ProtectHome=read-only
+PrivateTmp=yes
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def unit_text(argv_tail) -> str:
+    exe = shutil.which("pyimpact") or sys.executable + " -m pyimpact"
+    exec_start = " ".join([exe if " " not in exe else exe] + ["record"] + [shlex.quote(a) for a in argv_tail])
+    return UNIT.format(exec_start=exec_start, doc="/usr/share/doc/pyimpact/history.md")
+
+
+def systemd_running() -> bool:
+    return shutil.which("systemctl") is not None and os.path.isdir("/run/systemd/system")
+
+
+def install_service(argv_tail, echo=print, systemd=None) -> None:
+    text = unit_text(argv_tail)
+    if not (systemd_running() if systemd is None else systemd):
+        echo("systemd is not running here: run `sudo pyimpact record` under your own supervisor; the unit would be:")
+        echo(text)
+        return
+    # written through an O_EXCL|O_NOFOLLOW temporary file, then renamed into place
+    directory = os.path.dirname(UNIT_PATH)
+    tmp = os.path.join(directory, f".pyimpact-record.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, UNIT_PATH)
+    except OSError as err:
+        raise OutputError(f"cannot write {UNIT_PATH}: {err.strerror or err}", "run as root") from None
+    for cmd in (["systemctl", "daemon-reload"], ["systemctl", "enable", "--now", "pyimpact-record.service"]):
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise OutputError(f"{' '.join(cmd)} failed: {res.stderr.strip().splitlines()[-1:]}",
+                              "install the unit by hand: `pyimpact record --help` shows it")
+    echo(f"installed and started {UNIT_PATH}")
+
+
+def _announce(db_path: str) -> str:
+    from ..collect.history_db import RUNTIME_POINTER
+
+    os.makedirs(os.path.dirname(RUNTIME_POINTER), mode=0o755, exist_ok=True)
+    tmp = f"{RUNTIME_POINTER}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{os.getpid()} {os.path.abspath(db_path)}\n")
+    os.replace(tmp, RUNTIME_POINTER)
+    return RUNTIME_POINTER
+
+
+def _unannounce(pointer: str) -> None:
+    try:
+        with open(pointer) as f:
+            if f.read().split(" ", 1)[0] == str(os.getpid()):
+                os.unlink(pointer)
+    except OSError:
+        pass
+
+
+def run_recorder(settings, *, gpu: bool = True, duration_s: Optional[float] = None,
+                 log: Callable[[str], None] = print) -> dict:
+    """Record until SIGTERM/SIGINT or ``duration_s``; returns the recorder's counts."""
+    from ..collect.gpu import GpuReader
+    from ..collect.recorder import Recorder, recorder_config
+    from ..collect.recorder_probes import RecorderProbes
+
+    stop = {"flag": False}
+
+    def on_signal(signum, _frame):
+        stop["flag"] = True
+
+    t_end = time.monotonic() + duration_s if duration_s else None
+    with contextlib.ExitStack() as stage:
+        for s in (signal.SIGTERM, signal.SIGINT):
+            stage.callback(signal.signal, s, signal.signal(s, on_signal))
+        probes = RecorderProbes(recorder_config(settings)).open()
+        stage.callback(probes.close)
+        reader = GpuReader().open() if gpu else None
+        if reader is not None:
+            stage.callback(reader.close)
+        rec = Recorder(settings, probes=probes, gpu_reader=reader, log=log)
+        stage.callback(rec.stop)          # runs first: remaining events written, run marked ended
+        try:
+            stage.callback(_unannounce, _announce(settings.db_path))
+        except OSError:
+            pass      # only the default look-up is lost; --history DB still works
+        if reader is not None and reader.reason:
+            log(f"pyimpact: GPU unavailable ({reader.reason}): recorded as unavailable")
+        rec.run(lambda: stop["flag"] or (t_end is not None and time.monotonic() >= t_end),
+                on_started=lambda: log(f"pyimpact: recorder running, history in {settings.db_path} "
+                                       f"(every {settings.interval_s:g} s)"))
+    return rec.counts
