@@ -19,6 +19,7 @@ import click
 
 from ..errors import NotDone
 from ..render.text import json_dumps
+from ..sessions.act_look import gpu_memory_by_pid
 from .params import PID
 
 EXAMPLES = """
@@ -57,7 +58,7 @@ def command(history_db, no_history, as_json, cleanup, yes, grace, only):
     handles = open_handles([(p.pid, p.start_ticks) for p in suspects])     # discovery: pidfds now
     try:
         hist = orphan_scan.history_facts(reader, procs, [p.pid for p in suspects]) if reader else None
-        gpu_mem = _gpu_memory(suspects)
+        gpu_mem = gpu_memory_by_pid(suspects)
         orphans = find_orphans(procs, hist, my_uid=os.geteuid(), is_root=os.geteuid() == 0,
                                exclude=own_family(), gpu_mem=gpu_mem)
         if only:
@@ -110,16 +111,3 @@ def command(history_db, no_history, as_json, cleanup, yes, grace, only):
             reader.close()
 
 
-def _gpu_memory(procs) -> dict:
-    if not any(p.gpu_devices for p in procs):
-        return {}
-    try:
-        from ..collect.gpu import read_gpus
-
-        s = read_gpus()
-    except Exception:  # noqa: BLE001 - NVML trouble: the open /dev/nvidia* still shows
-        return {}
-    out = {}
-    for g in s.processes:
-        out[g.pid] = out.get(g.pid, 0) + (g.used_memory_bytes or 0)
-    return out

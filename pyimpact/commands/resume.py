@@ -5,8 +5,8 @@ import click
 
 from ..errors import NotDone, UsageError
 from .act_common import confirm_or_stop, say, warn
+from ..sessions.act_look import describe_tree
 from .target import process_target
-from .suspend import _describe
 
 
 @click.command("resume")
@@ -23,7 +23,7 @@ def command(pid: int, yes: bool) -> None:
     if special is not None:
         raise UsageError(special.describe("resume"), "give the PID of a user-space process")
     with ProcessTree.identify(pid) as tree:
-        say(f"Plan: SIGCONT to {len(tree.live())} process(es), children first: {_describe(tree)}")
+        say(f"Plan: SIGCONT to {len(tree.live())} process(es), children first: {describe_tree(tree)}")
         confirm_or_stop("Resume now?", yes)
         with SignalLog(command="resume", echo=warn) as log:
             res = resume_tree(tree, log, "pyimpact resume: user request")

@@ -13,27 +13,9 @@ from __future__ import annotations
 import click
 
 from ..errors import NotDone, UsageError
+from ..sessions.act_look import describe_tree, gpu_sample, tree_snapshot
 from .act_common import confirm_or_stop, say, warn
 from .target import process_target
-
-
-def _snapshot(pid: int):
-    from ..collect import procfs
-
-    return procfs.take_snapshot([pid], tree=True, threads=False, stacks=False, holders=True, timeout_s=0.8)
-
-
-def _gpu_sample():
-    from ..collect.gpu import read_gpus
-
-    try:
-        return read_gpus().to_dict()
-    except Exception:  # noqa: BLE001 - GPU figures are extra; the warning says they are unknown
-        return None
-
-
-def _describe(tree) -> str:
-    return ", ".join(f"{h.pid} ({h.comm})" for h in tree.live())
 
 
 EXAMPLES_S = """
@@ -60,9 +42,9 @@ def command(pid: int, yes: bool) -> None:
     if special is not None:
         raise UsageError(special.describe("suspend"), "give the PID of a user-space process")
     with ProcessTree.identify(pid) as tree:
-        snap = _snapshot(pid)
-        say(f"Plan: SIGSTOP to {len(tree.live())} process(es), parent first: {_describe(tree)}")
-        for w in suspend_warnings(snap, pid, _gpu_sample()):
+        snap = tree_snapshot(pid)
+        say(f"Plan: SIGSTOP to {len(tree.live())} process(es), parent first: {describe_tree(tree)}")
+        for w in suspend_warnings(snap, pid, gpu_sample()):
             say(f"  warning: {w}")
         say(f"  resume later with: pyimpact resume {pid}")
         confirm_or_stop("Suspend now?", yes)

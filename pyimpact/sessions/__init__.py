@@ -14,4 +14,5 @@ options and calls a session; act/ is used only by the live panel's keys.
   panel_keys    the panel's action keys and the terminal key reader
   report        a saved recording read back and analysed (pyimpact report)
   record        the always-on recorder: probes, NVML, the announcement, a clean stop; its systemd unit
+  act_look      the look at a tree before an action (suspend, resume, orphans --cleanup)
 """
