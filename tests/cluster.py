@@ -80,6 +80,10 @@ class Cluster:
 
     # -- network --------------------------------------------------------------
     def _network(self) -> None:
+        for ns in [self.client, *self.netns.values()]:
+            # A run killed before its teardown (SIGKILL, a SIGTERM'd pytest) leaves its
+            # namespaces; ours are named after our pid, so one of that name is stale.
+            ip("netns", "del", ns, check=False)
         ip("netns", "add", self.client)
         ip("-n", self.client, "link", "set", "lo", "up")
         ip("-n", self.client, "link", "add", "br0", "type", "bridge")
