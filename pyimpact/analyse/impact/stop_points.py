@@ -31,6 +31,9 @@ from ...names import is_checkpoint_name, is_temp_name
 from .checkpoints import CheckpointFindings, find_checkpoints
 from .resources import wchar_growth
 
+#: the granularity of file timestamps (the kernel's coarse clock: a tick, 10 ms at HZ=100)
+FILE_CLOCK_TICK_NS = 10_000_000
+
 FSYNC_CALLS = ("fsync", "fdatasync", "sync_file_range")
 
 
@@ -152,7 +155,9 @@ def outcome(samples: List[dict], final_files: Dict[str, list], root_start_ns: in
     durable = [c for c in (fam.completions if fam else []) if c.path not in bad and c.path in final_files
                and final_files[c.path][3] == c.ino]
     newest = max(durable, key=lambda c: c.completed_ns) if durable else None
-    saved = newest is not None and newest.completed_ns >= signal_ns
+    # File times come from the kernel's coarse clock (one tick, up to 10 ms at HZ=100, behind the
+    # clock that timed the signal): a save a millisecond after the signal can carry an earlier mtime.
+    saved = newest is not None and newest.completed_ns >= signal_ns - FILE_CLOCK_TICK_NS
     if saved:
         lost = 0.0          # the job's own save on the signal: what follows it is shutdown, not work
         since = "checkpoint"
@@ -167,7 +172,7 @@ def outcome(samples: List[dict], final_files: Dict[str, list], root_start_ns: in
         "lost_s": round(lost, 3),
         "newest_durable_checkpoint": None if newest is None else {
             "path": newest.path, "size_bytes": newest.size_bytes, "completed_ns": newest.completed_ns,
-            "after_signal": newest.completed_ns >= signal_ns,
+            "after_signal": newest.completed_ns >= signal_ns - FILE_CLOCK_TICK_NS,
             "before_exit_s": round((exit_ns - newest.completed_ns) / 1e9, 3)},
         "saved_on_signal": saved,
         "left_behind": left,
