@@ -231,7 +231,10 @@ def server_edges(rec: Recording, g: WaitGraph) -> None:
                 continue
             if line and line not in t.evidence:
                 t.evidence.append(line)
-            if blockers and t.activity in (WAITING, TIMED):
+            # The server's word stands even for a thread that woke in the window: a
+            # PostgreSQL backend waiting on a lock wakes every deadlock_timeout (1 s)
+            # to run the deadlock check, and goes back to the same wait.
+            if blockers and t.activity in (WAITING, TIMED, WAKING):
                 t.activity = WAITING
                 t.kind = str(info.get("kind") or "db-lock")
                 t.resource = str(info.get("resource") or "a lock held by another session")
