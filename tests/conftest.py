@@ -99,6 +99,28 @@ def start_trace(spawn, args, timeout: float = 30.0) -> subprocess.Popen:
     return proc
 
 
+def prog_ids_of(pid: int) -> set:
+    """IDs of the BPF programs a process holds, from its fds' fdinfo."""
+    ids = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf-prog":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                ids |= {int(line.split()[1]) for line in f if line.startswith("prog_id:")}
+        except OSError:
+            continue
+    return ids
+
+
+def all_prog_ids() -> set:
+    """IDs of every BPF program loaded on the machine (bpftool)."""
+    import json
+
+    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True).stdout
+    return {p["id"] for p in json.loads(out)}
+
+
 # ==========================================================================
 # diagnose / report fixtures (tests/test_diagnose*.py, tests/test_report*.py)
 # ==========================================================================

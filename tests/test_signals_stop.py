@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from conftest import PYIMPACT, start_trace, wait_for_line
+from conftest import PYIMPACT, all_prog_ids, prog_ids_of, start_trace, wait_for_line
 from pyimpact.export import read_recording
 
 #: seconds from the signal to the trace's exit that the test accepts (the
@@ -28,31 +28,12 @@ from pyimpact.export import read_recording
 STOP_BOUND_S = 8.0
 
 
-def _prog_ids_of(pid: int) -> set:
-    """IDs of the BPF programs a process holds, from its fds' fdinfo."""
-    ids = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf-prog":
-                continue
-            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                ids |= {int(line.split()[1]) for line in f if line.startswith("prog_id:")}
-        except OSError:
-            continue
-    return ids
-
-
-def _all_prog_ids() -> set:
-    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True).stdout
-    return {p["id"] for p in json.loads(out)}
-
-
 def _assert_detached(ours: set) -> None:
     assert len(ours) >= 9, "expected the probe programs to be loaded by the trace process"
     deadline = time.monotonic() + 5   # the kernel frees a program after its last reference, asynchronously
-    while ours & _all_prog_ids() and time.monotonic() < deadline:
+    while ours & all_prog_ids() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not (ours & _all_prog_ids()), "BPF programs still loaded after the trace ended"
+    assert not (ours & all_prog_ids()), "BPF programs still loaded after the trace ended"
 
 
 @pytest.fixture
@@ -72,7 +53,7 @@ def _go(target, busy_s: float = 1.5) -> None:
 def test_signal_stops_a_busy_trace(how, storm, spawn, tmp_path):
     out = str(tmp_path / f"{how}.parquet")
     trace = start_trace(spawn, ["-p", str(storm.pid), "--slow-ms", "0", "--json", "-o", out])
-    ours = _prog_ids_of(trace.pid)
+    ours = prog_ids_of(trace.pid)
     _go(storm)
     t0 = time.monotonic()
     trace.send_signal(getattr(signal, how))
@@ -121,7 +102,7 @@ def test_sighup_from_a_closed_terminal(storm, tmp_path):
                 except OSError:
                     break
         assert b"probes attached" in seen, seen[-2000:]
-        ours = _prog_ids_of(pid)
+        ours = prog_ids_of(pid)
         _go(storm)
         t0 = time.monotonic()
         os.close(master)      # the terminal window closes
@@ -154,7 +135,7 @@ def test_sighup_from_a_closed_terminal(storm, tmp_path):
 
 def test_sigkill_leaves_no_probes(storm, spawn, tmp_path):
     trace = start_trace(spawn, ["-p", str(storm.pid), "--slow-ms", "0", "-o", str(tmp_path / "k.parquet")])
-    ours = _prog_ids_of(trace.pid)
+    ours = prog_ids_of(trace.pid)
     _go(storm, 0.5)
     trace.send_signal(signal.SIGKILL)
     trace.communicate(timeout=30)

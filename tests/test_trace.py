@@ -15,7 +15,7 @@ import time
 import pandas as pd
 import pytest
 
-from conftest import PYIMPACT, run_cli_as_nobody, start_trace, wait_for_line
+from conftest import PYIMPACT, all_prog_ids, prog_ids_of, run_cli_as_nobody, start_trace, wait_for_line
 from pyimpact.export import read_recording, write_recording
 from pyimpact.timeline import COLUMNS
 
@@ -221,32 +221,13 @@ def test_loss_is_counted(c_build, spawn, tmp_path):
     assert received + s["lost"]["ringbuf_full"] >= 300000
 
 
-def _prog_ids_of(pid: int) -> set:
-    """IDs of the BPF programs a process holds, from its fds' fdinfo."""
-    ids = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf-prog":
-                continue
-            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
-                ids |= {int(line.split()[1]) for line in f if line.startswith("prog_id:")}
-        except OSError:
-            continue
-    return ids
-
-
-def _all_prog_ids() -> set:
-    out = subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True, check=True).stdout
-    return {p["id"] for p in json.loads(out)}
-
-
 @pytest.mark.parametrize("how", ["duration", "SIGINT", "SIGTERM"])
 def test_probes_detached(how, spawn, tmp_path):
     sleeper = spawn([sys.executable, "-c", "import time; time.sleep(120)"])
     out = str(tmp_path / f"{how}.json")
     args = ["-p", str(sleeper.pid), "-o", out] + (["-d", "1"] if how == "duration" else [])
     trace = start_trace(spawn, args)
-    ours = _prog_ids_of(trace.pid)
+    ours = prog_ids_of(trace.pid)
     assert len(ours) >= 9, "expected the probe programs to be loaded by the trace process"
     if how != "duration":
         trace.send_signal(getattr(signal, how))
@@ -256,9 +237,9 @@ def test_probes_detached(how, spawn, tmp_path):
     assert os.path.exists(out)
     # The kernel frees a program after its last reference goes, asynchronously.
     deadline = time.monotonic() + 5
-    while ours & _all_prog_ids() and time.monotonic() < deadline:
+    while ours & all_prog_ids() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not (ours & _all_prog_ids()), "BPF programs still loaded after the trace ended"
+    assert not (ours & all_prog_ids()), "BPF programs still loaded after the trace ended"
     if how != "duration":
         assert f"interrupted by {how}" in stdout.decode()
 
