@@ -2,22 +2,23 @@
 is the root cause.
 
 Click glue: the session (pyimpact.sessions.observe: collect -> Recording ->
-analyse) calls back with the verdict, which is printed before the probes are
-detached; imports stay lazy: time to verdict is part of the job.
+analyse) calls back with the verdict, which pyimpact.sessions.diagnose saves
+and prints before the probes are detached; imports stay lazy: time to verdict
+is part of the job.
 """
 from __future__ import annotations
 
-import sys
 
 import click
 
-from ..errors import PyimpactError, UsageError
-from ..export import write_recording
-from ..sessions.observe import observe, observe_all, tgid_of
-from .job_options import job_from_options, job_options, wants_job
+from ..errors import UsageError
+from ..sessions import diagnose, history
+from ..sessions.job import diagnose_job_from
+from ..sessions.observe import tgid_of
+from .job_options import job_options, wants_job
 from . import history_opt
 from .params import Number
-from .redaction import redact_option, redactor_for, refuse_redact_with_job
+from .redaction import redact_option, refuse_redact_with_job
 from .target import PID, _complete_process, resolve_target
 
 
@@ -62,7 +63,14 @@ def command(target, pid_opt, name_opt, all_, window, as_json, no_bpf, no_python,
     if all_:
         if any(x is not None for x in (target, pid_opt, name_opt)) or wants_job(job, hosts_file, slurm_job):
             raise UsageError("--all takes no process", "give either --all or one PID|NAME")
-        return _command_all(window, as_json, no_bpf, no_python, output, redact)
+        from .output import check_output
+
+        to_stdout = check_output(output, as_json)
+        path = diagnose.machine(window=window, as_json=as_json, use_bpf=not no_bpf, python_stacks=not no_python,
+                                output=output, to_stdout=to_stdout, redact=redact)
+        if path is not None:
+            click.echo(f"recording written to {path}", err=True)
+        return
     pid = resolve_target(target, pid_opt, name_opt)
     from ..collect.special import special_process
 
@@ -71,9 +79,9 @@ def command(target, pid_opt, name_opt, all_, window, as_json, no_bpf, no_python,
         raise UsageError(special.describe("diagnose"), "give the PID of a user-space process")
     if wants_job(job, hosts_file, slurm_job):
         refuse_redact_with_job(redact)
-        jd, elapsed = job_from_options(pid, window, not no_python, hosts_file, slurm_job, via, ssh_config,
-                                       remote_cmd)
-        _show_job(jd, elapsed, as_json)
+        jd, elapsed = diagnose_job_from(pid, window, not no_python, hosts_file, slurm_job, via, ssh_config,
+                                        remote_cmd)
+        diagnose.show_job(jd, elapsed, as_json)
         return
     tgid = tgid_of(pid)
     if tgid is not None and tgid != pid:
@@ -81,35 +89,10 @@ def command(target, pid_opt, name_opt, all_, window, as_json, no_bpf, no_python,
     from .output import check_output
 
     to_stdout = check_output(output, as_json)
-    hist = history_opt.lookup(pid, history_db)
-
-    saved: dict = {}
-
-    def show(d, rec) -> None:
-        rec.metadata["history"] = hist
-        red = redactor_for(rec, redact)     # one redactor: the same placeholders in view and file
-        if output:   # saved before anything is rendered: a view can never lose the recording
-            try:
-                saved["path"] = write_recording(red.recording(rec) if red is not None else rec, output)
-            except PyimpactError as exc:   # the answer still comes, then the error's exit code
-                saved["error"] = exc
-        shown = hist
-        if red is not None:
-            d, shown = red.value(d), red.value(hist)
-        if as_json:
-            from ..render.text import json_dumps
-
-            sys.stdout.write(json_dumps(history_opt.add(d.to_json(), shown, history_db), indent=2) + "\n")
-            sys.stdout.flush()
-        else:
-            from ..render import history_view
-            from ..render.diagnose_view import write
-
-            write(d, sys.stderr if to_stdout else sys.stdout)
-            history_view.write(shown, sys.stderr if to_stdout else sys.stdout)
-
-    observe(pid, window=window, use_bpf=not no_bpf, python_stacks=not no_python, on_verdict=show,
-            local_values=local_values)
+    hist = history.lookup(pid, history_db)
+    saved = diagnose.one(pid, window=window, use_bpf=not no_bpf, python_stacks=not no_python,
+                         local_values=local_values, as_json=as_json, output=output, to_stdout=to_stdout,
+                         redact=redact, hist=hist, history_db=history_db)
     if "error" in saved:
         raise saved["error"]
     if "path" in saved:
@@ -117,43 +100,3 @@ def command(target, pid_opt, name_opt, all_, window, as_json, no_bpf, no_python,
 
         click.echo(f"recording written to {clean(saved['path'])}", err=True)
 
-
-def _show_job(jd, elapsed: float, as_json: bool) -> None:
-    if as_json:
-        from ..render.text import json_dumps
-
-        doc = jd.to_json()
-        doc["elapsed_s"] = elapsed
-        sys.stdout.write(json_dumps(doc, indent=2) + "\n")
-    else:
-        from ..render.job_view import write
-
-        write(jd, sys.stdout, elapsed)
-
-
-def _command_all(window, as_json, no_bpf, no_python, output, redact=False) -> None:
-    from .output import check_output
-
-    to_stdout = check_output(output, as_json)
-    reds = []
-
-    def show(r, rec) -> None:
-        reds.append(redactor_for(rec, redact))
-        if reds[0] is not None:
-            r = reds[0].value(r)
-        if as_json:
-            import json
-
-            sys.stdout.write(json.dumps(r.to_json(), indent=2, default=str) + "\n")
-            sys.stdout.flush()
-        else:
-            from ..render.diagnose_all_view import write
-
-            write(r, sys.stderr if to_stdout else sys.stdout)
-
-    _, _, rec = observe_all(window=window, use_bpf=not no_bpf, python_stacks=not no_python, on_verdict=show)
-    if output:
-        if redact:
-            rec = (reds[0] if reds else redactor_for(rec, True)).recording(rec)
-        path = write_recording(rec, output)
-        click.echo(f"recording written to {path}", err=True)

@@ -25,24 +25,13 @@ import click
 
 from . import history_opt
 from ..errors import OutputError, UsageError
-from ..sessions.kill_preview import LiveLine, observe, save_output, what_if_estimates
-from .job_options import job_from_options, job_options, wants_job
+from ..sessions import history
+from ..sessions.kill_preview import LiveLine, observe, parse_changes, save_output, what_if_estimates
+from ..sessions.job import kill_cascade_of
+from .job_options import job_options, wants_job
 from .params import Number
 from .redaction import redact_option, redactor_for, refuse_redact_with_job
 from .target import process_target
-
-
-def _parse_changes(changes) -> list:
-    from ..analyse.impact.what_if import parse_change
-    from ..collect.threads import online_cpus
-
-    out = []
-    for text in changes:
-        try:
-            out.append(parse_change(text, online_cpus()))
-        except ValueError as exc:
-            raise UsageError(f"--if {text}: {exc}", "e.g. --if nice=10, --if cpus=0-3, --if cpu-quota=50%") from None
-    return out
 
 
 EXAMPLES = """
@@ -95,13 +84,20 @@ def command(pid: int, duration_s: float, watch_s: Optional[float], as_json: bool
         raise UsageError(special.describe("kill-preview"), "give the PID of a user-space process")
     if wants_job(job, hosts_file, slurm_job):
         refuse_redact_with_job(redact)
-        _job_cascade(pid, as_json, hosts_file, slurm_job, via, ssh_config, remote_cmd)
+        jd, cascade, elapsed = kill_cascade_of(pid, hosts_file, slurm_job, via, ssh_config, remote_cmd)
+        if as_json:
+            click.echo(json_dumps({"schema": "pyimpact.kill-preview-job/1", "job": jd.job, "elapsed_s": elapsed,
+                                   "cascade": cascade, "diagnosis": jd.to_json()}, indent=2))
+        else:
+            from ..render.job_view import write_cascade
+
+            write_cascade(jd, cascade, sys.stdout)
         return
     from .output import check_output
 
     to_stdout = check_output(output, as_json)
-    parsed = _parse_changes(changes)
-    hist = history_opt.lookup(pid, history_db)
+    parsed = parse_changes(changes)
+    hist = history.lookup(pid, history_db)
     live = LiveLine(sys.stderr, watch_s) if watch_s else None
     try:
         rec, tracer = observe(pid, watch_s or duration_s, use_bpf=not no_bpf, costly_after_s=costly_after,
@@ -126,7 +122,7 @@ def command(pid: int, duration_s: float, watch_s: Optional[float], as_json: bool
             doc = report.to_dict()
             if what_if:
                 doc["what_if"] = what_if
-            click.echo(json_dumps(history_opt.add(doc, hist, history_db), indent=2))
+            click.echo(json_dumps(history.add(doc, hist, history_db), indent=2))
         else:
             from ..render import history_view
 
@@ -142,25 +138,3 @@ def command(pid: int, duration_s: float, watch_s: Optional[float], as_json: bool
     finally:
         tracer.close()
 
-
-def _job_cascade(pid: int, as_json: bool, hosts_file, slurm_job, via, ssh_config, remote_cmd) -> None:
-    """kill-preview --job: the cascade of a kill of this rank across the nodes.
-    The rank is named by its RANK (a pid means nothing on another node)."""
-    from ..analyse.job import kill_cascade
-    from ..sessions.job import local_job_key
-
-    env = local_job_key(pid)["env"]
-    rank = env.get("RANK") or env.get("SLURM_PROCID")
-    if rank is None or not rank.isdigit():
-        raise UsageError(f"process {pid} has no RANK in its environment", "give the pid of one rank of the job")
-    jd, elapsed = job_from_options(pid, 1.0, False, hosts_file, slurm_job, via, ssh_config, remote_cmd)
-    cascade = kill_cascade(jd, int(rank))
-    if as_json:
-        from ..render.text import json_dumps
-
-        click.echo(json_dumps({"schema": "pyimpact.kill-preview-job/1", "job": jd.job, "elapsed_s": elapsed,
-                               "cascade": cascade, "diagnosis": jd.to_json()}, indent=2))
-    else:
-        from ..render.job_view import write_cascade
-
-        write_cascade(jd, cascade, sys.stdout)

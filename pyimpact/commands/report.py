@@ -19,6 +19,7 @@ import click
 
 from . import history_opt
 from ..export import write_recording
+from ..sessions import history
 from ..sessions.report import analyse, kill_previews, load
 from .params import PID
 from .redaction import redact_option, redactor_for
@@ -58,7 +59,7 @@ def command(file, pids, as_json, output, history_db, redact):
     rec = load(file)
     story, diagnoses = analyse(rec, pids)
     impacts, skipped = kill_previews(rec, pids)
-    hist = _history(rec, pids, history_db)
+    hist = history.of_recording(rec, pids, history_db)
     red = redactor_for(rec, redact)
     if red is not None:
         story, diagnoses, impacts, skipped, hist = (red.value(story), red.value(diagnoses), red.value(impacts),
@@ -69,8 +70,9 @@ def command(file, pids, as_json, output, history_db, redact):
 
         doc = {"schema": "pyimpact.report/1", "file": file, "story": story.to_dict(),
                "diagnoses": [d.to_json() for d in diagnoses],
-               "kill_preview": [_with_history(r.to_dict(), rec) for r in impacts], "kill_preview_skipped": skipped}
-        history_opt.add(doc, hist, history_db)
+               "kill_preview": [history.with_saved(r.to_dict(), rec) for r in impacts],
+               "kill_preview_skipped": skipped}
+        history.add(doc, hist, history_db)
         sys.stdout.write(json_dumps(doc, indent=2) + "\n")
         sys.stdout.flush()
         return
@@ -81,22 +83,3 @@ def command(file, pids, as_json, output, history_db, redact):
 
     history_view.write(hist, sys.stdout)
 
-
-def _with_history(doc: dict, rec) -> dict:
-    """A kill preview as the live run printed it: with the history it was given."""
-    return history_opt.add(doc, rec.metadata.get("history") or {})
-
-
-def _history(rec, pids, history_db):
-    """The history of the recording's first target: looked up now when a
-    database is given (or a recorder runs), else the one saved with it."""
-    from ..collect.history_db import find_default_db
-
-    saved = rec.metadata.get("history")
-    targets = list(pids) or [int(t["pid"]) for t in rec.metadata.get("targets", []) if "pid" in t]
-    if not targets or (saved and not history_db) or find_default_db(history_db) is None:
-        return saved or history_opt.lookup(targets[0] if targets else 0, history_db)
-    start = rec.snapshots.get("start")
-    proc = start.processes.get(targets[0]) if start is not None else None
-    return history_opt.lookup(targets[0], history_db, start_ticks=getattr(proc, "start_ticks", None),
-                              before_ns=rec.start_ns or None)

@@ -137,6 +137,43 @@ def diagnose_job(pid: int, *, hosts: Sequence[str], via: str = "ssh", ssh_config
     return jd, round(time.monotonic() - t0, 3)
 
 
+def diagnose_job_from(pid: int, window: float, python_stacks: bool, hosts_file, slurm_job, via, ssh_config,
+                      remote_cmd):
+    """Resolve the nodes and the launcher from the ``--job`` options, ask the
+    nodes: (JobDiagnosis, seconds it took)."""
+    import shlex
+
+    from ..collect.launchers import read_hosts, slurm_hosts
+
+    if hosts_file and slurm_job:
+        raise UsageError("give --hosts or --slurm, not both", "use --hosts FILE for ssh, --slurm JOBID for Slurm")
+    if not hosts_file and not slurm_job:
+        raise UsageError("--job needs the nodes", "--hosts FILE (one host per line) or --slurm JOBID")
+    hosts = read_hosts(hosts_file) if hosts_file else slurm_hosts(slurm_job)
+    via = via or ("slurm" if slurm_job else "ssh")
+    try:
+        remote = shlex.split(remote_cmd)
+    except ValueError as err:
+        raise UsageError(f"--remote-cmd: {err}",
+                         "quote it as one shell command line, e.g. --remote-cmd '/opt/venv/bin/pyimpact'") from None
+    return diagnose_job(pid, hosts=hosts, via=via, ssh_config=ssh_config, slurm_job=slurm_job,
+                        remote_cmd=remote or ["pyimpact"], window=window, python_stacks=python_stacks)
+
+
+def kill_cascade_of(pid: int, hosts_file, slurm_job, via, ssh_config, remote_cmd):
+    """kill-preview --job: (JobDiagnosis, the cascade of a kill of this rank
+    across the nodes, seconds it took).  The rank is named by its RANK (a pid
+    means nothing on another node)."""
+    from ..analyse.job import kill_cascade
+
+    env = local_job_key(pid)["env"]
+    rank = env.get("RANK") or env.get("SLURM_PROCID")
+    if rank is None or not rank.isdigit():
+        raise UsageError(f"process {pid} has no RANK in its environment", "give the pid of one rank of the job")
+    jd, elapsed = diagnose_job_from(pid, 1.0, False, hosts_file, slurm_job, via, ssh_config, remote_cmd)
+    return jd, kill_cascade(jd, int(rank)), elapsed
+
+
 CLOCK_ROUNDS = 3
 
 

@@ -14,7 +14,7 @@ import time
 from typing import List, Optional
 
 from ..collect.workfiles import SAMPLE_INTERVAL_S, TreeObserver, seed_from_snapshot
-from ..errors import OutputError, ProcessGone
+from ..errors import OutputError, ProcessGone, UsageError
 from ..export import write_recording
 from .trace import StopFlag
 
@@ -162,6 +162,21 @@ class LiveLine:
         if self.tty and self.last > 0:
             self.stream.write("\r" + " " * 79 + "\r")
             self.stream.flush()
+
+
+def parse_changes(changes) -> list:
+    """The ``--if`` changes (nice=N, cpus=LIST, cpu-quota=P%) parsed against
+    this machine's online CPUs; a bad one is a UsageError with an example."""
+    from ..analyse.impact.what_if import parse_change
+    from ..collect.threads import online_cpus
+
+    out = []
+    for text in changes:
+        try:
+            out.append(parse_change(text, online_cpus()))
+        except ValueError as exc:
+            raise UsageError(f"--if {text}: {exc}", "e.g. --if nice=10, --if cpus=0-3, --if cpu-quota=50%") from None
+    return out
 
 
 def what_if_estimates(rec, report, parsed, pid: int) -> list:
