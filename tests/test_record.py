@@ -131,7 +131,45 @@ def test_install_service_without_systemd_prints_the_unit(tmp_path):
     lines = []
     record.install_service(["--db", str(tmp_path / "h.db")], echo=lines.append, systemd=False)
     assert lines[0].startswith("systemd is not running here")
-    assert "ExecStart=" in lines[1] and "record --db" in lines[1]
+    assert "ExecStart=" in lines[1] and '"record" "--db"' in lines[1]
+
+
+HOSTILE_DB = '/data/50% full/$HOME "q" back\\slash/h.db'
+
+
+def _verify_unit(tmp_path, text):
+    unit = tmp_path / "pyimpact-record.service"
+    unit.write_text(text)
+    return subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "SYSTEMD_LOG_COLOR": "0"})
+
+
+def test_install_service_unit_passes_systemd_analyze_verify(tmp_path):
+    """The unit `record --install-service` writes is one systemd accepts, with a
+    --db path full of what systemd would otherwise expand (%, $, quotes)."""
+    from pyimpact.sessions import record
+
+    lines = []
+    record.install_service(["--db", HOSTILE_DB, "--interval", "30s"], echo=lines.append, systemd=False)
+    text = lines[1]
+    assert "[Service]" in text and "WantedBy=multi-user.target" in text
+    res = _verify_unit(tmp_path, text)
+    assert res.returncode == 0 and res.stdout.strip() == "" and res.stderr.strip() == "", res
+
+
+def test_unit_quoting_reads_back_unchanged_in_systemd(tmp_path):
+    """systemd's own parse of an ExecStart word made by systemd_quote: a
+    command that does not exist makes `verify` print the path it parsed."""
+    from pyimpact.sessions import record
+
+    exe = '/nonexistent/50% full/$HOME'      # systemd refuses quotes and backslashes in an executable's name
+    words = [record.systemd_quote(exe, executable=True), record.systemd_quote("record")]
+    text = record.UNIT.format(exec_start=" ".join(words), doc="/x")
+    res = _verify_unit(tmp_path, text)
+    assert res.returncode != 0
+    assert f"Command {exe} is not executable" in res.stderr, res.stderr
+    with pytest.raises(Exception, match="newline"):
+        record.systemd_quote("a\nb")
 
 
 def test_signal_with_a_negative_code_is_stored(spawn, tmp_path):

@@ -38,16 +38,22 @@ The schema (also in docs/history.md; bump SCHEMA_VERSION on any change):
 
 Times are wall-clock ns; start_ticks is field 22 of /proc/PID/stat (clock
 ticks since boot), which with boot_id identifies a process across pid reuse.
-The file is created 0600 (it names every command run on the machine).
+The file is created 0600 (it names every command run on the machine), in a
+directory that must belong to us (or root) and be writable by nobody else;
+it and its -wal/-shm side files are opened O_NOFOLLOW relative to that
+directory and checked (ours, regular, one name), and the files SQLite then
+opens by name are checked to be those inodes (see ``_open_private``).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sqlite3
+import stat
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import InputError, OutputError
 
@@ -107,20 +113,105 @@ def boot_id() -> str:
         return ""
 
 
-def _create_private(path: str) -> None:
-    """Create the database file 0600 through O_EXCL|O_NOFOLLOW if it does not exist
-    (never through a symlink someone planted), and its directory 0700."""
-    directory = os.path.dirname(os.path.abspath(path))
+SIDE_SUFFIXES = ("-wal", "-shm")      # SQLite's WAL-mode side files, opened by SQLite by name
+
+
+def _refuse(path: str, why: str, hint: str = "give --db a path in a directory only you can write") -> OutputError:
+    return OutputError(f"refusing to write the history database {path}: {why}", hint)
+
+
+def _open_directory(path: str, directory: str) -> int:
+    """The database's directory, opened without following a symlink in its last
+    component (created 0700 when missing) and checked: owned by us or root and
+    writable by nobody else. SQLite opens the side files by name; in a
+    directory only we can write, nobody can swap a name between our check and
+    its open."""
     if not os.path.isdir(directory):
         os.makedirs(directory, mode=0o700, exist_ok=True)
-    if os.path.islink(path):
-        raise OutputError(f"refusing to open the history database {path}: it is a symlink", "remove it")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        os.close(fd)
-    except FileExistsError:
-        pass
-    os.chmod(path, 0o600)
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise _refuse(path, f"its directory {directory} is a symlink or not a directory") from None
+        raise
+    st = os.fstat(dfd)
+    if st.st_uid not in (os.geteuid(), 0):
+        os.close(dfd)
+        raise _refuse(path, f"its directory {directory} belongs to uid {st.st_uid}")
+    if st.st_mode & 0o022:
+        os.close(dfd)
+        raise _refuse(path, f"its directory {directory} is writable by others (mode {stat.S_IMODE(st.st_mode):o})")
+    return dfd
+
+
+def _check_file(path: str, fd: int) -> os.stat_result:
+    """A file we opened (never through a symlink): a regular file of ours, with
+    no other name (a hard link to someone else's file), made 0600 through the fd."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise _refuse(path, "it is not a regular file")
+    if st.st_uid != os.geteuid():
+        raise _refuse(path, f"it belongs to uid {st.st_uid}", "remove it, or give --db another path")
+    if st.st_nlink != 1:
+        raise _refuse(path, f"it has {st.st_nlink} names (a hard link)", "remove it, or give --db another path")
+    if stat.S_IMODE(st.st_mode) != 0o600:
+        os.fchmod(fd, 0o600)
+    return st
+
+
+def _open_private(path: str) -> Tuple[str, Dict[str, os.stat_result]]:
+    """Create or open the database file and its side files relative to the
+    checked directory (O_NOFOLLOW: a planted symlink is refused, never
+    followed), each checked by ``_check_file``. Returns the database's real
+    path and the stat of each file opened, by real path, for
+    ``_verify_sqlite_files``. Files are created 0600 (SQLite gives
+    the side files it creates the database file's mode)."""
+    directory, name = os.path.split(os.path.abspath(path))
+    if not name or name in (".", ".."):
+        raise _refuse(path, "it names a directory")
+    dfd = _open_directory(path, directory)
+    real_dir = os.path.realpath(directory)
+    checked: Dict[str, os.stat_result] = {}
+    try:
+        for suffix in ("",) + SIDE_SUFFIXES:
+            flags = os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | (os.O_CREAT if not suffix else 0)
+            try:
+                fd = os.open(name + suffix, flags, 0o600, dir_fd=dfd)
+            except FileNotFoundError:
+                continue            # a side file SQLite will create (0600, like the database)
+            except OSError as err:
+                if err.errno == errno.ELOOP:
+                    raise _refuse(path + suffix, "it is a symlink", "remove it") from None
+                raise
+            try:
+                checked[os.path.join(real_dir, name + suffix)] = _check_file(path + suffix, fd)
+            finally:
+                os.close(fd)
+    finally:
+        os.close(dfd)
+    return os.path.join(real_dir, name), checked
+
+
+def _verify_sqlite_files(base: str, checked: Dict[str, os.stat_result]) -> None:
+    """What SQLite opened by name is what we checked: every descriptor of this
+    process on the database or a side file is the same inode as ours, and a
+    side file SQLite created is a regular file of ours, 0600, with one name."""
+    wanted = set(checked) | {base + s for s in SIDE_SUFFIXES}
+    for entry in os.listdir("/proc/self/fd"):
+        link = f"/proc/self/fd/{entry}"
+        try:
+            target = os.readlink(link)
+            if target not in wanted:
+                continue
+            st = os.stat(link)          # the open file itself (the magic link), not a name
+        except OSError:
+            continue
+        mine = checked.get(target)
+        if mine is not None and (st.st_dev, st.st_ino) != (mine.st_dev, mine.st_ino):
+            raise _refuse(target, "it was replaced while being opened", "look at who writes that directory")
+        if mine is None and (not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid() or st.st_nlink != 1
+                             or stat.S_IMODE(st.st_mode) & 0o077):
+            raise _refuse(target, "SQLite's side file is not a private regular file of ours")
 
 
 def connect(path: str, *, write: bool) -> sqlite3.Connection:
@@ -128,14 +219,17 @@ def connect(path: str, *, write: bool) -> sqlite3.Connection:
     a reader opens it read-only and fails with InputError when it is missing."""
     try:
         if write:
-            _create_private(path)
-            conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")   # WAL + NORMAL: a commit survives a process crash
-            conn.executescript(SCHEMA)
-            for suffix in ("-wal", "-shm"):
-                if os.path.exists(path + suffix):
-                    os.chmod(path + suffix, 0o600)
+            base, checked = _open_private(path)
+            conn = sqlite3.connect(base, timeout=10.0, isolation_level=None, check_same_thread=False)
+            try:
+                _verify_sqlite_files(base, checked)        # before SQLite writes anything
+                conn.execute("PRAGMA journal_mode=WAL")
+                _verify_sqlite_files(base, checked)        # the side files WAL mode opened
+                conn.execute("PRAGMA synchronous=NORMAL")   # WAL + NORMAL: a commit survives a process crash
+                conn.executescript(SCHEMA)
+            except BaseException:
+                conn.close()
+                raise
             return conn
         if not os.path.isfile(path):
             raise InputError(f"no history database at {path}", "start one with: sudo pyimpact record")
@@ -270,6 +364,9 @@ class HistoryWriter:
         return total
 
     def close(self) -> None:
+        """Commit what is queued and close; a second call does nothing."""
+        if self.conn is None:
+            return
         try:
             if self._pending:
                 self.flush()
@@ -277,6 +374,7 @@ class HistoryWriter:
                 self.conn.execute("COMMIT")
         finally:
             self.conn.close()
+            self.conn = None
 
 
 # ---------------------------------------------------------------------------

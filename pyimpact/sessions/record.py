@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import shutil
 import signal
 import subprocess
@@ -43,10 +42,24 @@ WantedBy=multi-user.target
 """
 
 
+def systemd_quote(arg: str, executable: bool = False) -> str:
+    """One ExecStart= word as systemd reads it back: double-quoted, with the
+    C escapes of backslash and quote, and ``%`` (unit specifiers) and, in an
+    argument, ``$`` (environment substitution, not done on the executable)
+    doubled, so a path such as ``/data/50%/$x`` reaches the recorder
+    unchanged (systemd.service(5), "Command lines")."""
+    if "\n" in arg or "\0" in arg:
+        raise OutputError(f"cannot put {arg!r} on a systemd command line (a newline or NUL)",
+                          "use a path without control characters")
+    body = arg.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%")
+    return f'"{body if executable else body.replace("$", "$$")}"'
+
+
 def unit_text(argv_tail) -> str:
-    exe = shutil.which("pyimpact") or sys.executable + " -m pyimpact"
-    exec_start = " ".join([exe if " " not in exe else exe] + ["record"] + [shlex.quote(a) for a in argv_tail])
-    return UNIT.format(exec_start=exec_start, doc="/usr/share/doc/pyimpact/history.md")
+    exe = shutil.which("pyimpact")
+    argv = ([exe] if exe else [sys.executable, "-m", "pyimpact"]) + ["record"] + list(argv_tail)
+    words = [systemd_quote(argv[0], executable=True)] + [systemd_quote(a) for a in argv[1:]]
+    return UNIT.format(exec_start=" ".join(words), doc="/usr/share/doc/pyimpact/history.md")
 
 
 def systemd_running() -> bool:
@@ -114,12 +127,15 @@ def run_recorder(settings, *, gpu: bool = True, duration_s: Optional[float] = No
     with contextlib.ExitStack() as stage:
         for s in (signal.SIGTERM, signal.SIGINT):
             stage.callback(signal.signal, s, signal.signal(s, on_signal))
+        # The database first: a bad --db path fails in one line before any probe is compiled.
+        rec = Recorder(settings, log=log)
+        stage.callback(rec.db.close)      # runs last (idempotent after rec.stop)
         probes = RecorderProbes(recorder_config(settings)).open()
         stage.callback(probes.close)
         reader = GpuReader().open() if gpu else None
         if reader is not None:
             stage.callback(reader.close)
-        rec = Recorder(settings, probes=probes, gpu_reader=reader, log=log)
+        rec.probes, rec.gpu = probes, reader
         stage.callback(rec.stop)          # runs first: remaining events written, run marked ended
         try:
             stage.callback(_unannounce, _announce(settings.db_path))
