@@ -4,7 +4,7 @@ Every module's imports are read with ``ast`` — at module level and inside
 functions (the lazy imports that keep time to verdict short are imports all
 the same) — and each module is given its layer by its path:
 
-  0 base      errors, units, text, formats, names, syscall_table, syscalls/, pyimpact/__init__
+  0 base      errors, units, text, formats, names, jsondoc, syscall_table, syscalls/, pyimpact/__init__
   1 model     snapshot, timeline, event_layout, recording
   2 collect   collect/...            (touches the system)
   2 analyse   analyse/...            (pure)
@@ -32,6 +32,7 @@ from typing import Dict, List, Set, Tuple
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pyimpact")
 
 BASE = {"pyimpact", "pyimpact.errors", "pyimpact.units", "pyimpact.text", "pyimpact.formats", "pyimpact.names",
+        "pyimpact.jsondoc",
         "pyimpact.syscall_table"}
 MODEL = {"pyimpact.snapshot", "pyimpact.timeline", "pyimpact.event_layout", "pyimpact.recording"}
 FOLDERS = {"syscalls": "base", "collect": "collect", "analyse": "analyse", "export": "export", "render": "render",

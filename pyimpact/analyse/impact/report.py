@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from ...errors import NotInRecording
+from ...jsondoc import to_json
 from ...recording import Recording
 from ...snapshot import ProcessSnapshot, SystemSnapshot
 from ...names import writable
@@ -58,35 +59,35 @@ def iso(ns: Optional[int]) -> Optional[str]:
 # The report
 # --------------------------------------------------------------------------
 
-@dataclass
+@dataclass(frozen=True)
 class ProcessRow:
+    """One process of the tree (``tree[]`` of the --json document): who it is
+    and what it holds, so the reader sees what dies with the kill."""
+
     pid: int
     ppid: int
-    role: str
+    role: str                    # launcher | main | dataloader worker | helper: ... | child (tree.role_of)
     command: str
     age_s: Optional[float]
-    cpu_pct: Optional[float]
+    cpu_pct: Optional[float]     # over the window; None: alive in one sample only
     rss_bytes: Optional[int]
     uss_bytes: Optional[int]
     threads: int
     state: str
     files: FileGroups
     sockets: SocketGroups
-    gpus: List[dict] = field(default_factory=list)
+    gpus: List[dict] = field(default_factory=list)     # {device, used_memory_bytes} from NVML
 
     def to_dict(self) -> dict:
-        d = dict(self.__dict__)
-        d["files"] = self.files.to_dict()
-        d["sockets"] = self.sockets.to_dict()
-        return d
+        return to_json(self)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Target:
     """The process whose kill is previewed (``target`` of the --json document)."""
 
     pid: int
-    start_ticks: int
+    start_ticks: int             # with the pid, the identity: a reused pid is another process
     command: str
     comm: str
     age_s: float
@@ -94,10 +95,10 @@ class Target:
     state: str
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return to_json(self)
 
 
-@dataclass
+@dataclass(frozen=True)
 class GpuSummary:
     """The tree's GPU figures (``gpu`` of the --json document); ``available`` False says why in ``reason``."""
 
@@ -108,13 +109,23 @@ class GpuSummary:
     tree_sm_util_pct: Dict[str, float]
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return to_json(self)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ImpactReport:
-    target: Target
+    """What a kill of ``target`` now would cost; ``to_dict()`` is the --json document.
+
+    Each part is typed where it is built (this package) and read by attribute
+    by the views; the document is written from the fields by the one JSON
+    writer (pyimpact.jsondoc), in field order.
+    """
+
+    # the document's head: its schema, and the as-of moment (the last sample) as an ISO time
+    schema: str = field(default=SCHEMA, init=False)
+    as_of: Optional[str] = field(default=None, init=False)
     as_of_ns: int
+    target: Target
     observation: dict
     tree: List[ProcessRow]
     loss: dict
@@ -125,6 +136,9 @@ class ImpactReport:
     safe_to_kill: dict
     recommendation: dict
     notes: List[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "as_of", iso(self.as_of_ns))
 
     def to_dict(self) -> dict:
         """The stable ``--json`` document (schema ``pyimpact.kill-preview/1``).
@@ -166,22 +180,7 @@ class ImpactReport:
         "kind" is measured (read from the kernel, /proc, file times or the
         probes), estimated (extrapolated, basis given) or unavailable (why).
         """
-        return {
-            "schema": SCHEMA,
-            "as_of": iso(self.as_of_ns),
-            "as_of_ns": self.as_of_ns,
-            "target": self.target.to_dict(),
-            "observation": dict(self.observation),
-            "tree": [r.to_dict() for r in self.tree],
-            "loss": self.loss,
-            "freed": self.freed,
-            "cascade": self.cascade,
-            "signals": self.signals.to_dict(),
-            "gpu": self.gpu.to_dict(),
-            "safe_to_kill": self.safe_to_kill,
-            "recommendation": self.recommendation,
-            "notes": list(self.notes),
-        }
+        return to_json(self)
 
 
 # --------------------------------------------------------------------------

@@ -35,9 +35,6 @@ class SignalState:
     blocked: bool
     meaning: str
 
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
 
 @dataclass
 class SignalReport:
@@ -48,13 +45,6 @@ class SignalReport:
     detail: Dict[str, SignalState] = field(default_factory=dict)
     pending: List[str] = field(default_factory=list)
     note: str = ""
-
-    def to_dict(self) -> dict:
-        return {"handles_sigterm": self.handles_sigterm, "handles_sigint": self.handles_sigint,
-                "handles_sigusr1": self.handles_sigusr1,
-                "graceful_stop_possible": self.graceful_stop_possible,
-                "detail": {k: v.to_dict() for k, v in self.detail.items()},
-                "pending": list(self.pending), "note": self.note}
 
 
 def _meaning(name: str, caught: bool, ignored: bool, blocked: bool, python: bool) -> str:

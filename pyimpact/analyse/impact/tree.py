@@ -69,9 +69,6 @@ class FileGroups:
     shm: List[str] = field(default_factory=list)          # shared memory (e.g. torch tensors)
     gpu_devices: List[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
-        return dict(self.__dict__)
-
 
 def group_files(p: ProcessSnapshot) -> FileGroups:
     """Open files by what they are for: written checkpoints, logs, temp
@@ -112,9 +109,6 @@ def group_files(p: ProcessSnapshot) -> FileGroups:
 class SocketGroups:
     listening: List[str] = field(default_factory=list)
     peers: List[dict] = field(default_factory=list)   # {proto, local, remote, state, local_pid}
-
-    def to_dict(self) -> dict:
-        return {"listening": list(self.listening), "peers": [dict(x) for x in self.peers]}
 
 
 def group_sockets(p: ProcessSnapshot, snap: SystemSnapshot, tree: set) -> SocketGroups:
