@@ -13,9 +13,22 @@
  * Attached only to rare tracepoints: process fork (a raw tracepoint: it hands
  * both tasks, so threads are told from processes in the kernel and never
  * sent), exec, exit (whole processes only), signal generation (SIGCHLD left
- * out: the exit says it), and the syscall tracepoints of rename, renameat,
- * renameat2, close, fsync and fdatasync. Close and fsync are filtered here:
- * only regular files open for writing, large or named like a checkpoint.
+ * out: the exit says it), and for file completions, one of two sources
+ * chosen by recorder_probes.py with -D flags (each 0 or 1):
+ *   PYI_REC_FSYNC_EXT4/_BTRFS/_XFS  the filesystems' own fsync tracepoints
+ *                         (raw: they hand the file or inode), beside fanotify
+ *                         in user space for closes and renames. No syscall
+ *                         tracepoint: nothing runs on a syscall this does not
+ *                         record. At most one fsync event per inode a second
+ *                         (O_SYNC writes reach the same tracepoint per write).
+ *   PYI_REC_FILES_SYSCALLS  the fallback: the syscall tracepoints of close,
+ *                         fsync, fdatasync and the renames this kernel has
+ *                         (PYI_REC_HAVE_RENAME/_RENAMEAT/_RENAMEAT2; arm64 has
+ *                         no rename(2)). Enabling any syscall tracepoint sends
+ *                         every syscall of every task through the slow tracing
+ *                         path: used only where fanotify is unavailable.
+ * Close and fsync are filtered here: only regular files open for writing,
+ * large or named like a checkpoint.
  * The event layout is mirrored in recorder_probes.py (REC_EVENT); change both.
  */
 
@@ -80,7 +93,6 @@ struct rec_rename_args {
 
 BPF_RINGBUF_OUTPUT(rec_events, PYI_RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(rec_lost, u64, 1);
-BPF_HASH(rec_renames, u32, struct rec_rename_args, 4096);
 
 static __always_inline void rec_count_lost(void)
 {
@@ -241,50 +253,33 @@ static __always_inline int rec_ckpt_name(const char *buf, u32 len)
            rec_ends_with(buf, len, ".h5", 3);
 }
 
-static __always_inline int rec_file_done(u32 kind, u32 fd)
-{
-    void *task = (void *)bpf_get_current_task();
-    void *files = 0, *fdt = 0, *fdarr = 0, *file = 0, *inode = 0, *dentry = 0, *sb = 0;
-    u32 max_fds = 0, fmode = 0;
-    u16 imode = 0;
-    REC_READ(files, task, PYI_OFF_TASK_FILES);
-    if (!files)
-        return 0;
-    REC_READ(fdt, files, PYI_OFF_FILES_FDT);
-    if (!fdt)
-        return 0;
-    REC_READ(max_fds, fdt, PYI_OFF_FDT_MAX_FDS);
-    if (fd >= max_fds)
-        return 0;
-    REC_READ(fdarr, fdt, PYI_OFF_FDT_FD);
-    if (!fdarr)
-        return 0;
-    bpf_probe_read_kernel(&file, sizeof(file), (void **)fdarr + fd);
-    if (!file)
-        return 0;
-    REC_READ(fmode, file, PYI_OFF_FILE_MODE);
-    if (!(fmode & REC_FMODE_WRITE))
-        return 0;
-    REC_READ(inode, file, PYI_OFF_FILE_INODE);
-    if (!inode)
-        return 0;
-    REC_READ(imode, inode, PYI_OFF_INODE_MODE);
-    if ((imode & REC_S_IFMT) != REC_S_IFREG)
-        return 0;
-    s64 size = 0, pos = 0;
-    REC_READ(size, inode, PYI_OFF_INODE_SIZE);
-    REC_READ(pos, file, PYI_OFF_FILE_POS);
-    if (pos <= 0 && size <= 0)
-        return 0;               /* opened for writing, nothing written through it */
-    REC_READ(dentry, file, PYI_OFF_FILE_DENTRY);
-    if (!dentry)
-        return 0;
+#if PYI_REC_FSYNC_EXT4 || PYI_REC_FSYNC_BTRFS || PYI_REC_FSYNC_XFS
+BPF_TABLE("lru_hash", u64, u64, rec_fsync_last, 4096);      /* inode -> last fsync event sent */
 
+/* One fsync event per inode a second: the filesystems' fsync tracepoints also
+ * fire for every O_SYNC / O_DSYNC write. */
+static __always_inline int rec_fsync_repeat(void *inode)
+{
+    u64 key = (u64)inode, now = bpf_ktime_get_boot_ns();
+    u64 *last = rec_fsync_last.lookup(&key);
+    if (last && now - *last < 1000000000ULL)
+        return 1;
+    rec_fsync_last.update(&key, &now);
+    return 0;
+}
+#endif
+
+/* Send a completion of the regular file behind inode/dentry when it is large
+ * or named like a checkpoint (written: pos > 0 or size > 0, checked by the
+ * caller). fd: the descriptor (-1: not known). */
+static __always_inline int rec_send_file(u32 kind, s32 fd, void *inode, void *dentry, s64 size, int limit)
+{
     struct rec_file_event *x = rec_reserve(sizeof(*x));
     if (!x)
         return 0;
     const unsigned char *name = 0;
     u32 nlen = 0;
+    void *sb = 0;
     REC_READ(name, dentry, PYI_OFF_DENTRY_NAME);
     REC_READ(nlen, dentry, PYI_OFF_DENTRY_NAME_LEN);
     bpf_probe_read_kernel_str(&x->names[0], REC_NAME_LEN, name);
@@ -292,6 +287,12 @@ static __always_inline int rec_file_done(u32 kind, u32 fd)
         rec_events.ringbuf_discard(x, 0);
         return 0;
     }
+#if PYI_REC_FSYNC_EXT4 || PYI_REC_FSYNC_BTRFS || PYI_REC_FSYNC_XFS
+    if (limit && rec_fsync_repeat(inode)) {
+        rec_events.ringbuf_discard(x, 0);
+        return 0;
+    }
+#endif
     rec_fill(&x->e, kind);
     x->e.ret = fd;
     x->e.a[0] = size;
@@ -323,22 +324,110 @@ static __always_inline int rec_file_done(u32 kind, u32 fd)
     return 0;
 }
 
+/* A struct file: regular, open for writing, written through it. */
+static __always_inline int rec_file_done(u32 kind, void *file, s32 fd, int limit)
+{
+    void *inode = 0, *dentry = 0;
+    u32 fmode = 0;
+    u16 imode = 0;
+    if (!file)
+        return 0;
+    REC_READ(fmode, file, PYI_OFF_FILE_MODE);
+    if (!(fmode & REC_FMODE_WRITE))
+        return 0;
+    REC_READ(inode, file, PYI_OFF_FILE_INODE);
+    if (!inode)
+        return 0;
+    REC_READ(imode, inode, PYI_OFF_INODE_MODE);
+    if ((imode & REC_S_IFMT) != REC_S_IFREG)
+        return 0;
+    s64 size = 0, pos = 0;
+    REC_READ(size, inode, PYI_OFF_INODE_SIZE);
+    REC_READ(pos, file, PYI_OFF_FILE_POS);
+    if (pos <= 0 && size <= 0)
+        return 0;               /* opened for writing, nothing written through it */
+    REC_READ(dentry, file, PYI_OFF_FILE_DENTRY);
+    if (!dentry)
+        return 0;
+    return rec_send_file(kind, fd, inode, dentry, size, limit);
+}
+
+#if PYI_REC_FSYNC_EXT4
+RAW_TRACEPOINT_PROBE(ext4_sync_file_enter)
+{
+    return rec_file_done(REC_FSYNC, (void *)ctx->args[0], -1, 1);
+}
+#endif
+
+#if PYI_REC_FSYNC_BTRFS
+RAW_TRACEPOINT_PROBE(btrfs_sync_file)
+{
+    return rec_file_done(REC_FSYNC, (void *)ctx->args[0], -1, 1);
+}
+#endif
+
+#if PYI_REC_FSYNC_XFS
+/* xfs hands its own inode: the VFS inode is embedded in it, and the file's
+ * name is that of the inode's first dentry (an inode fsynced has one). */
+RAW_TRACEPOINT_PROBE(xfs_file_fsync)
+{
+    void *inode = (void *)ctx->args[0] + PYI_OFF_XFS_I_VNODE;
+    void *first = 0;
+    u16 imode = 0;
+    s64 size = 0;
+    REC_READ(imode, inode, PYI_OFF_INODE_MODE);
+    if ((imode & REC_S_IFMT) != REC_S_IFREG)
+        return 0;
+    REC_READ(size, inode, PYI_OFF_INODE_SIZE);
+    if (size <= 0)
+        return 0;
+    REC_READ(first, inode, PYI_OFF_INODE_DENTRY);
+    if (!first)
+        return 0;
+    return rec_send_file(REC_FSYNC, -1, inode, first - PYI_OFF_DENTRY_ALIAS, size, 1);
+}
+#endif
+
+#if PYI_REC_FILES_SYSCALLS
+static __always_inline int rec_fd_done(u32 kind, u32 fd)
+{
+    void *task = (void *)bpf_get_current_task();
+    void *files = 0, *fdt = 0, *fdarr = 0, *file = 0;
+    u32 max_fds = 0;
+    REC_READ(files, task, PYI_OFF_TASK_FILES);
+    if (!files)
+        return 0;
+    REC_READ(fdt, files, PYI_OFF_FILES_FDT);
+    if (!fdt)
+        return 0;
+    REC_READ(max_fds, fdt, PYI_OFF_FDT_MAX_FDS);
+    if (fd >= max_fds)
+        return 0;
+    REC_READ(fdarr, fdt, PYI_OFF_FDT_FD);
+    if (!fdarr)
+        return 0;
+    bpf_probe_read_kernel(&file, sizeof(file), (void **)fdarr + fd);
+    return rec_file_done(kind, file, fd, 0);
+}
+
 TRACEPOINT_PROBE(syscalls, sys_enter_close)
 {
-    return rec_file_done(REC_CLOSE, args->fd);
+    return rec_fd_done(REC_CLOSE, args->fd);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_fsync)
 {
-    return rec_file_done(REC_FSYNC, args->fd);
+    return rec_fd_done(REC_FSYNC, args->fd);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_fdatasync)
 {
-    return rec_file_done(REC_FSYNC, args->fd);
+    return rec_fd_done(REC_FSYNC, args->fd);
 }
 
 /* ---- renames: kept at entry, sent at a successful exit ------------------- */
+
+BPF_HASH(rec_renames, u32, struct rec_rename_args, 4096);
 
 static __always_inline int rec_rename_enter(s32 olddfd, const char *oldname, s32 newdfd, const char *newname)
 {
@@ -372,32 +461,40 @@ static __always_inline int rec_rename_exit(long ret)
 
 #define REC_AT_FDCWD -100
 
+#if PYI_REC_HAVE_RENAME
 TRACEPOINT_PROBE(syscalls, sys_enter_rename)
 {
     return rec_rename_enter(REC_AT_FDCWD, args->oldname, REC_AT_FDCWD, args->newname);
-}
-
-TRACEPOINT_PROBE(syscalls, sys_enter_renameat)
-{
-    return rec_rename_enter(args->olddfd, args->oldname, args->newdfd, args->newname);
-}
-
-TRACEPOINT_PROBE(syscalls, sys_enter_renameat2)
-{
-    return rec_rename_enter(args->olddfd, args->oldname, args->newdfd, args->newname);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_rename)
 {
     return rec_rename_exit(args->ret);
 }
+#endif
+
+#if PYI_REC_HAVE_RENAMEAT
+TRACEPOINT_PROBE(syscalls, sys_enter_renameat)
+{
+    return rec_rename_enter(args->olddfd, args->oldname, args->newdfd, args->newname);
+}
 
 TRACEPOINT_PROBE(syscalls, sys_exit_renameat)
 {
     return rec_rename_exit(args->ret);
+}
+#endif
+
+#if PYI_REC_HAVE_RENAMEAT2
+TRACEPOINT_PROBE(syscalls, sys_enter_renameat2)
+{
+    return rec_rename_enter(args->olddfd, args->oldname, args->newdfd, args->newname);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_exit_renameat2)
 {
     return rec_rename_exit(args->ret);
 }
+#endif
+
+#endif /* PYI_REC_FILES_SYSCALLS */

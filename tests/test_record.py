@@ -118,6 +118,103 @@ def test_recorder_keeps_history_across_kill9_and_restart(spawn, tmp_path):
         assert samples and max(n for n, _ in samples) == 3 and all(r > 0 for _, r in samples)
 
 
+WRITER = r"""
+import os, sys
+d = sys.argv[1]
+tmp = os.path.join(d, "ckpt.pt.tmp")
+with open(tmp, "wb") as f:
+    f.write(os.urandom(2 << 20)); f.flush(); os.fsync(f.fileno())
+os.rename(tmp, os.path.join(d, "ckpt-7.pt"))
+with open(os.path.join(d, "notes.txt"), "w") as f:          # small, not checkpoint-like: not kept
+    f.write("x")
+with open(os.path.join(d, "big.dat"), "wb") as f:           # large: kept
+    f.write(b"\0" * (3 << 20))
+os.mkdir(os.path.join(d, "tmp-checkpoint-5"))
+os.rename(os.path.join(d, "tmp-checkpoint-5"), os.path.join(d, "checkpoint-5"))
+"""
+
+
+def attached_tracepoints(pid: int) -> set:
+    import json
+
+    out = subprocess.run(["bpftool", "-j", "perf"], capture_output=True, text=True, check=True).stdout
+    return {e.get("tracepoint") for e in json.loads(out or "[]") if e.get("pid") == pid}
+
+
+def start_recorder_line(spawn, db, *extra):
+    proc = spawn(PYIMPACT + ["record", "--db", str(db), "-i", "0.3s", "--no-gpu", *extra],
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    line = wait_for_line(proc.stderr, "recorder running", 60)
+    return proc, line.decode() if isinstance(line, bytes) else line
+
+
+def stop_recorder(rec):
+    rec.send_signal(signal.SIGTERM)
+    _, err = rec.communicate(timeout=30)
+    assert rec.returncode == 0, err
+
+
+def run_writer(spawn, out):
+    w = spawn([sys.executable, "-c", WRITER, str(out)])
+    assert w.wait(30) == 0
+    return w.pid
+
+
+@pytest.mark.timeout(120)
+def test_default_recorder_uses_no_syscall_tracepoint_and_keeps_files(spawn, tmp_path):
+    """The default: closes and renames from fanotify, fsync from the filesystem's
+    tracepoint; not one syscall tracepoint attached (they would slow every
+    syscall on the machine). A writer that exits right after saving still
+    gets its saves attributed."""
+    out = tmp_path / "out"
+    out.mkdir()
+    rec, line = start_recorder_line(spawn, tmp_path / "h.db")
+    assert "file completions: fanotify on" in line and "no syscall tracepoint" in line, line
+    tps = attached_tracepoints(rec.pid)
+    assert {"sched_process_fork", "sched_process_exec", "sched_process_exit", "signal_generate"} <= tps, tps
+    assert not {t for t in tps if t.startswith(("sys_enter", "sys_exit"))}, tps
+    wpid = run_writer(spawn, out)
+    rows = wait_rows(tmp_path / "h.db", "SELECT kind, path, old_path, size, proc_id, job_id FROM files WHERE pid = ? "
+                     "ORDER BY id", (wpid,), 5)
+    stop_recorder(rec)
+    got = {(k, os.path.basename(p)): (o and os.path.basename(o), sz) for k, p, o, sz, _pi, _j in rows}
+    assert got == {("fsync", "ckpt.pt.tmp"): (None, 2 << 20), ("close", "ckpt.pt.tmp"): (None, 2 << 20),
+                   ("rename", "ckpt-7.pt"): ("ckpt.pt.tmp", 2 << 20), ("close", "big.dat"): (None, 3 << 20),
+                   ("rename", "checkpoint-5"): ("tmp-checkpoint-5", None)}, rows
+    assert all(p.startswith(str(out) + "/") for _k, p, *_ in rows)
+    assert all(pi is not None and j is not None for *_x, pi, j in rows), rows
+    with HistoryReader(str(tmp_path / "h.db")) as h:
+        assert h.query("SELECT value FROM meta WHERE key = 'file_source'")[0][0].startswith("fanotify on")
+
+
+@pytest.mark.timeout(120)
+def test_fallback_syscall_tracepoints_keep_the_same_files(spawn, tmp_path):
+    """--file-source syscalls (what runs where fanotify is unavailable): the
+    rename tracepoints this kernel has, close, fsync; the same completions."""
+    out = tmp_path / "out"
+    out.mkdir()
+    rec, line = start_recorder_line(spawn, tmp_path / "h.db", "--file-source", "syscalls")
+    assert "file completions: syscall tracepoints" in line, line
+    tps = attached_tracepoints(rec.pid)
+    assert {"sys_enter_close", "sys_enter_fsync", "sys_enter_renameat2", "sys_exit_renameat2"} <= tps, tps
+    wpid = run_writer(spawn, out)
+    rows = wait_rows(tmp_path / "h.db", "SELECT kind, path, old_path, size FROM files WHERE pid = ? ORDER BY id",
+                     (wpid,), 5)
+    stop_recorder(rec)
+    got = {(k, os.path.basename(p)): (o and os.path.basename(o), sz) for k, p, o, sz in rows}
+    assert got == {("fsync", "ckpt.pt.tmp"): (None, 2 << 20), ("close", "ckpt.pt.tmp"): (None, 2 << 20),
+                   ("rename", "ckpt-7.pt"): ("ckpt.pt.tmp", 2 << 20), ("close", "big.dat"): (None, 3 << 20),
+                   ("rename", "checkpoint-5"): ("tmp-checkpoint-5", None)}, rows
+
+
+def test_no_files_attaches_lifecycle_and_signals_only(spawn, tmp_path):
+    rec, line = start_recorder_line(spawn, tmp_path / "h.db", "--no-files")
+    assert "file completions: off" in line, line
+    tps = attached_tracepoints(rec.pid)
+    stop_recorder(rec)
+    assert tps == {"sched_process_fork", "sched_process_exec", "sched_process_exit", "signal_generate"}, tps
+
+
 def test_record_rejects_bad_options(tmp_path):
     res = subprocess.run(PYIMPACT + ["record", "--db", str(tmp_path / "x.db"), "-i", "soon"],
                          capture_output=True, text=True)

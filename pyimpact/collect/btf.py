@@ -165,6 +165,23 @@ RECORDER_OFFSETS = {
 }
 
 
+#: Offsets only the xfs fsync probe needs (xfs hands its own inode; the file's
+#: name is that of the inode's first dentry). Absent from BTF: no xfs probe.
+XFS_OFFSETS = {
+    "PYI_OFF_XFS_I_VNODE": ("xfs_inode", "i_vnode"),
+    "PYI_OFF_INODE_DENTRY": ("inode", "i_dentry"),
+    "PYI_OFF_DENTRY_ALIAS": ("dentry", "d_u.d_alias"),
+}
+
+
+def optional_offsets(table: Dict[str, Tuple[str, str]], btf: BTF) -> Optional[Dict[str, int]]:
+    """The offsets of ``table``, or None when the running kernel's BTF lacks any."""
+    try:
+        return {flag: btf.offset(sname, path) for flag, (sname, path) in table.items()}
+    except KeyError:
+        return None
+
+
 def recorder_offsets(btf: Optional[BTF] = None) -> Dict[str, int]:
     btf = btf or load_btf()
     out = {}

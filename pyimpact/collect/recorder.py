@@ -5,7 +5,10 @@ What it keeps (schema in pyimpact/collect/history_db.py):
   the process is re-parented), its program, command line, session, process
   group, cgroup, and the job it belongs to;
 - file completions of large or checkpoint-like files (rename into place, close
-  after writing, fsync) and signals with their senders;
+  after writing, fsync) and signals with their senders; closes and renames
+  come from fanotify (collect/fanotify_files.py), fsyncs from the
+  filesystems' own tracepoints, and only where fanotify is unavailable from
+  the syscall tracepoints (which cost every syscall on the machine);
 - every ``interval_s``: per job CPU seconds, RSS, and per-process GPU memory
   and utilisation from NVML (or one status row saying NVML is unavailable).
 
@@ -56,6 +59,7 @@ class RecorderSettings:
     files: bool = True
     gpu: bool = True
     retention_every_s: float = 3600.0
+    file_source: str = "auto"         # auto (fanotify, else syscall tracepoints) | fanotify | syscalls
 
 
 @dataclass
@@ -191,13 +195,16 @@ class Recorder:
     """One recorder run. ``run()`` returns when ``should_stop()`` is true."""
 
     def __init__(self, settings: RecorderSettings, probes: Optional[RecorderProbes] = None, gpu_reader=None,
-                 log: Callable[[str], None] = lambda s: None):
+                 log: Callable[[str], None] = lambda s: None, file_watch=None):
         self.s = settings
         self.log = log
         self.db = HistoryWriter(settings.db_path)
         self.boot = boot_id()
         self.probes = probes
         self.gpu = gpu_reader
+        self.file_watch = file_watch      # a FileWatch (fanotify): closes and renames, or None
+        self.file_source = "off"          # said in the start line and kept in meta
+        self.gone: Dict[int, tuple] = {}  # pid -> (_Live, exit t_ns): file events are read after the exit
         self.mounts = MountTable()
         self.live: Dict[int, _Live] = {}
         self.jobs: Dict[str, int] = {}
@@ -355,6 +362,7 @@ class Recorder:
             return
         self.db.add("UPDATE processes SET exit_ns = ?, exit_code = ?, exit_signal = ? WHERE id = ?",
                     (ev.t_ns, code, sig or None, live.proc_id))
+        self.gone[ev.pid] = (live, ev.t_ns)
         if live.is_root and live.job_id is not None:
             self.db.add("UPDATE jobs SET ended_ns = ?, last_ns = ? WHERE id = ? AND root_pid = ?",
                         (ev.t_ns, ev.t_ns, live.job_id, ev.pid))
@@ -369,11 +377,33 @@ class Recorder:
                      target and target.proc_id, ev.ret, _signed(ev.a[0])))
 
     def _file(self, ev: RecEvent, kind: str, path: str, size: Optional[int], old: Optional[str]) -> None:
-        live = self.live.get(ev.pid)
+        self._file_at(ev.pid, ev.t_ns, kind, path, size, old)
+
+    def _file_at(self, pid: int, t_ns: int, kind: str, path: str, size: Optional[int], old: Optional[str]) -> None:
+        live = self.live.get(pid)
+        if live is None and pid in self.gone:
+            live = self.gone[pid][0]      # it wrote, then exited before the event was read
         self.counts["files"] += 1
         self.db.add("INSERT INTO files(t_ns, kind, pid, proc_id, job_id, path, old_path, size) VALUES "
-                    "(?,?,?,?,?,?,?,?)", (ev.t_ns, kind, ev.pid, live and live.proc_id, live and live.job_id,
+                    "(?,?,?,?,?,?,?,?)", (t_ns, kind, pid, live and live.proc_id, live and live.job_id,
                                           path, old, size))
+
+    def wanted_file(self, kind: str, name: str, size: Optional[int], is_dir: bool) -> bool:
+        """Which completions are kept: checkpoint-like names, and files of at
+        least --min-file-size (fanotify cannot filter in the kernel: this is
+        asked before a path is resolved)."""
+        if is_checkpoint_name(name):
+            return True
+        return not is_dir and (size or 0) >= self.s.min_file_bytes
+
+    def on_file_event(self, fe) -> None:
+        """A close or rename from the FileWatch (fanotify), already filtered."""
+        try:
+            self._file_at(fe.pid, fe.t_ns, fe.kind, fe.path, fe.size, fe.old_path)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            self.counts["errors"] = self.counts.get("errors", 0) + 1
+            if self.counts["errors"] <= 10:
+                self.log(f"pyimpact: recorder: {fe.kind} event of pid {fe.pid} skipped ({type(err).__name__}: {err})")
 
     def _on_close(self, ev: RecEvent) -> None:
         if not ev.truncated and self.mounts.mount_point(ev.a[2]) is None:
@@ -437,6 +467,11 @@ class Recorder:
         for pid in [p for p in self.live if p not in seen]:
             if not procfs.exists(pid):
                 self.live.pop(pid, None)     # gone without an exit event we saw (lost): keep memory bounded
+        keep_ns = int((2 * self.s.interval_s + 2) * 1e9)
+        for pid in [p for p, (_l, t) in self.gone.items() if now_ns - t > keep_ns]:
+            del self.gone[pid]
+        if self.file_watch is not None:
+            self.file_watch.refresh()        # filesystems mounted since: marked
         self.counts["samples"] += 1
         del span_s
 
@@ -475,11 +510,13 @@ class Recorder:
         now = time.time_ns()
         self.run_id = self.db.execute("INSERT INTO runs(started_ns, pid, boot_id, tool_version) VALUES (?,?,?,?)",
                                       (now, self.own_pid, self.boot, __version__)).lastrowid
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES ('file_source', ?)", (self.file_source,))
         self.sample(now)          # every process alive now, before the first event is applied
         self.flush()
 
     def flush(self) -> None:
         lost = self.probes.lost() if self.probes is not None and self.probes._bpf is not None else 0
+        lost += self.file_watch.lost if self.file_watch is not None else 0
         self.db.add("UPDATE runs SET lost = ? WHERE id = ?", (lost, self.run_id))
         self.db.flush()
 
@@ -492,7 +529,10 @@ class Recorder:
         next_retain = time.monotonic()
         while not should_stop():
             wait_ms = max(0, min(1000, int((next_sample - time.monotonic()) * 1000)))
-            if self.probes is not None:
+            if self.file_watch is not None:
+                self.file_watch.wait(wait_ms / 1000)
+                self.take_events()
+            elif self.probes is not None:
                 self.probes.poll(self.on_event, wait_ms)
             else:
                 time.sleep(wait_ms / 1000)
@@ -507,10 +547,33 @@ class Recorder:
                 next_retain = now + self.s.retention_every_s
                 self.db.retain(self.s.max_age_s, self.s.max_bytes)
 
+    def take_events(self) -> None:
+        """The fanotify events queued and the ring buffer's, in time order as
+        far as it is known: fanotify events carry no time and are stamped when
+        read, so kernel events from before that come first (a fork before its
+        child's save), those after it last."""
+        files = self.file_watch.read() if self.file_watch is not None else []
+        ring: List[RecEvent] = []
+        if self.probes is not None and self.probes._bpf is not None:
+            self.probes.drain(ring.append)
+        t_read = files[0].t_ns if files else None
+        later = []
+        for ev in ring:
+            if t_read is not None and ev.t_ns > t_read:
+                later.append(ev)
+            else:
+                self.on_event(ev)
+        for fe in files:
+            self.on_file_event(fe)
+        for ev in later:
+            self.on_event(ev)
+
     def stop(self) -> None:
-        """Take what is left in the ring buffer, write it, mark the run ended."""
+        """Take what is left in the ring buffer and the fanotify queue, write it, mark the run ended."""
         try:
-            if self.probes is not None and self.probes._bpf is not None:
+            if self.file_watch is not None and self.file_watch.fd >= 0:
+                self.take_events()
+            elif self.probes is not None and self.probes._bpf is not None:
                 self.probes.drain(self.on_event)
             if self.run_id is not None:
                 self.flush()
@@ -520,5 +583,5 @@ class Recorder:
             self.db.close()
 
 
-def recorder_config(settings: RecorderSettings) -> RecorderConfig:
-    return RecorderConfig(min_bytes=settings.min_file_bytes, files=settings.files)
+def recorder_config(settings: RecorderSettings, file_source: str = "fanotify") -> RecorderConfig:
+    return RecorderConfig(min_bytes=settings.min_file_bytes, files=settings.files, file_source=file_source)

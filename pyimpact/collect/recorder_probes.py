@@ -15,14 +15,15 @@ boot-time ns into wall-clock ns.
 from __future__ import annotations
 
 import ctypes
+import os
 import time
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 from ..errors import BPFUnavailable, UsageError
 from .bpf_env import check_bpf_environment
-from .btf import recorder_offsets
+from .btf import XFS_OFFSETS, load_btf, optional_offsets, recorder_offsets
 
 KINDS = {1: "fork", 2: "exec", 3: "exit", 4: "signal", 5: "close", 6: "fsync", 7: "rename"}
 COMM_LEN, PATH_LEN, DEPTH, NAME_LEN, ARGV_LEN = 16, 256, 8, 64, 512
@@ -64,11 +65,32 @@ class RecEvent:
     newname: str = ""
 
 
+TRACEFS_EVENTS = ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events")
+
+#: The filesystems' own fsync tracepoints (category, name, -D flag): not
+#: syscall tracepoints, so only an fsync on that filesystem runs them.
+FSYNC_TRACEPOINTS = (("ext4", "ext4_sync_file_enter", "PYI_REC_FSYNC_EXT4"),
+                     ("btrfs", "btrfs_sync_file", "PYI_REC_FSYNC_BTRFS"),
+                     ("xfs", "xfs_file_fsync", "PYI_REC_FSYNC_XFS"))
+#: The fallback's syscall tracepoints for renames: rename(2) is absent on arm64.
+RENAME_SYSCALLS = (("rename", "PYI_REC_HAVE_RENAME"), ("renameat", "PYI_REC_HAVE_RENAMEAT"),
+                   ("renameat2", "PYI_REC_HAVE_RENAMEAT2"))
+FILE_SOURCES = ("fanotify", "syscalls")
+
+
+def tracepoint_exists(category: str, name: str) -> bool:
+    return any(os.path.isdir(os.path.join(root, category, name)) for root in TRACEFS_EVENTS)
+
+
 @dataclass(frozen=True)
 class RecorderConfig:
     ringbuf_pages: int = 1024           # 4 MiB: >10,000 exec events between two reads
     min_bytes: int = 1 << 20          # close/fsync of a written file this large is recorded
-    files: bool = True                # False: no syscall tracepoints at all (lifecycle and signals only)
+    files: bool = True                # False: no file probes at all (lifecycle and signals only)
+    #: where closes and renames come from: "fanotify" (user space; the BPF side then
+    #: adds the filesystems' fsync tracepoints) or "syscalls" (the syscall tracepoints
+    #: of close, fsync, fdatasync and renames: every syscall on the machine pays for them)
+    file_source: str = "fanotify"
 
     def validate(self) -> None:
         pages = int(self.ringbuf_pages)
@@ -78,22 +100,43 @@ class RecorderConfig:
         if not (0 <= int(self.min_bytes) <= 1 << 50):
             raise UsageError(f"minimum file size out of range: {self.min_bytes}",
                              "use a size between 0 and the largest file to watch")
+        if self.file_source not in FILE_SOURCES:
+            raise UsageError(f"unknown file completion source {self.file_source!r}", "fanotify or syscalls")
 
-    def cflags(self, offsets: dict) -> list:
+    def file_probes(self, xfs_offsets: Optional[dict]) -> Tuple[Dict[str, int], List[str]]:
+        """The -D switches of the file probes, and the tracepoints they attach."""
+        flags = {flag: 0 for _c, _n, flag in FSYNC_TRACEPOINTS}
+        flags.update({flag: 0 for _n, flag in RENAME_SYSCALLS})
+        flags["PYI_REC_FILES_SYSCALLS"] = 0
+        names: List[str] = []
+        if not self.files:
+            return flags, names
+        if self.file_source == "syscalls":
+            flags["PYI_REC_FILES_SYSCALLS"] = 1
+            names += ["sys_enter_close", "sys_enter_fsync", "sys_enter_fdatasync"]
+            for call, flag in RENAME_SYSCALLS:
+                if tracepoint_exists("syscalls", f"sys_enter_{call}"):
+                    flags[flag] = 1
+                    names += [f"sys_enter_{call}", f"sys_exit_{call}"]
+            return flags, names
+        for category, name, flag in FSYNC_TRACEPOINTS:
+            if flag == "PYI_REC_FSYNC_XFS" and xfs_offsets is None:
+                continue
+            if tracepoint_exists(category, name):
+                flags[flag] = 1
+                names.append(name)
+        return flags, names
+
+    def cflags(self, offsets: dict, switches: Optional[dict] = None) -> list:
         self.validate()
         flags = [f"-DPYI_RINGBUF_PAGES={int(self.ringbuf_pages)}", f"-DPYI_REC_MIN_BYTES={int(self.min_bytes)}LL"]
         flags += [f"-D{k}={int(v)}" for k, v in sorted(offsets.items())]
+        flags += [f"-D{k}={int(v)}" for k, v in sorted((switches or {}).items())]
         return flags
 
 
-def recorder_source(files: bool = True) -> str:
-    src = (resources.files("pyimpact.probes") / "recorder.bpf.c").read_text()
-    if not files:
-        # Drop the syscall tracepoints: enabling any one of them sends every
-        # syscall of every task through the slow tracing path.
-        cut = src.index("/* ---- file completions")
-        src = src[:cut]
-    return src
+def recorder_source() -> str:
+    return (resources.files("pyimpact.probes") / "recorder.bpf.c").read_text()
 
 
 def _boot_offset_ns() -> int:
@@ -151,15 +194,21 @@ class RecorderProbes:
         self._sink: Optional[Callable[[RecEvent], None]] = None
         self.boot_offset_ns = 0
         self.timings = {}
+        self.file_tracepoints: List[str] = []     # the file probes attached (tracepoint names)
 
     def open(self) -> "RecorderProbes":
         t0 = time.monotonic()
         check_bpf_environment()
-        offsets = recorder_offsets()
+        btf = load_btf()
+        offsets = recorder_offsets(btf)
+        xfs = optional_offsets(XFS_OFFSETS, btf)
+        switches, self.file_tracepoints = self.config.file_probes(xfs)
+        offsets.update(xfs or {k: 0 for k in XFS_OFFSETS})
+        del btf
         from bcc import BPF
 
         try:
-            self._bpf = BPF(text=recorder_source(self.config.files).encode(), cflags=self.config.cflags(offsets))
+            self._bpf = BPF(text=recorder_source().encode(), cflags=self.config.cflags(offsets, switches))
         except Exception as exc:
             raise BPFUnavailable(f"could not load the recorder probes: {str(exc).splitlines()[0]}",
                                  "is BPF permitted here (root, no lockdown, kernel >= 5.8)?") from None

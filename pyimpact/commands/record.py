@@ -37,11 +37,16 @@ Examples:
 @click.option("--min-file-size", default="1MiB", show_default=True,
               help="Record closes/fsyncs of written files this large (checkpoint-like names always).")
 @click.option("--no-files", is_flag=True,
-              help="No file completions: no syscall tracepoint at all (lifecycle, signals, samples only).")
+              help="No file completions: no fanotify watch, no file probe (lifecycle, signals, samples only).")
+@click.option("--file-source", type=click.Choice(["auto", "fanotify", "syscalls"]), default="auto",
+              show_default=True,
+              help="Where closes and renames come from: fanotify (no cost to other syscalls), or the syscall "
+                   "tracepoints (every syscall on the machine pays); auto: fanotify, else the tracepoints.")
 @click.option("--no-gpu", is_flag=True, help="Do not sample NVML.")
 @click.option("-d", "--duration", default=None, help="Stop after this long (default: until SIGTERM/Ctrl-C).")
 @click.option("--install-service", is_flag=True, help="Write and enable a systemd unit running this recorder.")
-def command(db_path, interval, max_age, max_size, min_file_size, no_files, no_gpu, duration, install_service):
+def command(db_path, interval, max_age, max_size, min_file_size, no_files, file_source, no_gpu, duration,
+            install_service):
     """Record process lifecycle, checkpoints, signals and CPU/RAM/GPU use, machine-wide.
 
     Keeps only rare events (fork/exec/exit with the original parent, file
@@ -56,7 +61,8 @@ def command(db_path, interval, max_age, max_size, min_file_size, no_files, no_gp
         raise UsageError(f"interval out of range: {interval}", "between 50ms and 1h")
     settings_kw = dict(interval_s=interval_s, max_age_s=parse_duration(max_age, "--max-age"),
                        max_bytes=parse_size(max_size, "--max-size"),
-                       min_file_bytes=parse_size(min_file_size, "--min-file-size"), files=not no_files)
+                       min_file_bytes=parse_size(min_file_size, "--min-file-size"), files=not no_files,
+                       file_source=file_source)
     duration_s = parse_duration(duration, "duration") if duration else None
     if install_service:
         tail = []
@@ -67,6 +73,7 @@ def command(db_path, interval, max_age, max_size, min_file_size, no_files, no_gp
             if value != default:
                 tail += [flag, value]
         tail += ["--no-files"] if no_files else []
+        tail += ["--file-source", file_source] if file_source != "auto" else []
         tail += ["--no-gpu"] if no_gpu else []
         session.install_service(tail, echo=click.echo)
         return

@@ -111,6 +111,34 @@ def _unannounce(pointer: str) -> None:
         pass
 
 
+def _open_file_watch(settings, rec, log):
+    """The fanotify watch for closes and renames (--file-source auto or fanotify),
+    or None and the syscall-tracepoint fallback, with one line saying why."""
+    from ..collect.fanotify_files import FileWatch
+    from ..errors import BPFUnavailable
+
+    if not settings.files or settings.file_source == "syscalls":
+        return None, "syscalls"
+    try:
+        return FileWatch(settings.min_file_bytes, ignore_pids={os.getpid()}, wanted=rec.wanted_file).open(), "fanotify"
+    except BPFUnavailable as err:
+        if settings.file_source == "fanotify":
+            raise
+        log(f"pyimpact: {err.message}: file completions from the syscall tracepoints instead "
+            f"(every syscall on the machine then takes the kernel's tracing path)")
+        return None, "syscalls"
+
+
+def describe_file_source(settings, watch, probes) -> str:
+    """Where file completions come from, for the start line and the database's meta."""
+    if not settings.files:
+        return "off (--no-files)"
+    tps = ", ".join(probes.file_tracepoints) or "none"
+    if watch is not None:
+        return f"{watch.describe()}; fsync from the tracepoints {tps}; no syscall tracepoint"
+    return f"syscall tracepoints {tps}"
+
+
 def run_recorder(settings, *, gpu: bool = True, duration_s: Optional[float] = None,
                  log: Callable[[str], None] = print) -> dict:
     """Record until SIGTERM/SIGINT or ``duration_s``; returns the recorder's counts."""
@@ -130,12 +158,16 @@ def run_recorder(settings, *, gpu: bool = True, duration_s: Optional[float] = No
         # The database first: a bad --db path fails in one line before any probe is compiled.
         rec = Recorder(settings, log=log)
         stage.callback(rec.db.close)      # runs last (idempotent after rec.stop)
-        probes = RecorderProbes(recorder_config(settings)).open()
+        watch, source = _open_file_watch(settings, rec, log)
+        if watch is not None:
+            stage.callback(watch.close)
+        probes = RecorderProbes(recorder_config(settings, source)).open()
         stage.callback(probes.close)
+        rec.file_source = describe_file_source(settings, watch, probes)
         reader = GpuReader().open() if gpu else None
         if reader is not None:
             stage.callback(reader.close)
-        rec.probes, rec.gpu = probes, reader
+        rec.probes, rec.gpu, rec.file_watch = probes, reader, watch
         stage.callback(rec.stop)          # runs first: remaining events written, run marked ended
         try:
             stage.callback(_unannounce, _announce(settings.db_path))
@@ -145,5 +177,5 @@ def run_recorder(settings, *, gpu: bool = True, duration_s: Optional[float] = No
             log(f"pyimpact: GPU unavailable ({reader.reason}): recorded as unavailable")
         rec.run(lambda: stop["flag"] or (t_end is not None and time.monotonic() >= t_end),
                 on_started=lambda: log(f"pyimpact: recorder running, history in {settings.db_path} "
-                                       f"(every {settings.interval_s:g} s)"))
+                                       f"(every {settings.interval_s:g} s; file completions: {rec.file_source})"))
     return rec.counts
