@@ -48,7 +48,7 @@ FULL = {
     "nodes": {"runs": 3, "nodes": [2, 4]},
     "stop": {"busy": [1, 2, 4], "signals": ["SIGTERM", "SIGHUP"]},
     "training_ab": {"rounds": 4, "warmup": 30, "steps": 600},
-    "recorder": {"rounds": 7, "seconds": 1.0, "idle_s": 120.0, "job_s": 120.0},
+    "recorder": {"rounds": 12, "seconds": 1.0, "idle_s": 90.0, "job_s": 90.0},
 }
 QUICK = {
     "overhead": {"rounds": 2, "seconds": 0.3},

@@ -314,3 +314,25 @@ def test_retention_by_age_and_size(tmp_path):
     newest = w.conn.execute("SELECT MAX(t_ns) FROM job_samples").fetchone()[0]
     assert newest == now - 20 * day + 19999 * day // 1000     # the newest rows stay
     w.close()
+
+
+def test_fanotify_marks_data_filesystems_only():
+    """Which mounts the fanotify watch marks, from a real mountinfo's shapes:
+    one per filesystem, at its root, no kernel interfaces, not /dev/shm or
+    /run (busy with shared memory, never a checkpoint's place)."""
+    from pyimpact.collect.fanotify_files import data_mounts
+
+    info = "\n".join([
+        "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw",
+        "23 22 0:21 / /proc rw,nosuid - proc proc rw",
+        "24 22 0:5 / /dev rw - devtmpfs udev rw",
+        "25 24 0:23 / /dev/shm rw - tmpfs tmpfs rw",
+        "26 22 0:24 / /run rw - tmpfs tmpfs rw",
+        "27 26 0:25 / /run/user/1000 rw - tmpfs tmpfs rw",
+        "28 22 8:1 /home /srv/bind rw - ext4 /dev/sda1 rw",          # a bind mount of / : same filesystem
+        "29 22 0:26 / /data\\040disk rw - xfs /dev/sdb rw",
+        "30 22 0:27 / /tmp rw - tmpfs tmpfs rw",
+        "31 22 0:28 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw",
+    ])
+    assert [(m.point, m.fstype) for m in data_mounts(info)] == [("/", "ext4"), ("/data disk", "xfs"),
+                                                                 ("/tmp", "tmpfs")]

@@ -60,6 +60,17 @@ PSEUDO_FS = frozenset((
 ))
 
 
+#: Mount points (and what is below them) left unmarked: POSIX shared memory and
+#: runtime state, never where a checkpoint is saved, and busy: PyTorch's
+#: DataLoader workers pass every batch through a file in /dev/shm (hundreds
+#: of closes a second during training, each one an event to read).
+SKIPPED_MOUNTS = ("/dev/shm", "/run")
+
+
+def skipped_mount(point: str) -> bool:
+    return any(point == m or point.startswith(m + "/") for m in SKIPPED_MOUNTS)
+
+
 @dataclass
 class FileEvent:
     """One completion: a written file released, or a name moved."""
@@ -127,7 +138,7 @@ def _unescape(field_text: str) -> str:
 def data_mounts(mountinfo: str) -> List[Mount]:
     """One mount per filesystem that can hold saved files: the first seen
     whose root is the filesystem's own root (so paths come out as users see
-    them), pseudo filesystems left out."""
+    them), pseudo filesystems and SKIPPED_MOUNTS left out."""
     seen: Dict[str, Mount] = {}
     for line in mountinfo.splitlines():
         left, sep, right = line.partition(" - ")
@@ -135,9 +146,10 @@ def data_mounts(mountinfo: str) -> List[Mount]:
         if not sep or len(f) < 5 or not r:
             continue
         fstype = r[0]
-        if fstype in PSEUDO_FS or f[3] != "/" or f[2] in seen:
+        point = _unescape(f[4])
+        if fstype in PSEUDO_FS or f[3] != "/" or f[2] in seen or skipped_mount(point):
             continue
-        seen[f[2]] = Mount(dev=0, point=_unescape(f[4]), fstype=fstype)
+        seen[f[2]] = Mount(dev=0, point=point, fstype=fstype)
     return list(seen.values())
 
 

@@ -1,10 +1,13 @@
 """Benchmark 7: what the always-on recorder (`pyimpact record`) costs.
 
 (a) Per syscall it does not record: the getppid() loop of benchmark 1 (C,
-    pinned), untraced vs with the recorder running (default: with the
-    rename/close/fsync syscall tracepoints) vs `record --no-files` (no syscall
-    tracepoint at all), interleaved shuffled rounds, ratio against the
-    untraced run of the same round.
+    pinned), untraced (twice a round: the second run against the first is
+    the noise) vs with the recorder running in its default mode (fanotify
+    and the filesystems' fsync tracepoints: no syscall tracepoint) vs
+    `--file-source syscalls` (the fallback: close/fsync/rename syscall
+    tracepoints) vs `--no-files`, interleaved shuffled rounds, ratio against
+    the first untraced run of the same round. Samples taken while someone
+    else's tracer sat on the syscall tracepoints are flagged and left out.
 (b) The recorder's own CPU (utime + stime from /proc, as % of one core) and
     RSS over a stretch with nothing started by us ("idle": other people's
     work on a shared machine still makes events), and over a stretch with the
@@ -23,7 +26,8 @@ import time
 from .common import LOOP_CPU, PY, PYIMPACT, Procs, build_c, log, summary
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CONFIGS = ("untraced", "record", "record-no-files")
+CONFIGS = ("untraced", "untraced-again", "record", "record-syscalls", "record-no-files")
+EXTRA = {"record": [], "record-syscalls": ["--file-source", "syscalls"], "record-no-files": ["--no-files"]}
 CLK = os.sysconf("SC_CLK_TCK")
 
 CKPT_WRITER = r"""
@@ -57,6 +61,7 @@ def _start_once(procs: Procs, db: str, *extra: str):
     while time.monotonic() < deadline:
         line = p.stderr.readline()
         if "recorder running" in line:
+            p.start_line = line.strip()
             return p
         if not line and p.poll() is not None:
             raise RuntimeError(f"exited {p.returncode}: {p.stderr.read()[-500:]}")
@@ -84,9 +89,8 @@ def _status_kb(pid: int, key: str) -> int:
 
 def loop_sample(procs: Procs, bindir: str, tmp: str, config: str, seconds: float, monitor=None) -> dict:
     rec = None
-    if config != "untraced":
-        extra = ["--no-gpu"] + (["--no-files"] if config == "record-no-files" else [])
-        rec = _start_recorder(procs, os.path.join(tmp, f"loop-{config}.db"), *extra)
+    if config in EXTRA:
+        rec = _start_recorder(procs, os.path.join(tmp, f"loop-{config}.db"), "--no-gpu", *EXTRA[config])
     try:
         loop = procs.spawn(["taskset", "-c", str(LOOP_CPU), build_c("syscall_loop", bindir), str(seconds)],
                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -102,9 +106,20 @@ def loop_sample(procs: Procs, bindir: str, tmp: str, config: str, seconds: float
             _stop(procs, rec)
     vals = dict(zip(line[0::2], (int(v) for v in line[1::2])))
     foreign = monitor.foreign_during(t0, t1) if monitor is not None else []
-    return {"config": config, "ns_per_call": vals["wall_ns"] / vals["calls"],
+    return {"config": config, "start_line": getattr(rec, "start_line", ""), "ns_per_call": vals["wall_ns"] / vals["calls"],
             "cpu_ns_per_call": vals["cpu_ns"] / vals["calls"], "nivcsw": vals["nivcsw"], "foreign_tracers": foreign,
             "preempted": vals["wall_ns"] > 1.05 * vals["cpu_ns"]}
+
+
+def quartiles(values) -> list | None:
+    """[q1, median, q3] of the values (the spread without its outliers), None if fewer than 2."""
+    import statistics
+
+    vals = sorted(float(v) for v in values if v is not None)
+    if len(vals) < 2:
+        return None
+    q = statistics.quantiles(vals, n=4, method="inclusive")
+    return [q[0], q[1], q[2]]
 
 
 def own_cost(procs: Procs, tmp: str, seconds: float, with_job: bool) -> dict:
@@ -159,7 +174,7 @@ def run(procs: Procs, bindir: str, tmp: str, rounds: int, seconds: float, idle_s
              if not any(s["foreign_tracers"] for s in samples if s["round"] == r)]
     used = clean if len(clean) >= 3 else list(range(rounds))
     ratios = {}
-    for cfg in CONFIGS[1:]:
+    for cfg in CONFIGS[1:]:         # untraced-again: the same against the same, i.e. the noise
         per_round = []
         for r in used:
             base = [s for s in samples if s["round"] == r and s["config"] == "untraced"]
@@ -167,7 +182,9 @@ def run(procs: Procs, bindir: str, tmp: str, rounds: int, seconds: float, idle_s
             if base and mine:
                 per_round.append((mine[0]["cpu_ns_per_call"] / base[0]["cpu_ns_per_call"],
                                   mine[0]["cpu_ns_per_call"] - base[0]["cpu_ns_per_call"]))
-        ratios[cfg] = {"ratio": summary([a for a, _ in per_round]), "added_ns": summary([b for _, b in per_round])}
+        ratios[cfg] = {"ratio": summary([a for a, _ in per_round]), "added_ns": summary([b for _, b in per_round]),
+                       "ratio_quartiles": quartiles([a for a, _ in per_round]),
+                       "added_quartiles": quartiles([b for _, b in per_round])}
     ns = {cfg: summary([s["ns_per_call"] for s in samples if s["config"] == cfg and s["round"] in used])
           for cfg in CONFIGS}
     cpu_ns = {cfg: summary([s["cpu_ns_per_call"] for s in samples if s["config"] == cfg and s["round"] in used])
@@ -176,6 +193,9 @@ def run(procs: Procs, bindir: str, tmp: str, rounds: int, seconds: float, idle_s
     idle = own_cost(procs, tmp, idle_s, with_job=False)
     log(f"recorder: own cost with a training job for {job_s:g} s")
     busy = own_cost(procs, tmp, job_s, with_job=True)
+    sources = sorted({s["start_line"].split("file completions: ", 1)[-1].removesuffix(")")
+                      for s in samples if s.get("start_line")})
     return {"samples": samples, "rounds": rounds, "rounds_used": used, "seconds": seconds, "ns_per_call": ns,
+            "file_sources": sources,
             "cpu_ns_per_call": cpu_ns,
             "vs_untraced": ratios, "idle": idle, "job": busy}
