@@ -33,11 +33,11 @@ static __always_inline int pyi_futex_is_wake(int cmd)
     return cmd == 1 || cmd == 3 || cmd == 4 || cmd == 5 || cmd == 7 || cmd == 10 || cmd == 12;
 }
 
-static __always_inline void pyi_emit_futex_wait(struct pyi_inflight *in, u64 dur, s64 ret,
+static __always_inline void pyi_emit_futex_wait(u64 ts, u64 dur, s64 ret,
                                                 int op, u64 uaddr, u64 val, u64 utimeout,
                                                 int absolute)
 {
-    struct pyi_event *e = pyi_reserve(PYI_KIND_FUTEX_WAIT, in->ts);
+    struct pyi_event *e = pyi_reserve(PYI_KIND_FUTEX_WAIT, ts);
     if (!e)
         return;
     e->dur = dur;
@@ -62,7 +62,7 @@ static __always_inline void pyi_emit_futex_wait(struct pyi_inflight *in, u64 dur
  * kernel instead of sending it. */
 BPF_PERCPU_ARRAY(futex_idle_wakes, u64, 1);
 
-static __always_inline void pyi_emit_futex_wake(struct pyi_inflight *in, u64 dur, s64 ret,
+static __always_inline void pyi_emit_futex_wake(u64 ts, u64 dur, s64 ret,
                                                 int op, u64 uaddr, u64 nr_wake, u64 uaddr2)
 {
     if (ret == 0) {
@@ -72,7 +72,7 @@ static __always_inline void pyi_emit_futex_wake(struct pyi_inflight *in, u64 dur
             (*n)++;
         return;
     }
-    struct pyi_event *e = pyi_reserve(PYI_KIND_FUTEX_WAKE, in->ts);
+    struct pyi_event *e = pyi_reserve(PYI_KIND_FUTEX_WAKE, ts);
     if (!e)
         return;
     e->dur = dur;
@@ -84,25 +84,26 @@ static __always_inline void pyi_emit_futex_wake(struct pyi_inflight *in, u64 dur
     events.ringbuf_submit(e, PYI_RB_QUIET);
 }
 
-/* Returns 1 when the syscall was a futex call (handled here), else 0. */
-static __always_inline int pyi_futex_exit(struct pyi_inflight *in, u64 dur, s64 ret)
+/* Returns 1 when the syscall was a futex call (handled here), else 0.
+ * nr, ts, args: the call, its entry time and arguments (its pending record). */
+static __always_inline int pyi_futex_exit(u32 nr, u64 ts, u64 *args, u64 dur, s64 ret)
 {
-    if (in->nr == PYI_NR_FUTEX) {
-        int op = (int)in->args[1];
+    if (nr == PYI_NR_FUTEX) {
+        int op = (int)args[1];
         int cmd = op & PYI_FUTEX_CMD_MASK;
         if (pyi_futex_is_wait(cmd))
             /* FUTEX_WAIT's timeout is relative; the others take an absolute time. */
-            pyi_emit_futex_wait(in, dur, ret, op, in->args[0], in->args[2], in->args[3], cmd != 0);
+            pyi_emit_futex_wait(ts, dur, ret, op, args[0], args[2], args[3], cmd != 0);
         else if (pyi_futex_is_wake(cmd))
-            pyi_emit_futex_wake(in, dur, ret, op, in->args[0], in->args[2], in->args[4]);
+            pyi_emit_futex_wake(ts, dur, ret, op, args[0], args[2], args[4]);
         return 1;
     }
-    if (in->nr == PYI_NR_FUTEX_WAIT2) {
-        pyi_emit_futex_wait(in, dur, ret, 0, in->args[0], in->args[1], in->args[4], 1);
+    if (nr == PYI_NR_FUTEX_WAIT2) {
+        pyi_emit_futex_wait(ts, dur, ret, 0, args[0], args[1], args[4], 1);
         return 1;
     }
-    if (in->nr == PYI_NR_FUTEX_WAKE2) {
-        pyi_emit_futex_wake(in, dur, ret, 1, in->args[0], in->args[2], 0);
+    if (nr == PYI_NR_FUTEX_WAKE2) {
+        pyi_emit_futex_wake(ts, dur, ret, 1, args[0], args[2], 0);
         return 1;
     }
     return 0;

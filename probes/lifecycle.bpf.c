@@ -3,7 +3,7 @@
  * sched_process_fork runs in the parent before the child is first woken, so
  * adding the child to `traced` here follows children and workers without a
  * race. Whether the new task is a thread comes from the clone flags the parent
- * passed (kept in its inflight entry by syscalls.bpf.c).
+ * passed (kept in its pending syscall_stats record by syscalls.bpf.c).
  */
 
 /* PYI_NR_CLONE, PYI_NR_CLONE3, PYI_NR_VFORK: -D flags, per architecture (pyimpact.h). */
@@ -20,19 +20,37 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
     if (!pyi_is_traced(tgid))
         return 0;
 
+    /* The parent is inside clone, clone3, fork or vfork: its pending record
+     * (syscalls.bpf.c) holds the flags it passed. */
     u64 flags = PYI_SIGCHLD;
-    struct pyi_inflight *in = inflight.lookup(&tid);
-    if (in && in->ts) {
-        if (in->nr == PYI_NR_CLONE || in->nr == PYI_NR_CLONE3)
-            flags = in->args[0];
-        else if (in->nr == PYI_NR_VFORK)
-            flags = PYI_CLONE_VM | PYI_CLONE_VFORK | PYI_SIGCHLD;
+    u64 latest = 0;
+    struct pyi_stat_key key = { .tid = tid, .nr = PYI_NR_CLONE };
+    struct pyi_stat *s = syscall_stats.lookup(&key);
+    if (s && s->pending_ts > latest) {
+        latest = s->pending_ts;
+        flags = s->pending_args[0];
+    }
+    key.nr = PYI_NR_CLONE3;
+    s = syscall_stats.lookup(&key);
+    if (s && s->pending_ts > latest) {
+        latest = s->pending_ts;
+        flags = s->pending_args[0];
+    }
+    key.nr = PYI_NR_VFORK;
+    s = syscall_stats.lookup(&key);
+    if (s && s->pending_ts > latest) {
+        latest = s->pending_ts;
+        flags = PYI_CLONE_VM | PYI_CLONE_VFORK | PYI_SIGCHLD;
     }
     int is_thread = (flags & PYI_CLONE_THREAD) != 0;
     u32 child = args->child_pid;
     if (!is_thread) {
-        u8 one = 1;
-        if (traced.update(&child, &one) != 0)
+        if (pyi_set_traced(child, 1) != 0)
+            pyi_count_lost(PYI_LOST_MAP_FULL);
+    } else if (!PYI_TRACE_ALL) {
+        /* A new thread: known as ours before its first syscall (signals sent
+         * to it by tid are then followed). */
+        if (threads.update(&child, &tgid) != 0)
             pyi_count_lost(PYI_LOST_MAP_FULL);
     }
 
@@ -81,12 +99,19 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
     if (known)
         info = *known;
     exit_info.delete(&tid);
-    inflight.delete(&tid);
+    threads.delete(&tid);
+    /* exit and exit_group never return: their records stay pending otherwise. */
+    struct pyi_stat_key key = { .tid = tid, .nr = PYI_NR_EXIT };
+    struct pyi_stat *s = syscall_stats.lookup(&key);
+    if (s)
+        s->pending_ts = 0;
+    key.nr = PYI_NR_EXIT_GROUP;
+    s = syscall_stats.lookup(&key);
+    if (s)
+        s->pending_ts = 0;
     if (group_dead) {
         exit_info.delete(&tgid);
-#if !PYI_TRACE_ALL
-        traced.delete(&tgid);
-#endif
+        pyi_set_traced(tgid, 0);
     }
 
     struct pyi_event *e = pyi_reserve(PYI_KIND_EXIT, bpf_ktime_get_ns());

@@ -8,6 +8,12 @@
  *   PYI_SLOW_NS        a syscall blocking at least this long is sent as an event
  *   PYI_RINGBUF_PAGES  ring buffer size in pages (a power of two)
  *   PYI_MAX_THREADS    size of the per-thread maps
+ *   PYI_PID_WORDS      8-byte words of the traced-process bitmap (one byte per
+ *                      tgid below PYI_PID_WORDS * 8: pid_max at start)
+ *   PYI_TP_BTF         1 = the syscall programs are loaded as BTF-typed raw
+ *                      tracepoints (tp_btf) and read pt_regs with plain loads;
+ *                      0 = plain raw tracepoints, pt_regs read with
+ *                      bpf_probe_read_kernel (see syscalls.bpf.c)
  * and, per architecture (pyimpact/syscall_table.py, bpf_defines):
  *   PYI_NR_<call>      the numbers of the syscalls handled specially (exit,
  *                      exit_group, clone, clone3, fork, vfork, futex,
@@ -15,6 +21,8 @@
  *                      architecture has no such call
  *   PYI_REGS_BASE      byte offset in struct pt_regs of an 8-word window
  *                      holding the six syscall arguments
+ *   PYI_REGS_NR        byte offset in struct pt_regs of the syscall number
+ *                      (x86-64 orig_ax, arm64 syscallno), read at exit
  *   PYI_ARG0..PYI_ARG5 the word of that window holding each argument
  *
  * The layout of struct pyi_event, the kind numbers and PYI_PATH_LEN are mirrored
@@ -67,14 +75,6 @@ struct pyi_exec_event {
     char filename[PYI_PATH_LEN];
 };
 
-/* The syscall a thread is in right now: readable from user space at any time. */
-struct pyi_inflight {
-    u64 ts;                  /* entry time; 0 = not in a syscall */
-    u32 nr;
-    u32 pad;
-    u64 args[6];
-};
-
 struct pyi_stat_key {
     u32 tid;
     u32 nr;
@@ -91,6 +91,14 @@ struct pyi_stat {
     s64 last_err;            /* the last error returned (-errno), 0 none */
     u64 last_err_arg0;       /* the first argument of that failed call (an fd, mostly) */
     u64 ret_sum;             /* sum of positive returns: bytes, for read/write/send/recv calls */
+    /* The call of this thread to this syscall that is running now, if any:
+     * its entry time (0 = none) and its six arguments. A thread is in one
+     * syscall at a time, so across a thread's records at most one is
+     * pending (user space reads the latest, KernelProbes.inflight). Keeping
+     * it here, not in a map of its own, saves one hash lookup at each entry
+     * and exit. */
+    u64 pending_ts;
+    u64 pending_args[6];
 };
 
 struct pyi_exit_info {
@@ -108,12 +116,31 @@ struct pyi_regs_window {
 #error "the per-architecture -D flags are missing (pyimpact.syscall_table.bpf_defines)"
 #endif
 
+#if !defined(PYI_REGS_NR) || !defined(PYI_PID_WORDS) || !defined(PYI_TP_BTF)
+#error "-D flags missing (pyimpact.collect.probes.ProbeConfig.cflags)"
+#endif
+
 BPF_RINGBUF_OUTPUT(events, PYI_RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(lost, u64, 2);
 BPF_HASH(traced, u32, u8, 65536);                         /* tgids followed */
-BPF_HASH(inflight, u32, struct pyi_inflight, PYI_MAX_THREADS);
+BPF_HASH(threads, u32, u32, PYI_MAX_THREADS);             /* tid -> tgid of followed threads */
 BPF_HASH(syscall_stats, struct pyi_stat_key, struct pyi_stat, PYI_MAX_THREADS * 8);
 BPF_HASH(exit_info, u32, struct pyi_exit_info, PYI_MAX_THREADS);
+
+/* The traced tgids again, as one byte per tgid in an array: the first test on
+ * every syscall of every task on the machine while the probes are attached.
+ * An array lookup is inlined by the verifier (a bounds check and an add, no
+ * helper call); a hash miss costs a hash and a bucket walk (about 20 ns on a
+ * machine of this kind, on each of the two syscall tracepoints). One byte
+ * per tgid, not one bit: bytes are stored without atomics from both sides,
+ * and user space writes its byte through the map's mmap (BPF_F_MMAPABLE), so
+ * a write never rewrites a neighbour's byte. `traced` stays the list user
+ * space reads, and the answer for a tgid above the array (pid_max raised
+ * after the start). */
+#define PYI_F_MMAPABLE (1U << 10)
+#if !PYI_TRACE_ALL
+BPF_F_TABLE("array", u32, u64, traced_bytes, PYI_PID_WORDS, PYI_F_MMAPABLE);
+#endif
 
 static __always_inline void pyi_count_lost(int reason)
 {
@@ -129,19 +156,44 @@ static __always_inline int pyi_is_traced(u32 tgid)
 #if PYI_TRACE_ALL
     return 1;
 #else
+    if (tgid < PYI_PID_WORDS * 8ULL) {
+        u32 word = tgid >> 3;
+        u8 *b = (u8 *)traced_bytes.lookup(&word);
+        return b && b[tgid & 7];
+    }
     return traced.lookup(&tgid) != 0;
 #endif
 }
 
-/* Is this thread (tid) part of a followed process? Threads of traced processes
- * have an inflight entry once they made a syscall; the tid of a main thread is
- * its tgid. Used where a tracepoint names a task by tid alone. */
+/* Follow (1) or stop following (0) a process. */
+static __always_inline int pyi_set_traced(u32 tgid, u8 on)
+{
+#if PYI_TRACE_ALL
+    return 0;
+#else
+    if (tgid < PYI_PID_WORDS * 8ULL) {
+        u32 word = tgid >> 3;
+        u8 *b = (u8 *)traced_bytes.lookup(&word);
+        if (b)
+            b[tgid & 7] = on;
+    }
+    if (!on) {
+        traced.delete(&tgid);
+        return 0;
+    }
+    return traced.update(&tgid, &on);
+#endif
+}
+
+/* Is this thread (tid) part of a followed process? The tid of a main thread
+ * is its tgid; other threads are in `threads` once they made a syscall. Used
+ * where a tracepoint names a task by tid alone. */
 static __always_inline int pyi_is_traced_tid(u32 tid)
 {
 #if PYI_TRACE_ALL
     return 1;
 #else
-    return traced.lookup(&tid) != 0 || inflight.lookup(&tid) != 0;
+    return pyi_is_traced(tid) || threads.lookup(&tid) != 0;
 #endif
 }
 

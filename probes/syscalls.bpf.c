@@ -1,18 +1,96 @@
 /* syscalls family: the hot path.
  *
- * Raw tracepoints (≈30-45 ns per event against ≈100-135 ns for classic ones),
- * arguments read straight from pt_regs, map values written in place. Per
- * thread, in the kernel:
- *   - inflight: the syscall it is in now, its first six arguments and entry time;
- *   - syscall_stats: count, total and max latency, log2 histogram per syscall.
- * Only a syscall that blocked at least PYI_SLOW_NS, and futex calls, reach user
- * space as events.
+ * Every syscall of every task on the machine runs these two programs while
+ * the probes are attached, so each step is chosen for its cost (measured with
+ * bpf_stats on a 2-vCPU VM, kernel 6.18; BENCHMARKS.md has the end-to-end
+ * figures):
+ *   - the first test is the traced-process byte array (pyimpact.h): an
+ *     inlined array load, about 2 ns, where a hash miss costs about 20 ns;
+ *     an untraced task pays only that and bpf_get_current_pid_tgid();
+ *   - a traced thread's state lives in its syscall_stats record, keyed by
+ *     (tid, syscall): entry marks the record pending (entry time and
+ *     arguments), exit finds it again by the syscall number read from
+ *     pt_regs and accounts the call. One hash lookup at entry and one at
+ *     exit; a separate per-thread in-flight map cost one more at each;
+ *   - pt_regs is read with plain loads where the programs are BTF-typed raw
+ *     tracepoints (PYI_TP_BTF=1: the verifier knows ctx->args[0] is a
+ *     struct pt_regs * and turns each load into a fault-safe one, about 1 ns),
+ *     and with bpf_probe_read_kernel otherwise (about 30 ns a read);
+ *   - bpf_ktime_get_ns() twice (about 35 ns each here): the latency needs it,
+ *     and the coarse clock is not offered to tracing programs.
+ * Only a syscall that blocked at least PYI_SLOW_NS, and futex calls, reach
+ * user space as events.
  */
 
 /* PYI_NR_EXIT, PYI_NR_EXIT_GROUP, PYI_NR_CLONE3 and the pt_regs layout
- * (PYI_REGS_BASE, PYI_ARG0..5): -D flags per architecture (pyimpact.h). */
+ * (PYI_REGS_BASE, PYI_ARG0..5, PYI_REGS_NR): -D flags per architecture
+ * (pyimpact.h). */
 
-RAW_TRACEPOINT_PROBE(sys_enter)
+/* One 8-byte word of pt_regs at byte offset `off` (regs: ctx->args[0]). */
+#if PYI_TP_BTF
+#define PYI_REGS_WORD(regs, off) (*(volatile u64 *)((regs) + (off)))
+#define PYI_REGS_U32(regs, off) (*(volatile u32 *)((regs) + (off)))
+#else
+static __always_inline u64 pyi_regs_word(u64 regs, u32 off)
+{
+    u64 v = 0;
+    bpf_probe_read_kernel(&v, sizeof(v), (void *)(regs + off));
+    return v;
+}
+static __always_inline u32 pyi_regs_u32(u64 regs, u32 off)
+{
+    u32 v = 0;
+    bpf_probe_read_kernel(&v, sizeof(v), (void *)(regs + off));
+    return v;
+}
+#define PYI_REGS_WORD(regs, off) pyi_regs_word((regs), (off))
+#define PYI_REGS_U32(regs, off) pyi_regs_u32((regs), (off))
+#endif
+
+/* The six syscall arguments, from pt_regs at syscall entry. */
+static __always_inline void pyi_read_args(u64 regs, u64 *args)
+{
+#if PYI_TP_BTF
+    args[0] = PYI_REGS_WORD(regs, PYI_REGS_BASE + 8 * PYI_ARG0);
+    args[1] = PYI_REGS_WORD(regs, PYI_REGS_BASE + 8 * PYI_ARG1);
+    args[2] = PYI_REGS_WORD(regs, PYI_REGS_BASE + 8 * PYI_ARG2);
+    args[3] = PYI_REGS_WORD(regs, PYI_REGS_BASE + 8 * PYI_ARG3);
+    args[4] = PYI_REGS_WORD(regs, PYI_REGS_BASE + 8 * PYI_ARG4);
+    args[5] = PYI_REGS_WORD(regs, PYI_REGS_BASE + 8 * PYI_ARG5);
+#else
+    /* One read of the 8-word window instead of six. */
+    struct pyi_regs_window r;
+    bpf_probe_read_kernel(&r, sizeof(r), (void *)(regs + PYI_REGS_BASE));
+    args[0] = r.w[PYI_ARG0];
+    args[1] = r.w[PYI_ARG1];
+    args[2] = r.w[PYI_ARG2];
+    args[3] = r.w[PYI_ARG3];
+    args[4] = r.w[PYI_ARG4];
+    args[5] = r.w[PYI_ARG5];
+#endif
+}
+
+/* The record of (tid, nr), created (zeroed, pending nothing) when missing. */
+static __always_inline struct pyi_stat *pyi_stat_of(u32 tgid, u32 tid, u32 nr)
+{
+    struct pyi_stat_key key = { .tid = tid, .nr = nr };
+    struct pyi_stat *s = syscall_stats.lookup(&key);
+    if (s)
+        return s;
+    struct pyi_stat zero = {};
+    zero.tgid = tgid;
+    if (syscall_stats.update(&key, &zero) != 0) {
+        pyi_count_lost(PYI_LOST_MAP_FULL);
+        return 0;
+    }
+#if !PYI_TRACE_ALL
+    if (tid != tgid && threads.update(&tid, &tgid) != 0)
+        pyi_count_lost(PYI_LOST_MAP_FULL);
+#endif
+    return syscall_stats.lookup(&key);
+}
+
+static __always_inline int pyi_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 {
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32;
@@ -20,56 +98,31 @@ RAW_TRACEPOINT_PROBE(sys_enter)
     if (!pyi_is_traced(tgid))
         return 0;
 
-    struct pyi_inflight v;
-    struct pyi_regs_window r;
-    bpf_probe_read_kernel(&r, sizeof(r), (char *)ctx->args[0] + PYI_REGS_BASE);
-    v.ts = bpf_ktime_get_ns();
-    v.nr = (u32)ctx->args[1];
-    v.pad = 0;
-    v.args[0] = r.w[PYI_ARG0];
-    v.args[1] = r.w[PYI_ARG1];
-    v.args[2] = r.w[PYI_ARG2];
-    v.args[3] = r.w[PYI_ARG3];
-    v.args[4] = r.w[PYI_ARG4];
-    v.args[5] = r.w[PYI_ARG5];
-    u64 arg0 = v.args[0];
-
-    if (v.nr == PYI_NR_CLONE3 && arg0) {
+    u32 nr = (u32)ctx->args[1];
+    u64 regs = ctx->args[0];
+    struct pyi_stat *s = pyi_stat_of(tgid, tid, nr);
+    if (!s)
+        return 0;
+    pyi_read_args(regs, s->pending_args);
+    u64 arg0 = s->pending_args[0];
+    if (nr == PYI_NR_CLONE3 && arg0) {
         /* clone3 passes its flags in a struct: keep them where clone has them. */
         u64 flags = 0;
         bpf_probe_read_user(&flags, sizeof(flags), (void *)arg0);
-        v.args[0] = flags;
-    } else if (v.nr == PYI_NR_EXIT_GROUP || v.nr == PYI_NR_EXIT) {
+        s->pending_args[0] = flags;
+    } else if (nr == PYI_NR_EXIT_GROUP || nr == PYI_NR_EXIT) {
         struct pyi_exit_info info = { .code = (s32)(arg0 & 0xff), .sig = 0 };
-        u32 key = v.nr == PYI_NR_EXIT_GROUP ? tgid : tid;
+        u32 key = nr == PYI_NR_EXIT_GROUP ? tgid : tid;
         exit_info.update(&key, &info);
     }
-
-    struct pyi_inflight *p = inflight.lookup(&tid);
-    if (p) {
-        *p = v;
-    } else if (inflight.update(&tid, &v) != 0) {
-        pyi_count_lost(PYI_LOST_MAP_FULL);
-    }
+    s->pending_ts = bpf_ktime_get_ns();
     return 0;
 }
 
-static __always_inline void pyi_account(u32 tgid, u32 tid, u32 nr, u64 dur, s64 ret, u64 arg0)
+/* One finished call into the record's counters. One writer per key (a
+ * thread runs on one CPU at a time): no atomics needed. */
+static __always_inline void pyi_account(struct pyi_stat *s, u64 dur, s64 ret)
 {
-    struct pyi_stat_key key = { .tid = tid, .nr = nr };
-    struct pyi_stat *s = syscall_stats.lookup(&key);
-    if (!s) {
-        struct pyi_stat zero = {};
-        zero.tgid = tgid;
-        if (syscall_stats.update(&key, &zero) != 0) {
-            pyi_count_lost(PYI_LOST_MAP_FULL);
-            return;
-        }
-        s = syscall_stats.lookup(&key);
-        if (!s)
-            return;
-    }
-    /* One writer per key (a thread runs on one CPU at a time): no atomics needed. */
     s->count++;
     s->total_ns += dur;
     if (dur > s->max_ns)
@@ -85,37 +138,70 @@ static __always_inline void pyi_account(u32 tgid, u32 tid, u32 nr, u64 dur, s64 
     if (ret < 0 && ret > -4096) {
         s->errors++;
         s->last_err = ret;
-        s->last_err_arg0 = arg0;
+        s->last_err_arg0 = s->pending_args[0];
     }
+}
+
+static __always_inline int pyi_sys_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    u32 tid = (u32)id;
+    if (!pyi_is_traced(tgid))
+        return 0;
+
+    /* The number the call was entered with (a tracer may have changed it:
+     * then no record is pending under the new one, and nothing is counted). */
+    u32 nr = PYI_REGS_U32(ctx->args[0], PYI_REGS_NR);
+    struct pyi_stat_key key = { .tid = tid, .nr = nr };
+    struct pyi_stat *s = syscall_stats.lookup(&key);
+    if (!s || s->pending_ts == 0)
+        return 0;     /* entered before the probes were attached */
+
+    u64 now = bpf_ktime_get_ns();
+    u64 ts = s->pending_ts;
+    u64 dur = now - ts;
+    s64 ret = (s64)ctx->args[1];
+    pyi_account(s, dur, ret);
+
+    if (!pyi_futex_exit(nr, ts, s->pending_args, dur, ret) && dur >= PYI_SLOW_NS) {
+        struct pyi_event *e = pyi_reserve(PYI_KIND_SYSCALL, ts);
+        if (e) {
+            e->dur = dur;
+            e->ret = ret;
+            e->aux = nr;
+            e->a[0] = s->pending_args[0];
+            e->a[1] = s->pending_args[1];
+            e->a[2] = s->pending_args[2];
+            e->a[3] = s->pending_args[3];
+            events.ringbuf_submit(e, PYI_RB_QUIET);
+        }
+    }
+    s->pending_ts = 0;
+    return 0;
+}
+
+/* Entry points. With PYI_TP_BTF, pyimpact.collect.probes loads these two as
+ * BPF_PROG_TYPE_TRACING / BPF_TRACE_RAW_TP programs itself (bcc 0.26 has no
+ * loader for that type); otherwise bcc attaches them as raw tracepoints. */
+#if PYI_TP_BTF
+int pyi_tp_sys_enter(struct bpf_raw_tracepoint_args *ctx)
+{
+    return pyi_sys_enter(ctx);
+}
+
+int pyi_tp_sys_exit(struct bpf_raw_tracepoint_args *ctx)
+{
+    return pyi_sys_exit(ctx);
+}
+#else
+RAW_TRACEPOINT_PROBE(sys_enter)
+{
+    return pyi_sys_enter(ctx);
 }
 
 RAW_TRACEPOINT_PROBE(sys_exit)
 {
-    u64 id = bpf_get_current_pid_tgid();
-    u32 tid = (u32)id;
-    /* Only threads of followed processes have an inflight entry. */
-    struct pyi_inflight *in = inflight.lookup(&tid);
-    if (!in || in->ts == 0)
-        return 0;
-
-    u64 now = bpf_ktime_get_ns();
-    u64 dur = now - in->ts;
-    s64 ret = (s64)ctx->args[1];
-    pyi_account(id >> 32, tid, in->nr, dur, ret, in->args[0]);
-
-    if (!pyi_futex_exit(in, dur, ret) && dur >= PYI_SLOW_NS) {
-        struct pyi_event *e = pyi_reserve(PYI_KIND_SYSCALL, in->ts);
-        if (e) {
-            e->dur = dur;
-            e->ret = ret;
-            e->aux = in->nr;
-            e->a[0] = in->args[0];
-            e->a[1] = in->args[1];
-            e->a[2] = in->args[2];
-            e->a[3] = in->args[3];
-            events.ringbuf_submit(e, PYI_RB_QUIET);
-        }
-    }
-    in->ts = 0;
-    return 0;
+    return pyi_sys_exit(ctx);
 }
+#endif

@@ -41,8 +41,10 @@ NO_SYSCALL = 0xFFFFFFFF
 #:          orig_ax ...; arguments in di si dx r10 r8 r9; the window starts at r10 (word 7).
 #:   aarch64 (arch/arm64/include/asm/ptrace.h): regs[31] sp pc pstate orig_x0 syscallno ...;
 #:          arguments in x0..x5 (regs[0..5]) at syscall entry; the window starts at regs[0].
-PT_REGS_ARGS = {"x86_64": {"base": 7 * 8, "args": (7, 6, 5, 0, 2, 1)},
-                "aarch64": {"base": 0, "args": (0, 1, 2, 3, 4, 5)}}
+#: ``nr``: byte offset of the syscall number, read at syscall exit (x86_64
+#: orig_ax, word 15; aarch64 the s32 syscallno after regs[31] sp pc pstate orig_x0).
+PT_REGS_ARGS = {"x86_64": {"base": 7 * 8, "args": (7, 6, 5, 0, 2, 1), "nr": 15 * 8},
+                "aarch64": {"base": 0, "args": (0, 1, 2, 3, 4, 5), "nr": 35 * 8}}
 
 
 def host_machine() -> str:
@@ -79,5 +81,6 @@ def bpf_defines(machine: Optional[str] = None) -> List[str]:
     flags = [f"-D{define}={numbers.get(name, NO_SYSCALL)}U" for name, define in BPF_NAMES.items()]
     regs = PT_REGS_ARGS[machine]
     flags.append(f"-DPYI_REGS_BASE={regs['base']}")
+    flags.append(f"-DPYI_REGS_NR={regs['nr']}")
     flags += [f"-DPYI_ARG{i}={word}" for i, word in enumerate(regs["args"])]
     return flags

@@ -16,6 +16,7 @@ BPF_RB_NO_WAKEUP, see probes/pyimpact.h).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import mmap
 import platform
 import select
@@ -29,6 +30,10 @@ from ..errors import BPFUnavailable, UsageError
 from ..syscall_table import bpf_defines, syscall_name
 from ..event_layout import EVENT_DTYPE
 from .bpf_env import BPFEnvironment, check_bpf_environment
+from . import tp_btf
+
+#: the syscall programs loaded as tp_btf (syscalls.bpf.c), by function name
+TP_BTF_FUNCS = {"pyi_tp_sys_enter": "sys_enter", "pyi_tp_sys_exit": "sys_exit"}
 
 EVENT_SIZE = EVENT_DTYPE.itemsize      # struct pyi_event (probes/pyimpact.h)
 PROBE_SOURCES = ("pyimpact.h", "futex.bpf.c", "syscalls.bpf.c", "lifecycle.bpf.c", "signals.bpf.c", "blockio.bpf.c")
@@ -173,6 +178,9 @@ class ProbeConfig:
     slow_ns: int = 1_000_000
     ringbuf_pages: int = 1024
     max_threads: int = 16384
+    # The syscall programs as BTF-typed raw tracepoints (tp_btf.py): None =
+    # where the kernel and libbpf allow it (KernelProbes decides), False = never.
+    tp_btf: bool | None = None
 
     def validate(self) -> None:
         if not self.trace_all and not self.pids:
@@ -197,7 +205,25 @@ class ProbeConfig:
             f"-DPYI_SLOW_NS={int(self.slow_ns)}ULL",
             f"-DPYI_RINGBUF_PAGES={int(self.ringbuf_pages)}",
             f"-DPYI_MAX_THREADS={int(self.max_threads)}",
+            f"-DPYI_PID_WORDS={pid_words()}",
+            f"-DPYI_TP_BTF={1 if self.tp_btf else 0}",
         ] + bpf_defines()
+
+
+PID_MAX_LIMIT = 1 << 22     # the kernel's ceiling for pid_max on 64-bit
+
+
+def pid_words() -> int:
+    """8-byte words of the traced-process byte array (probes/pyimpact.h): one
+    byte per possible tgid, pid_max as it is now (4 MiB at the 64-bit
+    ceiling); tgids above it, if pid_max is raised later, are looked up in
+    the traced hash instead."""
+    try:
+        with open("/proc/sys/kernel/pid_max") as f:
+            pid_max = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pid_max = PID_MAX_LIMIT
+    return (max(4096, min(PID_MAX_LIMIT, pid_max)) + 7) // 8
 
 
 def probe_source() -> str:
@@ -292,6 +318,11 @@ class KernelProbes:
         self._busy = False
         self._undrained = 0         # records left in the ring buffer when the final drain gave up
         self._closing = None        # the thread closing the classic tracepoints after stop()
+        self._tp = tp_btf.TpBtfPrograms()   # the syscall programs when loaded as tp_btf
+        self._traced_bytes = None   # mmap of the traced_bytes map
+        self._traced_limit = 0
+        self.syscall_probe_kind = None  # "tp_btf" or "raw_tracepoint", once open
+        self.syscall_probe_note = None  # why tp_btf was not used, when it was tried and refused
 
     # -- stages ---------------------------------------------------------
     def open(self) -> "KernelProbes":
@@ -301,15 +332,34 @@ class KernelProbes:
 
         self.timings["import_s"] = time.monotonic() - t0
         t1 = time.monotonic()
+        config = self.config
+        ids = _BtfIds(TP_BTF_FUNCS.values()) if config.tp_btf is not False else None
+        if ids is not None:
+            config = dataclasses.replace(config, tp_btf=True)
         try:
-            self._bpf = BPF(text=probe_source().encode(), cflags=self.config.cflags())
+            self._bpf = BPF(text=probe_source().encode(), cflags=config.cflags())
+            if ids is not None:
+                try:
+                    self._tp = tp_btf.TpBtfPrograms().open(self._bpf, TP_BTF_FUNCS, ids.result())
+                except tp_btf.TpBtfUnavailable as why:
+                    # Compiled for tp_btf, which this machine refuses: again as raw tracepoints.
+                    self.syscall_probe_note = str(why)
+                    self._bpf.cleanup()
+                    self._bpf = None
+                    config = dataclasses.replace(config, tp_btf=False)
+                    self._bpf = BPF(text=probe_source().encode(), cflags=config.cflags())
         except Exception as exc:
+            if self._bpf is not None:
+                self._bpf.cleanup()
+                self._bpf = None
             raise BPFUnavailable(f"could not load the BPF probes: {str(exc).splitlines()[0]}",
                                  "is BPF permitted here (root, no lockdown, kernel >= 5.8)?") from None
+        self.syscall_probe_kind = "tp_btf" if self._tp.prog_fds else "raw_tracepoint"
         self.timings["compile_attach_s"] = time.monotonic() - t1
         try:
             # From here on the probes are attached: any later failure detaches them.
             self.clock_offset_ns = clock_offset_ns()
+            self._open_traced_bytes()
             for pid in self.config.pids:
                 self.follow(pid)
             self._open_reader()
@@ -319,9 +369,23 @@ class KernelProbes:
         self.timings["open_s"] = time.monotonic() - t0
         return self
 
+    def _open_traced_bytes(self) -> None:
+        """Map the traced-process byte array (probes/pyimpact.h) writable, so
+        that follow() stores one byte, never the 8-byte word around it (the
+        kernel may be storing a neighbour's byte at that moment)."""
+        if self.config.trace_all:
+            return
+        table = self._bpf[b"traced_bytes"]
+        size = -(-int(table.max_entries) * 8 // mmap.PAGESIZE) * mmap.PAGESIZE
+        self._traced_bytes = mmap.mmap(table.get_fd(), size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        self._traced_limit = int(table.max_entries) * 8
+
     def follow(self, pid: int) -> None:
-        """Add a process to the traced map (its future children follow by themselves)."""
+        """Add a process to the traced map and byte array (its future children
+        follow by themselves)."""
         self._bpf[b"traced"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+        if self._traced_bytes is not None and 0 <= pid < self._traced_limit:
+            self._traced_bytes[pid] = 1
 
     def close(self) -> None:
         """Detach every probe. Safe to call twice."""
@@ -336,8 +400,13 @@ class KernelProbes:
             self._closing.join()
             self._closing = None
         else:
+            self._tp.detach()
             _detach_fast(bpf)
+        if self._traced_bytes is not None:
+            self._traced_bytes.close()
+            self._traced_bytes = None
         bpf.cleanup()
+        self._tp.close()
         self.timings["detach_s"] = time.monotonic() - t0
 
     def stop(self) -> None:
@@ -350,6 +419,7 @@ class KernelProbes:
         if self._bpf is None or self._closing is not None:
             return
         t0 = time.monotonic()
+        self._tp.detach()
         _detach_raw(self._bpf)
         self.timings["stop_raw_s"] = time.monotonic() - t0
         self._closing = threading.Thread(target=_close_classic, args=(self._bpf,), name="pyimpact-detach",
@@ -477,9 +547,9 @@ class KernelProbes:
 
         from . import procfs
         total = 0
-        for func in list(self._bpf.funcs.values()):
+        for fd in [func.fd for func in list(self._bpf.funcs.values())] + list(self._tp.prog_fds):
             try:
-                info = procfs.read(f"/proc/self/fdinfo/{func.fd}", os.getpid())
+                info = procfs.read(f"/proc/self/fdinfo/{fd}", os.getpid())
                 for line in info.split(b"\n"):
                     if line.startswith(b"recursion_misses:"):
                         total += int(line.split()[1])
@@ -490,26 +560,22 @@ class KernelProbes:
     def _wall(self, mono_ns: int) -> int:
         return mono_ns + self.clock_offset_ns
 
-    def _tgid_of(self, tid: int) -> int:
-        """The process of task ``tid`` (``tid`` itself when it cannot be read)."""
-        import psutil
-
-        from . import procfs
-        try:
-            return procfs.tgid_of(tid)
-        except (psutil.Error, OSError, KeyError, ValueError):
-            return tid
-
     def inflight(self) -> list:
-        """Per thread, the syscall it is in now (entries with ts 0 are idle)."""
-        out = []
-        for key, v in self._bpf[b"inflight"].items():
-            if v.ts == 0:
+        """Per thread, the syscall it is in now: its pending syscall_stats
+        record (syscalls.bpf.c). A thread has one pending call at a time; a
+        stale one (an entry whose exit the kernel reported under another
+        number, e.g. after a tracer changed it) is older than the thread's
+        next entry, so the latest wins."""
+        latest = {}
+        for key, v in self._bpf[b"syscall_stats"].items():
+            ts = int(v.pending_ts)
+            if ts == 0:
                 continue
-            tid = key.value
-            out.append(InflightSyscall(pid=self._tgid_of(tid), tid=tid, nr=v.nr, syscall=syscall_name(v.nr),
-                                       since_ns=self._wall(v.ts), args=[int(a) for a in v.args]))
-        return out
+            tid = int(key.tid)
+            if tid not in latest or ts > latest[tid][0]:
+                latest[tid] = (ts, int(key.nr), int(v.tgid), [int(a) for a in v.pending_args])
+        return [InflightSyscall(pid=tgid, tid=tid, nr=nr, syscall=syscall_name(nr), since_ns=self._wall(ts), args=args)
+                for tid, (ts, nr, tgid, args) in sorted(latest.items())]
 
     def syscall_stats(self) -> list:
         out = []
@@ -530,6 +596,32 @@ class KernelProbes:
                 rwbs=int(v.rwbs).to_bytes(8, "little").split(b"\0", 1)[0].decode("ascii", "replace"),
                 queued_ns=self._wall(v.queued), issued_ns=self._wall(v.issued) if v.issued else 0))
         return out
+
+
+class _BtfIds:
+    """The tracepoints' BTF ids (tp_btf.btf_ids, about 50 ms of libbpf
+    parsing the kernel's BTF), looked up in a thread while bcc compiles."""
+
+    def __init__(self, tracepoints) -> None:
+        self._tps = list(tracepoints)
+        self._ids = None
+        self._error = None
+        self._thread = threading.Thread(target=self._run, name="pyimpact-btf-ids", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._ids = tp_btf.btf_ids(self._tps)
+        except tp_btf.TpBtfUnavailable as err:
+            self._error = err
+        except Exception as err:  # anything else from ctypes: fall back, and say why
+            self._error = tp_btf.TpBtfUnavailable(f"BTF lookup failed: {err}")
+
+    def result(self) -> dict:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._ids
 
 
 class ProbeOpener:
