@@ -40,7 +40,7 @@ EXTRA_NAMES = ("training_ab",)      # run only when named: training with a basel
 
 FULL = {
     "overhead": {"rounds": 9, "seconds": 1.0},
-    "training": {"rounds": 5, "warmup": 30, "steps": 600},
+    "training": {"rounds": 10, "warmup": 50, "steps": 2500},
     "verdict": {"warm_runs": 5, "cold_runs": 3},
     "capacity": {"rates": [10_000, 50_000, 100_000, 200_000], "seconds": 30.0},
     "memory": {"seconds": 300.0},

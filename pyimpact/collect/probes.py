@@ -355,6 +355,7 @@ class KernelProbes:
             raise BPFUnavailable(f"could not load the BPF probes: {str(exc).splitlines()[0]}",
                                  "is BPF permitted here (root, no lockdown, kernel >= 5.8)?") from None
         self.syscall_probe_kind = "tp_btf" if self._tp.prog_fds else "raw_tracepoint"
+        self.timings["syscall_tp_btf"] = 1.0 if self._tp.prog_fds else 0.0   # 1: tp_btf, 0: raw tracepoints
         self.timings["compile_attach_s"] = time.monotonic() - t1
         try:
             # From here on the probes are attached: any later failure detaches them.

@@ -19,6 +19,13 @@ LABELS = {
     "syscount-other": "`syscount-bpfcc -L -p OTHER` (this process not traced)",
     "strace-pinned": "`strace -f -c -p`, pinned to the target's CPU",
     "strace": "`strace -f -c -p`, unpinned",
+    "floor": "floor: empty `sys_enter` + `sys_exit` programs, attached as pyimpact's (every process pays it)",
+}
+
+RATIO_LABELS = {
+    "traced_vs_syscount": "traced process: pyimpact's added cost ≤ 0.80 × `syscount -L -p`'s",
+    "traced_vs_floor": "traced process: pyimpact's added cost ≤ 2.5 × the floor's",
+    "untraced_vs_syscount": "untraced process while another is traced: ≤ 0.80 × syscount's (`-p OTHER`)",
 }
 
 
@@ -59,6 +66,16 @@ def targets(res: dict) -> list:
                  f"{_r(c_tr, 1e-3, 3, ' µs')}; Python loop {_r(py_tr, 1e-3, 3, ' µs')} (syscount -L "
                  f"{_r(sc, 1e-3, 3, ' µs')}, strace pinned {_r(st, 1e-3, 1, ' µs')}) | "
                  f"{_met(None if c_tr is None else c_tr['median'] <= 300)} |")
+    for i, name in enumerate(("traced_vs_syscount", "traced_vs_floor", "untraced_vs_syscount")):
+        rc = _get(ov, "c", "ratios", name)
+        rp = _get(ov, "python", "ratios", name)
+        if rc is None and rp is None:
+            continue
+        lines.append(f"| 1{'abc'[i]} | {RATIO_LABELS[name]} (issue 14, same rounds) | C loop "
+                     f"{_r(_get(rc, 'ratio'), 1, 2, '×')} (CPU time {_r(_get(rc, 'ratio_cpu'), 1, 2, '×')})"
+                     + (f"; Python loop {_r(_get(rp, 'ratio'), 1, 2, '×')}" if rp else "")
+                     + (" — judged on CPU time (fewer than 3 undisturbed rounds)" if _get(rc, "basis") == "cpu" else "")
+                     + f" | {_met(None if rc is None else rc.get('met'))} |")
     lines.append(f"| 2 | untraced process while pyimpact traces another: ≤ 0.16 µs per syscall | C loop "
                  f"{_r(c_un, 1e-3, 3, ' µs')}; Python loop "
                  f"{_r(_get(ov, 'python', 'pyimpact-other', 'added_ns'), 1e-3, 3, ' µs')} | "
@@ -243,7 +260,7 @@ def overhead_section(res: dict) -> list:
         u = r["untraced"]
         out.append(f"| untraced | {_r(u['ns_per_call'], 1, 1)} | – | 1 | – | – | – |")
         for cfg, x in r.items():
-            if cfg == "untraced":
+            if cfg in ("untraced", "ratios"):
                 continue
             cc = x.get("tool_count_over_loop_calls")
             out.append(f"| {LABELS.get(cfg, cfg)} | {_r(x['ns_per_call'], 1, 1)} | "
@@ -251,6 +268,27 @@ def overhead_section(res: dict) -> list:
                        f"{_r(x['added_cpu_ns'], 1e-3, 3, ' µs')} | {_r(cc, 1, 3) if cc else '–'} | "
                        f"{x['rounds_used']} ({x['rounds_disturbed']}) |")
         out.append("")
+        rt = r.get("ratios") or {}
+        if rt:
+            out += ["Ratios of added cost, each taken within one round (numerator and denominator against that "
+                    "round's untraced run), median (min–max) over the rounds in which none of the three samples "
+                    "was disturbed:", "",
+                    "| ratio | target | from wall time | from CPU time | rounds used (disturbed) | judged on | |",
+                    "|---|---|---|---|---|---|---|"]
+            for name, x in rt.items():
+                out.append(f"| {x['numerator']} / {x['denominator']} | ≤ {x['target']:g} | {_r(x['ratio'], 1, 2, '×')} | "
+                           f"{_r(x['ratio_cpu'], 1, 2, '×')} | {x['rounds_used']} ({x['rounds_disturbed']}) | "
+                           f"{'CPU time' if x.get('basis') == 'cpu' else 'wall time'} | {_met(x.get('met'))} |")
+            kinds = {s.get("syscall_tp_btf") for s in ov.get("samples", []) if s.get("loop") == kind
+                     and s.get("config") == "pyimpact"} - {None}
+            floor_kinds = {s.get("floor_kind") for s in ov.get("samples", []) if s.get("loop") == kind
+                           and s.get("config") == "floor"} - {None}
+            if kinds or floor_kinds:
+                out += ["", "pyimpact's syscall programs ran as "
+                        + ", ".join("BTF-typed raw tracepoints (tp_btf)" if k else "plain raw tracepoints"
+                                    for k in sorted(kinds))
+                        + "; the floor's as " + ", ".join(sorted(floor_kinds)) + "."]
+            out.append("")
     c = (ov.get("results") or {}).get("c", {}).get("pyimpact", {})
     if c:
         out += ["### Start and stop of `pyimpact trace` (issue 2)", "",

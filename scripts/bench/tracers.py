@@ -8,6 +8,8 @@ and stops on SIGINT (Ctrl-C) with its own summary.
   syscount-other   the same on another PID
   strace-pinned    `strace -f -c -p PID` on the same CPU as the target
   strace           `strace -f -c -p PID`, free to run on any CPU
+  floor            an empty sys_enter + sys_exit program pair attached as pyimpact attaches
+                   its own (floor_probe.py): the kernel's dispatch cost, for every task
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import subprocess
 import tempfile
 import time
 
-from .common import LOOP_CPU, PYIMPACT, SYSCOUNT, LineReader, Procs, status_kb
+from .common import LOOP_CPU, PY, PYIMPACT, SYSCOUNT, LineReader, Procs, status_kb
 
 
 class Handle:
@@ -154,6 +156,31 @@ class Syscount(Handle):
         return self.info
 
 
+class Floor(Handle):
+    """floor_probe.py: empty syscall programs; the same for every process (no filter)."""
+
+    name = "floor"
+
+    def start(self, pid: int, timeout: float = 60.0) -> "Floor":
+        t0 = time.monotonic()
+        self.proc = self.procs.spawn([PY, os.path.join(os.path.dirname(os.path.abspath(__file__)), "floor_probe.py")],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.err = LineReader(self.proc.stderr)
+        hit = self.err.wait_for("floor attached", timeout)
+        if hit is None:
+            self.kill()
+            raise RuntimeError(f"the floor probe never attached: {self.err.text()[-2000:]}")
+        self.ready_s = hit[0] - t0
+        m = re.search(r"floor attached \(([a-z_]+)", hit[1])
+        self.info["kind"] = m.group(1) if m else None
+        return self
+
+    def stop(self) -> dict:
+        self.procs.finish(self.proc, sig=signal.SIGINT, timeout=15)
+        self.err.join(5)
+        return self.info
+
+
 class Strace(Handle):
     name = "strace"
 
@@ -221,6 +248,8 @@ def make(name: str, procs: Procs, workdir: str | None = None, extra=(), tree: st
         return Syscount(procs)
     if name == "syscount-other":
         return Syscount(procs, other=True)
+    if name == "floor":
+        return Floor(procs)
     if name == "strace-pinned":
         return Strace(procs, pinned=True, workdir=workdir)
     if name == "strace":
