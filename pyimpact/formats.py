@@ -72,3 +72,44 @@ def words_duration(s: Optional[float]) -> str:
     if s < 7200:
         return f"{s / 60:.0f} min"
     return f"{s / 3600:.1f} h"
+
+
+def seconds(s, digits: int = 1, width: int = 0, sep: str = " ") -> str:
+    """'12.3 s' at a fixed precision: a figure read beside its neighbours (a
+    window, a cadence, a grace period, a timeline offset), so it keeps its unit
+    where human_duration would switch to minutes.  ``width`` pads the number
+    (a ticking status line keeps its place); ``sep=""`` gives the cell form '45s'."""
+    return f"{float(s):{width}.{digits}f}{sep}s"
+
+
+def millis(ms, digits: int = 1, signed: bool = False) -> str:
+    """'1.5 ms' (or '+1.5 ms' with ``signed``: a clock offset) from milliseconds."""
+    return f"{float(ms):{'+' if signed else ''}.{digits}f} ms"
+
+
+def ns_millis(ns, digits: int = 1, signed: bool = False) -> str:
+    """'1.5 ms' from nanoseconds."""
+    return millis(ns / 1e6, digits, signed)
+
+
+def utc_datetime(ns):
+    """The UTC datetime of a wall-clock time in nanoseconds since the epoch."""
+    import datetime as _dt
+
+    return _dt.datetime.fromtimestamp(ns / 1e9, tz=_dt.timezone.utc)
+
+
+def utc_time(ns, fmt: str = "%H:%M:%S") -> str:
+    """A wall-clock time in nanoseconds since the epoch, in UTC, as ``fmt``."""
+    return utc_datetime(ns).strftime(fmt)
+
+
+def minutes(s, digits: int = 0) -> str:
+    """'12 min' at a fixed precision (a stall the reader compares with a timeout)."""
+    return f"{float(s) / 60:.{digits}f} min"
+
+
+def hours_figure(s, digits: int = 1) -> str:
+    """Seconds as a number of hours, without a unit ('3.25'): for GPU-hours and
+    CPU-hours cells and sentences that name their unit themselves."""
+    return f"{float(s) / 3600:.{digits}f}"

@@ -19,6 +19,7 @@ from typing import Optional
 import click
 
 from ..errors import NotDone, ProcessGone, UsageError
+from ..formats import seconds
 from ..render.stop_view import WaitLine, outcome_lines, plan_lines
 from ..text import json_dumps
 from .params import Number
@@ -108,7 +109,7 @@ def command(pid: int, when: str, grace: float, sig_name: Optional[str], force: b
             doc = {"schema": SCHEMA, "pid": pid, "preview": report, **res.to_dict()}
             click.echo(json_dumps(doc, indent=2))
         if res.survivors:
-            raise NotDone(f"still running after the {grace:.0f} s grace period: "
+            raise NotDone(f"still running after the {seconds(grace, 0)} grace period: "
                           + ", ".join(map(str, res.survivors)), "pass --force to SIGKILL them, or a longer --grace")
         if not as_json:
             for text in outcome_lines(res):

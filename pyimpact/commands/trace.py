@@ -14,6 +14,7 @@ import click
 
 from ..errors import PyimpactError, UsageError
 from ..export import write_recording
+from ..formats import ns_millis, seconds
 from ..sessions.trace import StatusLine, run_trace
 from .job_options import job_options, wants_job
 from .params import Number
@@ -72,7 +73,8 @@ def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_p
         done = trace_job(pids[0], duration, output, hosts_file=hosts_file, slurm_job=slurm_job, via=via,
                          ssh_config=ssh_config, remote_cmd=remote_cmd)
         for n in done["nodes"]:
-            click.echo(f"{n['host']}: {n['events']} events, clock offset {n['clock_offset_ns'] / 1e6:+.1f} ms", err=True)
+            click.echo(f"{n['host']}: {n['events']} events, "
+                       f"clock offset {ns_millis(n['clock_offset_ns'], signed=True)}", err=True)
         for u in done["unreachable"]:
             click.echo(clean(f"{u['host']}: NOT RECORDED: {u['reason']}"), err=True)
         click.echo(f"merged timeline of {len(done['nodes'])} node(s) written to {output}", err=True)
@@ -106,7 +108,7 @@ def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_p
     def ready(tracer) -> None:
         # On stderr even with --json: it is also the ready signal for scripts.
         err.print(f"tracing {'all processes' if trace_all else ', '.join(map(str, pids))} "
-                  f"(probes attached in {tracer.rec.metadata['probes_attached_after_s']:.2f} s); "
+                  f"(probes attached in {seconds(tracer.rec.metadata['probes_attached_after_s'], 2)}); "
                   f"Ctrl-C to stop", highlight=False)
 
     def show(rec) -> None:
@@ -130,4 +132,4 @@ def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_p
             raise save_error
 
     detach_s = run_trace(request, on_ready=ready, status=StatusLine(sys.stderr), on_recording=show)
-    err.print(f"probes detached in {detach_s:.2f} s", highlight=False)
+    err.print(f"probes detached in {seconds(detach_s, 2)}", highlight=False)

@@ -13,7 +13,7 @@ import html
 import io
 from typing import List
 
-from ..formats import human_bytes
+from ..formats import hours_figure, human_bytes, utc_datetime, utc_time
 from ..text import clean
 
 MAX_SERIES = 8
@@ -34,7 +34,7 @@ def _figure_svg(report) -> str:
         ua, ma = axes[0][col], axes[1][col]
         for k in keys:
             pts = [(t, u, m) for t, d, u, m in report.series[k] if d == dev]
-            xs = [_dt.datetime.fromtimestamp(t / 1e9, tz=_dt.timezone.utc) for t, _, _ in pts]
+            xs = [utc_datetime(t) for t, _, _ in pts]
             label = clean(k)[:40].replace("$", r"\$")
             ua.plot(xs, [u for _, u, _ in pts], label=label, linewidth=1)
             ma.plot(xs, [m / (1 << 30) for _, _, m in pts], label=label, linewidth=1)
@@ -61,7 +61,7 @@ def _rows(cells: List[List[str]]) -> str:
 
 
 def report_html(report) -> str:
-    t = lambda ns: _dt.datetime.fromtimestamp(ns / 1e9, tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")  # noqa: E731
+    t = lambda ns: utc_time(ns, "%Y-%m-%d %H:%M UTC")  # noqa: E731
     parts = ["<!doctype html><meta charset=utf-8><title>pyimpact gpu-report</title>",
              "<style>body{font:14px sans-serif;margin:20px}td,th{padding:2px 10px;text-align:left}"
              "th{background:#eee}.f{margin:6px 0}.r{color:#555;margin-left:18px}</style>",
@@ -73,7 +73,7 @@ def report_html(report) -> str:
         parts.append(_figure_svg(report))
     for d in report.devices:
         parts.append(f"<h2>GPU {d.device}: {html.escape(clean(d.name))}</h2><p>mean utilisation "
-                     f"{d.mean_util_pct:.0f} %, {d.gpu_seconds / 3600:.1f} GPU-hours, {d.vram_gib_hours:.1f} "
+                     f"{d.mean_util_pct:.0f} %, {hours_figure(d.gpu_seconds)} GPU-hours, {d.vram_gib_hours:.1f} "
                      f"VRAM GiB-hours, peak {html.escape(human_bytes(d.peak_vram_bytes))}</p>")
         parts.append("<table><tr><th>who</th><th>GPU-seconds</th><th>VRAM GiB-h</th><th>peak VRAM</th>"
                      "<th>mean util</th></tr>" + _rows([[u.key, f"{u.gpu_seconds:.0f}", f"{u.vram_gib_hours:.1f}",
@@ -87,7 +87,7 @@ def report_html(report) -> str:
     if not report.findings:
         parts.append("<p>none</p>")
     parts.append("<h2>CPU / RAM</h2><table><tr><th>job</th><th>CPU-hours</th><th>peak RSS</th></tr>" +
-                 _rows([[j.job, f"{j.cpu_seconds / 3600:.2f}", human_bytes(j.peak_rss_bytes)]
+                 _rows([[j.job, hours_figure(j.cpu_seconds, 2), human_bytes(j.peak_rss_bytes)]
                         for j in report.jobs_cpu]) + "</table>")
     return "\n".join(parts)
 

@@ -15,14 +15,13 @@ pasted as markup.
 """
 from __future__ import annotations
 
-import datetime
 import html
 from typing import Iterable, List
 
 from .. import __version__
 from ..analyse.history.usage import UsageChart, usage_charts
 from ..errors import NotInRecording
-from ..formats import human_bytes
+from ..formats import human_bytes, seconds, utc_time
 from ..text import clean
 
 COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -86,7 +85,7 @@ def chart_svg(chart: UsageChart) -> str:
     for i in range(5):
         t = x0 + (x1 - x0) * i / 4
         out.append(f'<text x="{px(t):.1f}" y="{H - 8}" font-size="11" text-anchor="middle" fill="#555">'
-                   f'{t:.1f} s</text>')
+                   f'{seconds(t)}</text>')
     for i, s in enumerate(series):
         colour = COLOURS[i % len(COLOURS)]
         pts = " ".join(f"{px(t):.1f},{py(v):.1f}" for t, v in s.points)
@@ -157,10 +156,9 @@ def _diagnosis_html(d: dict) -> Iterable[str]:
 def _meta_rows(rec) -> Iterable[str]:
     m = rec.metadata
     started = m.get("started_at_ns")
-    when = datetime.datetime.fromtimestamp(int(started) / 1e9, datetime.timezone.utc).strftime(
-        "%Y-%m-%d %H:%M:%S UTC") if started else "?"
+    when = utc_time(int(started), "%Y-%m-%d %H:%M:%S UTC") if started else "?"
     rows = [("host", m.get("host", "?")), ("kernel", f"{m.get('kernel', '?')} ({m.get('machine', '?')})"),
-            ("started", when), ("duration", f"{float(m.get('duration_s') or 0):.2f} s"),
+            ("started", when), ("duration", seconds(m.get("duration_s") or 0, 2)),
             ("mode", m.get("mode", "?")),
             ("targets", ", ".join(str(t.get("pid")) for t in m.get("targets", [])) or "—"),
             ("events", f"{len(rec.events)}"),
@@ -202,7 +200,7 @@ def render(rec) -> str:
         for w in waits[:20]:
             parts.append(f"<tr><td>{esc(w.get('pid', ''))} {esc(w.get('comm', ''))}</td>"
                          f"<td>{esc(w.get('what', w.get('syscall', '')))}</td><td>{esc(w.get('count', ''))}</td>"
-                         f"<td>{float(w.get('total_s', 0) or 0):.3f} s</td></tr>")
+                         f"<td>{seconds(w.get('total_s', 0) or 0, 3)}</td></tr>")
         parts.append("</table>")
     unavailable = rec.metadata.get("unavailable") or []
     if unavailable:

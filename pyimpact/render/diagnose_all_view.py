@@ -7,13 +7,14 @@ from typing import IO, Iterator, List
 
 from ..analyse.hang.machine import MachineReport
 from ..analyse.hang.waitmodel import secs
+from ..formats import seconds
 from .text import clean
 
 
 def render(r: MachineReport) -> Iterator[str]:
     how = "kernel probes + /proc" if r.bpf else "/proc only (no kernel probes)"
     lost = f", {r.lost_events} events LOST" if r.lost_events else ""
-    window = f"{r.window_s:.2f} s" if r.window_s else "one snapshot"
+    window = seconds(r.window_s, 2) if r.window_s else "one snapshot"
     yield f"Observed {r.processes} processes in {r.trees} process trees for {window} with {how}{lost}"
     yield ""
     if r.rows:

@@ -14,7 +14,7 @@ from typing import IO, Iterable, Iterator, List, Optional
 
 from ..analyse.hang.diagnose import ChainLink, Diagnosis
 from ..analyse.hang.waitmodel import RUNNING, STOPPED, TIMED, WAITING, WAKING, ZOMBIE, ThreadWait
-from ..formats import human_duration
+from ..formats import human_duration, seconds
 from .text import clean
 
 WIDTH = 80
@@ -146,7 +146,7 @@ def _render(d: Diagnosis) -> Iterator[str]:
     yield from _wrap(f"Process {d.pid}: {clean(cmd)}", "  ", first="")
     how = "kernel probes + /proc" if d.bpf else "/proc only (no kernel probes)"
     lost = f", {d.lost_events} events LOST" if d.lost_events else ""
-    window = f"{d.window_s:.2f} s" if d.window_s else "one snapshot"
+    window = seconds(d.window_s, 2) if d.window_s else "one snapshot"
     yield f"Observed {window} with {how}{lost}"
     yield ""
     rc = d.root_cause

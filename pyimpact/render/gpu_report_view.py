@@ -5,20 +5,19 @@ rich Text after control characters are escaped, never markup.
 """
 from __future__ import annotations
 
-import datetime as _dt
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..formats import human_bytes
+from ..formats import hours_figure, human_bytes, utc_time
 from .text import clean
 
 TOP = 12
 
 
 def _t(ns: int) -> str:
-    return _dt.datetime.fromtimestamp(ns / 1e9, tz=_dt.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return utc_time(ns, "%Y-%m-%d %H:%M")
 
 
 def short(key: str, n: int = 60) -> str:
@@ -49,13 +48,13 @@ def write(report, stream) -> None:
     for d in report.devices:
         total = f" of {human_bytes(d.mem_total_bytes)}" if d.mem_total_bytes else ""
         con.print(Text(f"\nGPU {d.device}  {clean(d.name)}  mean util {d.mean_util_pct:.0f} %  "
-                       f"GPU-hours {d.gpu_seconds / 3600:.1f}  VRAM {d.vram_gib_hours:.1f} GiB-h  "
+                       f"GPU-hours {hours_figure(d.gpu_seconds)}  VRAM {d.vram_gib_hours:.1f} GiB-h  "
                        f"peak {human_bytes(d.peak_vram_bytes)}{total}"))
         t = _table(report.by.upper() if report.by != "process" else "PROCESS", "GPU-h", "VRAM GiB-h", "PEAK VRAM",
                    "MEAN UTIL")
         rows = [u for u in report.usage if u.device == d.device]
         for u in rows[:TOP]:
-            t.add_row(Text(short(u.key)), Text(f"{u.gpu_seconds / 3600:.2f}"), Text(f"{u.vram_gib_hours:.1f}"),
+            t.add_row(Text(short(u.key)), Text(hours_figure(u.gpu_seconds, 2)), Text(f"{u.vram_gib_hours:.1f}"),
                       Text(human_bytes(u.peak_vram_bytes)), Text(f"{u.mean_util_pct:.0f} %"))
         if len(rows) > TOP:
             t.add_row(Text(f"... {len(rows) - TOP} more"), Text(""), Text(""), Text(""), Text(""))
@@ -70,7 +69,7 @@ def write(report, stream) -> None:
         con.print(Text(f"\nCPU / RAM per {'user' if report.by == 'user' else 'job'}"))
         t = _table("USER" if report.by == "user" else "JOB", "CPU-h", "PEAK RSS", "PROCS")
         for j in report.jobs_cpu[:TOP]:
-            t.add_row(Text(short(j.job)), Text(f"{j.cpu_seconds / 3600:.2f}"), Text(human_bytes(j.peak_rss_bytes)),
+            t.add_row(Text(short(j.job)), Text(hours_figure(j.cpu_seconds, 2)), Text(human_bytes(j.peak_rss_bytes)),
                       Text(str(j.max_procs)))
         con.print(t)
     else:

@@ -4,15 +4,14 @@ Paths and command lines come from other processes: escaped, plain text.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import textwrap
 
-from ..formats import human_bytes, human_duration
+from ..formats import human_bytes, human_duration, utc_time
 from .text import clean
 
 
 def _t(ns) -> str:
-    return _dt.datetime.fromtimestamp(ns / 1e9, tz=_dt.timezone.utc).strftime("%H:%M:%S")
+    return utc_time(ns, "%H:%M:%S")
 
 
 def lines(h: dict) -> list:

@@ -14,7 +14,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from ..formats import compact_age, compact_bytes, human_bytes, human_duration
+from ..formats import compact_age, compact_bytes, human_bytes, human_duration, seconds
 from .text import clean, plain
 
 VERDICT_STYLE = {"safe": "bold green", "costly": "bold yellow", "unsafe": "bold red"}
@@ -72,7 +72,7 @@ def header(r: dict) -> List[Text]:
     lines = [_t(f"kill-preview of PID {tg['pid']}: {_short(tg['command'], 52)}", "bold")]
     probes = "probes + /proc" if ob.get("kernel_probes") else "/proc only"
     lost = f", {ob['lost_events']} events lost" if ob.get("lost_events") else ""
-    lines.append(_t(f"age {human_duration(tg['age_s'])}, watched {ob['window_s']:.1f} s ({probes}{lost}, "
+    lines.append(_t(f"age {human_duration(tg['age_s'])}, watched {seconds(ob['window_s'])} ({probes}{lost}, "
                     f"{ob['samples']} samples), as of {r['as_of'][11:23]} UTC", "dim"))
     if ob.get("ended") and str(ob["ended"]).startswith("interrupted"):
         lines.append(_t(f"window cut short ({ob['ended']}): figures from what was seen", "yellow"))
@@ -117,7 +117,7 @@ def loss_block(r: dict) -> List:
     if hist.get("count"):
         g.add_row("history", Text(f"{hist['count']} saves"), _t(f"series {hist['series']}", "dim"))
     cad = loss.get("checkpoint_cadence_s")
-    g.add_row("cadence", Text("-" if cad is None else f"every {cad:.1f} s"), _kind(b["checkpoint_cadence_s"]))
+    g.add_row("cadence", Text("-" if cad is None else f"every {seconds(cad)}"), _kind(b["checkpoint_cadence_s"]))
     if loss.get("checkpoint_cadence_steps"):
         g.add_row("", Text(f"{loss['checkpoint_cadence_steps']} steps"), _kind(b["checkpoint_cadence_steps"]))
     if loss.get("next_checkpoint_name"):
@@ -129,14 +129,14 @@ def loss_block(r: dict) -> List:
         g.add_row("warm-up", Text(human_duration(loss["restart_warmup_s"])), _kind(b["restart_warmup_s"]))
         g.add_row("total lost", Text(human_duration(loss["total_lost_s"])), _kind(b["total_lost_s"]))
     cpu = loss["cpu_seconds"]
-    g.add_row("CPU time", Text("-" if cpu is None else f"{cpu:.1f} s"), _kind(b["cpu_seconds"]))
+    g.add_row("CPU time", Text("-" if cpu is None else seconds(cpu)), _kind(b["cpu_seconds"]))
     gpu = loss["gpu_seconds"]
     if r["gpu"].get("available") or b["gpu_seconds"].get("kind") != "unavailable":
-        g.add_row("GPU time", Text("-" if gpu is None else f"{gpu:.1f} s"), _kind(b["gpu_seconds"]))
+        g.add_row("GPU time", Text("-" if gpu is None else seconds(gpu)), _kind(b["gpu_seconds"]))
     else:
         g.add_row("GPU time", Text("-"), Text("no GPU readings (see the GPU line)", style="dim"))
     if loss.get("next_checkpoint_in_s") is not None:
-        g.add_row("next ckpt", Text(f"in {loss['next_checkpoint_in_s']:.1f} s"), _kind(b["next_checkpoint_in_s"]))
+        g.add_row("next ckpt", Text(f"in {seconds(loss['next_checkpoint_in_s'])}"), _kind(b["next_checkpoint_in_s"]))
     out.append(g)
     for p in loss.get("partial_files", []):
         exp = f" of ~{human_bytes(p['expected_size_bytes'])}" if p.get("expected_size_bytes") else ""
@@ -149,7 +149,7 @@ def loss_block(r: dict) -> List:
         if p.get("expected_basis"):
             text.append("\n" + clean(f"expected size: {p['expected_basis']}"), style="dim")
         if p.get("eta_s") is not None:
-            text.append("\n" + clean(f"done in ~{p['eta_s']:.0f} s at the measured rate"), style="dim")
+            text.append("\n" + clean(f"done in ~{seconds(p['eta_s'], 0)} at the measured rate"), style="dim")
         if p.get("final_name") and p["final_name"] != p["path"]:
             text.append("\n" + clean(f"final name: {p['final_name']} ({p.get('final_name_basis', '')})"), style="dim")
         if p.get("complete_when"):

@@ -9,6 +9,7 @@ import textwrap
 from typing import IO, Iterator
 
 from ..analyse.job import JobDiagnosis, ranges
+from ..formats import minutes, seconds
 from .text import clean
 
 WIDTH = 80
@@ -24,7 +25,7 @@ def lines(jd: JobDiagnosis, elapsed_s: float = None) -> Iterator[str]:
     nodes = len(jd.nodes) + len(jd.unreachable)
     head = f"pyimpact diagnose --job: {clean(jd.job)}, world size {jd.world_size or '?'}, {nodes} node(s)"
     if elapsed_s is not None:
-        head += f", answered in {elapsed_s:.1f} s"
+        head += f", answered in {seconds(elapsed_s)}"
     yield head
     yield ""
     yield from _wrap(jd.summary, f"VERDICT  {jd.klass.upper()}: ")
@@ -47,7 +48,7 @@ def lines(jd: JobDiagnosis, elapsed_s: float = None) -> Iterator[str]:
     yield ""
     yield "Nodes:"
     for n in jd.nodes:
-        took = f"{n['elapsed_s']:.1f} s" if n.get("elapsed_s") is not None else "?"
+        took = seconds(n['elapsed_s']) if n.get("elapsed_s") is not None else "?"
         yield f"  {clean(n['host'])}: ranks {ranges([x for x in n['ranks'] if x is not None]) or 'none'} ({took})"
         for e in n.get("errors") or []:
             yield from _wrap(e, "    note: ", "      ")
@@ -81,7 +82,7 @@ def cascade_lines(jd: JobDiagnosis, cascade: dict) -> Iterator[str]:
     yield ""
     yield from _wrap(cascade["effect"], "If killed now: ")
     if cascade.get("stall_s") is not None:
-        yield from _wrap(f"{cascade['stall_s'] / 60:.0f} min ({cascade['stall_basis']})", "Stall: ")
+        yield from _wrap(f"{minutes(cascade['stall_s'])} ({cascade['stall_basis']})", "Stall: ")
     else:
         yield from _wrap(cascade["stall_basis"], "Stall: ")
     yield (f"GPU time wasted per minute of stall: {cascade['gpu_seconds_wasted_per_minute']:.0f} GPU-s "

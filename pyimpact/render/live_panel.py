@@ -14,7 +14,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from ..formats import compact_bytes, human_bytes, human_duration
+from ..formats import compact_bytes, human_bytes, human_duration, seconds
 from .impact_view import VERDICT_STYLE, gpu_line, one_line
 from .text import clean, plain
 
@@ -44,9 +44,9 @@ def target_block(r: dict) -> Group:
     if last:
         ck = Text(f"checkpoint {_short(last['path'], 44)} {human_duration(loss['since_checkpoint_s'])} ago")
         if loss.get("checkpoint_cadence_s"):
-            ck.append(f", every {loss['checkpoint_cadence_s']:.1f} s")
+            ck.append(f", every {seconds(loss['checkpoint_cadence_s'])}")
         if loss.get("next_checkpoint_in_s") is not None:
-            ck.append(f", next in {loss['next_checkpoint_in_s']:.1f} s")
+            ck.append(f", next in {seconds(loss['next_checkpoint_in_s'])}")
     else:
         ck = Text("no checkpoint found: a kill loses everything since the start", style="yellow")
     lines.append(ck)
@@ -64,7 +64,7 @@ def target_block(r: dict) -> Group:
 def pid_panel(reports: List[dict], elapsed_s: float, status: str = "", keys: Optional[str] = None) -> Group:
     """``keys``: the action-key line (the panel acts: not read-only then)."""
     mode = "live" if keys is not None else "live, read-only"
-    title = Text(f"pyimpact kill-preview ({mode})  {elapsed_s:5.1f} s", style="bold")
+    title = Text(f"pyimpact kill-preview ({mode})  {seconds(elapsed_s, 1, 5)}", style="bold")
     if status and keys is None:
         title.append(f"  {clean(status)}", style="yellow")
     parts: List = [title]
@@ -93,7 +93,7 @@ def job_row(r: dict) -> dict:
 
 
 def jobs_table(rows: List[dict], elapsed_s: float, gpu: Optional[dict], status: str = "") -> Group:
-    title = Text(f"pyimpact kill-preview: heavy jobs (live, read-only)  {elapsed_s:5.1f} s", style="bold")
+    title = Text(f"pyimpact kill-preview: heavy jobs (live, read-only)  {seconds(elapsed_s, 1, 5)}", style="bold")
     if status:
         title.append(f"  {clean(status)}", style="yellow")
     t = Table(box=None, pad_edge=False, expand=True, header_style="bold", padding=(0, 1))
@@ -103,7 +103,7 @@ def jobs_table(rows: List[dict], elapsed_s: float, gpu: Optional[dict], status: 
     t.add_column("COMMAND", ratio=1, no_wrap=True, overflow="ellipsis")
     for j in rows:
         lost = human_duration(j["lost_s"]) + ("" if j["since"] == "checkpoint" else "*")
-        nxt = "-" if j.get("next_safe_in_s") is None else f"{j['next_safe_in_s']:.0f}s"
+        nxt = "-" if j.get("next_safe_in_s") is None else seconds(j['next_safe_in_s'], 0, sep="")
         t.add_row(plain(j["pid"]), plain("-" if j["cpu_cores"] is None else f"{j['cpu_cores']:.1f}"),
                   plain(compact_bytes(j["ram_uss_bytes"])),
                   plain(compact_bytes(j["vram_bytes"]) if j["vram_bytes"] else "-"),

@@ -7,7 +7,6 @@ Formatters yield lines; strings that came from other processes go through
 """
 from __future__ import annotations
 
-import datetime as _dt
 import textwrap
 from typing import IO, Iterator, List, Sequence
 
@@ -15,14 +14,14 @@ from ..analyse.hang.diagnose import Diagnosis
 from ..analyse.timeline_summary import Story
 from . import diagnose_view
 from .impact_view import render_impact
-from ..formats import human_bytes, human_duration
+from ..formats import human_bytes, human_duration, seconds, utc_datetime
 from .text import clean
 
 
 def _when(ns: int) -> str:
     if not ns:
         return "?"
-    t = _dt.datetime.fromtimestamp(ns / 1e9, tz=_dt.timezone.utc)
+    t = utc_datetime(ns)
     return t.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
@@ -65,14 +64,14 @@ def _story_lines(st: Story) -> Iterator[str]:
     if st.pending:
         yield "Still waiting when the recording ended:"
         for p in st.pending[:15]:
-            since = f" since +{p.since_s:.3f} s" if p.since_s is not None else ""
+            since = f" since +{seconds(p.since_s, 3)}" if p.since_s is not None else ""
             dur = f" ({human_duration(p.for_s)})" if p.for_s is not None else ""
             yield f"  thread {p.tid} of pid {p.pid}: {clean(p.what)}{since}{dur}"
     yield "Signals, forks, execs and exits:"
     if not st.happenings:
         yield "  none"
     for h in st.happenings:
-        yield f"  +{h.t_s:8.3f} s  {clean(h.text)}"
+        yield f"  +{seconds(h.t_s, 3, 8)}  {clean(h.text)}"
     if st.more_happenings:
         yield f"  ... and {st.more_happenings} more"
     if st.io_total:
@@ -80,7 +79,7 @@ def _story_lines(st: Story) -> Iterator[str]:
         yield (f"Block I/O: {io['requests']} requests, {human_bytes(io['bytes'])}, "
                f"slowest {io['max_ms']} ms" + (f", {io['errors']} errors" if io["errors"] else ""))
         for s in st.slow_io:
-            yield (f"  +{s['t_s']:8.3f} s  pid {s['pid']} ({clean(s['comm'])}) {s['rwbs']} {s['dev']} "
+            yield (f"  +{seconds(s['t_s'], 3, 8)}  pid {s['pid']} ({clean(s['comm'])}) {s['rwbs']} {s['dev']} "
                    f"sector {s['sector']}, {human_bytes(s['bytes'])}: {s['ms']} ms")
 
 

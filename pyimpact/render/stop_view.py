@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from ..formats import seconds
 from ..text import clean
 from .impact_view import one_line
 
@@ -25,11 +26,11 @@ class WaitLine:
         if self.quiet:
             return
         if st.ready:
-            text = f"ready after {waited:.1f} s: sending now"
+            text = f"ready after {seconds(waited)}: sending now"
         else:
-            eta = f", ETA {st.eta_s:.1f} s ({st.eta_basis})" if st.eta_s is not None else \
+            eta = f", ETA {seconds(st.eta_s)} ({st.eta_basis})" if st.eta_s is not None else \
                 (f" ({st.eta_basis})" if st.eta_basis else "")
-            text = f"waiting {waited:5.1f} s for {st.waiting_for}{eta}; Ctrl-C cancels (nothing sent)"
+            text = f"waiting {seconds(waited, 1, 5)} for {st.waiting_for}{eta}; Ctrl-C cancels (nothing sent)"
         text = clean(text)
         if self.tty:
             sys.stderr.write("\r\x1b[K" + text[:200] + ("\n" if st.ready else ""))
@@ -44,7 +45,7 @@ class WaitLine:
         if self.quiet or not self.tty:
             return
         sys.stderr.write(f"\r\x1b[Kwaiting for {len(alive)} process(es) to exit "
-                         f"({', '.join(str(h.pid) for h in alive[:6])}): {left:.1f} s of grace left")
+                         f"({', '.join(str(h.pid) for h in alive[:6])}): {seconds(left)} of grace left")
         sys.stderr.flush()
 
     def end(self) -> None:
@@ -61,13 +62,13 @@ def plan_lines(pid: int, report: dict, when: str, sig_label: str, why: str, grac
     elif when == "checkpoint":
         nxt = loss.get("next_checkpoint_in_s")
         lines.append("  1. wait for the next checkpoint to complete"
-                     + (f" (expected in {nxt:.1f} s: {loss['basis']['next_checkpoint_in_s']['basis']})"
+                     + (f" (expected in {seconds(nxt)}: {loss['basis']['next_checkpoint_in_s']['basis']})"
                         if nxt is not None else " (no cadence known yet)"))
     else:
         lines.append("  1. no wait (--when now)")
     lines.append(f"  2. send {sig_label} to pid {pid} through its pidfd: {why}")
     members = ", ".join(f"{h.pid} ({h.comm})" for h in tree.live())
-    lines.append(f"  3. wait up to {grace:.0f} s for the whole tree to exit: {members}")
+    lines.append(f"  3. wait up to {seconds(grace, 0)} for the whole tree to exit: {members}")
     lines.append("  4. then " + ("SIGKILL whatever is left (--force)" if force else
                                  "leave whatever is left running and say so (no --force: no SIGKILL)"))
     lines.append("Preview: " + loss["summary"])
@@ -80,18 +81,18 @@ def plan_lines(pid: int, report: dict, when: str, sig_label: str, why: str, grac
 def outcome_lines(res) -> list:
     o, p = res.outcome, res.predicted
     lines = [f"Stopped: {res.signal}" + (" then SIGKILL (--force)" if res.escalated else "")
-             + (f" after waiting {res.waited_s:.1f} s" if res.waited_s else "")]
+             + (f" after waiting {seconds(res.waited_s)}" if res.waited_s else "")]
     d = o.get("newest_durable_checkpoint")
-    pred = (f"predicted at the signal: loses {p['lost_s']:.1f} s since "
+    pred = (f"predicted at the signal: loses {seconds(p['lost_s'])} since "
             + (os.path.basename(p["last_checkpoint"]) if p.get("last_checkpoint") else "the start"))
     if p.get("partial_files"):
         pred += f", {len(p['partial_files'])} file(s) being written"
     if d:
-        act = (f"actual: lost {o['lost_s']:.1f} s since the newest durable checkpoint "
-               f"{d['path']} ({d['before_exit_s']:.2f} s before the exit"
+        act = (f"actual: lost {seconds(o['lost_s'])} since the newest durable checkpoint "
+               f"{d['path']} ({seconds(d['before_exit_s'], 2)} before the exit"
                + ("; written after the signal: the job's handler saved" if d["after_signal"] else "") + ")")
     else:
-        act = f"actual: no durable checkpoint: lost everything since the start ({o['lost_s']:.1f} s)"
+        act = f"actual: no durable checkpoint: lost everything since the start ({seconds(o['lost_s'])})"
     lines += ["  " + act, "  " + pred]
     if o.get("left_behind"):
         for f in o["left_behind"]:

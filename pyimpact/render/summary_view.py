@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..formats import human_bytes, human_duration
+from ..formats import human_bytes, human_duration, millis
 from .text import clean, plain
 
 
@@ -102,7 +102,7 @@ def render_summary(s: dict, console: Console) -> None:
     fx = s["futex"]
     if fx["waits"] or fx["wakes"] or fx.get("wakes_woke_nobody"):
         idle = f" (+{fx['wakes_woke_nobody']} that woke nobody, counted)" if fx.get("wakes_woke_nobody") else ""
-        console.print(_line(f"futex: {fx['waits']} waits ({fx['wait_ms']:.1f} ms waited), {fx['wakes']} wakes{idle}"))
+        console.print(_line(f"futex: {fx['waits']} waits ({millis(fx['wait_ms'])} waited), {fx['wakes']} wakes{idle}"))
         t = Table(box=None, pad_edge=False)
         for col in ("pid", "address", "waits", "waited ms", "max ms", "wakes", "woken"):
             t.add_column(col, justify="right")

@@ -16,6 +16,7 @@ from typing import List, Optional
 from ..collect.workfiles import SAMPLE_INTERVAL_S, TreeObserver, seed_from_snapshot
 from ..errors import OutputError, ProcessGone, UsageError
 from ..export import write_recording
+from ..formats import seconds
 from .trace import StopFlag
 
 GPU_INTERVAL_S = 1.0
@@ -149,7 +150,7 @@ class LiveLine:
         if now - self.last < (1.0 if self.tty else 10.0):
             return
         self.last = now
-        line = f"watching {now - self.t0:.0f}/{self.total_s:.0f} s"
+        line = f"watching {now - self.t0:.0f}/{seconds(self.total_s, 0)}"
         if self.step is not None:
             line += f"; step {self.step}" + (f" (+{self.step - self.first_step})" if self.first_step is not None
                                              else "")

@@ -21,6 +21,7 @@ import time
 from typing import Callable, Optional
 
 from ..errors import PyimpactError
+from ..formats import seconds
 
 KEYS_LINE = "keys: [W]ait-safe-stop [G]raceful [S]uspend [R]esume [K]ill [Q]uit"
 PROMPTS = {
@@ -104,12 +105,12 @@ class PanelKeys:
                 root_start_ns = int((p.create_time if p else 0) * 1e9)
 
                 def on_status(st, waited: float) -> None:
-                    self.refresh(f"waiting {waited:.1f} s for {st.waiting_for}"
-                                 + (f", ETA {st.eta_s:.1f} s" if st.eta_s is not None else "")
+                    self.refresh(f"waiting {seconds(waited)} for {st.waiting_for}"
+                                 + (f", ETA {seconds(st.eta_s)}" if st.eta_s is not None else "")
                                  + " - any key cancels (nothing sent)" if not st.ready else "sending")
 
                 def on_tick(alive, left: float) -> None:
-                    self.refresh(f"waiting for {len(alive)} process(es) to exit: {left:.0f} s of grace left")
+                    self.refresh(f"waiting for {len(alive)} process(es) to exit: {seconds(left, 0)} of grace left")
 
                 res = run_stop(tree, self.watch.observer, root_start_ns, log, "safe" if action == "w" else "now",
                                sig, why, GRACE_S, False, on_status=on_status, on_tick=on_tick,
@@ -117,12 +118,12 @@ class PanelKeys:
                                sig_caught=p.sig_caught if p else None)
                 self.last_result = res
                 if res.survivors:
-                    return f"{res.signal} sent; still running after {GRACE_S:.0f} s: {res.survivors} ([K] kills)"
+                    return f"{res.signal} sent; still running after {seconds(GRACE_S, 0)}: {res.survivors} ([K] kills)"
                 o = res.outcome
                 d = o.get("newest_durable_checkpoint")
-                return (f"stopped with {res.signal}: lost {o['lost_s']:.1f} s"
+                return (f"stopped with {res.signal}: lost {seconds(o['lost_s'])}"
                         + (f" since {os.path.basename(d['path'])}" if d else " (no checkpoint)")
-                        + f" (predicted {res.predicted['lost_s']:.1f} s)")
+                        + f" (predicted {seconds(res.predicted['lost_s'])})")
         except PyimpactError as exc:
             return f"not done: {exc.one_line()}"
 

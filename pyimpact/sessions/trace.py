@@ -14,6 +14,9 @@ import signal
 import time
 from typing import Callable, Optional
 
+from ..formats import seconds
+
+
 class StopFlag:
     """Turns SIGINT, SIGTERM and SIGHUP into a reason to stop, so the trace
     ends cleanly (summary, output file, probes detached) instead of dying
@@ -102,7 +105,7 @@ class StatusLine:
         if not self.active:
             return
         lost = sum(tracer.lost().values())
-        self._write(f"\r{tracer.elapsed():6.1f} s  {tracer.event_count} events  {lost} lost\x1b[K")
+        self._write(f"\r{seconds(tracer.elapsed(), 1, 6)}  {tracer.event_count} events  {lost} lost\x1b[K")
         self.shown = True
 
     def clear(self) -> None:
