@@ -1,13 +1,18 @@
-"""What happened during a recording, summarised from its timeline: one module, two views of the same counts.
+"""What happened during a recording, summarised from its timeline: one typed summary, two views.
 
-- ``tell(rec)`` -> ``Story``: in the order a person asks about it afterwards (who blocked on what and for how
-  long, signals, forks and exits, slow I/O, what was still pending at the end, what was lost); used by
-  `pyimpact report` beside the same diagnosis a live `diagnose` gives, and by the HTML report.
-- ``summarise(rec)`` -> dict: the per-kind totals, processes, signals, futex addresses, slow syscalls, block I/O
-  latency percentiles and probe timings that `trace` prints at the end (and as `--json`).
+``summarise_timeline(rec)`` -> ``TimelineSummary``: every figure once — the recording's facts (host, kernel,
+targets, duration, end reason, losses, what was not seen), the events per kind, and the sections: the story's
+(notable instants, who blocked on what and for how long, slow I/O, what was still pending at the end) and the
+totals `trace` prints at the end (processes, forks, execs, exits, signals, futex addresses, slow syscalls,
+block I/O latency percentiles, probe timings).  Its two views:
 
-Both count events by kind the same way (``event_counts``).  Pure: a function of the Recording.  Every figure
-is counted from the timeline or the in-kernel aggregates; nothing is estimated.
+- ``story_dict()`` (``tell(rec)`` returns the summary itself, the ``Story``): in the order a person asks about
+  it afterwards; used by `pyimpact report` beside the same diagnosis a live `diagnose` gives, and by the HTML
+  report (schema: the "story" of pyimpact.report/1).
+- ``trace_dict()`` (``summarise(rec)``): the end-of-trace summary of `trace` and `trace --json`.
+
+Pure: a function of the Recording.  Every figure is counted from the timeline or the in-kernel aggregates;
+nothing is estimated.
 """
 from __future__ import annotations
 
@@ -62,28 +67,220 @@ class Pending:
 
 
 @dataclass
-class Story:
-    started_ns: int
+class ProcessEvents:
+    """One process's share of the timeline."""
+
+    pid: int
+    name: str
+    events: int
+    threads: int
+
+
+@dataclass
+class ForkCounts:
+    processes: int
+    threads: int
+
+
+@dataclass
+class ExecEvent:
+    pid: int
+    filename: Any           # as recorded (a path, or missing)
+
+
+@dataclass
+class ExitEvent:
+    """A process (thread group) that ended during the recording."""
+
+    pid: int
+    name: str
+    exit_code: Optional[int]
+    signal: Optional[int]
+
+
+@dataclass
+class SignalCount:
+    """Signals of one kind from one sender to one thread, with one result."""
+
+    signal: str
+    sender_pid: int
+    sender: str
+    target_tid: int
+    result: str
+    count: int
+
+
+@dataclass
+class FutexAddress:
+    """The waits and wakes on one futex word of one process."""
+
+    pid: int
+    uaddr: int
+    waits: int
+    wait_ms: float
+    max_wait_ms: float
+    wakes: int
+    woken: int
+
+
+@dataclass
+class FutexTotals:
+    waits: int
+    wakes: int
+    wakes_woke_nobody: int      # counted in the kernel, not sent as events
+    wait_ms: float
+    addresses: List[FutexAddress] = field(default_factory=list)     # the ten most waited on
+
+
+@dataclass
+class SlowSyscalls:
+    """The syscalls of one name that took longer than the trace's threshold."""
+
+    syscall: str
+    count: int
+    total_ms: float
+    max_ms: float
+
+
+@dataclass
+class SyscallCount:
+    """All syscalls of one name (the in-kernel aggregate)."""
+
+    syscall: str
+    count: int
+    total_ms: float
+
+
+@dataclass
+class Latency:
+    count: int
+    p50_ms: Optional[float]
+    p95_ms: Optional[float]
+    p99_ms: Optional[float]
+    max_ms: Optional[float]
+
+
+@dataclass
+class BlockIo:
+    requests: int
+    bytes: int
+    read_requests: int
+    write_requests: int
+    latency: Latency
+    device_latency: Latency
+
+
+@dataclass
+class TimelineSummary:
+    """Everything the timeline says, counted once; ``story_dict()`` and
+    ``trace_dict()`` are its two JSON views (the report's story, the trace's
+    end summary), and the terminal views read it or them."""
+
+    started_ns: int                             # the recording's start (else its first event)
     duration_s: Optional[float]
-    targets: List[Dict[str, Any]]
+    targets: List[Dict[str, Any]]               # as recorded: {"pid": ..., ...}
     host: str
     kernel: str
-    mode: str
-    end_reason: str
-    event_counts: Dict[str, int] = field(default_factory=dict)
+    mode: Optional[str]
+    end_reason: Optional[str]
+    events_total: int = 0
+    events_by_kind: Dict[str, int] = field(default_factory=dict)    # kinds never seen left out
+    lost: Dict[str, int] = field(default_factory=dict)
+    #: why the loss counters are not known (a CSV recording), else ""
+    lost_unknown: str = ""
+    not_seen: List[Dict[str, str]] = field(default_factory=list)    # {"what", "why"}: could not be observed
+    # the story
     happenings: List[Happening] = field(default_factory=list)
     more_happenings: int = 0
+    threads_created: int = 0
     waits: List[WaitTotal] = field(default_factory=list)
     slow_io: List[Dict[str, Any]] = field(default_factory=list)
     io_total: Dict[str, Any] = field(default_factory=dict)
     pending: List[Pending] = field(default_factory=list)
-    lost: Dict[str, int] = field(default_factory=dict)
-    #: why the loss counters are not known (a CSV recording), else ""
-    lost_unknown: str = ""
-    unavailable: List[str] = field(default_factory=list)
+    # the trace's totals
+    processes: List[ProcessEvents] = field(default_factory=list)
+    forks: ForkCounts = field(default_factory=lambda: ForkCounts(0, 0))
+    execs: List[ExecEvent] = field(default_factory=list)
+    exits: List[ExitEvent] = field(default_factory=list)
+    signals: List[SignalCount] = field(default_factory=list)
+    signal_deliveries: int = 0
+    futex: FutexTotals = field(default_factory=lambda: FutexTotals(0, 0, 0, 0.0))
+    slow_syscalls: List[SlowSyscalls] = field(default_factory=list)
+    syscalls: List[SyscallCount] = field(default_factory=list)     # the ten most frequent
+    block_io: Optional[BlockIo] = None
+    timings: Dict[str, Any] = field(default_factory=dict)          # probes attached after, per-stage seconds
+    #: which sections were counted (summarise_timeline's choice)
+    has_story: bool = True
+    has_totals: bool = True
 
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
+    # -- the story's reading of the facts -------------------------------
+    @property
+    def event_counts(self) -> Dict[str, int]:
+        """Events per kind, and the threads created (forks that made a thread)."""
+        out = dict(self.events_by_kind)
+        if self.threads_created:
+            out["threads_created"] = self.threads_created
+        return out
+
+    @property
+    def unavailable(self) -> List[str]:
+        """What could not be observed, one "what: why" line each."""
+        return [f"{u.get('what')}: {u.get('why')}" for u in self.not_seen]
+
+    @property
+    def lost_total(self) -> int:
+        return int(sum(self.lost.values()))
+
+    # -- the two views ----------------------------------------------------
+    def _need(self, section: str) -> None:
+        if not getattr(self, f"has_{section}"):
+            raise ValueError(f"this summary was counted without its {section} (summarise_timeline({section}=True))")
+
+    def story_dict(self) -> Dict[str, Any]:
+        """The story (`report --json`'s "story", the HTML report)."""
+        self._need("story")
+        return {
+            "started_ns": self.started_ns, "duration_s": self.duration_s, "targets": list(self.targets),
+            "host": self.host, "kernel": self.kernel,
+            "mode": "?" if self.mode is None else str(self.mode),
+            "end_reason": "" if self.end_reason is None else str(self.end_reason),
+            "event_counts": self.event_counts,
+            "happenings": [asdict(h) for h in self.happenings], "more_happenings": self.more_happenings,
+            "waits": [asdict(w) for w in self.waits], "slow_io": [dict(x) for x in self.slow_io],
+            "io_total": dict(self.io_total), "pending": [asdict(p) for p in self.pending],
+            "lost": dict(self.lost), "lost_unknown": self.lost_unknown, "unavailable": self.unavailable,
+        }
+
+    to_dict = story_dict
+
+    def trace_dict(self) -> Dict[str, Any]:
+        """The end-of-trace summary (`trace`, `trace --json`)."""
+        self._need("totals")
+        return {
+            "duration_s": self.duration_s,
+            "end_reason": self.end_reason,
+            "targets": [t["pid"] for t in self.targets],
+            "mode": self.mode,
+            "events": {"total": self.events_total, "by_kind": dict(self.events_by_kind)},
+            "lost": dict(self.lost),
+            "lost_total": self.lost_total,
+            "processes": [asdict(p) for p in self.processes],
+            "forks": asdict(self.forks),
+            "execs": [asdict(e) for e in self.execs],
+            "exits": [asdict(e) for e in self.exits],
+            "signals": [asdict(x) for x in self.signals],
+            "signal_deliveries": self.signal_deliveries,
+            "futex": asdict(self.futex),
+            "slow_syscalls": [asdict(x) for x in self.slow_syscalls],
+            "syscalls": [asdict(x) for x in self.syscalls],
+            "block_io": asdict(self.block_io) if self.block_io is not None else None,
+            "unavailable": [dict(u) for u in self.not_seen],
+            "timings": dict(self.timings),
+        }
+
+
+#: the report's name for the summary (``tell`` returns it)
+Story = TimelineSummary
 
 
 def _na(v: Any) -> bool:
@@ -99,33 +296,50 @@ def event_counts(ev: pd.DataFrame) -> Dict[str, int]:
     return {str(k): int(v) for k, v in ev["kind"].value_counts().items() if v}
 
 
-def tell(rec: Recording) -> Story:
-    """The story of a recording."""
+def summarise_timeline(rec: Recording, story: bool = True, totals: bool = True) -> TimelineSummary:
+    """The one summary of a recording: its facts, and the story's sections
+    and/or the trace's totals (the story walks every wait event: a trace's end
+    summary, printed while the user waits, does not count what it does not show)."""
     meta = rec.metadata
     start = int(meta.get("started_at_ns") or 0)
     ev = rec.events
-    st = Story(started_ns=start, duration_s=meta.get("duration_s"), targets=list(meta.get("targets", [])),
-               host=str(meta.get("host", "?")), kernel=str(meta.get("kernel", "?")),
-               mode=str(meta.get("mode", "?")), end_reason=str(meta.get("end_reason", "")))
+    st = TimelineSummary(started_ns=start, duration_s=meta.get("duration_s"), targets=list(meta.get("targets", [])),
+                         host=str(meta.get("host", "?")), kernel=str(meta.get("kernel", "?")),
+                         mode=meta.get("mode"), end_reason=meta.get("end_reason"))
     if start == 0 and ev is not None and len(ev):
         start = st.started_ns = int(ev["time_ns"].min())
     st.lost = {k: int(v) for k, v in (meta.get("lost") or {}).items()}
     st.lost_unknown = str(meta.get("lost_unknown") or "")
-    st.unavailable = [f"{u.get('what')}: {u.get('why')}" for u in meta.get("unavailable", [])]
+    st.not_seen = [dict(u) for u in meta.get("unavailable", [])]
     if ev is not None and len(ev):
-        st.event_counts = event_counts(ev)
-        _happenings(st, ev, start)
-        _waits(st, ev)
-        _io(st, ev, start)
-    _pending(st, rec, start)
+        st.events_by_kind = event_counts(ev)
+    st.has_story, st.has_totals = story, totals
+    if story:
+        if ev is not None and len(ev):
+            _happenings(st, ev, start)
+            _waits(st, ev)
+            _io(st, ev, start)
+        _pending(st, rec, start)
+    if totals:
+        _totals(st, rec)
     return st
+
+
+def tell(rec: Recording) -> Story:
+    """The story of a recording (the summary; its ``story_dict()`` is the JSON)."""
+    return summarise_timeline(rec, totals=False)
+
+
+def summarise(rec: Recording) -> dict:
+    """The end-of-trace summary (`trace`, `trace --json`): a JSON-able dict."""
+    return summarise_timeline(rec, story=False).trace_dict()
 
 
 def _rel(t_ns: int, start: int) -> float:
     return round((t_ns - start) / 1e9, 6)
 
 
-def _happenings(st: Story, ev: pd.DataFrame, start: int) -> None:
+def _happenings(st: TimelineSummary, ev: pd.DataFrame, start: int) -> None:
     rows = ev[ev["kind"].isin(["fork", "exec", "exit", "signal_generate"])]
     threads_forked = 0
     out: List[Happening] = []
@@ -154,13 +368,12 @@ def _happenings(st: Story, ev: pd.DataFrame, start: int) -> None:
             result = "" if _na(r.sig_result) else f" ({r.sig_result})"
             text = f"{r.signame} from pid {pid} ({comm}) to thread {_int(r.target_tid)}{result}"
         out.append(Happening(_rel(int(r.time_ns), start), kind, pid, tid, comm, text))
-    if threads_forked:
-        st.event_counts["threads_created"] = threads_forked
+    st.threads_created = threads_forked
     st.happenings = out[:MAX_EVENTS]
     st.more_happenings = max(0, len(out) - MAX_EVENTS)
 
 
-def _waits(st: Story, ev: pd.DataFrame) -> None:
+def _waits(st: TimelineSummary, ev: pd.DataFrame) -> None:
     totals: Dict[tuple, WaitTotal] = {}
     fw = ev[ev["kind"] == "futex_wait"]
     for r in fw.itertuples(index=False):
@@ -184,7 +397,7 @@ def _waits(st: Story, ev: pd.DataFrame) -> None:
     st.waits = ranked[:MAX_WAITS]
 
 
-def _io(st: Story, ev: pd.DataFrame, start: int) -> None:
+def _io(st: TimelineSummary, ev: pd.DataFrame, start: int) -> None:
     bio = ev[ev["kind"] == "block_io"]
     if not len(bio):
         return
@@ -199,7 +412,7 @@ def _io(st: Story, ev: pd.DataFrame, start: int) -> None:
                            "error": _int(r.io_error)})
 
 
-def _pending(st: Story, rec: Recording, start: int) -> None:
+def _pending(st: TimelineSummary, rec: Recording, start: int) -> None:
     end = int(rec.metadata.get("ended_at_ns") or 0)
     df = rec.inflight
     if df is not None and len(df):
@@ -227,10 +440,9 @@ def _pct(values: np.ndarray, q: float) -> float | None:
     return float(np.percentile(values, q)) if len(values) else None
 
 
-def _latency(ns: pd.Series) -> dict:
+def _latency(ns: pd.Series) -> Latency:
     v = ns.dropna().to_numpy(dtype=np.float64) / 1e6
-    return {"count": int(len(v)), "p50_ms": _pct(v, 50), "p95_ms": _pct(v, 95), "p99_ms": _pct(v, 99),
-            "max_ms": float(v.max()) if len(v) else None}
+    return Latency(int(len(v)), _pct(v, 50), _pct(v, 95), _pct(v, 99), float(v.max()) if len(v) else None)
 
 
 def _names(rec: Recording) -> dict:
@@ -247,12 +459,11 @@ def _names(rec: Recording) -> dict:
     return names
 
 
-def summarise(rec: Recording) -> dict:
-    """The end-of-trace summary (`trace`, `trace --json`): a JSON-able dict."""
+def _totals(st: TimelineSummary, rec: Recording) -> None:
+    """The trace's totals: processes, forks, execs, exits, signals, futexes, syscalls, block I/O, timings."""
     ev = rec.events
     meta = rec.metadata
     names = _names(rec)
-    by_kind = event_counts(ev)
 
     forks = ev[ev["kind"] == "fork"]
     exits = ev[(ev["kind"] == "exit") & (ev["group_dead"] == True)]  # noqa: E712
@@ -265,17 +476,17 @@ def summarise(rec: Recording) -> dict:
 
     processes = []
     for pid, part in ev.groupby("pid", observed=True):
-        processes.append({"pid": int(pid), "name": names.get(int(pid), "?"), "events": int(len(part)),
-                          "threads": int(part["tid"].nunique())})
-    processes.sort(key=lambda p: -p["events"])
+        processes.append(ProcessEvents(int(pid), names.get(int(pid), "?"), int(len(part)), int(part["tid"].nunique())))
+    processes.sort(key=lambda p: -p.events)
+    st.processes = processes
 
     signals = []
     if len(sig_gen):
         grouped = sig_gen.groupby(["signame", "pid", "comm", "target_tid", "sig_result"], observed=True).size()
         for (signame, pid, comm, target, result), count in grouped.items():
-            signals.append({"signal": str(signame), "sender_pid": int(pid), "sender": str(comm),
-                            "target_tid": int(target), "result": str(result), "count": int(count)})
-        signals.sort(key=lambda s: -s["count"])
+            signals.append(SignalCount(str(signame), int(pid), str(comm), int(target), str(result), int(count)))
+        signals.sort(key=lambda s: -s.count)
+    st.signals = signals
 
     futex_addrs = []
     if len(fw) or len(fk):
@@ -284,54 +495,39 @@ def summarise(rec: Recording) -> dict:
         wakes = fk.groupby(["pid", "uaddr"], observed=True).agg(wakes=("dur_ns", "size"), woken=("woken", "sum"))
         joined = waits.join(wakes, how="outer").fillna(0)
         for (pid, uaddr), row in joined.sort_values("wait_ns", ascending=False).head(10).iterrows():
-            futex_addrs.append({"pid": int(pid), "uaddr": int(uaddr), "waits": int(row["waits"]),
-                                "wait_ms": float(row["wait_ns"]) / 1e6, "max_wait_ms": float(row["max_ns"]) / 1e6,
-                                "wakes": int(row["wakes"]), "woken": int(row["woken"])})
+            futex_addrs.append(FutexAddress(int(pid), int(uaddr), int(row["waits"]), float(row["wait_ns"]) / 1e6,
+                                            float(row["max_ns"]) / 1e6, int(row["wakes"]), int(row["woken"])))
 
     slow_by_name = []
     if len(slow):
         agg = slow.groupby("syscall", observed=True)["dur_ns"].agg(["size", "sum", "max"])
         for name, row in agg.sort_values("sum", ascending=False).iterrows():
-            slow_by_name.append({"syscall": str(name), "count": int(row["size"]),
-                                 "total_ms": float(row["sum"]) / 1e6, "max_ms": float(row["max"]) / 1e6})
+            slow_by_name.append(SlowSyscalls(str(name), int(row["size"]), float(row["sum"]) / 1e6,
+                                             float(row["max"]) / 1e6))
+    st.slow_syscalls = slow_by_name
 
-    block = {"requests": int(len(blk)), "bytes": int(blk["bytes"].sum()) if len(blk) else 0,
-             "read_requests": int(blk["rwbs"].astype(str).str.contains("R").sum()) if len(blk) else 0,
-             "write_requests": int(blk["rwbs"].astype(str).str.contains("W").sum()) if len(blk) else 0,
-             "latency": _latency(blk["dur_ns"]), "device_latency": _latency(blk["device_latency_ns"].astype("Float64"))}
+    st.block_io = BlockIo(requests=int(len(blk)), bytes=int(blk["bytes"].sum()) if len(blk) else 0,
+                          read_requests=int(blk["rwbs"].astype(str).str.contains("R").sum()) if len(blk) else 0,
+                          write_requests=int(blk["rwbs"].astype(str).str.contains("W").sum()) if len(blk) else 0,
+                          latency=_latency(blk["dur_ns"]),
+                          device_latency=_latency(blk["device_latency_ns"].astype("Float64")))
 
     stats = rec.syscall_stats
     top_syscalls = []
     if len(stats):
         agg = stats.groupby("syscall")[["count", "total_ns"]].sum().sort_values("count", ascending=False).head(10)
         for name, row in agg.iterrows():
-            top_syscalls.append({"syscall": str(name), "count": int(row["count"]),
-                                 "total_ms": float(row["total_ns"]) / 1e6})
+            top_syscalls.append(SyscallCount(str(name), int(row["count"]), float(row["total_ns"]) / 1e6))
+    st.syscalls = top_syscalls
 
-    return {
-        "duration_s": meta.get("duration_s"),
-        "end_reason": meta.get("end_reason"),
-        "targets": [t["pid"] for t in meta.get("targets", [])],
-        "mode": meta.get("mode"),
-        "events": {"total": int(len(ev)), "by_kind": by_kind},
-        "lost": dict(meta.get("lost", {})),
-        "lost_total": rec.lost_total,
-        "processes": processes,
-        "forks": {"processes": int((forks["is_thread"] == False).sum()),  # noqa: E712
-                  "threads": int((forks["is_thread"] == True).sum())},  # noqa: E712
-        "execs": [{"pid": int(r.pid), "filename": r.filename} for r in ev[ev["kind"] == "exec"].itertuples()],
-        "exits": [{"pid": int(r.pid), "name": str(r.comm),
-                   "exit_code": None if pd.isna(r.exit_code) else int(r.exit_code),
-                   "signal": None if pd.isna(r.exit_signal) else int(r.exit_signal)} for r in exits.itertuples()],
-        "signals": signals,
-        "signal_deliveries": int(len(sig_dlv)),
-        "futex": {"waits": int(len(fw)), "wakes": int(len(fk)),
-                  "wakes_woke_nobody": int(meta.get("futex_wakes_woke_nobody", 0)),
-                  "wait_ms": float(fw["dur_ns"].sum()) / 1e6 if len(fw) else 0.0, "addresses": futex_addrs},
-        "slow_syscalls": slow_by_name,
-        "syscalls": top_syscalls,
-        "block_io": block,
-        "unavailable": list(meta.get("unavailable", [])),
-        "timings": {"probes_attached_after_s": meta.get("probes_attached_after_s"),
-                    **{k: round(v, 4) for k, v in meta.get("probe_timings", {}).items()}},
-    }
+    st.events_total = int(len(ev))
+    st.forks = ForkCounts(int((forks["is_thread"] == False).sum()),  # noqa: E712
+                          int((forks["is_thread"] == True).sum()))  # noqa: E712
+    st.execs = [ExecEvent(int(r.pid), r.filename) for r in ev[ev["kind"] == "exec"].itertuples()]
+    st.exits = [ExitEvent(int(r.pid), str(r.comm), None if pd.isna(r.exit_code) else int(r.exit_code),
+                          None if pd.isna(r.exit_signal) else int(r.exit_signal)) for r in exits.itertuples()]
+    st.signal_deliveries = int(len(sig_dlv))
+    st.futex = FutexTotals(int(len(fw)), int(len(fk)), int(meta.get("futex_wakes_woke_nobody", 0)),
+                           float(fw["dur_ns"].sum()) / 1e6 if len(fw) else 0.0, futex_addrs)
+    st.timings = {"probes_attached_after_s": meta.get("probes_attached_after_s"),
+                  **{k: round(v, 4) for k, v in meta.get("probe_timings", {}).items()}}
