@@ -515,7 +515,7 @@ class Recorder:
         self.flush()
 
     def flush(self) -> None:
-        lost = self.probes.lost() if self.probes is not None and self.probes._bpf is not None else 0
+        lost = self.probes.lost() if self.probes is not None and self.probes.is_open else 0
         lost += self.file_watch.lost if self.file_watch is not None else 0
         self.db.add("UPDATE runs SET lost = ? WHERE id = ?", (lost, self.run_id))
         self.db.flush()
@@ -554,7 +554,7 @@ class Recorder:
         child's save), those after it last."""
         files = self.file_watch.read() if self.file_watch is not None else []
         ring: List[RecEvent] = []
-        if self.probes is not None and self.probes._bpf is not None:
+        if self.probes is not None and self.probes.is_open:
             self.probes.drain(ring.append)
         t_read = files[0].t_ns if files else None
         later = []
@@ -573,7 +573,7 @@ class Recorder:
         try:
             if self.file_watch is not None and self.file_watch.fd >= 0:
                 self.take_events()
-            elif self.probes is not None and self.probes._bpf is not None:
+            elif self.probes is not None and self.probes.is_open:
                 self.probes.drain(self.on_event)
             if self.run_id is not None:
                 self.flush()

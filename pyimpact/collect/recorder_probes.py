@@ -5,12 +5,14 @@ processes and hook every syscall (a raw tracepoint) to aggregate latencies;
 the recorder runs for days machine-wide and must not touch syscalls it does
 not record, so it is a different, small program attached to rare
 tracepoints only. Stages as in probes.py: `RecorderConfig` (validated) ->
-`RecorderProbes.open()` (BTF offsets, compile, attach) -> `poll()` ->
-`close()`; a context manager, so every exit path detaches.
+`RecorderProbes.open()` (BTF offsets, compile, attach: in a short-lived
+child, recorder_loader.py, which hands the descriptors over, so this
+process never maps LLVM) -> `poll()` -> `close()`; a context manager, so
+every exit path detaches.
 
 Events are rare (tens a second on a busy machine), so each is decoded here
-into a `RecEvent` through bcc's ring buffer callback; times are turned from
-boot-time ns into wall-clock ns.
+into a `RecEvent`, read from the ring buffer through our own mmap
+(`RecRing`); times are turned from boot-time ns into wall-clock ns.
 """
 from __future__ import annotations
 
@@ -21,9 +23,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Callable, Dict, List, Optional, Tuple
 
-from ..errors import BPFUnavailable, UsageError
-from .bpf_env import check_bpf_environment
-from .btf import XFS_OFFSETS, load_btf, optional_offsets, recorder_offsets
+from ..errors import BPFUnavailable, NotPermitted, UsageError
 
 KINDS = {1: "fork", 2: "exec", 3: "exit", 4: "signal", 5: "close", 6: "fsync", 7: "rename"}
 COMM_LEN, PATH_LEN, DEPTH, NAME_LEN, ARGV_LEN = 16, 256, 8, 64, 512
@@ -135,6 +135,12 @@ class RecorderConfig:
         return flags
 
 
+def _page_size() -> int:
+    import mmap
+
+    return mmap.PAGESIZE
+
+
 def recorder_source() -> str:
     return (resources.files("pyimpact.probes") / "recorder.bpf.c").read_text()
 
@@ -151,33 +157,88 @@ def _boot_offset_ns() -> int:
     return best[1]
 
 
-_COMPILER_LIBS = ("libLLVM", "libclang", "libbcc")
+_BPF_SYSCALL = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "s390x": 351, "ppc64le": 361}
+_BPF_MAP_LOOKUP_ELEM = 1
 
 
-def release_compiler_memory() -> None:
-    """Give back what compiling the program took, once it is loaded.
-
-    The recorder runs for days; compiling pulls about 75 MB of LLVM's code
-    into RSS and leaves about 25 MB of freed heap. malloc_trim returns the
-    heap; madvise(MADV_DONTNEED) on the compiler libraries' *executable,
-    private, file-backed* mappings (r-xp only: code is never written, so
-    dropping those pages loses nothing; a later call into the library
-    faults them back in from the page cache) returns the code pages. Never
-    applied to writable or relocated (r--p, rw-p) mappings, whose private
-    copies would be lost. Best effort: any failure leaves memory as it was."""
+def _possible_cpus() -> int:
+    """How many values a per-CPU map holds (possible CPUs, not online ones)."""
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.malloc_trim(0)
-        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-        with open("/proc/self/maps") as f:
-            maps = f.read().splitlines()
-        for line in maps:
-            parts = line.split()
-            if len(parts) >= 6 and parts[1] == "r-xp" and any(x in parts[5] for x in _COMPILER_LIBS):
-                start, end = (int(x, 16) for x in parts[0].split("-"))
-                libc.madvise(start, end - start, 4)      # MADV_DONTNEED
-    except (OSError, AttributeError, ValueError):
-        pass
+        with open("/sys/devices/system/cpu/possible") as f:
+            text = f.read().strip()
+        n = 0
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            n += (int(hi) if hi else int(lo)) - int(lo) + 1
+        return n
+    except (OSError, ValueError):
+        return os.cpu_count() or 1
+
+
+def _map_lookup(map_fd: int, key: bytes, value_size: int) -> Optional[bytes]:
+    """bpf(BPF_MAP_LOOKUP_ELEM): one value of a map we hold (no bcc here)."""
+    import platform
+
+    nr = _BPF_SYSCALL.get(platform.machine())
+    if nr is None:
+        return None
+    kbuf = ctypes.create_string_buffer(key, len(key))
+    vbuf = ctypes.create_string_buffer(value_size)
+    attr = ctypes.create_string_buffer(32)
+    ctypes.memmove(attr, ctypes.c_uint32(map_fd).value.to_bytes(4, "little"), 4)
+    ctypes.memmove(ctypes.byref(attr, 8), ctypes.addressof(kbuf).to_bytes(8, "little"), 8)
+    ctypes.memmove(ctypes.byref(attr, 16), ctypes.addressof(vbuf).to_bytes(8, "little"), 8)
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(ctypes.c_long(nr), ctypes.c_int(_BPF_MAP_LOOKUP_ELEM), attr, ctypes.c_uint(32)) != 0:
+        return None
+    return vbuf.raw
+
+
+class RecRing:
+    """The recorder's ring buffer read through its own mmap (the layout of
+    kernel/bpf/ringbuf.c: a consumer page we write, a producer page, then
+    the data area mapped twice in a row so a record that wraps reads as one
+    piece; each record an 8-byte header, u32 length with BUSY and DISCARD
+    flags, then its data padded to 8 bytes). The positions are read and
+    written through memoryviews of native words: one load or store each,
+    never a torn value."""
+
+    BUSY, DISCARD, HDR = 1 << 31, 1 << 30, 8
+
+    def __init__(self, map_fd: int, size: int):
+        import mmap
+
+        page = mmap.PAGESIZE
+        if size <= 0 or size & (size - 1) or size % page:
+            raise ValueError(f"unexpected ring buffer size {size}")
+        self.size, self.mask, self.page = size, size - 1, page
+        self._cons_map = mmap.mmap(map_fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
+        self._data_map = mmap.mmap(map_fd, page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        self._cons = memoryview(self._cons_map).cast("Q")
+        self._words = memoryview(self._data_map).cast("I")
+        self._prod = memoryview(self._data_map).cast("Q")
+
+    def consume(self, handle: Callable[[bytes], None]) -> int:
+        n = 0
+        cons = self._cons[0]
+        while cons < self._prod[0]:
+            off = self.page + (cons & self.mask)
+            length = self._words[off // 4]
+            if length & self.BUSY:
+                break                     # reserved, not yet committed
+            size = length & ~(self.BUSY | self.DISCARD)
+            if not length & self.DISCARD:
+                handle(self._data_map[off + self.HDR:off + self.HDR + size])
+                n += 1
+            cons += (size + self.HDR + 7) & ~7
+            self._cons[0] = cons
+        return n
+
+    def close(self) -> None:
+        for view in (self._cons, self._words, self._prod):
+            view.release()
+        self._cons_map.close()
+        self._data_map.close()
 
 
 def _text(raw: bytes) -> str:
@@ -185,47 +246,88 @@ def _text(raw: bytes) -> str:
 
 
 class RecorderProbes:
-    """The loaded recorder program. Use as a context manager."""
+    """The loaded recorder program. Use as a context manager.
+
+    Compiled, loaded and attached by a short-lived child process
+    (recorder_loader.py), which hands over the descriptors and exits: this
+    process never loads bcc or LLVM, so a recorder that runs for days stays
+    small (the compile's peak is the child's, for a few seconds)."""
 
     def __init__(self, config: Optional[RecorderConfig] = None):
         self.config = config or RecorderConfig()
         self.config.validate()
-        self._bpf = None
+        self._fds: Dict[str, int] = {}
+        self._ring: Optional[RecRing] = None
         self._sink: Optional[Callable[[RecEvent], None]] = None
         self.boot_offset_ns = 0
         self.timings = {}
         self.file_tracepoints: List[str] = []     # the file probes attached (tracepoint names)
+        self.attached: List[str] = []              # every tracepoint attached
+        self._ncpus = _possible_cpus()
+
+    @property
+    def is_open(self) -> bool:
+        return self._ring is not None
 
     def open(self) -> "RecorderProbes":
-        t0 = time.monotonic()
-        check_bpf_environment()
-        btf = load_btf()
-        offsets = recorder_offsets(btf)
-        xfs = optional_offsets(XFS_OFFSETS, btf)
-        switches, self.file_tracepoints = self.config.file_probes(xfs)
-        offsets.update(xfs or {k: 0 for k in XFS_OFFSETS})
-        del btf
-        from bcc import BPF
+        import json
+        import socket
+        import subprocess
+        import sys
+        from dataclasses import asdict
 
+        t0 = time.monotonic()
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self._bpf = BPF(text=recorder_source().encode(), cflags=self.config.cflags(offsets, switches))
-        except Exception as exc:
-            raise BPFUnavailable(f"could not load the recorder probes: {str(exc).splitlines()[0]}",
-                                 "is BPF permitted here (root, no lockdown, kernel >= 5.8)?") from None
+            child = subprocess.Popen([sys.executable, "-m", "pyimpact.collect.recorder_loader", str(theirs.fileno())],
+                                     pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+            theirs.close()
+            mine.sendall(json.dumps({"config": asdict(self.config)}).encode())
+            mine.settimeout(300)
+            try:
+                msg, fds, _flags, _addr = socket.recv_fds(mine, 1 << 16, 64)
+            except OSError as err:
+                msg, fds = b"", []
+                why = str(err)
+            else:
+                why = "it exited without an answer"
+            child.wait(60)
+        finally:
+            mine.close()
+            if not theirs._closed:
+                theirs.close()
+        reply = json.loads(msg.decode()) if msg else {"ok": False, "message": f"the probe loader failed ({why})",
+                                                      "hint": "run `pyimpact record` again; see its stderr"}
+        if not reply.get("ok"):
+            for fd in fds:
+                os.close(fd)
+            cls = {2: UsageError, 4: NotPermitted}.get(reply.get("exit_code"), BPFUnavailable)
+            raise cls(reply.get("message", "the recorder probes could not be loaded"), reply.get("hint", ""))
+        self._fds = dict(zip(reply["fds"], fds))
+        self.file_tracepoints = reply.get("file_tracepoints", [])
+        self.attached = [n[3:] for n in reply["fds"] if n.startswith("tp:")]
+        try:
+            self._ring = RecRing(self._fds["rec_events"], int(self.config.ringbuf_pages) * _page_size())
+        except (KeyError, ValueError, OSError) as err:
+            self.close()
+            raise BPFUnavailable(f"could not map the recorder's ring buffer ({err})", "") from None
         self.boot_offset_ns = _boot_offset_ns()
-        self._bpf[b"rec_events"].open_ring_buffer(self._on_event)
         self.timings["open_s"] = time.monotonic() - t0
-        release_compiler_memory()
         return self
 
     def close(self) -> None:
-        if self._bpf is None:
-            return
-        from .probes import _detach_fast
-
-        bpf, self._bpf = self._bpf, None
-        _detach_fast(bpf)
-        bpf.cleanup()
+        """Detach: closing an attachment's descriptor (the last one: the
+        loader is gone) detaches its program; raw tracepoints first, they
+        detach at once, classic ones wait for an RCU grace period."""
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+        fds, self._fds = self._fds, {}
+        for name in sorted(fds, key=lambda n: (not n.startswith("tp:sched_process_fork"), n)):
+            try:
+                os.close(fds[name])
+            except OSError:
+                pass
 
     def __enter__(self) -> "RecorderProbes":
         return self.open()
@@ -241,21 +343,23 @@ class RecorderProbes:
         costs the recorder a context switch per event; nothing here needs an
         event sooner than the next commit (every interval) anyway. The ring
         buffer holds several seconds of a fork storm (RecorderConfig.ringbuf_pages)."""
-        self._sink = sink
         time.sleep(max(0, int(timeout_ms)) / 1000)
-        self._bpf.ring_buffer_consume()
+        self.drain(sink)
 
     def drain(self, sink: Callable[[RecEvent], None]) -> None:
         self._sink = sink
-        self._bpf.ring_buffer_consume()
+        if self._ring is not None:
+            self._ring.consume(self._on_record)
 
     def lost(self) -> int:
-        return int(sum(self._bpf[b"rec_lost"][ctypes.c_int(0)]))
+        fd = self._fds.get("rec_lost")
+        raw = _map_lookup(fd, (0).to_bytes(4, "little"), 8 * self._ncpus) if fd is not None else None
+        return sum(int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)) if raw else 0
 
-    def _on_event(self, _ctx, data, size) -> None:
+    def _on_record(self, raw: bytes) -> None:
+        size = len(raw)
         if size < EVENT_SIZE or self._sink is None:
             return
-        raw = ctypes.string_at(data, size)
         e = _Event.from_buffer_copy(raw[:EVENT_SIZE])
         ev = RecEvent(t_ns=int(e.ts) + self.boot_offset_ns, boot_ns=int(e.ts), kind=KINDS.get(e.kind, str(e.kind)),
                       pid=e.tgid, tid=e.tid, comm=_text(e.comm), other=e.other, aux=e.aux, ret=e.ret,
