@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import PYIMPACT, TARGETS, wait_for_line
+from conftest import PYIMPACT, TARGETS, all_prog_ids, wait_for_line
 from pyimpact.collect.history_db import HistoryReader
 
 JOB = os.path.join(TARGETS, "history_job.py")
@@ -134,11 +134,16 @@ os.rename(os.path.join(d, "tmp-checkpoint-5"), os.path.join(d, "checkpoint-5"))
 """
 
 
-def attached_tracepoints(pid: int) -> set:
+def attachments(pid: int) -> dict:
+    """tracepoint -> BPF program id, of what process ``pid`` holds attached (bpftool perf)."""
     import json
 
     out = subprocess.run(["bpftool", "-j", "perf"], capture_output=True, text=True, check=True).stdout
-    return {e.get("tracepoint") for e in json.loads(out or "[]") if e.get("pid") == pid}
+    return {e.get("tracepoint"): e.get("prog_id") for e in json.loads(out or "[]") if e.get("pid") == pid}
+
+
+def attached_tracepoints(pid: int) -> set:
+    return set(attachments(pid))
 
 
 def start_recorder_line(spawn, db, *extra):
@@ -170,7 +175,8 @@ def test_default_recorder_uses_no_syscall_tracepoint_and_keeps_files(spawn, tmp_
     out.mkdir()
     rec, line = start_recorder_line(spawn, tmp_path / "h.db")
     assert "file completions: fanotify on" in line and "no syscall tracepoint" in line, line
-    tps = attached_tracepoints(rec.pid)
+    held = attachments(rec.pid)
+    tps = set(held)
     assert {"sched_process_fork", "sched_process_exec", "sched_process_exit", "signal_generate"} <= tps, tps
     assert not {t for t in tps if t.startswith(("sys_enter", "sys_exit"))}, tps
     with open(f"/proc/{rec.pid}/maps") as f:
@@ -183,6 +189,7 @@ def test_default_recorder_uses_no_syscall_tracepoint_and_keeps_files(spawn, tmp_
     rows = wait_rows(tmp_path / "h.db", "SELECT kind, path, old_path, size, proc_id, job_id FROM files WHERE pid = ? "
                      "ORDER BY id", (wpid,), 5)
     stop_recorder(rec)
+    assert not set(held.values()) & all_prog_ids()      # detached: the programs are gone with the recorder
     got = {(k, os.path.basename(p)): (o and os.path.basename(o), sz) for k, p, o, sz, _pi, _j in rows}
     assert got == {("fsync", "ckpt.pt.tmp"): (None, 2 << 20), ("close", "ckpt.pt.tmp"): (None, 2 << 20),
                    ("rename", "ckpt-7.pt"): ("ckpt.pt.tmp", 2 << 20), ("close", "big.dat"): (None, 3 << 20),
