@@ -17,15 +17,20 @@ timeline as its table and everything else as JSON under the schema metadata
 key b"pyimpact".  The Recording does not know its files: pyimpact.export owns
 reading and writing them (`write_recording(rec, path)`, `read_recording(path)`
 gives back an equal Recording), so the model imports nothing above it.
+
+The tables are pandas DataFrames, built when first asked for: a table can be
+given as ``Deferred`` rows (the probes' aggregates) or a loader (a timeline
+streamed to disk while tracing), so that `trace -o t.parquet` writes its file
+and prints its summary without ever importing pandas (about 75 MB of RSS).
 """
 from __future__ import annotations
 
 import json
 import platform
 import socket
+import sys
 from dataclasses import dataclass, field
-
-import pandas as pd
+from typing import Any, Callable, List, Optional
 
 from . import __version__
 from .snapshot import SystemSnapshot
@@ -40,10 +45,45 @@ INFLIGHT_COLUMNS = ["pid", "tid", "nr", "syscall", "since_ns", "args"]
 BLOCK_COLUMNS = ["pid", "tid", "comm", "dev", "sector", "bytes", "rwbs", "queued_ns", "issued_ns"]
 
 
-def frame(rows, columns) -> pd.DataFrame:
+def frame(rows, columns):
     """A DataFrame with exactly ``columns`` from dicts or dataclass-like rows
     (the probes' aggregates, a sidecar's records)."""
+    import pandas as pd
+
     return pd.DataFrame([r if isinstance(r, dict) else r.__dict__ for r in rows], columns=columns)
+
+
+class Deferred:
+    """A table of a Recording that is not a DataFrame yet: ``rows`` with their
+    ``columns`` (dicts or dataclass-like rows), or ``load()`` that builds the
+    DataFrame (e.g. reads back a timeline streamed to disk).  The Recording
+    builds it on first access; until then ``records()`` gives the rows
+    without pandas, and ``length`` how many there are (None: unknown)."""
+
+    def __init__(self, rows: Optional[list] = None, columns: Optional[List[str]] = None,
+                 load: Optional[Callable[[], Any]] = None, length: Optional[int] = None) -> None:
+        self.rows, self.columns, self.load = rows, columns, load
+        self.length = len(rows) if rows is not None else length
+
+    def build(self):
+        if self.load is not None:
+            return self.load()
+        return frame(self.rows or [], self.columns)
+
+    def records(self) -> Optional[list]:
+        """The rows as dicts over ``columns`` (None when only a loader is known)."""
+        if self.rows is None:
+            return None
+        out = []
+        for r in self.rows:
+            d = r if isinstance(r, dict) else r.__dict__
+            out.append({c: d.get(c) for c in self.columns})
+        return out
+
+
+def deferred_frame(rows, columns) -> Deferred:
+    """``frame(rows, columns)``, built only when the table is first read."""
+    return Deferred(rows=list(rows), columns=columns)
 
 
 def base_metadata() -> dict:
@@ -62,11 +102,12 @@ def base_metadata() -> dict:
 
 @dataclass
 class Recording:
-    events: pd.DataFrame = field(default_factory=empty_timeline)
+    # DataFrames (None, or a Deferred, until first read: see _table below)
+    events: Any = None
     snapshots: dict = field(default_factory=dict)
-    syscall_stats: pd.DataFrame = field(default_factory=lambda: frame([], STAT_COLUMNS))
-    inflight: pd.DataFrame = field(default_factory=lambda: frame([], INFLIGHT_COLUMNS))
-    block_inflight: pd.DataFrame = field(default_factory=lambda: frame([], BLOCK_COLUMNS))
+    syscall_stats: Any = None
+    inflight: Any = None
+    block_inflight: Any = None
     gpu: list = field(default_factory=list)
     metadata: dict = field(default_factory=base_metadata)
 
@@ -92,20 +133,40 @@ class Recording:
         if entry not in self.metadata.setdefault("unavailable", []):
             self.metadata["unavailable"].append(entry)
 
+    def deferred(self, name: str) -> Optional[Deferred]:
+        """The table ``name`` while it is still Deferred (not read yet), else None."""
+        got = self.__dict__.get("_" + name)
+        return got if isinstance(got, Deferred) else None
+
+    def event_count(self) -> int:
+        """Rows of the timeline, without building it when it is Deferred with a known length."""
+        d = self.deferred("events")
+        if d is not None and d.length is not None:
+            return d.length
+        return len(self.events)
+
+    def _records(self, name: str) -> list:
+        if self.__dict__.get("_" + name) is None:    # never given: empty
+            return []
+        d = self.deferred(name)
+        got = d.records() if d is not None else None
+        return got if got is not None else getattr(self, name).to_dict(orient="records")
+
     # -- (de)serialisation ----------------------------------------------
     def sidecar(self) -> dict:
-        """Everything but the timeline, as JSON-able data."""
+        """Everything but the timeline, as JSON-able data (tables still
+        Deferred as rows are written from their rows, without pandas)."""
         return {
             "metadata": self.metadata,
             "snapshots": {k: v.to_dict() for k, v in self.snapshots.items() if v is not None},
-            "syscall_stats": self.syscall_stats.to_dict(orient="records"),
-            "inflight": self.inflight.to_dict(orient="records"),
-            "block_inflight": self.block_inflight.to_dict(orient="records"),
+            "syscall_stats": self._records("syscall_stats"),
+            "inflight": self._records("inflight"),
+            "block_inflight": self._records("block_inflight"),
             "gpu": self.gpu,
         }
 
     @classmethod
-    def from_sidecar(cls, events: pd.DataFrame, side: dict) -> "Recording":
+    def from_sidecar(cls, events, side: dict) -> "Recording":
         return cls(
             events=events,
             snapshots={k: SystemSnapshot.from_dict(v) for k, v in side.get("snapshots", {}).items()},
@@ -115,6 +176,31 @@ class Recording:
             gpu=side.get("gpu", []),
             metadata=side.get("metadata", base_metadata()),
         )
+
+
+def _table(name: str, empty: Callable[[], Any]) -> property:
+    """The table ``name`` of a Recording: a DataFrame, built on first read from
+    what was given (None: an empty table with the documented columns; a
+    Deferred: its rows or its loader)."""
+    key = "_" + name
+
+    def get(self):
+        got = self.__dict__.get(key)
+        if got is None or isinstance(got, Deferred):
+            got = empty() if got is None else got.build()
+            self.__dict__[key] = got
+        return got
+
+    def put(self, value) -> None:
+        self.__dict__[key] = value
+
+    return property(get, put, doc=f"the {name} table (a DataFrame)")
+
+
+Recording.events = _table("events", empty_timeline)
+Recording.syscall_stats = _table("syscall_stats", lambda: frame([], STAT_COLUMNS))
+Recording.inflight = _table("inflight", lambda: frame([], INFLIGHT_COLUMNS))
+Recording.block_inflight = _table("block_inflight", lambda: frame([], BLOCK_COLUMNS))
 
 
 def sidecar_json(rec: Recording) -> str:
@@ -127,7 +213,8 @@ def json_default(obj):
         return obj.tolist()
     if hasattr(obj, "item"):
         return obj.item()
-    if obj is pd.NA:
+    pd = sys.modules.get("pandas")
+    if pd is not None and obj is pd.NA:
         return None
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 

@@ -40,9 +40,11 @@ kind = block_io        a block request, queue to completion; pid/tid/comm submit
 from __future__ import annotations
 
 import signal as _signal
+import sys
+from dataclasses import dataclass
+from typing import Dict, List, Optional
 
 import numpy as np
-import pandas as pd
 
 from .syscall_table import syscall_name, syscall_number
 
@@ -62,6 +64,8 @@ INT_COLUMNS = ["nr", "ret", "arg0", "arg1", "arg2", "arg3", "uaddr", "futex_val"
 BOOL_COLUMNS = ["timeout_absolute", "is_thread", "vfork", "group_dead"]
 STR_COLUMNS = ["syscall", "futex_op", "filename", "signame", "sig_result", "handler", "dev", "rwbs"]
 COLUMNS = ["time_ns", "dur_ns", "kind", "pid", "tid", "comm"] + sorted(INT_COLUMNS + BOOL_COLUMNS + STR_COLUMNS)
+#: the common columns that are never null (plain int64)
+PLAIN_INT_COLUMNS = ["time_ns", "dur_ns", "pid", "tid"]
 
 # The per-kind columns, as documented above (exports write these, and only these, per row).
 KIND_FIELDS = {
@@ -99,34 +103,88 @@ def signal_name(sig: int) -> str:
         return f"SIG{sig}" if sig < 34 else f"SIGRTMIN+{sig - 34}"
 
 
-def empty_timeline() -> pd.DataFrame:
-    """A timeline with no rows and the full schema."""
-    return decode_events(b"", [], 0)
+# --------------------------------------------------------------------------
+# Decoded columns, before any DataFrame
+# --------------------------------------------------------------------------
+# Decoding is plain numpy, so that a trace streamed to Parquet (pyimpact.export
+# .parquet_stream) never imports pandas (about 75 MB of RSS here); the
+# DataFrame is one wrapping step on top (`decode_events`, `columns_to_frame`).
+# The same columns feed the end-of-trace totals (pyimpact.analyse.timeline_totals).
+
+@dataclass
+class Column:
+    """One decoded timeline column.
+
+    ``kind``: "int" (int64, never null), "mint" (int64 with ``valid``),
+    "mbool" (bool with ``valid``), "cat" (int32 ``values`` = codes into
+    ``labels``, -1 = null), "str" (object array, None = null)."""
+
+    kind: str
+    values: np.ndarray
+    valid: Optional[np.ndarray] = None
+    labels: Optional[List[str]] = None
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def eq(self, label: str) -> np.ndarray:
+        """Rows whose categorical value is ``label``."""
+        try:
+            code = self.labels.index(label)
+        except ValueError:
+            return np.zeros(len(self.values), dtype=bool)
+        return self.values == code
+
+    def valid_mask(self) -> np.ndarray:
+        if self.kind == "cat":
+            return self.values >= 0
+        if self.kind == "str":
+            return np.array([v is not None for v in self.values], dtype=bool)
+        if self.valid is None:
+            return np.ones(len(self.values), dtype=bool)
+        return self.valid
+
+    def objects(self, rows: np.ndarray) -> list:
+        """Python values (None for null) at ``rows`` (a bool mask or indices)."""
+        vals = self.values[rows]
+        if self.kind == "cat":
+            return [self.labels[c] if c >= 0 else None for c in vals.tolist()]
+        if self.kind == "str":
+            return list(vals)
+        out = vals.tolist()
+        if self.valid is not None:
+            ok = self.valid[rows].tolist()
+            out = [v if k else None for v, k in zip(out, ok)]
+        return out
 
 
-# Decoding costs one pass per column over a trace that may hold millions of
-# events, so the helpers below touch no more memory than needed: a column's
-# values are written only where its kind has them (np.zeros is calloc'd, so the
-# pages of an all-null column are never touched), and codes are found with
-# hashing (pd.factorize), not by sorting n values.
+#: name -> Column, in COLUMNS order
+Columns = Dict[str, Column]
 
-def _masked_int(values, mask) -> pd.arrays.IntegerArray:
+
+def _masked_int(values, mask) -> Column:
     mask = np.asarray(mask, dtype=bool)
     data = np.zeros(len(mask), dtype=np.int64)
     np.copyto(data, values, casting="unsafe", where=mask)
-    return pd.arrays.IntegerArray(data, ~mask)
+    return Column("mint", data, mask)
 
 
-def _masked_bool(values, mask) -> pd.arrays.BooleanArray:
+def _masked_bool(values, mask) -> Column:
     mask = np.asarray(mask, dtype=bool)
     data = np.zeros(len(mask), dtype=bool)
     np.copyto(data, values, casting="unsafe", where=mask)
-    return pd.arrays.BooleanArray(data, ~mask)
+    return Column("mbool", data, mask)
 
 
 def _sorted_factorize(values: np.ndarray):
     """(codes, uniques) with uniques sorted, as np.unique(return_inverse=True)
-    gives them, in O(n) hashing plus a sort of the few distinct values."""
+    gives them.  With pandas already imported (a whole trace decoded at once),
+    O(n) hashing plus a sort of the few distinct values; else np.unique (a
+    sort of n values: the batches of a streamed trace are small)."""
+    pd = sys.modules.get("pandas")
+    if pd is None or len(values) < 65536:
+        uniques, codes = np.unique(values, return_inverse=True)
+        return codes.reshape(-1), uniques
     codes, uniques = pd.factorize(values, sort=False)
     uniques = np.asarray(uniques)
     order = np.argsort(uniques, kind="stable")
@@ -135,55 +193,65 @@ def _sorted_factorize(values: np.ndarray):
     return rank[codes], uniques[order]
 
 
-def _categorical(codes_values: np.ndarray, mask: np.ndarray, label) -> pd.Categorical:
+def _dedupe(labels: list):
+    """(distinct labels in first-seen order, position of each label among them)."""
+    seen: Dict[str, int] = {}
+    remap = np.array([seen.setdefault(lbl, len(seen)) for lbl in labels], dtype=np.int32)
+    return list(seen), remap
+
+
+def _categorical(codes_values: np.ndarray, mask: np.ndarray, label) -> Column:
     """Map integer codes to labels through a small lookup, nulls where mask is False."""
     n = len(codes_values)
     codes = np.full(n, -1, dtype=np.int32)
     if not mask.any():
-        return pd.Categorical.from_codes(codes, categories=pd.Index([], dtype=object))
+        return Column("cat", codes, labels=[])
     dense = bool(mask.all())
     inverse, uniq = _sorted_factorize(codes_values if dense else codes_values[mask])
-    labels = [label(v) for v in uniq.tolist()]
-    categories = pd.Index(labels, dtype=object).unique()
-    remap = np.array([categories.get_loc(lbl) for lbl in labels], dtype=np.int32)
+    labels, remap = _dedupe([label(v) for v in uniq.tolist()])
     if dense:
         codes = remap[inverse]
     else:
         codes[mask] = remap[inverse]
-    return pd.Categorical.from_codes(codes, categories=categories)
+    return Column("cat", codes, labels=labels)
 
 
-def _comm_categorical(comm: np.ndarray) -> pd.Categorical:
+def _comm_categorical(comm: np.ndarray) -> Column:
     """The 16-byte comm field as a categorical of its decoded names (few
-    distinct values): factorized as two 64-bit halves, exactly."""
+    distinct values), in byte order."""
     n = len(comm)
     if n == 0:
-        return pd.Categorical.from_codes(np.zeros(0, np.int32), categories=pd.Index([], dtype=object))
-    halves = np.ascontiguousarray(comm).view(np.uint64).reshape(n, 2)
-    lo_codes, lo_uniq = pd.factorize(halves[:, 0], sort=False)
-    hi_codes, hi_uniq = pd.factorize(halves[:, 1], sort=False)
-    pair_codes, pair_uniq = pd.factorize(lo_codes.astype(np.int64) * len(hi_uniq) + hi_codes, sort=False)
-    pairs = np.asarray(pair_uniq)
-    raw_names = np.empty(len(pairs), dtype="S16")
-    as_u64 = raw_names.view(np.uint64).reshape(len(pairs), 2)
-    as_u64[:, 0] = np.asarray(lo_uniq)[pairs // len(hi_uniq)]
-    as_u64[:, 1] = np.asarray(hi_uniq)[pairs % len(hi_uniq)]
-    order = np.argsort(raw_names, kind="stable")          # byte order, as np.unique sorted them
-    rank = np.empty(len(order), dtype=np.int64)
-    rank[order] = np.arange(len(order), dtype=np.int64)
-    names = [c.decode("utf-8", "backslashreplace") for c in raw_names[order].tolist()]
-    categories = pd.Index(names, dtype=object).unique()
-    remap = np.array([categories.get_loc(x) for x in names], dtype=np.int32)
-    return pd.Categorical.from_codes(remap[rank[pair_codes]], categories=categories)
+        return Column("cat", np.zeros(0, np.int32), labels=[])
+    pd = sys.modules.get("pandas")
+    if pd is None or n < 65536:
+        raw_names, inverse = np.unique(np.ascontiguousarray(comm), return_inverse=True)
+        inverse = inverse.reshape(-1)
+    else:   # factorized as two 64-bit halves, exactly, then the few names sorted
+        halves = np.ascontiguousarray(comm).view(np.uint64).reshape(n, 2)
+        lo_codes, lo_uniq = pd.factorize(halves[:, 0], sort=False)
+        hi_codes, hi_uniq = pd.factorize(halves[:, 1], sort=False)
+        pair_codes, pair_uniq = pd.factorize(lo_codes.astype(np.int64) * len(hi_uniq) + hi_codes, sort=False)
+        pairs = np.asarray(pair_uniq)
+        names = np.empty(len(pairs), dtype="S16")
+        as_u64 = names.view(np.uint64).reshape(len(pairs), 2)
+        as_u64[:, 0] = np.asarray(lo_uniq)[pairs // len(hi_uniq)]
+        as_u64[:, 1] = np.asarray(hi_uniq)[pairs % len(hi_uniq)]
+        order = np.argsort(names, kind="stable")          # byte order, as np.unique sorts them
+        rank = np.empty(len(order), dtype=np.int64)
+        rank[order] = np.arange(len(order), dtype=np.int64)
+        raw_names, inverse = names[order], rank[pair_codes]
+    labels, remap = _dedupe([c.decode("utf-8", "backslashreplace") for c in raw_names.tolist()])
+    return Column("cat", remap[inverse], labels=labels)
 
 
-def decode_events(raw: bytes, exec_paths: list, clock_offset_ns: int) -> pd.DataFrame:
-    """Raw 88-byte probe records to the timeline DataFrame, in one vectorised pass."""
+def decode_columns(raw: bytes, exec_paths: list, clock_offset_ns: int) -> Columns:
+    """Raw 88-byte probe records to the timeline's columns (numpy only), in
+    time order, in one vectorised pass."""
     arr = np.frombuffer(raw, dtype=EVENT_DTYPE)
     n = len(arr)
     # Sort the raw records once (one 88-byte take) rather than every column
-    # of the DataFrame afterwards: the ring buffer is in reservation order,
-    # nearly but not exactly time order. Exec paths follow their records.
+    # afterwards: the ring buffer is in reservation order, nearly but not
+    # exactly time order. Exec paths follow their records.
     ts = arr["ts"]
     if n > 1 and bool((ts[1:] < ts[:-1]).any()):
         order = np.argsort(ts, kind="stable")
@@ -198,12 +266,12 @@ def decode_events(raw: bytes, exec_paths: list, clock_offset_ns: int) -> pd.Data
     a = arr["a"].view(np.int64).reshape(n, 4) if n else np.zeros((0, 4), np.int64)
     is_ = {name: kind == code for code, name in KINDS.items()}
 
-    cols = {
-        "time_ns": (arr["ts"].astype(np.int64) + clock_offset_ns),
-        "dur_ns": arr["dur"].astype(np.int64),
+    cols: Columns = {
+        "time_ns": Column("int", arr["ts"].astype(np.int64) + clock_offset_ns),
+        "dur_ns": Column("int", arr["dur"].astype(np.int64)),
         "kind": _categorical(kind, np.ones(n, bool), lambda k: KINDS.get(k, f"kind{k}")),
-        "pid": arr["tgid"].astype(np.int64),
-        "tid": arr["tid"].astype(np.int64),
+        "pid": Column("int", arr["tgid"].astype(np.int64)),
+        "tid": Column("int", arr["tid"].astype(np.int64)),
     }
     cols["comm"] = _comm_categorical(arr["comm"])
 
@@ -239,7 +307,7 @@ def decode_events(raw: bytes, exec_paths: list, clock_offset_ns: int) -> pd.Data
     filenames = np.full(n, None, dtype=object)
     for index, path in exec_paths:
         filenames[index] = path
-    cols["filename"] = pd.array(filenames, dtype=object)
+    cols["filename"] = Column("str", filenames)
     cols["old_pid"] = _masked_int(a[:, 0], exe)
 
     code = a[:, 0]
@@ -262,17 +330,95 @@ def decode_events(raw: bytes, exec_paths: list, clock_offset_ns: int) -> pd.Data
                                 lambda r: int(r).to_bytes(8, "little", signed=True).split(b"\0", 1)[0].decode("ascii", "replace"))
     cols["io_error"] = _masked_int(aux, blk)
     cols["device_latency_ns"] = _masked_int(ret, blk & (ret >= 0))
+    return {c: cols[c] for c in COLUMNS}
 
-    # Every column above is a fresh array: no second copy (a DataFrame built
-    # from a dict copies by default, a full pass over a large trace).
-    return pd.DataFrame(cols, columns=COLUMNS, copy=False)
+
+def columns_to_frame(cols: Columns):
+    """The timeline DataFrame over decoded columns (no copy of the data)."""
+    import pandas as pd
+
+    out = {}
+    for name in COLUMNS:
+        c = cols[name]
+        if c.kind == "int":
+            out[name] = c.values
+        elif c.kind == "mint":
+            out[name] = pd.arrays.IntegerArray(c.values, ~c.valid)
+        elif c.kind == "mbool":
+            out[name] = pd.arrays.BooleanArray(c.values, ~c.valid)
+        elif c.kind == "cat":
+            out[name] = pd.Categorical.from_codes(c.values, categories=pd.Index(c.labels, dtype=object))
+        else:
+            out[name] = pd.array(c.values, dtype=object)
+    # Every column is a fresh array: no second copy (a DataFrame built from a
+    # dict copies by default, a full pass over a large trace).
+    return pd.DataFrame(out, columns=COLUMNS, copy=False)
+
+
+def frame_to_columns(df, names=None) -> Columns:
+    """Decoded columns over a timeline DataFrame (``names``: only these), so
+    code written for columns (the end-of-trace totals) runs on any Recording."""
+    import pandas as pd
+
+    out: Columns = {}
+    for name in names or COLUMNS:
+        if name not in df.columns:
+            n = len(df)
+            if name in PLAIN_INT_COLUMNS:
+                out[name] = Column("int", np.zeros(n, np.int64))
+            elif name in INT_COLUMNS or name in BOOL_COLUMNS:
+                dt = bool if name in BOOL_COLUMNS else np.int64
+                out[name] = Column("mbool" if name in BOOL_COLUMNS else "mint", np.zeros(n, dt), np.zeros(n, bool))
+            elif name == "filename":
+                out[name] = Column("str", np.full(n, None, dtype=object))
+            else:
+                out[name] = Column("cat", np.full(n, -1, np.int32), labels=[])
+            continue
+        s = df[name]
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            labels = [str(c) for c in s.cat.categories]
+            labels, remap = _dedupe(labels)
+            codes = s.cat.codes.to_numpy().astype(np.int64)
+            mapped = np.where(codes >= 0, remap[np.maximum(codes, 0)] if len(remap) else -1, -1)
+            out[name] = Column("cat", mapped.astype(np.int32), labels=labels)
+        elif name in PLAIN_INT_COLUMNS:
+            out[name] = Column("int", s.to_numpy(dtype=np.int64, na_value=0))
+        elif name in INT_COLUMNS or name in BOOL_COLUMNS:
+            valid = s.notna().to_numpy()
+            if name in BOOL_COLUMNS:
+                vals = s.fillna(False).to_numpy(dtype=bool)
+                out[name] = Column("mbool", vals, valid)
+            else:
+                vals = s.to_numpy(dtype=np.int64, na_value=0)
+                out[name] = Column("mint", vals, valid)
+        elif name == "filename":
+            out[name] = Column("str", np.array([None if pd.isna(v) else str(v) for v in s], dtype=object))
+        else:   # a text column that is not categorical (a foreign frame)
+            vals = [None if pd.isna(v) else str(v) for v in s]
+            labels, remap = _dedupe(sorted({v for v in vals if v is not None}))
+            index = {lbl: i for i, lbl in enumerate(labels)}
+            out[name] = Column("cat", np.array([index[v] if v is not None else -1 for v in vals], np.int32),
+                               labels=labels)
+    return out
+
+
+def empty_timeline():
+    """A timeline with no rows and the full schema."""
+    return decode_events(b"", [], 0)
+
+
+def decode_events(raw: bytes, exec_paths: list, clock_offset_ns: int):
+    """Raw 88-byte probe records to the timeline DataFrame, in one vectorised pass."""
+    return columns_to_frame(decode_columns(raw, exec_paths, clock_offset_ns))
 
 
 CATEGORY_COLUMNS = ["kind", "comm"] + [c for c in STR_COLUMNS if c != "filename"]
 
 
-def coerce_timeline(df: pd.DataFrame) -> pd.DataFrame:
+def coerce_timeline(df):
     """Give a timeline read from CSV or JSON the schema's columns and dtypes."""
+    import pandas as pd
+
     out = {}
     n = len(df)
     for col in COLUMNS:

@@ -11,18 +11,21 @@ block I/O latency percentiles, probe timings).  Its two views:
   report (schema: the "story" of pyimpact.report/1).
 - ``trace_dict()`` (``summarise(rec)``): the end-of-trace summary of `trace` and `trace --json`.
 
+The trace's totals are counted batch by batch (``TimelineTotals``, analyse.timeline_totals): `trace -o
+t.parquet` counts them while it streams the timeline to disk, hands them over (``summarise(rec, counted)``)
+and never builds the whole timeline, nor imports pandas, for its end summary.
+
 Pure: a function of the Recording.  Every figure is counted from the timeline or the in-kernel aggregates;
 nothing is estimated.
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
 
-import numpy as np
-import pandas as pd
-
 from ..recording import Recording
+from .timeline_totals import TimelineTotals, latency_ms, stat_rows
 
 MAX_EVENTS = 40
 MAX_WAITS = 15
@@ -284,7 +287,8 @@ Story = TimelineSummary
 
 
 def _na(v: Any) -> bool:
-    return v is None or v is pd.NA or (isinstance(v, float) and v != v)
+    pd = sys.modules.get("pandas")
+    return v is None or (pd is not None and v is pd.NA) or (isinstance(v, float) and v != v)
 
 
 def _int(v: Any, default: int = 0) -> int:
@@ -296,22 +300,32 @@ def event_counts(ev: pd.DataFrame) -> Dict[str, int]:
     return {str(k): int(v) for k, v in ev["kind"].value_counts().items() if v}
 
 
-def summarise_timeline(rec: Recording, story: bool = True, totals: bool = True) -> TimelineSummary:
+def summarise_timeline(rec: Recording, story: bool = True, totals: bool = True,
+                       counted: Optional[TimelineTotals] = None) -> TimelineSummary:
     """The one summary of a recording: its facts, and the story's sections
     and/or the trace's totals (the story walks every wait event: a trace's end
-    summary, printed while the user waits, does not count what it does not show)."""
+    summary, printed while the user waits, does not count what it does not show).
+    ``counted``: the timeline's totals already counted (a streamed trace); the
+    timeline itself is then read only for the story."""
     meta = rec.metadata
     start = int(meta.get("started_at_ns") or 0)
-    ev = rec.events
+    ev = rec.events if story or counted is None else None
     st = TimelineSummary(started_ns=start, duration_s=meta.get("duration_s"), targets=list(meta.get("targets", [])),
                          host=str(meta.get("host", "?")), kernel=str(meta.get("kernel", "?")),
                          mode=meta.get("mode"), end_reason=meta.get("end_reason"))
-    if start == 0 and ev is not None and len(ev):
-        start = st.started_ns = int(ev["time_ns"].min())
+    if totals and counted is None:
+        counted = TimelineTotals.of_frame(rec.events)
+    if start == 0:
+        if counted is not None and counted.first_ns is not None:
+            start = st.started_ns = counted.first_ns
+        elif ev is not None and len(ev):
+            start = st.started_ns = int(ev["time_ns"].min())
     st.lost = {k: int(v) for k, v in (meta.get("lost") or {}).items()}
     st.lost_unknown = str(meta.get("lost_unknown") or "")
     st.not_seen = [dict(u) for u in meta.get("unavailable", [])]
-    if ev is not None and len(ev):
+    if counted is not None:
+        st.events_by_kind = counted.counts()
+    elif ev is not None and len(ev):
         st.events_by_kind = event_counts(ev)
     st.has_story, st.has_totals = story, totals
     if story:
@@ -321,7 +335,7 @@ def summarise_timeline(rec: Recording, story: bool = True, totals: bool = True) 
             _io(st, ev, start)
         _pending(st, rec, start)
     if totals:
-        _totals(st, rec)
+        _totals(st, rec, counted)
     return st
 
 
@@ -330,9 +344,10 @@ def tell(rec: Recording) -> Story:
     return summarise_timeline(rec, totals=False)
 
 
-def summarise(rec: Recording) -> dict:
-    """The end-of-trace summary (`trace`, `trace --json`): a JSON-able dict."""
-    return summarise_timeline(rec, story=False).trace_dict()
+def summarise(rec: Recording, counted: Optional[TimelineTotals] = None) -> dict:
+    """The end-of-trace summary of `trace` (``trace_dict()``); ``counted``:
+    the totals a streamed trace counted as it went."""
+    return summarise_timeline(rec, story=False, counted=counted).trace_dict()
 
 
 def _rel(t_ns: int, start: int) -> float:
@@ -436,98 +451,45 @@ def _pending(st: TimelineSummary, rec: Recording, start: int) -> None:
 # The end-of-trace summary
 # --------------------------------------------------------------------------
 
-def _pct(values: np.ndarray, q: float) -> float | None:
-    return float(np.percentile(values, q)) if len(values) else None
-
-
-def _latency(ns: pd.Series) -> Latency:
-    v = ns.dropna().to_numpy(dtype=np.float64) / 1e6
-    return Latency(int(len(v)), _pct(v, 50), _pct(v, 95), _pct(v, 99), float(v.max()) if len(v) else None)
-
-
-def _names(rec: Recording) -> dict:
-    """pid -> process name, from snapshots first, then the timeline."""
-    names = {}
-    ev = rec.events
-    if len(ev):
-        for pid, comm in ev.groupby("pid", observed=True)["comm"].first().items():
-            names[int(pid)] = str(comm)
-    for snap in rec.snapshots.values():
+def _totals(st: TimelineSummary, rec: Recording, t: TimelineTotals) -> None:
+    """The trace's totals: processes, forks, execs, exits, signals, futexes, syscalls, block I/O, timings."""
+    meta = rec.metadata
+    names = {p: str(c) for p, (_, c) in t.first_comm.items() if c is not None}   # first seen in the timeline
+    for snap in rec.snapshots.values():                                         # ... the snapshots first
         if snap is not None:
             for pid, proc in snap.processes.items():
                 names[int(pid)] = proc.name
-    return names
-
-
-def _totals(st: TimelineSummary, rec: Recording) -> None:
-    """The trace's totals: processes, forks, execs, exits, signals, futexes, syscalls, block I/O, timings."""
-    ev = rec.events
-    meta = rec.metadata
-    names = _names(rec)
-
-    forks = ev[ev["kind"] == "fork"]
-    exits = ev[(ev["kind"] == "exit") & (ev["group_dead"] == True)]  # noqa: E712
-    sig_gen = ev[ev["kind"] == "signal_generate"]
-    sig_dlv = ev[ev["kind"] == "signal_deliver"]
-    fw = ev[ev["kind"] == "futex_wait"]
-    fk = ev[ev["kind"] == "futex_wake"]
-    slow = ev[ev["kind"] == "syscall"]
-    blk = ev[ev["kind"] == "block_io"]
-
-    processes = []
-    for pid, part in ev.groupby("pid", observed=True):
-        processes.append(ProcessEvents(int(pid), names.get(int(pid), "?"), int(len(part)), int(part["tid"].nunique())))
-    processes.sort(key=lambda p: -p.events)
-    st.processes = processes
-
-    signals = []
-    if len(sig_gen):
-        grouped = sig_gen.groupby(["signame", "pid", "comm", "target_tid", "sig_result"], observed=True).size()
-        for (signame, pid, comm, target, result), count in grouped.items():
-            signals.append(SignalCount(str(signame), int(pid), str(comm), int(target), str(result), int(count)))
-        signals.sort(key=lambda s: -s.count)
-    st.signals = signals
-
-    futex_addrs = []
-    if len(fw) or len(fk):
-        waits = fw.groupby(["pid", "uaddr"], observed=True).agg(waits=("dur_ns", "size"), wait_ns=("dur_ns", "sum"),
-                                                                max_ns=("dur_ns", "max"))
-        wakes = fk.groupby(["pid", "uaddr"], observed=True).agg(wakes=("dur_ns", "size"), woken=("woken", "sum"))
-        joined = waits.join(wakes, how="outer").fillna(0)
-        for (pid, uaddr), row in joined.sort_values("wait_ns", ascending=False).head(10).iterrows():
-            futex_addrs.append(FutexAddress(int(pid), int(uaddr), int(row["waits"]), float(row["wait_ns"]) / 1e6,
-                                            float(row["max_ns"]) / 1e6, int(row["wakes"]), int(row["woken"])))
-
-    slow_by_name = []
-    if len(slow):
-        agg = slow.groupby("syscall", observed=True)["dur_ns"].agg(["size", "sum", "max"])
-        for name, row in agg.sort_values("sum", ascending=False).iterrows():
-            slow_by_name.append(SlowSyscalls(str(name), int(row["size"]), float(row["sum"]) / 1e6,
-                                             float(row["max"]) / 1e6))
-    st.slow_syscalls = slow_by_name
-
-    st.block_io = BlockIo(requests=int(len(blk)), bytes=int(blk["bytes"].sum()) if len(blk) else 0,
-                          read_requests=int(blk["rwbs"].astype(str).str.contains("R").sum()) if len(blk) else 0,
-                          write_requests=int(blk["rwbs"].astype(str).str.contains("W").sum()) if len(blk) else 0,
-                          latency=_latency(blk["dur_ns"]),
-                          device_latency=_latency(blk["device_latency_ns"].astype("Float64")))
-
-    stats = rec.syscall_stats
-    top_syscalls = []
-    if len(stats):
-        agg = stats.groupby("syscall")[["count", "total_ns"]].sum().sort_values("count", ascending=False).head(10)
-        for name, row in agg.iterrows():
-            top_syscalls.append(SyscallCount(str(name), int(row["count"]), float(row["total_ns"]) / 1e6))
-    st.syscalls = top_syscalls
-
-    st.events_total = int(len(ev))
-    st.forks = ForkCounts(int((forks["is_thread"] == False).sum()),  # noqa: E712
-                          int((forks["is_thread"] == True).sum()))  # noqa: E712
-    st.execs = [ExecEvent(int(r.pid), r.filename) for r in ev[ev["kind"] == "exec"].itertuples()]
-    st.exits = [ExitEvent(int(r.pid), str(r.comm), None if pd.isna(r.exit_code) else int(r.exit_code),
-                          None if pd.isna(r.exit_signal) else int(r.exit_signal)) for r in exits.itertuples()]
-    st.signal_deliveries = int(len(sig_dlv))
-    st.futex = FutexTotals(int(len(fw)), int(len(fk)), int(meta.get("futex_wakes_woke_nobody", 0)),
-                           float(fw["dur_ns"].sum()) / 1e6 if len(fw) else 0.0, futex_addrs)
+    st.processes = [ProcessEvents(int(p), names.get(int(p), "?"), int(c), len(t.pid_tids.get(p, ())))
+                    for p, c in sorted(t.pid_events.items())]
+    st.processes.sort(key=lambda p: -p.events)
+    st.signals = [SignalCount(k[0], k[1], k[2], k[3], k[4], int(c)) for k, c in sorted(t.signals.items())]
+    st.signals.sort(key=lambda x: -x.count)
+    addrs = [FutexAddress(int(pid), int(uaddr), int(w), float(wns) / 1e6, float(mns) / 1e6, int(k), int(woken))
+             for (pid, uaddr), (w, wns, mns, k, woken) in
+             sorted(t.futex.items(), key=lambda kv: (-kv[1][1], kv[0]))[:10]]
+    st.slow_syscalls = [SlowSyscalls(name, int(c), float(total) / 1e6, float(mx) / 1e6)
+                        for name, (c, total, mx) in sorted(t.slow.items(), key=lambda kv: (-kv[1][1], kv[0]))]
+    st.block_io = BlockIo(requests=t.block["requests"], bytes=t.block["bytes"],
+                          read_requests=t.block["read_requests"], write_requests=t.block["write_requests"],
+                          latency=Latency(**latency_ms(t.block_durations())),
+                          device_latency=Latency(**latency_ms(t.block_device_latencies())))
+    agg: Dict[str, List[int]] = {}
+    for r in stat_rows(rec):
+        name = r.get("syscall")
+        if _na(name):
+            continue
+        e = agg.setdefault(str(name), [0, 0])
+        e[0] += int(r.get("count") or 0)
+        e[1] += int(r.get("total_ns") or 0)
+    st.syscalls = [SyscallCount(name, c, total / 1e6)
+                   for name, (c, total) in sorted(agg.items(), key=lambda kv: (-kv[1][0], kv[0]))[:10]]
+    st.events_total = int(t.total)
+    st.forks = ForkCounts(t.forks["processes"], t.forks["threads"])
+    st.execs = [ExecEvent(pid, name) for _, pid, name in sorted(t.execs, key=lambda e: e[0])]
+    st.exits = [ExitEvent(pid, comm, None if code is None else int(code), None if sig is None else int(sig))
+                for _, pid, comm, code, sig in sorted(t.exits, key=lambda e: e[0])]
+    st.signal_deliveries = int(t.signal_deliveries)
+    st.futex = FutexTotals(int(t.futex_waits), int(t.futex_wakes), int(meta.get("futex_wakes_woke_nobody", 0)),
+                           float(t.futex_wait_ns) / 1e6, addrs)
     st.timings = {"probes_attached_after_s": meta.get("probes_attached_after_s"),
                   **{k: round(v, 4) for k, v in meta.get("probe_timings", {}).items()}}

@@ -313,6 +313,7 @@ class KernelProbes:
         self._tail = bytearray()    # records taken one at a time (fallback path, exec events)
         self._exec_paths = []       # (event index, path)
         self._count = 0
+        self._taken = 0             # events handed on by take_events() (a streamed trace)
         self._callback = None
         self._reader = None
         self._busy = False
@@ -516,12 +517,28 @@ class KernelProbes:
         return self._count
 
     def raw_events(self) -> tuple:
-        """(bytes of the 88-byte records, [(index, exec path)])."""
+        """(bytes of the 88-byte records, [(index, exec path)]) held now: all
+        received, less what take_events() handed on (indices count from there)."""
         if self._tail:
             self._flush_tail()
         raw = b"".join(self._chunks)
         self._chunks = [raw] if raw else []
-        return raw, list(self._exec_paths)
+        return raw, [(i - self._taken, path) for i, path in self._exec_paths]
+
+    @property
+    def held_events(self) -> int:
+        """Events received and not yet handed on by take_events()."""
+        return self._count - self._taken
+
+    def take_events(self) -> tuple:
+        """What raw_events() gives, and forget it: a trace streamed to disk
+        hands the events on in batches and keeps none (event_count still
+        counts every event received)."""
+        raw, paths = self.raw_events()
+        self._chunks = []
+        self._exec_paths = []
+        self._taken = self._count
+        return raw, paths
 
     # -- maps -----------------------------------------------------------
     def lost(self) -> dict:

@@ -111,15 +111,19 @@ def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_p
                   f"(probes attached in {seconds(tracer.rec.metadata['probes_attached_after_s'], 2)}); "
                   f"Ctrl-C to stop", highlight=False)
 
-    def show(rec) -> None:
+    def show(rec, stream) -> None:
         red = redactor_for(rec, redact)     # one redactor: the same placeholders in view and file
         save_error = None
         if output:   # saved before anything is rendered: a view can never lose the recording
             try:
-                err.print(f"wrote {clean(write_recording(red.recording(rec) if red is not None else rec, output))}")
+                if stream is not None:      # the timeline is in the file already: add the rest, publish
+                    wrote = stream.finish(rec)
+                else:
+                    wrote = write_recording(red.recording(rec) if red is not None else rec, output)
+                err.print(f"wrote {clean(wrote)}")
             except PyimpactError as exc:   # still show the summary, then fail with its code
                 save_error = exc
-        summary = summarise(rec)
+        summary = summarise(rec, stream.totals if stream is not None else None)
         if red is not None:
             summary = red.value(summary)
         if as_json:
@@ -131,5 +135,9 @@ def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_p
         if save_error is not None:
             raise save_error
 
-    detach_s = run_trace(request, on_ready=ready, status=StatusLine(sys.stderr), on_recording=show)
+    # -o X.parquet is written while tracing (memory stays bounded, the stop has
+    # one batch left to write); --redact needs the whole recording first.
+    streamed = output if output and not to_stdout and not redact and output.lower().endswith(".parquet") else None
+    detach_s = run_trace(request, on_ready=ready, status=StatusLine(sys.stderr), on_recording=show,
+                         stream_to=streamed)
     err.print(f"probes detached in {seconds(detach_s, 2)}", highlight=False)

@@ -6,6 +6,7 @@ import io
 import json
 from typing import BinaryIO
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -26,18 +27,32 @@ def write_parquet(rec: Recording, out: BinaryIO) -> None:
                    write_page_checksum=True)
 
 
-def read_parquet(path: str) -> Recording:
+def read_parquet(path, name: str = "") -> Recording:
+    """``path``: a file name or a binary file object (``name`` for messages).
+
+    A file written at once holds the sidecar in its Arrow schema metadata; one
+    streamed while tracing (export.parquet_stream) in the file's footer
+    metadata, and its row groups in arrival order: rows are put back in time
+    order (a stable sort, as the decoder sorts), so both read back alike."""
+    name = name or str(path)
     # a page whose CRC does not match raises (OSError), and the caller turns it
     # into one InputError line: a damaged recording is never analysed as fine
     try:
-        table = pq.read_table(path, page_checksum_verification=True)
+        pf = pq.ParquetFile(path, page_checksum_verification=True)
+        table = pf.read()
     except OSError as err:
         if "CRC" in str(err) or "checksum" in str(err):
-            raise InputError(f"cannot read {path}: the file is damaged (a data page fails its CRC checksum)",
+            raise InputError(f"cannot read {name}: the file is damaged (a data page fails its CRC checksum)",
                              "use an undamaged copy of the recording") from None
         raise
-    side = json.loads((table.schema.metadata or {}).get(METADATA_KEY, b"{}"))
-    return Recording.from_sidecar(table.to_pandas(), side)
+    raw_side = (table.schema.metadata or {}).get(METADATA_KEY) or (pf.metadata.metadata or {}).get(METADATA_KEY)
+    side = json.loads(raw_side or b"{}")
+    events = table.to_pandas()
+    if len(events) > 1 and "time_ns" in events.columns:
+        t = events["time_ns"].to_numpy()
+        if bool((t[1:] < t[:-1]).any()):
+            events = events.iloc[np.argsort(t, kind="stable")].reset_index(drop=True)
+    return Recording.from_sidecar(events, side)
 
 
 def write_csv(rec: Recording, out: BinaryIO) -> None:

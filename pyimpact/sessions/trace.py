@@ -6,6 +6,8 @@ that runs a Tracer uses it); ``StatusLine`` is the live one-line status on a
 terminal; ``run_trace`` is the loop `pyimpact trace` runs.  The Recording is
 handed over (to be written, then rendered) before the probes are detached,
 since detaching classic tracepoints waits for RCU grace periods.
+``TimelineStream`` is where the events of `trace -o X.parquet` go while the
+trace runs: the file and the summary's totals, batch by batch.
 """
 from __future__ import annotations
 
@@ -115,27 +117,97 @@ class StatusLine:
             self.shown = False
 
 
+def _fixed_mmap_threshold() -> None:
+    """Make glibc serve every allocation over 128 KiB with its own mapping,
+    given back to the system when freed.  By default the threshold rises
+    after such a block is freed, so each batch's arrays would come from the
+    heap, and a fragmented heap keeps its pages: RSS would creep up batch by
+    batch instead of staying flat."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 128 * 1024)       # M_MMAP_THRESHOLD
+    except (OSError, AttributeError):      # not glibc: its own policy applies
+        pass
+
+
+class TimelineStream:
+    """The Tracer's sink for `trace -o X.parquet`: each batch of raw events is
+    decoded once, appended to the file as a row group
+    (export.parquet_stream) and added to the end-of-trace totals
+    (analyse.timeline_totals), then let go.  pandas is not imported."""
+
+    def __init__(self, path: str) -> None:
+        from ..analyse.timeline_totals import TimelineTotals
+        from ..export.parquet_stream import ParquetStream, batch_events
+
+        _fixed_mmap_threshold()
+        self.batch_events = batch_events()
+        self.file = ParquetStream(path)
+        self.totals = TimelineTotals()
+
+    @property
+    def rows(self) -> int:
+        return self.file.rows
+
+    def add(self, raw: bytes, exec_paths: list, clock_offset_ns: int) -> None:
+        from ..timeline import decode_columns
+
+        cols = decode_columns(raw, exec_paths, clock_offset_ns)
+        self.file.write(cols)
+        self.totals.add(cols)
+
+    def finish(self, rec) -> str:
+        """Write the rest of ``rec`` and publish the file; returns its path."""
+        return self.file.finish(rec)
+
+    def load(self):
+        """The whole timeline as a DataFrame, read back from the finished file
+        (through its descriptor): for whoever needs more than the totals."""
+        from ..export.tables import read_parquet
+
+        with self.file.reader() as f:
+            return read_parquet(f, self.file.path).events
+
+    def close(self) -> None:
+        self.file.close()
+
+
 def run_trace(request, *, on_ready: Optional[Callable] = None, status: Optional[StatusLine] = None,
-              on_recording: Optional[Callable] = None) -> float:
+              on_recording: Optional[Callable] = None, stream_to: Optional[str] = None) -> float:
     """Trace ``request`` (a collect.tracer.TraceRequest) until its duration
     passes, every target has exited, or a stop signal.  ``on_ready(tracer)``
     once the probes are attached; ``status(tracer)`` on every tick (cleared
-    at the end); ``on_recording(rec)`` with the Recording while the probes are
-    still attached.  Returns the seconds the detach took; an exception from
-    ``on_recording`` still detaches, then propagates."""
+    at the end); ``on_recording(rec, stream)`` with the Recording while the
+    probes are still attached.  ``stream_to``: a .parquet path the timeline
+    is streamed to while tracing (``stream`` is then its TimelineStream, to
+    finish; else None).  Returns the seconds the detach took; an exception
+    from ``on_recording`` still detaches, then propagates (an unfinished
+    stream leaves no file)."""
     from ..collect.tracer import Tracer
 
     with StopFlag() as stop:
         with Tracer(request) as tracer:
-            if on_ready is not None:
-                on_ready(tracer)
+            stream = None
             try:
-                tracer.run(should_stop=stop, on_tick=status)
+                if stream_to and tracer.bpf_active:
+                    # made once the probes are compiled: pyarrow is not loaded
+                    # during the compiler's peak
+                    stream = tracer.sink = TimelineStream(stream_to)
+                if on_ready is not None:
+                    on_ready(tracer)
+                try:
+                    tracer.run(should_stop=stop, on_tick=status)
+                finally:
+                    if status is not None:
+                        status.clear()
+                rec = tracer.recording()
+                if on_recording is not None:
+                    on_recording(rec, stream)
             finally:
-                if status is not None:
-                    status.clear()
-            rec = tracer.recording()
-            if on_recording is not None:
-                on_recording(rec)
+                if stream is not None:
+                    stream.close()
             t0 = time.monotonic()
         return time.monotonic() - t0
