@@ -43,7 +43,7 @@ FULL = {
     "training": {"rounds": 10, "warmup": 50, "steps": 2500},
     "verdict": {"warm_runs": 5, "cold_runs": 3},
     "capacity": {"rates": [10_000, 50_000, 100_000, 200_000], "seconds": 30.0},
-    "memory": {"seconds": 300.0},
+    "memory": {"seconds": 600.0},
     "export": {"events": 1_000_000},
     "nodes": {"runs": 3, "nodes": [2, 4]},
     "stop": {"busy": [1, 2, 4], "signals": ["SIGTERM", "SIGHUP"]},
@@ -84,7 +84,9 @@ def main() -> int:
     ap.add_argument("--out", help="results JSON (default scripts/bench/results[-quick].json)")
     ap.add_argument("--markdown", help="where to render (default BENCHMARKS.md; --quick: none)")
     ap.add_argument("--render", action="store_true", help="only re-render the markdown from the JSON")
-    ap.add_argument("--memory-seconds", type=float, help="override the traced duration of the memory run")
+    ap.add_argument("--memory-seconds", type=float, help="override the traced duration of the memory run "
+                    "(default 600: the issue's 10 minutes; shorter for development runs)")
+    ap.add_argument("--minutes", type=float, help="the same in minutes (the memory run)")
     ap.add_argument("--capacity-seconds", type=float, help="override the duration of each capacity rate")
     ap.add_argument("--rounds", type=int, help="override the rounds of overhead and training")
     ap.add_argument("--baseline-tree", help="training_ab: a directory holding another pyimpact package "
@@ -96,8 +98,8 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
     params = json.loads(json.dumps(QUICK if args.quick else FULL))
-    if args.memory_seconds:
-        params["memory"]["seconds"] = args.memory_seconds
+    if args.memory_seconds or args.minutes:
+        params["memory"]["seconds"] = args.memory_seconds or args.minutes * 60
     if args.capacity_seconds:
         params["capacity"]["seconds"] = args.capacity_seconds
     if args.rounds:

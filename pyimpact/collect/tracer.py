@@ -67,19 +67,6 @@ def _alive(identity) -> bool:
         return False
 
 
-def _trim_heap() -> None:
-    """Give the compiler's freed heap back to the system (glibc keeps it
-    otherwise: about 25 MB of RSS after the probes are compiled)."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.malloc_trim(0)
-    except (OSError, AttributeError):   # not glibc: nothing to give back this way
-        pass
-
-
 class Tracer:
     def __init__(self, request: TraceRequest, opener=None, sink=None):
         """``opener``: a ``probes.ProbeOpener`` already compiling the probes for
@@ -124,7 +111,9 @@ class Tracer:
             meta["started_at_ns"] = self.attached_early_ns
         meta["probes_attached_after_s"] = round(time.monotonic() - self._t0, 4)
         if self.probes is not None:
-            _trim_heap()
+            from .memory import trim_heap
+
+            trim_heap()
         return self
 
     def __exit__(self, *exc) -> None:

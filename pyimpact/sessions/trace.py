@@ -117,22 +117,6 @@ class StatusLine:
             self.shown = False
 
 
-def _fixed_mmap_threshold() -> None:
-    """Make glibc serve every allocation over 128 KiB with its own mapping,
-    given back to the system when freed.  By default the threshold rises
-    after such a block is freed, so each batch's arrays would come from the
-    heap, and a fragmented heap keeps its pages: RSS would creep up batch by
-    batch instead of staying flat."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 128 * 1024)       # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):      # not glibc: its own policy applies
-        pass
-
-
 class TimelineStream:
     """The Tracer's sink for `trace -o X.parquet`: each batch of raw events is
     decoded once, appended to the file as a row group
@@ -140,10 +124,15 @@ class TimelineStream:
     (analyse.timeline_totals), then let go.  pandas is not imported."""
 
     def __init__(self, path: str) -> None:
+        from ..collect.memory import fixed_mmap_threshold, release_compiler_pages
+
+        # made once the probes are compiled: the compiler's pages go before
+        # pyarrow comes, so the compile stays the peak of the whole trace
+        self.compiler_pages_released_kb = release_compiler_pages()
+        fixed_mmap_threshold()
         from ..analyse.timeline_totals import TimelineTotals
         from ..export.parquet_stream import ParquetStream, batch_events
 
-        _fixed_mmap_threshold()
         self.batch_events = batch_events()
         self.file = ParquetStream(path)
         self.totals = TimelineTotals()
@@ -193,8 +182,6 @@ def run_trace(request, *, on_ready: Optional[Callable] = None, status: Optional[
             stream = None
             try:
                 if stream_to and tracer.bpf_active:
-                    # made once the probes are compiled: pyarrow is not loaded
-                    # during the compiler's peak
                     stream = tracer.sink = TimelineStream(stream_to)
                 if on_ready is not None:
                     on_ready(tracer)

@@ -1,12 +1,13 @@
 """Benchmark 6: pyimpact's memory, and the time to write a big recording.
 
 rss: `pyimpact trace -p PID -o out.parquet --json` follows the training job
-(train_job.py, 2 DataLoader workers) for S seconds. The pyimpact process's
-VmRSS and RssAnon are sampled every second, and its VmHWM (peak RSS, what the
-target is about) is read until it exits, i.e. after the timeline was decoded
-and the Parquet file written. os.wait4 gives ru_maxrss as a cross-check. The
-growth of RSS per event while tracing, and the events per second, give the
-extrapolation to longer runs.
+(train_job.py, 2 DataLoader workers) for S seconds (600 in the recorded run:
+the issue's 10 minutes). The pyimpact process's VmRSS, RssAnon and RssFile
+are sampled every second while the job runs and every 0.1 s once it has
+ended, and its VmHWM (peak RSS, what the target is about) is read until it
+exits, i.e. after the last row group, the summary and the footer were
+written. os.wait4 gives ru_maxrss as a cross-check. The samples are drawn
+(scripts/bench/memory-rss.svg, matplotlib) and kept in the JSON.
 
 export: scripts/bench/export_job.py, in its own process: N synthetic raw
 records -> decode_events -> Recording -> Parquet and Perfetto JSON.
@@ -19,7 +20,7 @@ import subprocess
 import time
 
 from . import tracers
-from .common import PY, LineReader, Procs, log
+from .common import PY, ROOT, LineReader, Procs, loadavg, log
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -35,6 +36,32 @@ def _status(pid: int) -> dict:
     except OSError:
         pass
     return out
+
+
+def plot(samples: list, path: str, title: str) -> bool:
+    """RSS over time as a small SVG (False when matplotlib is missing)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    t = [x["t"] for x in samples if "VmRSS" in x]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for key, label in (("VmHWM", "peak so far (VmHWM)"), ("VmRSS", "RSS"), ("RssAnon", "anonymous"),
+                       ("RssFile", "file-backed (libbcc/LLVM, pyarrow, Python)")):
+        ax.plot(t, [x[key] / 1024 for x in samples if "VmRSS" in x], label=label, linewidth=1.2)
+    ax.axhline(200, color="red", linestyle="--", linewidth=0.8, label="target 200 MB")
+    ax.set_xlabel("seconds since the job started")
+    ax.set_ylabel("MB")
+    ax.set_ylim(0, max(220, max((x.get("VmHWM", 0) for x in samples), default=0) / 1024 * 1.1))
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, format="svg", metadata={"Date": None})
+    plt.close(fig)
+    return True
 
 
 def rss_while_tracing(procs: Procs, workdir: str, seconds: float) -> dict:
@@ -63,14 +90,20 @@ def rss_while_tracing(procs: Procs, workdir: str, seconds: float) -> dict:
             time.sleep(0.05)
         job_end = time.monotonic() - t0
         job_out.join(10)
+        load_at_end = loadavg()
         result = json.loads(job_out.text() or "{}")
         # pyimpact stops by itself once its target exited: decode, summary, write, detach.
         hwm = 0
         anon_max = max((s.get("RssAnon", 0) for s in samples), default=0)
         maxrss = None
         deadline = time.monotonic() + 600
+        next_sample = 0.0
         while time.monotonic() < deadline:
             st = _status(tpid)          # empty once it is a zombie
+            now = time.monotonic()
+            if st and now >= next_sample:
+                samples.append({"t": round(now - t0, 2), **st})
+                next_sample = now + 0.1
             hwm = max(hwm, st.get("VmHWM", 0))
             anon_max = max(anon_max, st.get("RssAnon", 0))
             try:
@@ -100,7 +133,21 @@ def rss_while_tracing(procs: Procs, workdir: str, seconds: float) -> dict:
         "samples": samples,
         "output_mb": os.path.getsize(out_file) / 2**20 if os.path.exists(out_file) else None,
         "tracer_rc": info.get("rc"),
+        "exit_after_job_s": exit_s - job_end,
+        "loadavg_at_job_end": load_at_end,
     }
+    if os.path.exists(out_file):
+        try:
+            import pyarrow.parquet as pq
+
+            md = pq.ParquetFile(out_file).metadata
+            rec["output_rows"], rec["output_row_groups"] = md.num_rows, md.num_row_groups
+        except Exception as err:  # the figure is only context
+            rec["output_rows"] = f"unreadable: {err}"
+    svg = os.path.join(HERE, "memory-rss.svg")
+    if plot(samples, svg, f"pyimpact trace -o t.parquet on the training job, {seconds:g} s "
+                          f"({events:,} events)"):
+        rec["plot"] = os.path.relpath(svg, ROOT)
     # RSS growth while tracing (before the end-of-run decode and write).
     during = [x for x in samples if x["t"] > 5 and x.get("VmRSS")]
     if len(during) >= 2 and events:

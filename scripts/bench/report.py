@@ -114,10 +114,12 @@ def targets(res: dict) -> list:
                  f"{_met(None if not cap else all(b == 0 for b in bal))} |")
     mem = res.get("memory") or {}
     peak = mem.get("peak_rss_kb")
-    lines.append(f"| 6 | peak RSS tracing the training job with `-o`: ≤ 200 MB | "
+    before = (res.get("memory_before") or {}).get("peak_rss_kb")
+    lines.append(f"| 6 | peak RSS tracing the training job with `-o t.parquet` for 10 min: ≤ 200 MB | "
                  + ("n/a" if peak is None else
                     f"{peak / 1024:.0f} MB over {mem.get('seconds', 0):g} s ({mem.get('events', 0):,} events); "
-                    f"{(mem.get('hwm_kb_after_attach') or 0) / 1024:.0f} MB already once attached")
+                    f"{(mem.get('hwm_kb_after_attach') or 0) / 1024:.0f} MB of it the BPF compile at the start"
+                    + (f"; {peak / before:.2f}× the {before / 1024:.0f} MB before (300 s)" if before else ""))
                  + f" | {_met(None if peak is None else peak <= 200 * 1024)} |")
     ex = res.get("export") or {}
     if ex and "error" not in ex:
@@ -425,21 +427,39 @@ def memory_section(res: dict) -> list:
         return []
     out = ["## 6. Memory and export time", ""]
     if mem:
+        peak = (mem.get("peak_rss_kb") or 0) / 1024
+        before = res.get("memory_before") or {}
         out += [f"`pyimpact trace -p PID -o out.parquet --json` on the training job for {mem['seconds']:g} s "
-                "(shortened from the issue's 10 minutes to keep the whole run short; the growth rate below gives "
-                "the extrapolation). VmHWM of the pyimpact process, read until it exited (after decoding the "
-                "timeline and writing the Parquet file).", "",
+                f"({mem['seconds'] / 60:g} min). VmHWM of the pyimpact process, read until it exited (after the "
+                "last row group, the summary and the footer were written). The timeline goes to the file while "
+                "the trace runs, one row group per batch of events (README, Output files), and the trace never "
+                "imports pandas. Target ≤ 200 MB: "
+                f"**{'met' if peak and peak <= 200 else 'not met'}**.", "",
                 "| | |", "|---|---|",
-                f"| peak RSS (VmHWM) | **{(mem.get('peak_rss_kb') or 0) / 1024:.0f} MB** "
+                f"| peak RSS (VmHWM) | **{peak:.0f} MB** "
                 f"(ru_maxrss {(mem.get('ru_maxrss_kb') or 0) / 1024:.0f} MB) |",
                 f"| RSS once the probes are attached, before any event | {(mem.get('rss_kb_after_attach') or 0) / 1024:.0f} MB "
-                f"(peak so far {(mem.get('hwm_kb_after_attach') or 0) / 1024:.0f} MB) |",
+                f"(peak so far {(mem.get('hwm_kb_after_attach') or 0) / 1024:.0f} MB: the BPF compile) |",
                 f"| largest private (anonymous) RSS seen | {(mem.get('peak_rss_anon_kb') or 0) / 1024:.0f} MB |",
                 f"| events | {mem.get('events', 0):,} ({mem.get('events_per_s', 0):,.0f}/s; "
                 f"{', '.join(f'{k} {v:,}' for k, v in (mem.get('by_kind') or {}).items())}) |",
                 f"| RSS growth while tracing | {mem.get('rss_growth_kb_per_min', 0) / 1024:.2f} MB/min |",
                 f"| lost | {mem.get('lost')} |",
-                f"| Parquet written | {mem.get('output_mb') or 0:.1f} MB |", ""]
+                f"| Parquet written | {mem.get('output_mb') or 0:.1f} MB, {mem.get('output_row_groups', '?')} row groups, "
+                f"{mem.get('output_rows', '?'):,} rows |" if isinstance(mem.get('output_rows'), int) else
+                f"| Parquet written | {mem.get('output_mb') or 0:.1f} MB |",
+                f"| exit after the job ended (last batch, summary, footer, detach) | "
+                f"{mem.get('exit_after_job_s', 0):.2f} s |",
+                f"| load average (1 min) before / at the job's end / after | "
+                f"{(mem.get('loadavg_before') or ['?'])[0]} / {(mem.get('loadavg_at_job_end') or ['?'])[0]} / "
+                f"{(mem.get('loadavg_after') or ['?'])[0]} |", ""]
+        if mem.get("plot"):
+            out += [f"![RSS of pyimpact trace over the run]({mem['plot']})", ""]
+        if before.get("peak_rss_kb"):
+            out += [f"Before (the whole timeline kept in memory, decoded to a DataFrame and written at the end; "
+                    f"{before.get('recorded', 'recorded run')}): {before['peak_rss_kb'] / 1024:.0f} MB peak over "
+                    f"{before.get('seconds', 0):g} s ({before.get('events', 0):,} events), "
+                    f"{(before.get('hwm_kb_after_attach') or 0) / 1024:.0f} MB once attached.", ""]
     if ex and "error" not in ex:
         out += [f"A {ex['events']:,}-event recording (synthetic raw records, a futex-heavy mix like a training "
                 "job's trace) decoded with `pyimpact.timeline.decode_events` and written with `Recording.save` "
