@@ -74,20 +74,23 @@ def test_streamed_parquet_balances_and_reads_back(spawn, tmp_path):
     assert sum(summary["events"]["by_kind"].values()) == len(ev)
     assert summary["events"]["by_kind"] == {k: int(v) for k, v in ev["kind"].value_counts().items() if v}
     assert set(rec.metadata["lost"]) >= {"ringbuf_full", "map_full", "kernel_skipped", "undrained"}
-    assert summary["lost"] == rec.metadata["lost"] and rec.lost_total == 0
+    assert summary["lost"] == rec.metadata["lost"] and summary["lost_total"] == rec.lost_total
+    # the kernel may skip a run of our probes while another tracer's runs on that CPU (a shared
+    # machine): such events are counted as lost (kernel_skipped), and only then may a count be short
+    lost = rec.lost_total
     # back in time order, whatever the order the row groups arrived in
     assert ev["time_ns"].is_monotonic_increasing
 
     # exact counts of what the target did, spread over the batches
     pid = target.pid
     forks = ev[(ev.kind == "fork") & (ev.pid == pid) & (ev.is_thread == False)]  # noqa: E712
-    assert len(forks) == NFORK
+    assert NFORK - lost <= len(forks) <= NFORK
     children = set(forks.child_pid.astype(int))
     ends = ev[(ev.kind == "exit") & (ev.group_dead == True) & ev.pid.isin(children)]  # noqa: E712
-    assert len(ends) == NFORK and set(ends.exit_code.astype(int)) == {3}
+    assert len(children) - lost <= len(ends) <= len(children) and set(ends.exit_code.astype(int)) == {3}
     sleeps = ev[(ev.kind == "syscall") & (ev.tid == pid) & (ev.syscall == "clock_nanosleep")]
-    assert len(sleeps) == NSLEEP
-    assert summary["forks"]["processes"] >= NFORK
+    assert len(sleeps) == NSLEEP          # slow syscalls come from the raw syscall probes: never skipped
+    assert summary["forks"]["processes"] >= len(forks)
 
     # the totals counted batch by batch are the totals of the whole timeline read back
     again = summarise(rec)
