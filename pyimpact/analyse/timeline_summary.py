@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Optional
 
 from ..recording import Recording
-from .timeline_totals import TimelineTotals, latency_ms, stat_rows
+from .timeline_totals import TimelineTotals, latency_ms, signal_key_order, stat_rows
 
 MAX_EVENTS = 40
 MAX_WAITS = 15
@@ -462,7 +462,7 @@ def _totals(st: TimelineSummary, rec: Recording, t: TimelineTotals) -> None:
     st.processes = [ProcessEvents(int(p), names.get(int(p), "?"), int(c), len(t.pid_tids.get(p, ())))
                     for p, c in sorted(t.pid_events.items())]
     st.processes.sort(key=lambda p: -p.events)
-    st.signals = [SignalCount(k[0], k[1], k[2], k[3], k[4], int(c)) for k, c in sorted(t.signals.items())]
+    st.signals = [SignalCount(k[0], k[1], k[2], k[3], k[4], int(c)) for k, c in sorted(t.signals.items(), key=lambda kc: signal_key_order(kc[0]))]
     st.signals.sort(key=lambda x: -x.count)
     addrs = [FutexAddress(int(pid), int(uaddr), int(w), float(wns) / 1e6, float(mns) / 1e6, int(k), int(woken))
              for (pid, uaddr), (w, wns, mns, k, woken) in

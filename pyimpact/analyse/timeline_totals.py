@@ -209,6 +209,23 @@ class TimelineTotals:
         return {k: int(v) for k, v in items if v}
 
 
+def signal_key_order(key: tuple) -> tuple:
+    """Sort key of a (signame, pid, comm, target, result) count: as the
+    timeline's categories order them (signal number, result code)."""
+    import signal as _signal
+
+    from ..timeline import SIG_RESULTS
+
+    name, pid, comm, target, result = key
+    try:
+        num = _signal.Signals[name].value
+    except KeyError:
+        digits = "".join(ch for ch in name if ch.isdigit())
+        num = (34 if "RTMIN" in name else 0) + (int(digits) if digits else 999)
+    codes = {v: k for k, v in SIG_RESULTS.items()}
+    return (num, pid, comm.encode("utf-8", "surrogateescape"), target, codes.get(result, 99), result)
+
+
 def latency_ms(ns: np.ndarray) -> dict:
     """count, p50/p95/p99 and max of nanosecond latencies, in ms (None: no value)."""
     v = np.asarray(ns).astype(np.float64) / 1e6
