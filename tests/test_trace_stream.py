@@ -17,7 +17,7 @@ import sys
 import pyarrow.parquet as pq
 
 from conftest import PYIMPACT, wait_for_line
-from pyimpact.analyse.timeline_totals import summarise
+from pyimpact.analyse.timeline_summary import summarise
 from pyimpact.export import read_recording
 
 NFORK, NSLEEP = 7, 151
