@@ -304,6 +304,47 @@ def test_sqlite_busy_handler_is_blocked_on_the_lock_holder(spawn_here, tmp_path)
 
 
 # --------------------------------------------------------------------------
+# multiprocessing: a parent polling a queue (or a Pool result) with timeouts
+# --------------------------------------------------------------------------
+
+def _mp_poller(spawn_here, mode: str):
+    job = spawn_here([sys.executable, os.path.join(TARGETS, "mp_queue_poll.py"), mode], stdout=subprocess.PIPE,
+                     text=True)
+    worker = int(wait_for_line(job.stdout, "worker", timeout=30).split()[1])
+    remember(worker)
+    wait_for_line(job.stdout, "ready", timeout=30)
+    return job, worker
+
+
+@pytest.mark.parametrize("mode", ["queue", "pool"])
+def test_mp_parent_polling_while_its_worker_is_stopped_is_blocked_on_the_worker(spawn_here, mode):
+    job, worker = _mp_poller(spawn_here, mode)
+    os.kill(worker, signal.SIGSTOP)
+    wait_state(lambda: proc_state(worker) == "T", what="the worker stopped")
+    try:
+        d, text = diagnose(job.pid)
+    finally:
+        os.kill(worker, signal.SIGCONT)
+
+    assert d.verdict == "blocked" and d.hung, text
+    assert (d.root_cause.pid, d.root_cause.kind) == (worker, "signal-stop"), text
+    if mode == "queue":     # the probes saw the timed-out polls
+        assert "polls" in d.summary and "timed out" in d.summary, text
+
+
+def test_mp_parent_polling_a_queue_whose_producer_died_is_blocked(spawn_here):
+    job, worker = _mp_poller(spawn_here, "queue")
+    os.kill(worker, signal.SIGKILL)
+    wait_state(lambda: proc_state(worker) == "Z", what="the worker dead (a zombie: nobody joined it)")
+
+    d, text = diagnose(job.pid)
+
+    assert d.verdict == "blocked" and d.hung, text
+    assert d.root_cause.pid == worker, text
+    assert "producer is gone" in d.summary, text
+
+
+# --------------------------------------------------------------------------
 # PostgreSQL: a row-lock wait between two sessions; a client in pg_sleep
 # --------------------------------------------------------------------------
 
@@ -406,6 +447,83 @@ def test_postgres_idle_server_is_idle(postgres):
 
 
 # --------------------------------------------------------------------------
+# MariaDB: an InnoDB row-lock wait between two sessions; the server idle
+# --------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def mariadb(servers):
+    """Our own mariadbd: a fresh datadir, a private unix socket and 127.0.0.1 on
+    a free port, root by unix_socket authentication, an ``app`` user for TCP."""
+    for tool in ("mariadb-install-db", "mariadbd", "mariadb"):
+        if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}"):
+            raise AssertionError(f"{tool} is not installed (tests/apt-packages.txt lists mariadb-server)")
+    pw = pwd.getpwnam("mysql")
+    base = tempfile.mkdtemp(prefix="pyimpact-mariadb-")
+    os.chown(base, pw.pw_uid, pw.pw_gid)
+    data, sock = os.path.join(base, "data"), os.path.join(base, "sock")
+    subprocess.run(["mariadb-install-db", "--no-defaults", "--user=mysql", f"--datadir={data}",
+                    "--auth-root-authentication-method=socket", "--skip-test-db"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=base, timeout=120)
+    port = free_port()
+    srv = servers([shutil.which("mariadbd") or "/usr/sbin/mariadbd", "--no-defaults", "--user=mysql",
+                   f"--datadir={data}", f"--socket={sock}", "--bind-address=127.0.0.1", f"--port={port}",
+                   f"--pid-file={base}/pid", f"--log-error={base}/err.log", "--skip-log-bin",
+                   "--innodb-buffer-pool-size=16M", "--innodb-lock-wait-timeout=600", "--max-connections=20",
+                   "--skip-name-resolve"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=base)
+    try:
+        wait_port(port, timeout=60, proc=srv)
+        mysql_root(sock, "CREATE DATABASE t; CREATE TABLE t.acct (id INT PRIMARY KEY, v INT) ENGINE=InnoDB; "
+                         "INSERT INTO t.acct VALUES (1, 0), (2, 0); "
+                         "CREATE USER 'app'@'127.0.0.1'; GRANT ALL ON t.* TO 'app'@'127.0.0.1';")
+        yield srv.pid, sock, port
+    finally:
+        shutil.rmtree(base, ignore_errors=True)     # the Spawner stops the server
+
+
+def mysql_root(sock: str, sql: str) -> str:
+    return subprocess.run(["mariadb", "--no-defaults", "-S", sock, "-u", "root", "-N", "-B", "-e", sql],
+                          stdout=subprocess.PIPE, text=True, timeout=20, check=True).stdout.strip()
+
+
+def test_mariadb_row_lock_wait_root_is_the_client_idle_in_its_transaction(mariadb, spawn_here):
+    srv, sock, port = mariadb
+    # session A over TCP: takes the row lock and stays idle in its open transaction
+    holder = spawn_here(["mariadb", "--no-defaults", "-h", "127.0.0.1", "-P", str(port), "-u", "app", "-N", "--unbuffered", "t"],
+                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder.stdin.write("BEGIN;\nUPDATE acct SET v = v + 1 WHERE id = 1;\nSELECT 'locked';\n")
+    holder.stdin.flush()
+    wait_for_line(holder.stdout, "locked")
+    # session B over the unix socket: its UPDATE waits for A's row lock
+    waiter = spawn_here(["mariadb", "--no-defaults", "-S", sock, "-u", "root", "-e",
+                         "UPDATE t.acct SET v = v + 10 WHERE id = 1"],
+                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_state(lambda: mysql_root(sock, "SELECT count(*) FROM information_schema.INNODB_LOCK_WAITS") == "1",
+               what="the UPDATE waiting on the row lock")
+    wait_state(lambda: proc_state(waiter.pid) == "S", what="the client asleep")
+
+    d, text = diagnose(waiter.pid)
+
+    assert d.verdict == "blocked" and d.hung, text
+    assert (d.root_cause.pid, d.root_cause.kind) == (holder.pid, "db-lock"), text
+    assert holder.pid in [c.pid for c in d.chain], text
+    assert any("INNODB_LOCK_WAITS" in e and "open transaction" in e for e in d.evidence), d.evidence
+
+    d, text = diagnose(holder.pid)      # holds the lock, waits for its next command from us
+    assert d.verdict == "idle" and d.root_cause.pid == holder.pid, text
+
+
+def test_mariadb_idle_server_is_idle(mariadb):
+    srv, sock, port = mariadb
+    wait_state(lambda: mysql_root(sock, "SELECT count(*) FROM information_schema.PROCESSLIST "
+                                        "WHERE ID <> connection_id()") == "0", what="no sessions left")
+
+    d, text = diagnose(srv)
+
+    assert d.verdict == "idle" and not d.hung, text
+    assert d.root_cause.pid == srv, text
+
+
+# --------------------------------------------------------------------------
 # torch.distributed, gloo: 2 ranks; one stops calling collectives
 # --------------------------------------------------------------------------
 
@@ -498,3 +616,22 @@ def test_cli_diagnose_all_json_and_bad_use():
 
     res = subprocess.run(PYIMPACT + ["diagnose", "--all", "1"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, res.stderr
+
+
+def test_mysql_resolver_without_access_says_so_and_stops(tmp_path):
+    """A server that cannot be asked (here: no server behind the socket) gives a
+    note for "Not seen", and no facts."""
+    from pyimpact.collect.servers.mysql import MysqlResolver
+    from pyimpact.snapshot import FdInfo, ProcessSnapshot, SocketInfo, SystemSnapshot
+
+    path = str(tmp_path / "mysqld.sock")
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(path)                    # bound, never listening: connect is refused
+        snap = SystemSnapshot()
+        p = ProcessSnapshot(pid=os.getpid(), name="mariadbd", exe="/usr/sbin/mariadbd")
+        p.fds = [FdInfo(fd=3, target="socket:[1]", kind="socket", inode=1)]
+        snap.processes[p.pid] = p
+        snap.sockets[1] = SocketInfo(inode=1, proto="unix", local=path, state="LISTEN")
+        ans = MysqlResolver().ask([p], snap)
+    assert not ans["processes"] and not ans["threads"], ans
+    assert len(ans["notes"]) == 1 and "not readable" in ans["notes"][0] and "stops at the server" in ans["notes"][0]

@@ -20,8 +20,9 @@ stored in the Recording (``metadata["wait_details"]``) and interpreted by
 """
 from __future__ import annotations
 
+import dataclasses
 import time
-from typing import Any, Dict, Iterable, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import psutil
 
@@ -100,7 +101,7 @@ def _fd_set(rd: _Reader, addr: int, nfds: int) -> List[int]:
     return [i for i in range(nfds) if raw[i // 8] >> (i % 8) & 1]
 
 
-def thread_details(pid: int, t: ThreadSnapshot, rd: _Reader) -> Optional[Dict[str, Any]]:
+def thread_details(pid: int, t: ThreadSnapshot, rd: _Reader, retries: int = 3) -> Optional[Dict[str, Any]]:
     """What the syscall ``t`` sleeps in points to; None when nothing to read."""
     name, a = t.syscall_name, list(t.syscall_args)
     if not name or len(a) < 6 or t.state not in ("S", "D"):
@@ -161,7 +162,33 @@ def thread_details(pid: int, t: ThreadSnapshot, rd: _Reader) -> Optional[Dict[st
             return None
     except (psutil.Error, OSError, ValueError, TimeoutError) as err:
         out["error"] = _why(err)
+    if "fds" in out and name in ("poll", "ppoll", "select", "pselect6"):
+        # A thread polling with a short timeout leaves and re-enters the call all
+        # the time, and its array may be freed memory between two calls: keep the
+        # descriptors only when the thread is in the same call before and after
+        # the read; else read again in the call it is in now (a few times).
+        for _ in range(4):
+            now = _current_call(pid, t.tid)
+            if now is None:
+                break
+            if now == (t.syscall_nr, [int(x) for x in t.syscall_args[:6]]):
+                return out
+            if now[0] == t.syscall_nr and retries:     # back in the call, another array
+                return thread_details(pid, dataclasses.replace(t, syscall_args=list(now[1])), rd, retries - 1)
+            time.sleep(0.002)                          # between two calls: look again
+        del out["fds"]
+        out["error"] = "the thread left the call while its descriptors were read"
     return out
+
+
+def _current_call(pid: int, tid: int) -> Optional[Tuple[Optional[int], List[int]]]:
+    """(syscall number, first six arguments) the thread is in now; None: unreadable."""
+    try:
+        with open(f"/proc/{pid}/task/{tid}/syscall") as f:
+            nr, args = procfs.parse_syscall(f.read())
+    except (OSError, ValueError):
+        return None
+    return nr, [int(x) for x in args[:6]]
 
 
 def _futex(rd: _Reader, uaddr: int) -> Dict[str, Any]:

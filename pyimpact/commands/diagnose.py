@@ -39,10 +39,11 @@ from .target import PID, _complete_process, resolve_target
               help="Keep the values of Python local variables in the recording (may hold secrets).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Also save the recording (.parquet, .json, .html; - = JSON on stdout) for `pyimpact report`.")
+@click.option("--timings", is_flag=True, help="Also print where the time to verdict went (on stderr).")
 @job_options
 @history_opt.option
 def command(target, pid_opt, name_opt, all_, window, as_json, no_bpf, no_python, redact, local_values, output,
-            job, hosts_file, slurm_job, via, ssh_config, remote_cmd, history_db):
+            timings, job, hosts_file, slurm_job, via, ssh_config, remote_cmd, history_db):
     """Why is it stuck: what each thread waits on, and the root cause.
 
     The process is a PID or a name (comm, program, or the script an
@@ -93,6 +94,10 @@ def command(target, pid_opt, name_opt, all_, window, as_json, no_bpf, no_python,
     saved = diagnose.one(pid, window=window, use_bpf=not no_bpf, python_stacks=not no_python,
                          local_values=local_values, as_json=as_json, output=output, to_stdout=to_stdout,
                          redact=redact, hist=hist, history_db=history_db)
+    if timings:
+        from ..render.timings_view import timings_line
+
+        click.echo(timings_line(saved.get("timings") or {}), err=True)
     if "error" in saved:
         raise saved["error"]
     if "path" in saved:

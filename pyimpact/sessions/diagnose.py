@@ -31,7 +31,7 @@ def one(pid: int, *, window: float, use_bpf: bool, python_stacks: bool, local_va
         output: Optional[str], to_stdout: bool, redact: bool, hist: dict, history_db=None) -> dict:
     """Diagnose ``pid`` and show the verdict (before the probes are detached);
     {"path": saved file} or {"error": PyimpactError of the save}, raised by
-    the caller once the answer is out."""
+    the caller once the answer is out; "timings": the time-to-verdict marks."""
     saved: dict = {}
 
     def show(d, rec) -> None:
@@ -57,8 +57,9 @@ def one(pid: int, *, window: float, use_bpf: bool, python_stacks: bool, local_va
             write(d, sys.stderr if to_stdout else sys.stdout)
             history_view.write(shown, sys.stderr if to_stdout else sys.stdout)
 
-    observe(pid, window=window, use_bpf=use_bpf, python_stacks=python_stacks, on_verdict=show,
-            local_values=local_values)
+    _, rec = observe(pid, window=window, use_bpf=use_bpf, python_stacks=python_stacks, on_verdict=show,
+                     local_values=local_values)
+    saved["timings"] = rec.metadata.get("diagnose_timings_s") or {}
     return saved
 
 

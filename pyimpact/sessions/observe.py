@@ -20,6 +20,19 @@ from ..errors import NotInRecording, ProcessGone
 _T0 = time.monotonic()  # when this command's module was loaded (time-to-verdict marks)
 
 
+def _since_exec() -> float:
+    """Seconds from this interpreter's exec to the load of this module (0 when unknown)."""
+    import os
+
+    try:
+        with open("/proc/self/stat") as f:
+            start = int(f.read().rpartition(")")[2].split()[19])
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - (time.monotonic() - _T0)
+                   - start / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 #: rounds of "snapshot the processes the waits point to" (A waits on B, B on C, ...)
 RELATED_ROUNDS = 3
 
@@ -194,7 +207,7 @@ def observe(pid: int, *, window: float = 1.0, use_bpf: bool = True, python_stack
         from ..collect import waits
         from ..collect.tracer import TraceRequest, Tracer
 
-        marks = {"imported": time.monotonic() - _T0}
+        marks = {"imported": time.monotonic() - _T0, "process": _since_exec()}
         req = TraceRequest(pids=(pid,), duration_s=window, use_bpf=use_bpf, degrade=True,
                            options={"command": "diagnose", "window_s": window})
         work = _WindowWork(python_stacks, on_window, local_values)
@@ -216,10 +229,13 @@ def observe(pid: int, *, window: float = 1.0, use_bpf: bool = True, python_stack
         rec.metadata["wait_details"] = waits.collect(rec.snapshots.get("end") or rec.snapshots.get("start"))
         gather_related(rec, "related", again=work.related)
         rel = rec.snapshots.get("related")
+        marks["related"] = time.monotonic() - _T0
         if ask_servers:
             from ..collect.servers import ask_servers as _ask
 
             rec.metadata["server_waits"] = _ask([rec.snapshots.get("end"), rel])
+            for name, took in (rec.metadata["server_waits"].get("timings_s") or {}).items():
+                marks[f"server:{name}"] = took
             known = set(rec.snapshots["end"].processes) if rec.snapshots.get("end") else set()
             known |= set(rel.processes) if rel is not None else set()
             more = sorted({int(b) for info in rec.metadata["server_waits"]["processes"].values()
@@ -229,6 +245,8 @@ def observe(pid: int, *, window: float = 1.0, use_bpf: bool = True, python_stack
                 if snap is not None:
                     rec.snapshots["related"] = rel = _merge(rel, snap)
                     add_wait_details(rec, snap)
+                    gather_related(rec, "related", rounds=1, again=None)   # and what they wait on
+                    rel = rec.snapshots.get("related")
         marks["servers"] = time.monotonic() - _T0
         if not python_stacks:
             snap = rec.snapshots.get("start")
@@ -243,6 +261,7 @@ def observe(pid: int, *, window: float = 1.0, use_bpf: bool = True, python_stack
 
                 stacks.update(StackDumps(rel_py, timeout_s=1.0, keep_values=local_values).wait(1.0))
             rec.metadata["python_stacks"] = stacks
+        marks["stacks"] = time.monotonic() - _T0
         if work.gpu_thread is not None:
             work.gpu_thread.join(1.0)
             if work.gpu_sample is not None:

@@ -495,6 +495,11 @@ def rule_polling(e: Engine, p: ProcessInfo, threads: List[ThreadWait], spinning:
     for t in sorted(threads, key=lambda t: (t.tid != p.pid, t.tid)):
         if t.activity not in ((WAKING, TIMED, RUNNING) if spinning else (WAKING, TIMED)):
             continue
+        timed_out = _timed_out_polls(e, t)
+        if timed_out is not None and t.poll_edges:
+            v = _polled_fds(e, p, t, timed_out)
+            if v is not None:
+                return v
         for r in _failures(e, t):
             call, err = r["syscall"], -int(r["last_err"])
             tries = f"{r['errors']} of {r['count']} {call}() calls failed in the window (last: {_sig_words(err)})"
@@ -516,6 +521,58 @@ def rule_polling(e: Engine, p: ProcessInfo, threads: List[ThreadWait], spinning:
                                        v.root_cause, "medium", chain=[_link(t)] + list(v.chain),
                                        evidence=[f"probes: thread {t.tid}: {tries}"] + v.evidence)
     return None
+
+
+#: waits on descriptors with a timeout; returning 0 means "timed out, nothing ready"
+POLL_CALLS = ("poll", "ppoll", "select", "pselect6", "epoll_wait", "epoll_pwait", "epoll_pwait2")
+
+
+def _timed_out_polls(e: Engine, t: ThreadWait) -> Optional[str]:
+    """"3 of 3 poll() calls timed out", when every wait on descriptors the
+    thread completed in the window (at least RETRIES) returned nothing ready."""
+    rows = [r for r in e.g.stats.get(t.tid, []) if r["syscall"] in POLL_CALLS]
+    n = sum(int(r["count"]) for r in rows)
+    if n < RETRIES or any(int(r.get("ret_sum") or 0) for r in rows):
+        return None
+    calls = "/".join(sorted({f"{r['syscall']}()" for r in rows}))
+    return f"{n} of {n} {calls} calls returned with nothing ready (timed out) in the window"
+
+
+def _polled_fds(e: Engine, p: ProcessInfo, t: ThreadWait, tries: str) -> Optional[Verdict]:
+    """A thread polling descriptors with timeouts, nothing ever ready: blocked
+    on whoever should make them ready when that one is hung; when only this
+    process still holds the other end and a child of it has exited, the
+    producer is gone and nothing will ever arrive."""
+    g = e.g
+    pids = sorted({int(x.target[2:]) for x in t.poll_edges if x.target.startswith("p:")})
+    others = [q for q in pids if q != p.pid]
+    res = t.poll_edges[0].resource if t.poll_edges else t.resource
+    ev = [f"probes: thread {t.tid}: {tries}"] + _thread_lines(t)
+    for q in others:
+        v = e.verdict(q)
+        if v is not None and v.hung:
+            qp = g.processes.get(q)
+            who = process_words(qp) if qp is not None else f"pid {q}"
+            return Verdict("blocked", f"thread {t.tid} ({t.label}) polls {res} with timeouts ({tries}); "
+                           f"{who}, which should make it ready, is {v.verdict.upper()}: {v.summary}",
+                           v.root_cause, v.confidence,
+                           chain=[_link(t, {"kind": t.poll_edges[0].kind, "resource": res})] + list(v.chain),
+                           evidence=ev + v.evidence[:3])
+    if others:
+        return None
+    dead = [c for c in p.children if c in g.processes and g.processes[c].state in ("Z", "X")]
+    if not dead:
+        return None
+    c = dead[0]
+    cp = g.processes[c]
+    return Verdict("blocked", f"thread {t.tid} ({t.label}) polls {res} with timeouts ({tries}), and no other "
+                   f"process holds the other end any more: its child {process_words(cp)} has exited "
+                   "(a zombie, not reaped); the producer is gone, nothing will arrive",
+                   RootCause(c, c, t.poll_edges[0].kind if t.poll_edges[0].kind in KINDS else "unknown",
+                             f"{res}: the producer pid {c} exited"), "high",
+                   chain=[_link(t, {"kind": t.poll_edges[0].kind, "resource": res}),
+                          ChainLink(c, c, cp.name, cp.state, ZOMBIE, None, note="exited (zombie)")],
+                   evidence=ev + [f"/proc/{c}/stat: state Z (exited, exit status not collected)"])
 
 
 def _polled_lock(e: Engine, p: ProcessInfo, t: ThreadWait, r: Dict[str, Any], tries: str) -> Optional[Verdict]:

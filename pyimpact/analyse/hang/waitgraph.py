@@ -211,43 +211,55 @@ def socket_peers(sockets: Dict[int, Any], holders: Dict[int, List[List[Any]]], f
 
 def server_edges(rec: Recording, g: WaitGraph) -> None:
     """What the servers said, read-only (``metadata["server_waits"]``, filled
-    by ``pyimpact.collect.servers``): a database backend waiting on a lock
-    another session holds gets an edge to that session's process, which the
-    kernel cannot see (the backend sleeps on a semaphore with no owner)."""
-    from .waitmodel import Edge
-
-    for pid_s, info in ((rec.metadata.get("server_waits") or {}).get("processes") or {}).items():
-        pid = int(pid_s)
-        p = g.processes.get(pid)
+    by ``pyimpact.collect.servers``): a session waiting on a lock another
+    session holds gets an edge to that session's process (or to the server
+    thread serving it), which the kernel cannot see (the waiter sleeps on a
+    semaphore or condition variable with no owner).  A session is a process
+    (a PostgreSQL backend, the client of a threaded server) or a server
+    thread (MySQL/MariaDB); the same facts apply to either."""
+    waits = rec.metadata.get("server_waits") or {}
+    for pid_s, info in (waits.get("processes") or {}).items():
+        p = g.processes.get(int(pid_s))
         if p is None or not isinstance(info, dict):
             continue
         line = str(info.get("evidence") or "")
         if line:
             p.notes.append(line)
-        blockers = [int(b) for b in info.get("blocked_by") or [] if int(b) in g.processes]
-        for tid in p.tids:
-            t = g.threads.get(tid)
-            if t is None:
-                continue
-            if line and line not in t.evidence:
-                t.evidence.append(line)
-            # The server's word stands even for a thread that woke in the window: a
-            # PostgreSQL backend waiting on a lock wakes every deadlock_timeout (1 s)
-            # to run the deadlock check, and goes back to the same wait.
-            if blockers and t.activity in (WAITING, TIMED, WAKING):
-                t.activity = WAITING
-                t.kind = str(info.get("kind") or "db-lock")
-                t.resource = str(info.get("resource") or "a lock held by another session")
-                t.edges = [Edge(f"p:{b}", t.kind, t.resource, [line], exact=False) for b in blockers]
-                t.end_reason = ""
-                t.work_wait = ""
-                break
-        if info.get("work_wait"):
-            for tid in p.tids:
-                t = g.threads.get(tid)
-                if t is not None and not t.edges and t.activity in (WAITING, TIMED):
-                    t.work_wait = str(info["work_wait"])
-                    t.input_wait = True
+        _session_facts(g, [g.threads[t] for t in p.tids if t in g.threads], info, line)
+    for tid_s, info in (waits.get("threads") or {}).items():
+        t = g.threads.get(int(tid_s))
+        if t is None or not isinstance(info, dict):
+            continue
+        _session_facts(g, [t], info, str(info.get("evidence") or ""))
+
+
+def _session_facts(g: WaitGraph, threads: List[ThreadWait], info: Dict[str, Any], line: str) -> None:
+    """Apply one session's facts to the threads that hold it."""
+    from .waitmodel import Edge
+
+    targets = [f"p:{int(b)}" for b in info.get("blocked_by") or [] if int(b) in g.processes]
+    targets += [f"t:{int(b)}" for b in info.get("blocked_by_tids") or [] if int(b) in g.threads
+                and all(int(b) != t.tid for t in threads)]
+    for t in threads:
+        if line and line not in t.evidence:
+            t.evidence.append(line)
+        # The server's word stands even for a thread that woke in the window: a
+        # PostgreSQL backend waiting on a lock wakes every deadlock_timeout (1 s)
+        # to run the deadlock check, and goes back to the same wait; a client
+        # sleeping in a timed poll for the reply waits for the same thing.
+        if targets and t.activity in (WAITING, TIMED, WAKING):
+            t.activity = WAITING
+            t.kind = str(info.get("kind") or "db-lock")
+            t.resource = str(info.get("resource") or "a lock held by another session")
+            t.edges = [Edge(n, t.kind, t.resource, [line], exact=n.startswith("t:")) for n in targets]
+            t.end_reason = ""
+            t.work_wait = ""
+            break
+    if info.get("work_wait") and not targets:
+        for t in threads:
+            if not t.edges and t.activity in (WAITING, TIMED):
+                t.work_wait = str(info["work_wait"])
+                t.input_wait = True
 
 
 def referenced_pids(rec: Recording) -> List[int]:

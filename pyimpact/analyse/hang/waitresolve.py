@@ -743,10 +743,32 @@ def _resolve_poll(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnapshot,
     tw.kind, tw.resource = "unknown", f"{name} on " + (f"fds {', '.join(str(x) for x in fds)}" if fds else "?")
     if tw.has_timeout:
         tw.end_reason = f"waits in {name} with a timeout"
+        if fds:  # who would end the wait, were it not for the timeout (a polling waiter's root)
+            sub, _, _, works = _poll_fd_edges(ctx, g, p, tw, fds, name)
+            tw.poll_edges = [] if works else sub
         return
     if not fds:
         tw.end_reason = f"waits in {name} without a timeout; the descriptors could not be read"
         return
+    sub, kinds, unresolved, works = _poll_fd_edges(ctx, g, p, tw, fds, name)
+    if works:  # a listener says most about what it waits for
+        works.sort(key=lambda w: ("listening" not in w, "request" not in w))
+        tw.work_wait = works[0]
+        tw.input_wait = True
+        tw.end_reason = f"waits in {name} without a timeout for {works[0]}"
+        return
+    if unresolved:
+        tw.end_reason = unresolved
+        return
+    tw.edges = sub
+    if len(kinds) == 1:
+        tw.kind = kinds.pop()
+
+
+def _poll_fd_edges(ctx: Any, g: WaitGraph, p: ProcessSnapshot, tw: ThreadWait, fds: List[int],
+                   name: str) -> Tuple[List[Edge], set, str, List[str]]:
+    """Who would make one of ``fds`` ready: (edges, their kinds, the first fd
+    that leads nowhere in words, the waits for work among them)."""
     # any one descriptor becoming ready frees it: edges are an OR over all of them,
     # and one descriptor that waits for work (a listener, a client's next
     # request, a terminal) makes the whole wait a wait for work.
@@ -778,15 +800,4 @@ def _resolve_poll(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnapshot,
             continue
         kinds.add(probe.kind)
         sub.extend(probe.edges)
-    if works:  # a listener says most about what it waits for
-        works.sort(key=lambda w: ("listening" not in w, "request" not in w))
-        tw.work_wait = works[0]
-        tw.input_wait = True
-        tw.end_reason = f"waits in {name} without a timeout for {works[0]}"
-        return
-    if unresolved:
-        tw.end_reason = unresolved
-        return
-    tw.edges = sub
-    if len(kinds) == 1:
-        tw.kind = kinds.pop()
+    return sub, kinds, unresolved, works

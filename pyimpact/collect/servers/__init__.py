@@ -8,7 +8,15 @@ knows from the snapshots, asks its server, and returns facts keyed by pid:
 
     {"processes": {pid: {"evidence": str, "blocked_by": [pid], "kind": str,
                          "resource": str, "work_wait": str}},
+     "threads": {tid: {...the same keys..., "pid": pid, "blocked_by_tids": [tid]}},
      "notes": [str]}          # what could not be asked, and why
+
+A process key is whatever holds one session: a PostgreSQL backend, or the
+client process of a connection to a threaded server; a thread key is the
+server thread serving one connection (MySQL/MariaDB).  ``blocked_by`` names
+the processes holding what that session waits for (the answer to "who blocks
+this connection"), ``blocked_by_tids`` the server threads when the blocking
+session's process is not known.
 
 ``pyimpact.analyse.hang.waitgraph.server_edges`` turns these into edges and
 evidence.  A resolver that cannot reach its server says so in ``notes`` and
@@ -40,10 +48,11 @@ def exe_name(p: ProcessSnapshot) -> str:
 
 
 def resolvers() -> List[Resolver]:
+    from .mysql import MysqlResolver
     from .postgres import PostgresResolver
     from .redis import RedisResolver
 
-    return [PostgresResolver(), RedisResolver()]
+    return [PostgresResolver(), RedisResolver(), MysqlResolver()]
 
 
 def ask_servers(snaps: List[Optional[SystemSnapshot]], only: Optional[List[Resolver]] = None) -> Dict[str, Any]:
@@ -57,20 +66,26 @@ def ask_servers(snaps: List[Optional[SystemSnapshot]], only: Optional[List[Resol
             merged.sockets.setdefault(k, v)
         for k, v in s.inode_holders.items():
             merged.inode_holders.setdefault(k, v)
-    out: Dict[str, Any] = {"processes": {}, "notes": []}
+    import time
+
+    out: Dict[str, Any] = {"processes": {}, "threads": {}, "notes": [], "timings_s": {}}
     for r in only if only is not None else resolvers():
         mine = [p for p in merged.processes.values() if p.state not in ("Z", "X") and r.owns(p)]
         if not mine:
             continue
+        t0 = time.monotonic()
         try:
             ans = r.ask(mine, merged)
         except Exception as err:  # a resolver's trouble never stops a diagnosis
             out["notes"].append(f"{r.name}: not asked ({type(err).__name__}: {err})")
             continue
-        for pid, info in (ans.get("processes") or {}).items():
-            cur = out["processes"].setdefault(str(pid), {})
-            if cur.get("evidence") and info.get("evidence"):
-                info = dict(info, evidence=cur["evidence"] + "; " + info["evidence"])
-            cur.update(info)
+        finally:
+            out["timings_s"][r.name] = round(time.monotonic() - t0, 4)
+        for key in ("processes", "threads"):
+            for ident, info in (ans.get(key) or {}).items():
+                cur = out[key].setdefault(str(ident), {})
+                if cur.get("evidence") and info.get("evidence"):
+                    info = dict(info, evidence=cur["evidence"] + "; " + info["evidence"])
+                cur.update(info)
         out["notes"].extend(ans.get("notes") or [])
     return out
