@@ -142,6 +142,63 @@ static __always_inline void pyi_account(struct pyi_stat *s, u64 dur, s64 ret)
     }
 }
 
+/* Connections refused or failed, per thread: what a connect-retry loop leaves
+ * behind.  A blocking connect() returns the error itself; a non-blocking one
+ * returns EINPROGRESS and the error comes later from getsockopt(SO_ERROR), so
+ * both are counted, with the address the thread was connecting to.  Only the
+ * two calls reach this, and only in threads we follow. */
+#define PYI_EINPROGRESS 115
+#define PYI_SOL_SOCKET 1
+#define PYI_SO_ERROR 4
+struct pyi_connfail {
+    u32 tgid;
+    u32 count;               /* connects that failed (any error but EINPROGRESS) */
+    s64 last_err;            /* the last error (-errno) */
+    u64 pending_fd;          /* the socket of the last connect() that went on in the background */
+    u8 addr[28];             /* sockaddr of the last failed connect (sockaddr_in or sockaddr_in6) */
+    u8 pending[28];          /* sockaddr of the last connect() */
+};
+BPF_HASH(connect_fail, u32, struct pyi_connfail, 1024);
+
+static __always_inline void pyi_connect_exit(u32 tgid, u32 tid, u32 nr, u64 *args, s64 ret)
+{
+    struct pyi_connfail *c = connect_fail.lookup(&tid);
+    if (nr == PYI_NR_CONNECT) {
+        if (ret == 0)
+            return;
+        if (!c) {
+            struct pyi_connfail zero = {};
+            zero.tgid = tgid;
+            if (connect_fail.update(&tid, &zero) != 0) {
+                pyi_count_lost(PYI_LOST_MAP_FULL);
+                return;
+            }
+            c = connect_fail.lookup(&tid);
+            if (!c)
+                return;
+        }
+        if (bpf_probe_read_user(c->pending, sizeof(c->pending), (void *)args[1]) != 0)
+            bpf_probe_read_user(c->pending, 16, (void *)args[1]);
+        c->pending_fd = args[0];
+        if (ret == -PYI_EINPROGRESS)
+            return;
+        c->count++;
+        c->last_err = ret;
+        __builtin_memcpy(c->addr, c->pending, sizeof(c->addr));
+        return;
+    }
+    /* getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) on the socket of that connect */
+    if (!c || ret != 0 || args[1] != PYI_SOL_SOCKET || args[2] != PYI_SO_ERROR || args[0] != c->pending_fd)
+        return;
+    int err = 0;
+    bpf_probe_read_user(&err, sizeof(err), (void *)args[3]);
+    if (err <= 0)
+        return;
+    c->count++;
+    c->last_err = -err;
+    __builtin_memcpy(c->addr, c->pending, sizeof(c->addr));
+}
+
 static __always_inline int pyi_sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
     u64 id = bpf_get_current_pid_tgid();
@@ -163,6 +220,8 @@ static __always_inline int pyi_sys_exit(struct bpf_raw_tracepoint_args *ctx)
     u64 dur = now - ts;
     s64 ret = (s64)ctx->args[1];
     pyi_account(s, dur, ret);
+    if (nr == PYI_NR_CONNECT || nr == PYI_NR_GETSOCKOPT)
+        pyi_connect_exit(tgid, tid, nr, s->pending_args, ret);
 
     if (!pyi_futex_exit(nr, ts, s->pending_args, dur, ret) && dur >= PYI_SLOW_NS) {
         struct pyi_event *e = pyi_reserve(PYI_KIND_SYSCALL, ts);

@@ -30,7 +30,8 @@ ALIASES = {"amd64": "x86_64", "arm64": "aarch64"}
 #: syscalls the probes treat specially -> the -D name of their number
 BPF_NAMES = {"exit": "PYI_NR_EXIT", "exit_group": "PYI_NR_EXIT_GROUP", "clone": "PYI_NR_CLONE",
              "clone3": "PYI_NR_CLONE3", "fork": "PYI_NR_FORK", "vfork": "PYI_NR_VFORK",
-             "futex": "PYI_NR_FUTEX", "futex_wake": "PYI_NR_FUTEX_WAKE2", "futex_wait": "PYI_NR_FUTEX_WAIT2"}
+             "futex": "PYI_NR_FUTEX", "futex_wake": "PYI_NR_FUTEX_WAKE2", "futex_wait": "PYI_NR_FUTEX_WAIT2",
+             "connect": "PYI_NR_CONNECT", "getsockopt": "PYI_NR_GETSOCKOPT"}
 #: the number given for a call an architecture does not have: matches no syscall
 NO_SYSCALL = 0xFFFFFFFF
 

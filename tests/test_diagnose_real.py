@@ -345,6 +345,41 @@ def test_mp_parent_polling_a_queue_whose_producer_died_is_blocked(spawn_here):
 
 
 # --------------------------------------------------------------------------
+# curl retrying a refused connection (--retry-connrefused: a real retry loop)
+# --------------------------------------------------------------------------
+
+@pytest.fixture
+def curl_retrying(spawn_here):
+    port = free_port()          # nothing listens there
+    cli = spawn_here(["curl", "-s", "-o", "/dev/null", "--retry", "1000", "--retry-connrefused", "--retry-delay", "1",
+                      "--retry-max-time", "0", f"http://127.0.0.1:{port}/"],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_state(lambda: proc_state(cli.pid) == "S" and proc_syscall(cli.pid) == "7", what="curl sleeping in poll")
+    return cli, port
+
+
+def test_curl_retrying_a_refused_connection_is_blocked_on_nothing_listening(curl_retrying):
+    cli, port = curl_retrying
+
+    d, text = diagnose(cli.pid, window=2.5)     # curl retries once a second
+
+    assert d.verdict == "blocked" and d.hung, text
+    assert (d.root_cause.pid, d.root_cause.kind) == (None, "socket"), text
+    assert f"nothing listening on 127.0.0.1:{port}" in d.root_cause.resource, text
+    assert "connect() calls failed" in d.summary and "ECONNREFUSED" in d.summary, text
+
+
+def test_polling_waiter_without_probes_is_not_called_idle_with_confidence(curl_retrying):
+    cli, port = curl_retrying
+
+    d, text = diagnose(cli.pid, window=2.5, use_bpf=False)
+
+    assert not d.hung, text                     # /proc alone cannot see what it polls for
+    assert d.verdict == "idle" and d.confidence == "low", text
+    assert "polling" in d.summary and "--no-bpf" in d.summary, text
+
+
+# --------------------------------------------------------------------------
 # PostgreSQL: a row-lock wait between two sessions; a client in pg_sleep
 # --------------------------------------------------------------------------
 

@@ -605,6 +605,22 @@ class KernelProbes:
                                    ret_sum=int(v.ret_sum)))
         return out
 
+    def connect_failures(self) -> list:
+        """Per thread: connects that failed in the window (refused, timed out,
+        unreachable; a non-blocking one's error read back by getsockopt), with
+        the address of the last one ("ip:port", "[ip6]:port", "" unknown)."""
+        out = []
+        try:
+            table = self._bpf[b"connect_fail"]
+        except KeyError:
+            return out
+        for key, v in table.items():
+            if not v.count:
+                continue
+            out.append({"pid": int(v.tgid), "tid": int(key.value), "count": int(v.count),
+                        "last_err": int(v.last_err), "addr": sockaddr_words(bytes(v.addr))})
+        return out
+
     def block_inflight(self) -> list:
         out = []
         for key, v in self._bpf[b"block_inflight"].items():
@@ -737,3 +753,19 @@ def _close_classic(bpf) -> None:
         t.join()
     for tp in done:
         bpf.tracepoint_fds.pop(tp, None)
+
+
+def sockaddr_words(raw: bytes) -> str:
+    """A struct sockaddr_in / sockaddr_in6 as "ip:port" / "[ip6]:port" ("" otherwise)."""
+    import ipaddress
+    import socket as _socket
+
+    if len(raw) < 16:
+        return ""
+    fam = int.from_bytes(raw[:2], "little")
+    port = int.from_bytes(raw[2:4], "big")
+    if fam == _socket.AF_INET:
+        return f"{ipaddress.IPv4Address(raw[4:8])}:{port}"
+    if fam == _socket.AF_INET6 and len(raw) >= 24:
+        return f"[{ipaddress.IPv6Address(raw[8:24])}]:{port}"
+    return ""

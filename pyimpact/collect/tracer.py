@@ -248,6 +248,7 @@ class Tracer:
             self.probes.drain(deadline_s=DRAIN_DEADLINE_S)
             rec.syscall_stats = deferred_frame(self.probes.syscall_stats(), STAT_COLUMNS)
             rec.block_inflight = deferred_frame(self.probes.block_inflight(), BLOCK_COLUMNS)
+            meta["connect_failures"] = self.probes.connect_failures()
         # The end is when the in-kernel state was last read: a call still in
         # flight then began before it (taken earlier, before draining, a call
         # that began during the drain was "waiting" a negative time); taken

@@ -169,7 +169,7 @@ def _root_line(rc) -> Iterator[str]:
         who.append(f"pid {rc.pid}")
     if rc.tid is not None and rc.tid != rc.pid:
         who.append(f"thread {rc.tid}")
-    root = " ".join(who) if who else "outside this machine"
+    root = " ".join(who) if who else "no process on this machine"
     yield from _wrap(f"Root cause: {root} — {rc.kind}: {clean(rc.resource)}", "  ", first="  ")
 
 

@@ -1,9 +1,9 @@
 """A parent polling a multiprocessing queue with timeouts, as job runners do.
 
-    mp_queue_poll.py queue   the parent loops on ``q.get(timeout=0.2)``; its
+    mp_queue_poll.py queue   the parent loops on ``q.get(timeout=0.1)``; its
                              worker (a multiprocessing.Process) puts one item
                              every 0.1 s
-    mp_queue_poll.py pool    the parent loops on ``AsyncResult.get(timeout=0.2)``
+    mp_queue_poll.py pool    the parent loops on ``AsyncResult.get(timeout=0.1)``
                              of a task a Pool worker runs (a long one: it
                              sleeps); retries on TimeoutError
 
@@ -50,7 +50,7 @@ def main() -> None:
         print("ready", flush=True)
         while True:
             try:
-                q.get(timeout=0.2)
+                q.get(timeout=0.1)
             except queue.Empty:
                 continue
     else:
@@ -62,7 +62,7 @@ def main() -> None:
             print("ready", flush=True)
             while True:
                 try:
-                    res.get(timeout=0.2)
+                    res.get(timeout=0.1)
                     break
                 except mp.TimeoutError:
                     continue

@@ -292,6 +292,9 @@ def _advice(d: Diagnosis, g: WaitGraph, p: ProcessInfo) -> None:
         if rc.pid is not None and rc.pid != p.pid:
             a.append(f"Look at pid {rc.pid}: it holds what this process waits for "
                      f"(sudo pyimpact diagnose {rc.pid}).")
+        elif rc.pid is None and rc.resource.startswith("nothing listening on "):
+            a.append(f"Start the server it connects to ({rc.resource.split(' (')[0]}), or point it at "
+                     "the right address.")
         elif rc.pid is None:
             a.append("The other end is outside this machine: check that peer and the network.")
         if rc.kind == "signal-stop":

@@ -36,6 +36,7 @@ WORK_BYTES = 64 * 1024
 #: failed attempts of one call in the window from which a thread is retrying
 RETRIES = 2
 ETIMEDOUT, ECONNREFUSED, EAGAIN, EACCES, EINTR = 110, 111, 11, 13, 4
+EHOSTUNREACH, ENETUNREACH = 113, 101
 LOCK_CALLS = ("fcntl", "flock")
 LOCK_KINDS = ("file-lock", "mutex", "futex", "db-lock")
 #: Python files whose frames mean "waits for work or an event", not "acquires a lock"
@@ -51,7 +52,7 @@ Path = List[Tuple[str, Optional[Edge]]]
 
 def _sig_words(err: int) -> str:
     return {ETIMEDOUT: "ETIMEDOUT", ECONNREFUSED: "ECONNREFUSED", EAGAIN: "EAGAIN", EACCES: "EACCES",
-            EINTR: "EINTR"}.get(err, f"errno {err}")
+            EINTR: "EINTR", EHOSTUNREACH: "EHOSTUNREACH", ENETUNREACH: "ENETUNREACH"}.get(err, f"errno {err}")
 
 
 class Engine:
@@ -507,11 +508,20 @@ def rule_polling(e: Engine, p: ProcessInfo, threads: List[ThreadWait], spinning:
                 v = _polled_lock(e, p, t, r, tries)
                 if v is not None:
                     return v
-            if call == "connect" and err == ECONNREFUSED:
-                return Verdict("blocked", f"thread {t.tid} ({t.label}) retries a connection that is refused: "
-                               f"{tries}; nothing accepts at the address it wants",
-                               RootCause(None, None, "socket", "a listener that is not there (connection refused)"),
-                               "medium", chain=[_link(t)], evidence=[f"probes: thread {t.tid}: {tries}"])
+            if call == "connect" and err in (ECONNREFUSED, ETIMEDOUT, EHOSTUNREACH, ENETUNREACH):
+                addr = str(r.get("addr") or "")
+                where = addr or "the address it wants"
+                if err == ECONNREFUSED:
+                    what, words = f"nothing listening on {where}", f"nothing accepts connections on {where}"
+                else:
+                    what, words = f"nothing answering at {where}", f"{where} does not answer ({_sig_words(err)})"
+                return Verdict("blocked", f"thread {t.tid} ({t.label}) retries a connection that fails: "
+                               f"{tries}; {words}",
+                               RootCause(None, None, "socket", f"{what} (connection {'refused' if err == ECONNREFUSED else 'failing'})"),
+                               "high" if addr else "medium",
+                               chain=[_link(t, {"kind": "socket", "resource": f"a connection to {where}"})],
+                               evidence=[f"probes: thread {t.tid}: {tries}"
+                                         + (f"; the last to {addr}" if addr else "")])
             if call in ("futex", "futex_wait") and err == ETIMEDOUT:
                 for c in p.children:
                     v = e.verdict(c)
@@ -776,6 +786,22 @@ def rule_idle(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Verdict:
         ev.append(f"thread {t.tid} ({t.label}): {end_note(g, t.node)}")
     root = RootCause(p.pid, lead.tid if lead else None, "unknown",
                      (lead.resource or f"{lead.syscall or '?'}()") if lead else "")
+    pollers = [t for t in alive if t.activity == WAKING and (t.wakeups or 0) >= RETRIES and not t.timed_work]
+    if not g.bpf and pollers and not works and not p.listening:
+        # Without the probes a polling waiter (a lock retried, a connection refused,
+        # a queue poll timing out) and a periodic timer look the same: wake-ups,
+        # no progress.  Not called hung, and not idle with confidence either.
+        t = next((x for x in pollers if x.tid == p.pid), pollers[0])
+        span = t.window_s or g.window_s or 0
+        return Verdict("idle", f"idle or polling, which /proc alone cannot tell apart: thread {t.tid} ({t.label}) "
+                       f"woke up {t.wakeups} times in {span:.2f} s without moving data or using CPU, "
+                       f"and sleeps in {t.syscall or '?'}() between; a thread retrying something that fails "
+                       "(a lock, a refused connection, a queue poll timing out) looks the same -- run without "
+                       "--no-bpf: the probes see the failed attempts",
+                       RootCause(p.pid, t.tid, "unknown", t.resource or f"{t.syscall or '?'}()"), "low",
+                       chain=[_link(t, note=end_note(g, t.node))],
+                       evidence=ev + [f"thread {t.tid} ({t.label}): {t.wakeups} voluntary context switches in "
+                                      f"{span:.2f} s, no I/O, no CPU to speak of (/proc)"])
     return Verdict("idle", "not hung: " + (", ".join(bits) if bits else "no thread is stuck"), root,
                    "high" if (alive or works) and g.window_s else "medium",
                    chain=[_link(lead, note=end_note(g, lead.node))] if lead else [], evidence=ev)

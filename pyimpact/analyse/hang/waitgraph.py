@@ -143,6 +143,22 @@ def _stat_rows(rec: Recording) -> Dict[int, List[Dict[str, Any]]]:
         out.setdefault(int(r["tid"]), []).append({
             "syscall": str(r.get("syscall") or r.get("nr")), "count": num("count"), "errors": num("errors"),
             "last_err": num("last_err"), "last_err_arg0": num("last_err_arg0"), "ret_sum": num("ret_sum")})
+    # connects that failed, counted by the probes with the address (a non-blocking
+    # connect returns EINPROGRESS and its refusal comes back through getsockopt)
+    for c in rec.metadata.get("connect_failures") or []:
+        try:
+            tid, n, err = int(c["tid"]), int(c["count"]), int(c["last_err"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        rows = out.setdefault(tid, [])
+        row = next((r for r in rows if r["syscall"] == "connect"), None)
+        if row is None:
+            row = {"syscall": "connect", "count": n, "errors": 0, "last_err": 0, "last_err_arg0": 0, "ret_sum": 0}
+            rows.append(row)
+        row["errors"] = max(row["errors"], n)
+        row["count"] = max(row["count"], n)
+        row["last_err"] = err
+        row["addr"] = str(c.get("addr") or "")
     return out
 
 

@@ -65,7 +65,11 @@ def _details(ctx: Any, t: ThreadSnapshot) -> Dict[str, Any]:
     if not d or d.get("nr") != t.syscall_nr:
         return {}
     if list(d.get("args", []))[:3] != list(t.syscall_args)[:3]:
-        return {}
+        # a thread polling in a loop builds its array anew for each call (another
+        # address): the same count and timeout in the next call poll the same set
+        if not (d.get("fds") and t.syscall_name in ("poll", "ppoll")
+                and list(d.get("args", []))[1:3] == list(t.syscall_args)[1:3]):
+            return {}
     return d
 
 
@@ -746,6 +750,7 @@ def _resolve_poll(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnapshot,
         if fds:  # who would end the wait, were it not for the timeout (a polling waiter's root)
             sub, _, _, works = _poll_fd_edges(ctx, g, p, tw, fds, name)
             tw.poll_edges = [] if works else sub
+            tw.timed_work = works[0] if works else ""
         return
     if not fds:
         tw.end_reason = f"waits in {name} without a timeout; the descriptors could not be read"
