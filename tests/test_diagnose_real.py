@@ -344,6 +344,25 @@ def test_mp_parent_polling_a_queue_whose_producer_died_is_blocked(spawn_here):
     assert "producer is gone" in d.summary, text
 
 
+def test_mp_pool_idle_parent_and_workers_are_idle(spawn_here):
+    """An idle Pool: one worker reads the task queue, the other waits for the
+    queue's lock it holds; the parent's handler threads wait on their own
+    notifier and on the results pipe it also writes to."""
+    job = spawn_here([sys.executable, "-c", "import multiprocessing as mp, time\n"
+                      "if __name__ == '__main__':\n"
+                      "    with mp.Pool(2) as p:\n"
+                      "        p.map(abs, range(10)); print('ready', flush=True); time.sleep(3600)\n"],
+                     stdout=subprocess.PIPE, text=True)
+    wait_for_line(job.stdout, "ready", timeout=30)
+    workers = children_of(job.pid)
+    remember(*workers)
+    time.sleep(0.3)
+
+    for pid in [job.pid] + workers:
+        d, text = diagnose(pid, python_stacks=True)
+        assert d.verdict == "idle" and not d.hung, text
+
+
 # --------------------------------------------------------------------------
 # curl retrying a refused connection (--retry-connrefused: a real retry loop)
 # --------------------------------------------------------------------------

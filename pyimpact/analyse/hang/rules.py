@@ -354,6 +354,14 @@ def _outcome(e: Engine, p: ProcessInfo, t: ThreadWait) -> Optional[Tuple[int, Ve
                               RootCause(p.pid, t.tid, kind, t.resource), "high",
                               chain=[_link(t, {"kind": kind, "resource": t.resource})],
                               evidence=lines + [f"thread {x.tid} of pid {other} waits for {x.work_wait}"])
+    if v is not None and v.verdict == "idle" and kind == "pipe" and any(x.target == p.node for x in t.edges):
+        # the process holds the write end itself (a result or notification channel its
+        # own threads also write to), and the other writers are idle: nothing is owed
+        return 1, Verdict("idle", f"not hung: thread {t.tid} ({t.label}) reads {t.resource}; this process "
+                          f"holds the write end itself and the other writer, {who}, is idle: {v.summary}",
+                          RootCause(p.pid, t.tid, kind, t.resource), "medium",
+                          chain=[_link(t, {"kind": kind, "resource": t.resource})],
+                          evidence=lines + [f"{who}: {v.summary}"])
     holder = kind in LOCK_KINDS and v is not None and v.soft
     if v is not None and (v.verdict == "idle" or holder):
         if holder:  # a lock holder that itself waits by design is where the lock is stuck
@@ -471,6 +479,26 @@ def rule_lock_in_own_threads(e: Engine, p: ProcessInfo, threads: List[ThreadWait
         ev.extend(_thread_lines(t))
     return Verdict("blocked", summary, RootCause(p.pid, None, "futex", "; ".join(t.resource for t in held)),
                    "low", chain=chain, evidence=ev)
+
+
+#: Python files of job queues: a futex wait under one of these frames is a wait for the next job
+_QUEUE_FILES = ("queues.py", "queue.py")
+
+
+def _queue_get(t: ThreadWait) -> str:
+    """"multiprocessing/queues.py get": the queue call a futex wait happens in
+    (taking the queue's read lock, or waiting for an item), "" when not."""
+    if t.kind != "futex" or not t.python_stack:
+        return ""
+    for fr in t.python_stack[:4]:
+        f = str(fr.get("file") or "")
+        fn = str(fr.get("function") or "").rpartition(".")[2]
+        if f.endswith(_QUEUE_FILES) and fn in ("get", "_get", "get_nowait", "recv"):
+            parts = f.replace("\\", "/").split("/")
+            return f"{'/'.join(parts[-2:])} {fr.get('function')}"
+        if not f.endswith(_WAIT_MACHINERY):
+            return ""
+    return ""
 
 
 def _lock_acquire(t: ThreadWait) -> bool:
@@ -721,6 +749,15 @@ def rule_unresolved(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Opt
     if any(t.activity in (WAKING, TIMED, RUNNING) for t in threads) and not any(t.tid == p.pid for t in stuck):
         return None  # a helper thread waiting while the main thread lives: not evidence of a hang
     t = next((x for x in stuck if x.tid == p.pid), stuck[0])
+    queue = _queue_get(t)
+    if queue:
+        # the lock of a shared job queue: a sibling worker holds it while it waits
+        # for the next job itself; this one waits for work too
+        return Verdict("idle", f"not hung: thread {t.tid} ({t.label}) waits for work on a queue shared with "
+                       f"other workers ({queue}): the queue's lock is held by a worker that waits for the next "
+                       "job", RootCause(p.pid, t.tid, "unknown", t.resource or "a queue's lock"), "medium",
+                       chain=[_link(t, note=end_note(e.g, t.node))], evidence=_thread_lines(t)
+                       + [f"thread {t.tid} ({t.label}) is {python_location(t)}, inside {queue}"])
     owed_kind = t.state == "D" or t.kind in ("futex", "mutex", "file-lock", "vfork", "block-io", "child") \
         or t.end_kind is not None
     if not owed_kind:

@@ -765,6 +765,17 @@ def _resolve_poll(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnapshot,
     if unresolved:
         tw.end_reason = unresolved
         return
+    own = [x for x in sub if x.target == f"p:{p.pid}"]
+    if own:
+        # one of the descriptors is a channel this process writes to itself (a
+        # self-pipe, a notifier queue): its own threads end this wait, nobody
+        # else owes it anything (an event loop, a pool's worker handler)
+        tw.work_wait = f"a wake-up from its own threads (it holds the other end: {own[0].resource})"
+        tw.work_from = [p.pid]
+        tw.input_wait = True
+        tw.end_reason = f"waits in {name} without a timeout; its own threads can end the wait ({own[0].resource})"
+        tw.evidence.append(f"{own[0].resource}: the other end is held by this process itself")
+        return
     tw.edges = sub
     if len(kinds) == 1:
         tw.kind = kinds.pop()
