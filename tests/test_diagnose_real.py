@@ -363,6 +363,24 @@ def test_mp_pool_idle_parent_and_workers_are_idle(spawn_here):
         assert d.verdict == "idle" and not d.hung, text
 
 
+def test_flock_waiter_names_the_process_holding_the_locked_file_open(spawn_here, tmp_path):
+    """util-linux flock: the shell takes the lock through a child `flock 9`,
+    which exits, then execs the long job with fd 9; /proc/locks still names
+    the exited child.  The lock belongs to the open file: its holder is the job."""
+    lock = str(tmp_path / "job.lock")
+    holder = spawn_here(["bash", "-c", f"exec 9>{lock}; flock 9; echo held; exec sleep 3600"],
+                        stdout=subprocess.PIPE, text=True)
+    wait_for_line(holder.stdout, "held")
+    wait_state(lambda: proc_syscall(holder.pid) == "230", what="the job sleeping")
+    waiter = spawn_here(["flock", lock, "true"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_state(lambda: proc_syscall(waiter.pid) == "73", what="flock waiting for the lock")
+
+    d, text = diagnose(waiter.pid)
+
+    assert d.verdict == "blocked" and d.hung, text
+    assert (d.root_cause.pid, d.root_cause.kind) == (holder.pid, "file-lock"), text
+
+
 # --------------------------------------------------------------------------
 # curl retrying a refused connection (--retry-connrefused: a real retry loop)
 # --------------------------------------------------------------------------

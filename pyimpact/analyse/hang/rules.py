@@ -810,8 +810,11 @@ def rule_idle(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Verdict:
     internal = [t for t in threads if t.activity == WAITING and not t.work_wait]
     if internal:
         bits.append(f"{len(internal)} thread(s) wait on work from its own threads")
-    io = max(p.io_bytes or 0, p.data_bytes or 0)
-    if io and not p.listening and not works:
+    # its own bytes: the probes' count of its read/write calls when they watched it
+    # (/proc/PID/io also adds the I/O of children it reaped: a shell loop's `sleep`s)
+    io = p.data_bytes if p.data_bytes is not None else (p.io_bytes or 0)
+    if io and not p.listening and not works and not p.born_in_window:
+        # (a process born in the window read its program and libraries: start-up, not work)
         # small but real I/O by a process that is no server waiting for work
         return Verdict("progressing", f"working slowly: {io} B read+written in the window",
                        RootCause(p.pid, main.tid if main else None, "unknown", f"{io} B of I/O"), "medium",

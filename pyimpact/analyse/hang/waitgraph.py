@@ -78,6 +78,7 @@ class WaitContext:
             if end is not None and pid in end.processes:
                 self.related.discard(pid)
         self.end: Optional[SystemSnapshot] = end
+        self.start_s: Optional[float] = start.taken_at_ns / 1e9 if start is not None and start.taken_at_ns else None
         tables = [s for s in (end, rel1, start, rel0) if s is not None]
         self.locks: List[LockInfo] = next((s.locks for s in tables if s.locks), [])
         self.sockets: Dict[int, SocketInfo] = {}
@@ -299,6 +300,8 @@ def _process_info(ctx: WaitContext, p: ProcessSnapshot) -> ProcessInfo:
     p0 = ctx.proc_first(p.pid)
     if p0 is not None and p0.start_ticks == p.start_ticks:
         info.was_state = p0.state
+    if ctx.start_s is not None and p.create_time and p.create_time > ctx.start_s:
+        info.born_in_window = True
     if p0 is not None and p0 is not p and p0.start_ticks == p.start_ticks:
         info.cpu_s = max(0.0, (p.cpu_user_s + p.cpu_system_s) - (p0.cpu_user_s + p0.cpu_system_s))
         runtime = [(t.sum_exec_runtime_ms, t0.sum_exec_runtime_ms) for t in p.threads

@@ -678,6 +678,23 @@ def _resolve_file_lock(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnap
         line = (f"/proc/locks: {lk.id}: {lk.kind} {lk.mode} {lk.access} pid {lk.pid} "
                 f"{lk.dev}:{lk.inode} {lk.start}-{lk.end} (held); pid {p.pid} waits")
         tw.evidence.append(line)
+        # flock/OFD locks live with the open file: when the pid that took it holds it
+        # no more (exited, or handed the descriptor on), whoever holds the file open does
+        opened = sorted({int(h[0]) for h in ctx.holders.get(lk.inode, []) if int(h[0]) != p.pid}) \
+            if lk.kind in ("FLOCK", "OFDLCK") and lk.inode is not None else []
+        if opened and lk.pid not in opened:
+            for pid in opened:
+                if pid in seen:
+                    continue
+                seen.add(pid)
+                if pid not in ctx.latest:
+                    ctx.missing.add(pid)
+                ev = (f"the {lk.kind} lock belongs to the open file: pid {lk.pid} that took it no longer "
+                      f"holds it open; pid {pid} does ({target})")
+                tw.evidence.append(ev)
+                tw.edges.append(Edge(f"p:{pid}", "file-lock", f"{_lock_words(lk)} on {target}, held by pid {pid} "
+                                     f"(the open file; taken by pid {lk.pid})", [line, ev], exact=False))
+            continue
         if lk.pid <= 0:
             tw.end_reason = f"the lock on {target} is an open-file-description lock; its holder has no pid"
             continue

@@ -8,6 +8,7 @@ tables come after.  The whole snapshot is bounded by its ``timeout_s``.
 """
 from __future__ import annotations
 
+import os
 import time
 from typing import Dict, Iterable, List, Optional
 
@@ -131,6 +132,15 @@ def take_snapshot(pids: Iterable[int], *, tree: bool = True, threads: bool = Tru
     if holders:
         fifos = {f.target: f.inode for _, f in all_fds
                  if f.kind == "pipe" and f.target.startswith("/") and f.inode is not None}
+        # A flock() or OFD lock belongs to the open file, not to the pid /proc/locks
+        # prints (the process that took it, which may have exited after handing the
+        # descriptor on: `exec 9>f; flock 9; exec long-job`): find who holds such
+        # files open, so the lock's real holder can be named.
+        gone = {lk.inode for lk in snap.locks if not lk.waiting and lk.inode is not None
+                and lk.kind in ("FLOCK", "OFDLCK") and (lk.pid <= 0 or not os.path.exists(f"/proc/{lk.pid}"))}
+        if gone:
+            fifos.update({f.target: f.inode for _, f in all_fds
+                          if f.kind == "file" and f.inode in gone and f.target.startswith("/")})
         snap.inode_holders = inode_holders(fifo_paths=fifos, errors=errs)
     pidns.annotate(snap, errs)     # pids named inside a PID namespace are not host pids
     snap.errors = errs.lines()
