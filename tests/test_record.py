@@ -369,3 +369,23 @@ def test_ring_buffer_overflow_is_counted_never_silent(spawn):
     assert lost > 0 and len(forks) < n, (lost, len(forks))
     assert len(forks) + lost >= n                 # every fork of the burst either arrived or was counted
     assert all(e.other > 0 for e in forks)
+
+
+def test_fallback_attaches_only_the_rename_syscalls_the_kernel_has(tmp_path, monkeypatch):
+    """arm64 has renameat and renameat2 but no rename(2), riscv64 only
+    renameat2: the fallback's switches follow the tracefs events there are
+    (a tracefs tree laid out like those kernels')."""
+    from pyimpact.collect import recorder_probes as rp
+
+    for arch, calls in (("arm64", ("renameat", "renameat2")), ("riscv64", ("renameat2",))):
+        root = tmp_path / arch
+        for call in calls + ("close", "fsync", "fdatasync"):
+            (root / "syscalls" / f"sys_enter_{call}").mkdir(parents=True)
+        monkeypatch.setattr(rp, "TRACEFS_EVENTS", (str(root),))
+        flags, names = rp.RecorderConfig(file_source="syscalls").file_probes(None)
+        assert flags["PYI_REC_FILES_SYSCALLS"] == 1 and flags["PYI_REC_HAVE_RENAME"] == 0, arch
+        assert flags["PYI_REC_HAVE_RENAMEAT"] == int("renameat" in calls), arch
+        assert flags["PYI_REC_HAVE_RENAMEAT2"] == 1, arch
+        assert not any(n.endswith("_rename") for n in names), names
+        flags, names = rp.RecorderConfig(file_source="fanotify").file_probes(None)
+        assert flags["PYI_REC_FILES_SYSCALLS"] == 0 and not any(n.startswith("sys_") for n in names), arch

@@ -53,7 +53,16 @@ def _load(req: dict):
     for tp, fd in list(bpf.raw_tracepoint_fds.items()) + list(bpf.tracepoint_fds.items()):
         names.append("tp:" + (tp.decode() if isinstance(tp, bytes) else str(tp)))
         fds.append(fd)
-    return {"ok": True, "file_tracepoints": file_tps, "fds": names}, fds
+    return {"ok": True, "file_tracepoints": file_tps, "fds": names, "peak_rss_kb": _peak_rss_kb()}, fds
+
+
+def _peak_rss_kb() -> int:
+    """This loader's VmHWM: what compiling cost, reported so it can be measured (the recorder never pays it)."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(x.split()[1]) for x in f if x.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):
+        return 0
 
 
 def main(argv) -> None:

@@ -313,6 +313,7 @@ class RecorderProbes:
             raise BPFUnavailable(f"could not map the recorder's ring buffer ({err})", "") from None
         self.boot_offset_ns = _boot_offset_ns()
         self.timings["open_s"] = time.monotonic() - t0
+        self.timings["loader_peak_rss_kb"] = reply.get("peak_rss_kb", 0)
         return self
 
     def close(self) -> None:

@@ -168,34 +168,40 @@ def run(procs: Procs, bindir: str, tmp: str, rounds: int, seconds: float, idle_s
             samples.append(s)
             log(f"recorder round {r + 1}/{rounds} {cfg:16s} {s['ns_per_call']:8.1f} ns/call "
                 f"(CPU {s['cpu_ns_per_call']:.1f}){'  foreign tracer' if s['foreign_tracers'] else ''}")
-    # A round counts when none of its samples ran while someone else's tracer was on the
-    # syscall tracepoints (it slows every process); all rounds if fewer than 3 are clean.
-    clean = [r for r in range(rounds)
-             if not any(s["foreign_tracers"] for s in samples if s["round"] == r)]
-    used = clean if len(clean) >= 3 else list(range(rounds))
-    ratios = {}
-    for cfg in CONFIGS[1:]:         # untraced-again: the same against the same, i.e. the noise
-        per_round = []
-        for r in used:
-            base = [s for s in samples if s["round"] == r and s["config"] == "untraced"]
-            mine = [s for s in samples if s["round"] == r and s["config"] == cfg]
-            if base and mine:
-                per_round.append((mine[0]["cpu_ns_per_call"] / base[0]["cpu_ns_per_call"],
-                                  mine[0]["cpu_ns_per_call"] - base[0]["cpu_ns_per_call"]))
-        ratios[cfg] = {"ratio": summary([a for a, _ in per_round]), "added_ns": summary([b for _, b in per_round]),
-                       "ratio_quartiles": quartiles([a for a, _ in per_round]),
-                       "added_quartiles": quartiles([b for _, b in per_round])}
-    ns = {cfg: summary([s["ns_per_call"] for s in samples if s["config"] == cfg and s["round"] in used])
-          for cfg in CONFIGS}
-    cpu_ns = {cfg: summary([s["cpu_ns_per_call"] for s in samples if s["config"] == cfg and s["round"] in used])
-              for cfg in CONFIGS}
+    loop = analyse_loop(samples)
     log(f"recorder: own cost idle for {idle_s:g} s")
     idle = own_cost(procs, tmp, idle_s, with_job=False)
     log(f"recorder: own cost with a training job for {job_s:g} s")
     busy = own_cost(procs, tmp, job_s, with_job=True)
     sources = sorted({s["start_line"].split("file completions: ", 1)[-1].removesuffix(")")
                       for s in samples if s.get("start_line")})
-    return {"samples": samples, "rounds": rounds, "rounds_used": used, "seconds": seconds, "ns_per_call": ns,
-            "file_sources": sources,
-            "cpu_ns_per_call": cpu_ns,
-            "vs_untraced": ratios, "idle": idle, "job": busy}
+    return {"samples": samples, "rounds": rounds, "seconds": seconds, **loop, "file_sources": sources,
+            "idle": idle, "job": busy}
+
+
+def analyse_loop(samples: list) -> dict:
+    """Ratios per configuration against the untraced run of the same round.
+
+    A pair (a configuration's sample, its round's untraced sample) counts when
+    neither ran while someone else's tracer sat on the syscall tracepoints (it
+    slows every process on the machine); all pairs when fewer than 3 are clean.
+    Samples from several runs may be given together (rounds keyed by run)."""
+    def key(s):
+        return (s.get("run", 0), s["round"])
+
+    base = {key(s): s for s in samples if s["config"] == "untraced"}
+    ratios, used, ns, cpu_ns = {}, {}, {}, {}
+    for cfg in CONFIGS:
+        pairs = [(s, base[key(s)]) for s in samples if s["config"] == cfg and key(s) in base]
+        clean = [(m, b) for m, b in pairs if not m["foreign_tracers"] and not b["foreign_tracers"]]
+        take = clean if len(clean) >= 3 else pairs
+        used[cfg] = {"pairs": len(take), "clean": len(clean) >= 3, "of": len(pairs)}
+        ns[cfg] = summary([m["ns_per_call"] for m, _ in take])
+        cpu_ns[cfg] = summary([m["cpu_ns_per_call"] for m, _ in take])
+        if cfg == "untraced":
+            continue
+        r = [m["cpu_ns_per_call"] / b["cpu_ns_per_call"] for m, b in take]
+        d = [m["cpu_ns_per_call"] - b["cpu_ns_per_call"] for m, b in take]
+        ratios[cfg] = {"ratio": summary(r), "added_ns": summary(d), "ratio_quartiles": quartiles(r),
+                       "added_quartiles": quartiles(d)}
+    return {"pairs_used": used, "ns_per_call": ns, "cpu_ns_per_call": cpu_ns, "vs_untraced": ratios}
