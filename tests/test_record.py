@@ -389,3 +389,60 @@ def test_fallback_attaches_only_the_rename_syscalls_the_kernel_has(tmp_path, mon
         assert not any(n.endswith("_rename") for n in names), names
         flags, names = rp.RecorderConfig(file_source="fanotify").file_probes(None)
         assert flags["PYI_REC_FILES_SYSCALLS"] == 0 and not any(n.startswith("sys_") for n in names), arch
+
+
+@pytest.mark.timeout(120)
+def test_signal_storm_is_coalesced_in_the_kernel_and_counted(spawn, tmp_path):
+    """3001 SIGUSR1 from one sender to one target in well under a second: a few
+    rows, the rest counted (carried as repeats by the next row, and in
+    runs.signals_coalesced): every signal is accounted for, none stored twice."""
+    db = tmp_path / "h.db"
+    rec, _line = start_recorder_line(spawn, db, "--no-files")
+    victim = spawn([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGUSR1, lambda *a: None); "
+                    "print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    wait_for_line(victim.stdout, "ready")
+    n = 3001
+    storm = spawn([sys.executable, "-c", f"import os, signal, time\nfor _ in range({n}): os.kill({victim.pid}, "
+                   "signal.SIGUSR1)\ntime.sleep(1.2)\nos.kill(" + str(victim.pid) + ", signal.SIGUSR1)\n"])
+    assert storm.wait(60) == 0
+    rows = wait_rows(db, "SELECT repeats FROM signals WHERE target_pid = ? AND sig = ? AND sender_pid = ?",
+                     (victim.pid, signal.SIGUSR1, storm.pid), 2)
+    stop_recorder(rec)
+    conn = sqlite3.connect(db)
+    rows = conn.execute("SELECT repeats FROM signals WHERE target_pid = ? AND sig = ? AND sender_pid = ? ORDER BY id",
+                        (victim.pid, signal.SIGUSR1, storm.pid)).fetchall()
+    coalesced = conn.execute("SELECT signals_coalesced FROM runs").fetchone()[0]
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+    conn.close()
+    assert len(rows) <= 4 * 3 + 1, len(rows)                  # a few a second, not thousands
+    assert len(rows) + sum(r[0] for r in rows) == n + 1, rows  # the last one, a second later, carried the count
+    assert coalesced >= n + 1 - len(rows)
+
+
+def test_schema_1_database_is_migrated(tmp_path):
+    """A database an earlier recorder wrote (schema 1) is continued: the two
+    new columns are added, the rows kept."""
+    from pyimpact.collect.history_db import HistoryReader, HistoryWriter
+
+    db = tmp_path / "old.db"
+    conn = sqlite3.connect(db)
+    conn.executescript("""
+        CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT);
+        INSERT INTO meta VALUES ('schema_version', '1');
+        CREATE TABLE runs(id INTEGER PRIMARY KEY, started_ns INTEGER, ended_ns INTEGER, pid INTEGER,
+            boot_id TEXT, tool_version TEXT, lost INTEGER DEFAULT 0);
+        CREATE TABLE signals(id INTEGER PRIMARY KEY, t_ns INTEGER, sig INTEGER, sender_pid INTEGER,
+            sender_comm TEXT, sender_proc_id INTEGER, target_pid INTEGER, target_proc_id INTEGER, result INTEGER,
+            code INTEGER);
+        INSERT INTO signals(t_ns, sig, sender_pid, target_pid) VALUES (5, 15, 10, 11);
+    """)
+    conn.close()
+    os.chmod(db, 0o600)
+    with HistoryReader(str(db)) as h:                        # an old file read as it is
+        assert h.signals_to([11], before_ns=10) == [{"t_ns": 5, "sig": 15, "sender_pid": 10, "sender_comm": None,
+                                                     "target_pid": 11, "result": None, "code": None, "repeats": 0}]
+    HistoryWriter(str(db)).close()
+    with HistoryReader(str(db)) as h:
+        assert h.query("SELECT value FROM meta WHERE key = 'schema_version'") == [("2",)]
+        assert h.query("SELECT sig, repeats FROM signals") == [(15, 0)]
+        assert h.query("SELECT COUNT(signals_coalesced) FROM runs") == [(0,)]

@@ -12,9 +12,10 @@ no concurrent reader of a file another process has open for writing.
 The schema (also in docs/history.md; bump SCHEMA_VERSION on any change):
 
   meta(key PRIMARY KEY, value)                 schema_version, created_ns, host, boot_id
-  runs(id, started_ns, ended_ns, pid, boot_id, tool_version, lost)
+  runs(id, started_ns, ended_ns, pid, boot_id, tool_version, lost, signals_coalesced)
                                                one row per recorder start; ended_ns NULL = still
-                                               running or killed; lost = ring-buffer records lost
+                                               running or killed; lost = ring-buffer records lost;
+                                               signals_coalesced = signals counted, not stored one by one
   jobs(id, key UNIQUE, kind, root_pid, root_start_ticks, sched_id, session, cgroup, uid,
        command, first_ns, last_ns, ended_ns)   kind: sched (scheduler job id) | tree (a process
                                                tree under a shell, init or a service manager)
@@ -28,7 +29,9 @@ The schema (also in docs/history.md; bump SCHEMA_VERSION on any change):
                                                kind: rename | close | fsync (completions of large or
                                                checkpoint-like files)
   signals(id, t_ns, sig, sender_pid, sender_comm, sender_proc_id, target_pid, target_proc_id,
-          result, code)
+          result, code, repeats)            repeats: signals of the same sender, target and number
+                                               before this one that were not stored one by one (the
+                                               kernel side keeps the first 4 a second of each)
   job_samples(t_ns, job_id, nprocs, cpu_s, rss_bytes, gpu_mem_bytes, gpu_util_pct)
                                                every interval: cpu_s = CPU seconds used in it
   proc_samples(t_ns, proc_id, cpu_s, rss_bytes)  processes that used CPU in the interval
@@ -57,7 +60,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from ..errors import InputError, OutputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_DB = "/var/lib/pyimpact/history.db"
 PIDFILE_NAME = "recorder.pid"       # beside the database: "PID DBPATH", for finding a running recorder
 RUNTIME_POINTER = "/run/pyimpact/recorder"   # the running recorder's database path
@@ -65,7 +68,7 @@ RUNTIME_POINTER = "/run/pyimpact/recorder"   # the running recorder's database p
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS runs(id INTEGER PRIMARY KEY, started_ns INTEGER, ended_ns INTEGER, pid INTEGER,
-    boot_id TEXT, tool_version TEXT, lost INTEGER DEFAULT 0);
+    boot_id TEXT, tool_version TEXT, lost INTEGER DEFAULT 0, signals_coalesced INTEGER DEFAULT 0);
 CREATE TABLE IF NOT EXISTS jobs(id INTEGER PRIMARY KEY, key TEXT UNIQUE, kind TEXT, root_pid INTEGER,
     root_start_ticks INTEGER, sched_id TEXT, session INTEGER, cgroup TEXT, uid INTEGER, command TEXT,
     first_ns INTEGER, last_ns INTEGER, ended_ns INTEGER);
@@ -82,7 +85,7 @@ CREATE INDEX IF NOT EXISTS files_job ON files(job_id, t_ns);
 CREATE INDEX IF NOT EXISTS files_t ON files(t_ns);
 CREATE TABLE IF NOT EXISTS signals(id INTEGER PRIMARY KEY, t_ns INTEGER, sig INTEGER, sender_pid INTEGER,
     sender_comm TEXT, sender_proc_id INTEGER, target_pid INTEGER, target_proc_id INTEGER, result INTEGER,
-    code INTEGER);
+    code INTEGER, repeats INTEGER DEFAULT 0);
 CREATE INDEX IF NOT EXISTS signals_target ON signals(target_pid, t_ns);
 CREATE INDEX IF NOT EXISTS signals_t ON signals(t_ns);
 CREATE TABLE IF NOT EXISTS job_samples(t_ns INTEGER, job_id INTEGER, nprocs INTEGER, cpu_s REAL,
@@ -286,6 +289,12 @@ class HistoryWriter:
         self._pending: List[tuple] = []
         self.rejected = 0
         meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
+        if meta.get("schema_version") == "1":
+            # 1 -> 2: signals.repeats and runs.signals_coalesced (signals coalesced in the kernel)
+            self.conn.executescript("BEGIN; ALTER TABLE signals ADD COLUMN repeats INTEGER DEFAULT 0; "
+                                    "ALTER TABLE runs ADD COLUMN signals_coalesced INTEGER DEFAULT 0; "
+                                    "UPDATE meta SET value = '2' WHERE key = 'schema_version'; COMMIT;")
+            meta["schema_version"] = "2"
         if "schema_version" in meta and int(meta["schema_version"]) != SCHEMA_VERSION:
             raise OutputError(f"{path} has history schema {meta['schema_version']}, this pyimpact writes "
                               f"{SCHEMA_VERSION}", "give another --db")
@@ -422,6 +431,7 @@ class HistoryReader:
         self.path = path
         self.conn = connect(path, write=False)
         self.boot_id = boot_id()
+        self._has_repeats: Optional[bool] = None
 
     def close(self) -> None:
         self.conn.close()
@@ -473,10 +483,14 @@ class HistoryReader:
         if not pids:
             return []
         marks = ",".join("?" * len(pids))
-        rows = self.conn.execute(f"SELECT t_ns, sig, sender_pid, sender_comm, target_pid, result, code FROM signals "
-                                 f"WHERE target_pid IN ({marks}) AND t_ns < ? AND t_ns >= ? ORDER BY t_ns DESC "
-                                 f"LIMIT ?", (*pids, before_ns, since_ns, limit)).fetchall()
-        keys = ("t_ns", "sig", "sender_pid", "sender_comm", "target_pid", "result", "code")
+        if self._has_repeats is None:      # schema 1 (an older recorder's file) has no repeats column
+            cols = {r[1] for r in self.conn.execute("PRAGMA table_info(signals)").fetchall()}
+            self._has_repeats = "repeats" in cols
+        rep = "repeats" if self._has_repeats else "0"
+        rows = self.conn.execute(f"SELECT t_ns, sig, sender_pid, sender_comm, target_pid, result, code, {rep} FROM "
+                                 f"signals WHERE target_pid IN ({marks}) AND t_ns < ? AND t_ns >= ? ORDER BY t_ns "
+                                 f"DESC LIMIT ?", (*pids, before_ns, since_ns, limit)).fetchall()
+        keys = ("t_ns", "sig", "sender_pid", "sender_comm", "target_pid", "result", "code", "repeats")
         return [dict(zip(keys, r)) for r in reversed(rows)]
 
     def query(self, sql: str, args: Sequence[Any] = ()) -> List[tuple]:

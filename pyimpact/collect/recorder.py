@@ -372,9 +372,9 @@ class Recorder:
         target = self.live.get(ev.other)
         self.counts["signals"] += 1
         self.db.add("INSERT INTO signals(t_ns, sig, sender_pid, sender_comm, sender_proc_id, target_pid, "
-                    "target_proc_id, result, code) VALUES (?,?,?,?,?,?,?,?,?)",
+                    "target_proc_id, result, code, repeats) VALUES (?,?,?,?,?,?,?,?,?,?)",
                     (ev.t_ns, ev.aux, ev.pid, ev.comm, sender and sender.proc_id, ev.other,
-                     target and target.proc_id, ev.ret, _signed(ev.a[0])))
+                     target and target.proc_id, ev.ret, _signed(ev.a[0]), int(ev.a[1]) >> 32))
 
     def _file(self, ev: RecEvent, kind: str, path: str, size: Optional[int], old: Optional[str]) -> None:
         self._file_at(ev.pid, ev.t_ns, kind, path, size, old)
@@ -517,7 +517,8 @@ class Recorder:
     def flush(self) -> None:
         lost = self.probes.lost() if self.probes is not None and self.probes.is_open else 0
         lost += self.file_watch.lost if self.file_watch is not None else 0
-        self.db.add("UPDATE runs SET lost = ? WHERE id = ?", (lost, self.run_id))
+        coalesced = self.probes.signals_coalesced() if self.probes is not None and self.probes.is_open else 0
+        self.db.add("UPDATE runs SET lost = ?, signals_coalesced = ? WHERE id = ?", (lost, coalesced, self.run_id))
         self.db.flush()
 
     def run(self, should_stop: Callable[[], bool], on_flush: Optional[Callable[[], None]] = None,

@@ -48,8 +48,8 @@ def _load(req: dict):
     except Exception as exc:
         raise BPFUnavailable(f"could not load the recorder probes: {str(exc).splitlines()[0]}",
                              "is BPF permitted here (root, no lockdown, kernel >= 5.8)?") from None
-    names = ["rec_events", "rec_lost"]
-    fds = [bpf[b"rec_events"].map_fd, bpf[b"rec_lost"].map_fd]
+    names = ["rec_events", "rec_lost", "rec_sig_coalesced"]
+    fds = [bpf[b"rec_events"].map_fd, bpf[b"rec_lost"].map_fd, bpf[b"rec_sig_coalesced"].map_fd]
     for tp, fd in list(bpf.raw_tracepoint_fds.items()) + list(bpf.tracepoint_fds.items()):
         names.append("tp:" + (tp.decode() if isinstance(tp, bytes) else str(tp)))
         fds.append(fd)

@@ -352,10 +352,20 @@ class RecorderProbes:
         if self._ring is not None:
             self._ring.consume(self._on_record)
 
-    def lost(self) -> int:
-        fd = self._fds.get("rec_lost")
+    def _percpu_total(self, name: str) -> int:
+        fd = self._fds.get(name)
         raw = _map_lookup(fd, (0).to_bytes(4, "little"), 8 * self._ncpus) if fd is not None else None
         return sum(int.from_bytes(raw[i:i + 8], "little") for i in range(0, len(raw), 8)) if raw else 0
+
+    def lost(self) -> int:
+        """Records the ring buffer had no room for."""
+        return self._percpu_total("rec_lost")
+
+    def signals_coalesced(self) -> int:
+        """Signals not sent one by one (beyond the first few a second of one
+        sender, target and signal): counted here, and carried as ``repeats``
+        by the next one of the same kind that is sent."""
+        return self._percpu_total("rec_sig_coalesced")
 
     def _on_record(self, raw: bytes) -> None:
         size = len(raw)
