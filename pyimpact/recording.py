@@ -30,7 +30,7 @@ import platform
 import socket
 import sys
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, NamedTuple, Optional
 
 from . import __version__
 from .snapshot import SystemSnapshot
@@ -43,6 +43,68 @@ STAT_COLUMNS = ["pid", "tid", "nr", "syscall", "count", "total_ns", "max_ns", "h
                 "last_err_arg0", "ret_sum"]
 INFLIGHT_COLUMNS = ["pid", "tid", "nr", "syscall", "since_ns", "args"]
 BLOCK_COLUMNS = ["pid", "tid", "comm", "dev", "sector", "bytes", "rwbs", "queued_ns", "issued_ns"]
+
+
+#: the layout of ``metadata["kill_preview"]`` (observations of TreeObserver, thread samples)
+KILL_PREVIEW_VERSION = 1
+
+
+class WriteFd(NamedTuple):
+    """One fd of a kill-preview tree open for writing, in a sample's ``wfds``
+    (pyimpact.collect.workfiles writes them, pyimpact.analyse.impact reads
+    them).  A NamedTuple: in a saved recording it is the list
+    ``[pid, fd, path, pos, flags, size]`` it always was, so old files read the same."""
+
+    pid: int
+    fd: int
+    path: str
+    pos: Optional[int]          # the fd's offset (/proc/PID/fdinfo)
+    flags: Optional[int]        # its open flags (O_WRONLY, O_APPEND, ...)
+    size: Optional[int]         # the file's size; None where it is not a local regular file
+
+
+class FileStat(NamedTuple):
+    """A candidate file in a sample's ``files`` (path -> this): the list
+    ``[size, mtime_ns, ctime_ns, ino, atime_ns]`` on disk."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    ino: int
+    atime_ns: Optional[int] = None
+
+
+class ThreadSample(NamedTuple):
+    """One thread in a ``--if`` thread sample (``metadata["kill_preview"]["threads"]``,
+    samples[i]["threads"][tid] -> this; pyimpact.collect.threads writes them,
+    pyimpact.analyse.impact.what_if reads them): the list
+    ``[pid, run_ns, wait_ns, state, nice, gpu_wait, comm]`` on disk."""
+
+    pid: int
+    run_ns: int             # on a CPU so far (schedstat)
+    wait_ns: int            # runnable, waiting for a CPU, so far (schedstat)
+    state: str              # R, S, D, ...
+    nice: int
+    gpu_wait: bool          # inside an ioctl on /dev/nvidia* at the sample
+    comm: str
+
+
+def typed_samples(kill_preview: dict) -> dict:
+    """``metadata["kill_preview"]`` read back from a file, its sample rows
+    typed again (WriteFd, FileStat, ThreadSample): the lists of any version-1
+    file become the records the live run held (in place; returned for convenience)."""
+    for s in ((kill_preview or {}).get("threads") or {}).get("samples") or []:
+        if s.get("threads"):
+            s["threads"] = {tid: ThreadSample(*r) for tid, r in s["threads"].items()}
+    for obs in (kill_preview or {}).get("observations") or []:
+        for s in obs.get("samples") or []:
+            if s.get("wfds"):
+                s["wfds"] = [WriteFd(*w) for w in s["wfds"]]
+            files = s.get("files")
+            if files:
+                s["files"] = {p: FileStat(*r) if isinstance(r, (list, tuple)) and len(r) == 5 else r
+                              for p, r in files.items()}
+    return kill_preview
 
 
 def frame(rows, columns):
@@ -167,6 +229,9 @@ class Recording:
 
     @classmethod
     def from_sidecar(cls, events, side: dict) -> "Recording":
+        meta = side.get("metadata", base_metadata())
+        if isinstance(meta.get("kill_preview"), dict):
+            typed_samples(meta["kill_preview"])
         return cls(
             events=events,
             snapshots={k: SystemSnapshot.from_dict(v) for k, v in side.get("snapshots", {}).items()},
@@ -174,7 +239,7 @@ class Recording:
             inflight=frame(side.get("inflight", []), INFLIGHT_COLUMNS),
             block_inflight=frame(side.get("block_inflight", []), BLOCK_COLUMNS),
             gpu=side.get("gpu", []),
-            metadata=side.get("metadata", base_metadata()),
+            metadata=meta,
         )
 
 

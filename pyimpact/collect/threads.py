@@ -23,6 +23,7 @@ from typing import Dict, List, Optional, Set
 import psutil
 
 from ..syscall_table import syscall_number
+from ..recording import ThreadSample
 from ..units import parse_cpu_list
 from . import procfs
 
@@ -136,7 +137,7 @@ class ThreadSampler:
 
     def sample(self) -> Optional[dict]:
         t_ns = time.time_ns()
-        threads: Dict[str, list] = {}
+        threads: Dict[str, ThreadSample] = {}
         for pid in procfs.tree_of(self.root):
             nv = self._nvidia_fds(pid) if len(self.samples) % 8 == 0 or not self.samples else None
             self._openmp(pid)
@@ -164,7 +165,7 @@ class ThreadSampler:
                         self._stuck.add(tid)
                     except (psutil.Error, OSError, ValueError, IndexError):
                         pass
-                threads[tid] = [pid, run_ns, wait_ns, state, procfs.stat_field(f, 19), gpu_wait, comm]
+                threads[tid] = ThreadSample(pid, run_ns, wait_ns, state, procfs.stat_field(f, 19), gpu_wait, comm)
                 if tid not in self.affinity:
                     try:
                         self.affinity[tid] = sorted(os.sched_getaffinity(int(tid)))

@@ -27,6 +27,7 @@ import psutil
 
 from ..names import (O_APPEND, is_checkpoint_name, is_dir_marker, is_log_name, is_numbered_ckpt_dir_name,
                      is_temp_name, looks_like_ckpt_dir_name, writable)
+from ..recording import FileStat, WriteFd
 from .ckpt_scan import LogTails, list_checkpoint_dir, read_small_text, read_trainer_state
 from . import procfs
 from .procfs import REMOTE_FS_TYPES
@@ -227,7 +228,7 @@ class TreeObserver:
             self._discover()
         self._n += 1
         procs: Dict[str, dict] = {}
-        wfds: List[list] = []
+        wfds: List[WriteFd] = []
         for pid in tree_of(self.root):
             st = root_stat if pid == self.root else stat_fields(pid)
             if st is None:
@@ -239,19 +240,19 @@ class TreeObserver:
         # checkpoint completing during the scan is never credited too early.
         t_ns = time.time_ns()
         files: Dict[str, list] = {}
-        for pid, fd, path, pos, flags, size in wfds:
-            st = self._stat(path)
+        for w in wfds:
+            st = self._stat(w.path)
             if st is not None:
-                files[path] = st
+                files[w.path] = st
         dirs: Dict[str, list] = {}
-        open_dirs = {os.path.dirname(w[2]) for w in wfds}
+        open_dirs = {os.path.dirname(w.path) for w in wfds}
         for d in list(self.watch)[:MAX_DIRS]:
             self._scan_dir(d, files)
             self._scan_ckpt_dirs(d, dirs, open_dirs)
         logs = self._read_logs(wfds)
         if len(files) > MAX_FILES_TOTAL:   # keep what the tree writes, then the newest
-            keep = {w[2] for w in wfds}
-            ranked = sorted(files.items(), key=lambda kv: (kv[0] in keep, kv[1][1]), reverse=True)
+            keep = {w.path for w in wfds}
+            ranked = sorted(files.items(), key=lambda kv: (kv[0] in keep, kv[1].mtime_ns), reverse=True)
             files = dict(ranked[:MAX_FILES_TOTAL])
         sample = {"t_ns": t_ns, "procs": procs, "wfds": wfds, "files": files, "dirs": dirs, "logs": logs}
         self.samples.append(sample)
@@ -266,9 +267,9 @@ class TreeObserver:
         a stop left on disk is read with this."""
         files: Dict[str, list] = {}
         for w in (self.samples[-1].get("wfds", []) if self.samples else []):
-            st = self._stat(w[2])
+            st = self._stat(w.path)
             if st is not None:
-                files[w[2]] = st
+                files[w.path] = st
         for d in list(self.watch)[:MAX_DIRS]:
             self._scan_dir(d, files)
         return files
@@ -353,7 +354,7 @@ class TreeObserver:
                     if is_numbered_ckpt_dir_name(os.path.basename(d)):
                         self.add_dir(os.path.dirname(d), f"holds {os.path.basename(d)}, in which pid {pid} "
                                      "writes")
-            out.append([pid, int(name), target, pos, flags, size])
+            out.append(WriteFd(pid, int(name), target, pos, flags, size))
         return out
 
     def _stat(self, path: str) -> Optional[list]:
@@ -365,7 +366,7 @@ class TreeObserver:
             return None
         if not stat_mod.S_ISREG(st.st_mode):
             return None
-        return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_atime_ns]
+        return FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_atime_ns)
 
     def _scan_dir(self, d: str, files: Dict[str, list]) -> None:
         found = []
@@ -380,10 +381,10 @@ class TreeObserver:
                         continue
                     if stat_mod.S_ISREG(st.st_mode):
                         found.append((os.path.join(d, e.name),
-                                      [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_atime_ns]))
+                                      FileStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_atime_ns)))
         except OSError:
             return
-        found.sort(key=lambda x: x[1][1], reverse=True)
+        found.sort(key=lambda x: x[1].mtime_ns, reverse=True)
         for path, st in found[:MAX_FILES_PER_DIR]:
             files[path] = st
 
@@ -437,7 +438,7 @@ class TreeObserver:
         if got is not None:
             self.meta[path] = got
 
-    def _read_logs(self, wfds: List[list]) -> Dict[str, list]:
+    def _read_logs(self, wfds: List[WriteFd]) -> Dict[str, list]:
         """The text the tree appended to its logs since the last sample:
         regular files it writes through stdout/stderr, opened for append, or
         named like logs (checkpoints and temporaries excluded)."""

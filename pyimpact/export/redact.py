@@ -176,8 +176,9 @@ class Redactor:
             return {(self.text(k) if isinstance(k, str) else k): self.value(v) for k, v in obj.items()}
         if isinstance(obj, list):
             return [self.value(v) for v in obj]
-        if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
-            return tuple(self.value(v) for v in obj)
+        if isinstance(obj, tuple):     # a NamedTuple (a WriteFd's path) is rebuilt as its own type
+            items = [self.value(v) for v in obj]
+            return type(obj)(*items) if hasattr(obj, "_fields") else tuple(items)
         if isinstance(obj, pd.DataFrame):
             return self.frame(obj)
         if dataclasses.is_dataclass(obj) and not isinstance(obj, type):

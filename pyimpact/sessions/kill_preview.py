@@ -17,6 +17,7 @@ from ..collect.workfiles import SAMPLE_INTERVAL_S, TreeObserver, seed_from_snaps
 from ..errors import OutputError, ProcessGone, UsageError
 from ..export import write_recording
 from ..formats import seconds
+from ..recording import KILL_PREVIEW_VERSION
 from .trace import StopFlag
 
 GPU_INTERVAL_S = 1.0
@@ -24,7 +25,7 @@ GPU_INTERVAL_S = 1.0
 
 def attach_observations(rec, observers: List[TreeObserver], gpu_samples: List[dict]) -> None:
     """Put what the observers and NVML saw into the Recording."""
-    rec.metadata["kill_preview"] = {"version": 1, "observations": [o.to_dict() for o in observers]}
+    rec.metadata["kill_preview"] = {"version": KILL_PREVIEW_VERSION, "observations": [o.to_dict() for o in observers]}
     rec.gpu = list(gpu_samples)
     gpu_reason = next((g.get("reason") for g in gpu_samples if not g.get("available")), None)
     if gpu_reason and not any(g.get("available") for g in gpu_samples):

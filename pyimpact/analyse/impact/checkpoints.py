@@ -21,9 +21,10 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from ...names import O_APPEND, O_WRONLY, final_name, is_checkpoint_name, is_log_name, is_temp_name
+from ...recording import FileStat, WriteFd
 from .ckpt_history import (SAVE_CLUSTER_NS, DirState, SeriesFigures, dir_family_key, dir_states, final_dir_name,
                            series_figures, write_eta)
 from .ckpt_layouts import file_layout, index_of, is_alias_name, name_numbers, tf_indexed, tf_prefix
@@ -52,22 +53,14 @@ def family_key(path: str) -> str:
 # Records
 # --------------------------------------------------------------------------
 
-class WriteFd(NamedTuple):
-    """One fd of the tree open for writing, as a sample stores it (a list
-    ``[pid, fd, path, pos, flags, size]`` in the recording, written by
-    pyimpact.collect.workfiles)."""
-
-    pid: int
-    fd: int
-    path: str
-    pos: Optional[int]
-    flags: Optional[int]
-    size: Optional[int]
+def file_stat(row) -> FileStat:
+    """A sample's file row, typed (a hand-built sample may hold a plain list of four or five)."""
+    return row if isinstance(row, FileStat) else FileStat(*row)
 
 
 def write_fds(sample: dict) -> List[WriteFd]:
-    """The sample's writable fds, typed."""
-    return [WriteFd(*w) for w in sample.get("wfds", [])]
+    """The sample's writable fds, typed (a hand-built sample may hold plain lists)."""
+    return [w if isinstance(w, WriteFd) else WriteFd(*w) for w in sample.get("wfds", [])]
 
 
 @dataclass
@@ -170,8 +163,7 @@ def _versions(samples: List[dict]) -> Dict[str, List[dict]]:
     out: Dict[str, List[dict]] = {}
     for i, s in enumerate(samples):
         for path, row in s.get("files", {}).items():
-            size, mtime, ctime, ino = row[:4]
-            atime = row[4] if len(row) > 4 else None
+            size, mtime, ctime, ino, atime = file_stat(row)
             vs = out.setdefault(path, [])
             if vs and vs[-1]["ino"] == ino and vs[-1]["mtime"] == mtime and vs[-1]["size"] == size:
                 v = vs[-1]
@@ -583,7 +575,7 @@ def _partial_files(samples: List[dict], versions: Dict[str, List[dict]], familie
 
 def _growth(samples: List[dict], path: str) -> Tuple[int, float]:
     """(bytes grown, seconds) of ``path`` over the samples where it was seen."""
-    pts = [(s["t_ns"], s["files"][path][0]) for s in samples if path in s.get("files", {})]
+    pts = [(s["t_ns"], file_stat(s["files"][path]).size) for s in samples if path in s.get("files", {})]
     if len(pts) < 2:
         pts = [(s["t_ns"], w.size) for s in samples for w in write_fds(s)
                if w.path == path and w.size is not None]

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional
 
 from ...names import is_checkpoint_name, is_temp_name
-from .checkpoints import CheckpointFindings, find_checkpoints
+from .checkpoints import CheckpointFindings, file_stat, find_checkpoints
 from .resources import wchar_growth
 
 #: the granularity of file timestamps (the kernel's coarse clock: a tick, 10 ms at HZ=100)
@@ -136,7 +136,7 @@ def outcome(samples: List[dict], final_files: Dict[str, list], root_start_ns: in
     bad = set()
     since_ns = samples[0]["t_ns"] if samples else signal_ns
     for path, st in final_files.items():
-        size, mtime = st[0], st[1]
+        size, mtime = file_stat(st)[:2]
         name = os.path.basename(path)
         p = partial.get(path)
         if is_temp_name(name) and is_checkpoint_name(name) and mtime >= since_ns:

@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Set
 
+from ...recording import ThreadSample
 from ...units import parse_cpu_list
 
 #: kernel/sched/core.c sched_prio_to_weight, nice -20..19
@@ -129,23 +130,30 @@ class _Thread:
         return min(1.0, self.cpu + self.wait)
 
 
+def _row(r) -> ThreadSample:
+    """A thread sample's row, typed (a hand-built sample may hold plain lists)."""
+    return r if isinstance(r, ThreadSample) else ThreadSample(*r)
+
+
 def _threads(obs: dict) -> tuple:
     s = obs["samples"]
     first: Dict[str, tuple] = {}
     for sample in s:
         for tid, row in sample["threads"].items():
-            first.setdefault(tid, (sample["t_ns"], row))
+            first.setdefault(tid, (sample["t_ns"], _row(row)))
     last = s[-1]
     out: List[_Thread] = []
-    for tid, row in last["threads"].items():
+    for tid, raw in last["threads"].items():
+        row = _row(raw)
         t0, r0 = first[tid]
         span = (last["t_ns"] - t0) / 1e9
         if span <= 0:
             continue
-        seen = [x["threads"][tid] for x in s if tid in x["threads"]]
-        out.append(_Thread(tid, int(row[0]), row[6], max(0.0, (row[1] - r0[1]) / 1e9 / span),
-                           max(0.0, (row[2] - r0[2]) / 1e9 / span), int(row[4]),
-                           sum(1 for x in seen if x[5]) / len(seen), sum(1 for x in seen if x[3] == "R") / len(seen)))
+        seen = [_row(x["threads"][tid]) for x in s if tid in x["threads"]]
+        out.append(_Thread(tid, int(row.pid), row.comm, max(0.0, (row.run_ns - r0.run_ns) / 1e9 / span),
+                           max(0.0, (row.wait_ns - r0.wait_ns) / 1e9 / span), int(row.nice),
+                           sum(1 for x in seen if x.gpu_wait) / len(seen),
+                           sum(1 for x in seen if x.state == "R") / len(seen)))
     return out, (s[-1]["t_ns"] - s[0]["t_ns"]) / 1e9
 
 

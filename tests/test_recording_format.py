@@ -1,0 +1,59 @@
+"""Recordings written before the kill-preview samples were typed still read, and read typed (no root).
+
+tests/recordings/kp_slow_writer_v1.parquet was written by `pyimpact kill-preview PID -d 0.8 --if nice=10 -o`
+(the version before ``WriteFd``/``FileStat``/``ThreadSample`` lived in the Recording: its samples were plain
+lists) on tests/targets/kp_slow_writer.py in the middle of its third checkpoint.  Read now, its sample rows
+come back as the typed records a live run holds; written again, they are the same lists on disk; and the
+analysis of the old file is the analysis of its rewrite.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import pyarrow.parquet as pq
+
+from conftest import RECORDINGS
+from pyimpact.analyse.impact.report import analyse_impact
+from pyimpact.export import read_recording, write_recording
+from pyimpact.recording import METADATA_KEY, FileStat, ThreadSample, WriteFd
+
+OLD = os.path.join(RECORDINGS, "kp_slow_writer_v1.parquet")
+
+
+def _raw_kill_preview(path: str) -> dict:
+    """metadata["kill_preview"] as the file holds it (JSON lists), read without pyimpact."""
+    side = json.loads(pq.read_schema(path).metadata[METADATA_KEY])
+    return side["metadata"]["kill_preview"]
+
+
+def test_old_kill_preview_file_reads_typed_and_rewrites_the_same_lists(tmp_path):
+    raw = _raw_kill_preview(OLD)
+    assert raw["version"] == 1
+    raw_samples = raw["observations"][0]["samples"]
+    assert any(s["wfds"] for s in raw_samples) and all(isinstance(w, list) for s in raw_samples for w in s["wfds"])
+
+    rec = read_recording(OLD)
+    kp = rec.metadata["kill_preview"]
+    samples = kp["observations"][0]["samples"]
+    wfds = [w for s in samples for w in s["wfds"]]
+    assert wfds and all(isinstance(w, WriteFd) for w in wfds)
+    assert any(w.path.endswith("/ckpt_0003.bin") and w.size is not None for w in wfds)
+    files = [f for s in samples for f in s["files"].values()]
+    assert files and all(isinstance(f, FileStat) for f in files)
+    rows = [r for s in kp["threads"]["samples"] for r in s["threads"].values()]
+    assert rows and all(isinstance(r, ThreadSample) for r in rows)
+    assert {r.pid for r in rows} == {rec.metadata["targets"][0]["pid"]}
+
+    again = str(tmp_path / "again.parquet")
+    write_recording(rec, again)
+    assert _raw_kill_preview(again) == raw                    # the same lists on disk
+    back = read_recording(again)
+    assert back.metadata == rec.metadata
+
+    pid = int(rec.metadata["targets"][0]["pid"])
+    old_doc = analyse_impact(rec, pid).to_dict()
+    assert old_doc["safe_to_kill"]["verdict"] == "unsafe"
+    assert [p["path"] for p in old_doc["loss"]["partial_files"]] == [w.path for w in wfds
+                                                                     if w.path.endswith("/ckpt_0003.bin")][:1]
+    assert analyse_impact(back, pid).to_dict() == old_doc
