@@ -7,9 +7,9 @@ A Recording holds
   inflight        DataFrame: the syscall each followed thread was in when the trace ended
   block_inflight  DataFrame: block requests queued and not completed at the end
   gpu             list of GPU samples (pyimpact.collect.gpu), possibly empty
-  metadata        dict: host, kernel, tool version, clock base, start/end, duration,
+  metadata        Metadata: host, kernel, tool version, clock base, start/end, duration,
                   targets, mode, lost counts, unavailable (what could not be seen, why),
-                  end reason, probe timings, options
+                  end reason, probe timings, options, and what each session added
 
 Analysis takes a Recording and nothing else, so `pyimpact report FILE` runs
 the same code on a saved one as `diagnose` runs live. Parquet stores the
@@ -29,8 +29,8 @@ import json
 import platform
 import socket
 import sys
-from dataclasses import dataclass, field
-from typing import Any, Callable, List, NamedTuple, Optional
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from . import __version__
 from .snapshot import SystemSnapshot
@@ -45,7 +45,7 @@ INFLIGHT_COLUMNS = ["pid", "tid", "nr", "syscall", "since_ns", "args"]
 BLOCK_COLUMNS = ["pid", "tid", "comm", "dev", "sector", "bytes", "rwbs", "queued_ns", "issued_ns"]
 
 
-#: the layout of ``metadata["kill_preview"]`` (observations of TreeObserver, thread samples)
+#: the layout of ``metadata.kill_preview`` (observations of TreeObserver, thread samples)
 KILL_PREVIEW_VERSION = 1
 
 
@@ -75,7 +75,7 @@ class FileStat(NamedTuple):
 
 
 class ThreadSample(NamedTuple):
-    """One thread in a ``--if`` thread sample (``metadata["kill_preview"]["threads"]``,
+    """One thread in a ``--if`` thread sample (``metadata.kill_preview["threads"]``,
     samples[i]["threads"][tid] -> this; pyimpact.collect.threads writes them,
     pyimpact.analyse.impact.what_if reads them): the list
     ``[pid, run_ns, wait_ns, state, nice, gpu_wait, comm]`` on disk."""
@@ -90,7 +90,7 @@ class ThreadSample(NamedTuple):
 
 
 def typed_samples(kill_preview: dict) -> dict:
-    """``metadata["kill_preview"]`` read back from a file, its sample rows
+    """``metadata.kill_preview`` read back from a file, its sample rows
     typed again (WriteFd, FileStat, ThreadSample): the lists of any version-1
     file become the records the live run held (in place; returned for convenience)."""
     for s in ((kill_preview or {}).get("threads") or {}).get("samples") or []:
@@ -148,18 +148,156 @@ def deferred_frame(rows, columns) -> Deferred:
     return Deferred(rows=list(rows), columns=columns)
 
 
-def base_metadata() -> dict:
+@dataclass
+class Metadata:
+    """What a recording says about itself: the machine and tool, the request,
+    the clock, the window, what was lost or unavailable, and what each session
+    added (wait details, server answers, Python stacks, kill-preview samples,
+    history).
+
+    On disk it is the JSON object it always was (``to_dict``/``from_dict``,
+    the one mapping): a field left at None is a key not written (and absent
+    in the ``meta["key"]`` view), a key this version does not know is kept in
+    ``extra`` and written back, so files from before and after a field was
+    added read the same.  Every recording made here starts from
+    ``base_metadata()`` (the machine and tool fields set).  Code reads
+    attributes; the mapping view is kept for scripts and fixtures.
+    """
+
+    # -- the machine and tool (base_metadata) ------------------------------
+    schema_version: Optional[int] = None
+    tool: Optional[str] = None                      # "pyimpact"
+    tool_version: Optional[str] = None
+    host: Optional[str] = None
+    kernel: Optional[str] = None                    # uname -r
+    machine: Optional[str] = None                   # uname -m
+    #: events lost, by where: ringbuf_full, map_full, kernel_skipped, undrained
+    lost: Optional[Dict[str, int]] = None
+    #: what could not be observed: [{"what", "why"}]; every view shows these
+    unavailable: Optional[List[Dict[str, str]]] = None
+    # -- the request (collect.tracer) --------------------------------------
+    command_started_mono: Optional[float] = None    # CLOCK_MONOTONIC when the trace began (time-to-verdict marks)
+    targets: Optional[List[Dict[str, Any]]] = None  # [{"pid", "start_ticks"}]
+    mode: Optional[str] = None                      # "pids" or "system"
+    options: Optional[Dict[str, Any]] = None        # the command's options (costly_after_s, slow_ms, ...)
+    slow_ns: Optional[int] = None                   # syscalls and waits longer than this are events
+    # -- the probes and the clock ------------------------------------------
+    bcc_version: Optional[str] = None
+    kernel_headers: Optional[str] = None
+    tracefs: Optional[str] = None
+    clock_offset_ns: Optional[int] = None           # event time = CLOCK_MONOTONIC + this (UTC ns)
+    clock: Optional[str] = None                     # that rule, in words
+    # -- the window --------------------------------------------------------
+    started_at_ns: Optional[int] = None             # wall clock (UTC ns)
+    probes_attached_after_s: Optional[float] = None
+    end_reason: Optional[str] = None                # "duration", "interrupted by SIGINT", ...
+    ended_at_ns: Optional[int] = None
+    duration_s: Optional[float] = None
+    futex_wakes_woke_nobody: Optional[int] = None   # counted in the kernel, not sent as events
+    events_received: Optional[int] = None           # events the probes delivered (streamed or kept)
+    #: refused connects the probes counted, with their address: [{"pid", "addr", "count", ...}]
+    connect_failures: Optional[List[Dict[str, Any]]] = None
+    probe_timings: Optional[Dict[str, float]] = None  # seconds per probe stage (compile, attach, detach)
+    exited_targets: Optional[List[int]] = None      # targets gone by the end
+    # -- what sessions added -----------------------------------------------
+    followed_pids: Optional[List[int]] = None       # the processes a diagnosis followed (waits pointed to them)
+    wait_details: Optional[Dict[str, Any]] = None   # collect.waits: what each waiting thread's fds are
+    server_waits: Optional[Dict[str, Any]] = None   # the servers' own answers (collect.servers)
+    python_stacks: Optional[Dict[str, Any]] = None  # py-spy dumps, by pid
+    diagnose_timings_s: Optional[Dict[str, float]] = None  # time-to-verdict marks
+    #: kill-preview samples: {"version", "observations": [TreeObserver.to_dict()], "threads": ...}
+    kill_preview: Optional[Dict[str, Any]] = None
+    history: Optional[Dict[str, Any]] = None        # the recorder history the live run was given
+    lost_unknown: Optional[str] = None              # why the loss counters are not known (a CSV recording)
+    redacted: Optional[bool] = None                 # written through --redact
+    #: keys this version does not know (a newer writer's, a fixture's): kept and written back
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    # -- the on-disk mapping -------------------------------------------------
+    def to_dict(self) -> Dict[str, Any]:
+        """The JSON object of the files: every field that is set, in order,
+        then the unknown keys."""
+        out: Dict[str, Any] = {}
+        for f in fields(self):
+            if f.name == "extra":
+                continue
+            v = getattr(self, f.name)
+            if v is not None:
+                out[f.name] = v
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_dict(cls, d: Optional[Dict[str, Any]]) -> "Metadata":
+        """The metadata of a file, of any version: known keys to fields, the
+        rest to ``extra``; the kill-preview sample rows typed again."""
+        meta = cls()
+        names = _FIELD_NAMES
+        for k, v in (d or {}).items():
+            if k in names:
+                setattr(meta, k, v)
+            else:
+                meta.extra[k] = v
+        if isinstance(meta.kill_preview, dict):
+            typed_samples(meta.kill_preview)
+        return meta
+
+    def copy(self) -> "Metadata":
+        """A copy whose containers at the top (extra) are its own."""
+        return replace(self, extra=dict(self.extra))
+
+    # -- the mapping view (scripts, fixtures: meta["key"]) --------------------
+    def __getitem__(self, key: str) -> Any:
+        if key in _FIELD_NAMES:
+            v = getattr(self, key)
+            if v is None:
+                raise KeyError(key)
+            return v
+        return self.extra[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in _FIELD_NAMES:
+            setattr(self, key, value)
+        else:
+            self.extra[key] = value
+
+    def __contains__(self, key: object) -> bool:
+        try:
+            self[key]           # type: ignore[index]
+            return True
+        except (KeyError, TypeError):
+            return False
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+    def update(self, other: Dict[str, Any]) -> None:
+        for k, v in other.items():
+            self[k] = v
+
+    def keys(self):
+        return self.to_dict().keys()
+
+    def items(self):
+        return self.to_dict().items()
+
+
+_FIELD_NAMES = frozenset(f.name for f in fields(Metadata)) - {"extra"}
+
+
+def base_metadata() -> Metadata:
     """Facts about the machine and tool, true for any recording made here."""
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "tool": "pyimpact",
-        "tool_version": __version__,
-        "host": socket.gethostname(),
-        "kernel": platform.release(),
-        "machine": platform.machine(),
-        "lost": {"ringbuf_full": 0, "map_full": 0, "kernel_skipped": 0, "undrained": 0},
-        "unavailable": [],
-    }
+    return Metadata(schema_version=SCHEMA_VERSION, tool="pyimpact", tool_version=__version__,
+                    host=socket.gethostname(), kernel=platform.release(), machine=platform.machine(),
+                    lost={"ringbuf_full": 0, "map_full": 0, "kernel_skipped": 0, "undrained": 0}, unavailable=[])
 
 
 @dataclass
@@ -171,20 +309,20 @@ class Recording:
     inflight: Any = None
     block_inflight: Any = None
     gpu: list = field(default_factory=list)
-    metadata: dict = field(default_factory=base_metadata)
+    metadata: Metadata = field(default_factory=base_metadata)
 
     # -- convenience ----------------------------------------------------
     @property
     def lost_total(self) -> int:
-        return int(sum(self.metadata.get("lost", {}).values()))
+        return int(sum((self.metadata.lost or {}).values()))
 
     @property
     def start_ns(self) -> int:
-        return int(self.metadata.get("started_at_ns", 0))
+        return int(self.metadata.started_at_ns or 0)
 
     @property
     def end_ns(self) -> int:
-        return int(self.metadata.get("ended_at_ns", 0))
+        return int(self.metadata.ended_at_ns or 0)
 
     def snapshot(self, which: str = "end") -> SystemSnapshot | None:
         return self.snapshots.get(which) or self.snapshots.get("start")
@@ -192,8 +330,10 @@ class Recording:
     def note_unavailable(self, what: str, why: str) -> None:
         """Record something that could not be observed; output shows these."""
         entry = {"what": what, "why": why}
-        if entry not in self.metadata.setdefault("unavailable", []):
-            self.metadata["unavailable"].append(entry)
+        if self.metadata.unavailable is None:
+            self.metadata.unavailable = []
+        if entry not in self.metadata.unavailable:
+            self.metadata.unavailable.append(entry)
 
     def deferred(self, name: str) -> Optional[Deferred]:
         """The table ``name`` while it is still Deferred (not read yet), else None."""
@@ -219,7 +359,7 @@ class Recording:
         """Everything but the timeline, as JSON-able data (tables still
         Deferred as rows are written from their rows, without pandas)."""
         return {
-            "metadata": self.metadata,
+            "metadata": self.metadata.to_dict(),
             "snapshots": {k: v.to_dict() for k, v in self.snapshots.items() if v is not None},
             "syscall_stats": self._records("syscall_stats"),
             "inflight": self._records("inflight"),
@@ -229,9 +369,7 @@ class Recording:
 
     @classmethod
     def from_sidecar(cls, events, side: dict) -> "Recording":
-        meta = side.get("metadata", base_metadata())
-        if isinstance(meta.get("kill_preview"), dict):
-            typed_samples(meta["kill_preview"])
+        meta = Metadata.from_dict(side["metadata"]) if "metadata" in side else base_metadata()
         return cls(
             events=events,
             snapshots={k: SystemSnapshot.from_dict(v) for k, v in side.get("snapshots", {}).items()},

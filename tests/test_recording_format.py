@@ -1,4 +1,8 @@
-"""Recordings written before the kill-preview samples were typed still read, and read typed (no root).
+"""Recordings written before the metadata and the kill-preview samples were typed still read, and read typed.
+
+No root.  The metadata: every saved recording in tests/recordings was written while it was a plain dict;
+read now it is a ``Metadata`` (keys this version does not know, like the fixtures' "fixture", kept in
+``extra``), and written again it is the same JSON object.
 
 tests/recordings/kp_slow_writer_v1.parquet was written by `pyimpact kill-preview PID -d 0.8 --if nice=10 -o`
 (the version before ``WriteFd``/``FileStat``/``ThreadSample`` lived in the Recording: its samples were plain
@@ -8,6 +12,7 @@ analysis of the old file is the analysis of its rewrite.
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 
@@ -16,15 +21,51 @@ import pyarrow.parquet as pq
 from conftest import RECORDINGS
 from pyimpact.analyse.impact.report import analyse_impact
 from pyimpact.export import read_recording, write_recording
-from pyimpact.recording import METADATA_KEY, FileStat, ThreadSample, WriteFd
+from pyimpact.recording import METADATA_KEY, FileStat, Metadata, ThreadSample, WriteFd
 
 OLD = os.path.join(RECORDINGS, "kp_slow_writer_v1.parquet")
 
 
+def _raw_metadata(path: str) -> dict:
+    """The recording's metadata as the file holds it (a JSON object), read without pyimpact."""
+    return json.loads(pq.read_schema(path).metadata[METADATA_KEY])["metadata"]
+
+
 def _raw_kill_preview(path: str) -> dict:
     """metadata["kill_preview"] as the file holds it (JSON lists), read without pyimpact."""
-    side = json.loads(pq.read_schema(path).metadata[METADATA_KEY])
-    return side["metadata"]["kill_preview"]
+    return _raw_metadata(path)["kill_preview"]
+
+
+def test_old_metadata_reads_as_fields_and_writes_back_the_same_object(tmp_path):
+    olds = sorted(glob.glob(os.path.join(RECORDINGS, "*.parquet")))
+    assert len(olds) >= 9
+    for path in olds:
+        raw = _raw_metadata(path)
+        rec = read_recording(path)
+        meta = rec.metadata
+        assert isinstance(meta, Metadata)
+        assert (meta.host, meta.kernel, meta.tool_version) == (raw["host"], raw["kernel"], raw["tool_version"])
+        assert meta.targets == raw["targets"] and meta.lost == raw["lost"] and meta.duration_s == raw["duration_s"]
+        assert meta.unavailable == raw["unavailable"] and meta.end_reason == raw["end_reason"]
+        unknown = {k: v for k, v in raw.items() if not hasattr(meta, k) or k == "extra"}
+        assert meta.extra == unknown
+        assert json.loads(json.dumps(meta.to_dict())) == raw       # (sample rows: NamedTuples, lists in JSON)
+        again = str(tmp_path / os.path.basename(path))
+        write_recording(rec, again)
+        assert _raw_metadata(again) == raw, path
+        assert read_recording(again).metadata == meta
+    fixture = read_recording(olds[0]).metadata
+    assert "fixture" in fixture.extra and fixture["fixture"] == fixture.extra["fixture"]
+
+
+def test_metadata_mapping_view_matches_the_fields():
+    meta = Metadata.from_dict({"host": "h", "lost": {"ringbuf_full": 2}, "someday": [1]})
+    assert meta["host"] == "h" and meta.get("mode") is None and "mode" not in meta and "someday" in meta
+    meta["mode"] = "pids"
+    meta["fixture"] = {"pid": 1}
+    assert meta.mode == "pids" and meta.extra == {"someday": [1], "fixture": {"pid": 1}}
+    assert meta.to_dict() == {"host": "h", "lost": {"ringbuf_full": 2}, "mode": "pids", "someday": [1],
+                              "fixture": {"pid": 1}}
 
 
 def test_old_kill_preview_file_reads_typed_and_rewrites_the_same_lists(tmp_path):

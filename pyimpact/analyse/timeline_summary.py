@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import sys
 from dataclasses import asdict, dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from ..recording import Recording
 from .timeline_totals import TimelineTotals, latency_ms, signal_key_order, stat_rows
+
+if TYPE_CHECKING:   # annotations only: the trace's summary never imports pandas
+    import pandas as pd
 
 MAX_EVENTS = 40
 MAX_WAITS = 15
@@ -308,11 +311,12 @@ def summarise_timeline(rec: Recording, story: bool = True, totals: bool = True,
     ``counted``: the timeline's totals already counted (a streamed trace); the
     timeline itself is then read only for the story."""
     meta = rec.metadata
-    start = int(meta.get("started_at_ns") or 0)
+    start = int(meta.started_at_ns or 0)
     ev = rec.events if story or counted is None else None
-    st = TimelineSummary(started_ns=start, duration_s=meta.get("duration_s"), targets=list(meta.get("targets", [])),
-                         host=str(meta.get("host", "?")), kernel=str(meta.get("kernel", "?")),
-                         mode=meta.get("mode"), end_reason=meta.get("end_reason"))
+    st = TimelineSummary(started_ns=start, duration_s=meta.duration_s, targets=list(meta.targets or []),
+                         host="?" if meta.host is None else str(meta.host),
+                         kernel="?" if meta.kernel is None else str(meta.kernel),
+                         mode=meta.mode, end_reason=meta.end_reason)
     if totals and counted is None:
         counted = TimelineTotals.of_frame(rec.events)
     if start == 0:
@@ -320,9 +324,9 @@ def summarise_timeline(rec: Recording, story: bool = True, totals: bool = True,
             start = st.started_ns = counted.first_ns
         elif ev is not None and len(ev):
             start = st.started_ns = int(ev["time_ns"].min())
-    st.lost = {k: int(v) for k, v in (meta.get("lost") or {}).items()}
-    st.lost_unknown = str(meta.get("lost_unknown") or "")
-    st.not_seen = [dict(u) for u in meta.get("unavailable", [])]
+    st.lost = {k: int(v) for k, v in (meta.lost or {}).items()}
+    st.lost_unknown = str(meta.lost_unknown or "")
+    st.not_seen = [dict(u) for u in (meta.unavailable or [])]
     if counted is not None:
         st.events_by_kind = counted.counts()
     elif ev is not None and len(ev):
@@ -428,7 +432,7 @@ def _io(st: TimelineSummary, ev: pd.DataFrame, start: int) -> None:
 
 
 def _pending(st: TimelineSummary, rec: Recording, start: int) -> None:
-    end = int(rec.metadata.get("ended_at_ns") or 0)
+    end = int(rec.metadata.ended_at_ns or 0)
     df = rec.inflight
     if df is not None and len(df):
         for r in df.itertuples(index=False):
@@ -489,7 +493,7 @@ def _totals(st: TimelineSummary, rec: Recording, t: TimelineTotals) -> None:
     st.exits = [ExitEvent(pid, comm, None if code is None else int(code), None if sig is None else int(sig))
                 for _, pid, comm, code, sig in sorted(t.exits, key=lambda e: e[0])]
     st.signal_deliveries = int(t.signal_deliveries)
-    st.futex = FutexTotals(int(t.futex_waits), int(t.futex_wakes), int(meta.get("futex_wakes_woke_nobody", 0)),
+    st.futex = FutexTotals(int(t.futex_waits), int(t.futex_wakes), int(meta.futex_wakes_woke_nobody or 0),
                            float(t.futex_wait_ns) / 1e6, addrs)
-    st.timings = {"probes_attached_after_s": meta.get("probes_attached_after_s"),
-                  **{k: round(v, 4) for k, v in meta.get("probe_timings", {}).items()}}
+    st.timings = {"probes_attached_after_s": meta.probes_attached_after_s,
+                  **{k: round(v, 4) for k, v in (meta.probe_timings or {}).items()}}

@@ -12,7 +12,7 @@ GPU driver).  Machine-wide: /proc/stat per-CPU busy time and procs_running
 and the cgroup CPU quota now.
 
 Collect only: ``ThreadSampler.to_dict()`` goes into the Recording as
-``metadata["kill_preview"]["threads"]`` and pyimpact.analyse.impact.what_if reads it.
+``metadata.kill_preview["threads"]`` and pyimpact.analyse.impact.what_if reads it.
 """
 from __future__ import annotations
 

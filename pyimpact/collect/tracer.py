@@ -88,11 +88,11 @@ class Tracer:
     def __enter__(self) -> "Tracer":
         self._t0 = time.monotonic()
         meta = self.rec.metadata
-        meta["command_started_mono"] = self._t0
-        meta["targets"] = [{"pid": p, "start_ticks": s} for p, s in self.identities]
-        meta["mode"] = "system" if self.request.trace_all else "pids"
-        meta["options"] = dict(self.request.options)
-        meta["slow_ns"] = self.request.slow_ns
+        meta.command_started_mono = self._t0
+        meta.targets = [{"pid": p, "start_ticks": s} for p, s in self.identities]
+        meta.mode = "system" if self.request.trace_all else "pids"
+        meta.options = dict(self.request.options)
+        meta.slow_ns = self.request.slow_ns
         try:
             early = self.opener
             if early is not None and getattr(early, "_snapshot_fn", None) is not None:
@@ -106,10 +106,10 @@ class Tracer:
         except BaseException:
             self.close()   # every stage closed on every path: a probe compile started early, probes attached
             raise
-        meta["started_at_ns"] = time.time_ns()
+        meta.started_at_ns = time.time_ns()
         if self.probes is not None and self.attached_early_ns:
-            meta["started_at_ns"] = self.attached_early_ns
-        meta["probes_attached_after_s"] = round(time.monotonic() - self._t0, 4)
+            meta.started_at_ns = self.attached_early_ns
+        meta.probes_attached_after_s = round(time.monotonic() - self._t0, 4)
         if self.probes is not None:
             from .memory import trim_heap
 
@@ -125,7 +125,10 @@ class Tracer:
             self.opener = None
         if self.probes is not None:
             self.probes.close()
-            self.rec.metadata.setdefault("probe_timings", {}).update(self.probes.timings)
+            meta = self.rec.metadata
+            if meta.probe_timings is None:
+                meta.probe_timings = {}
+            meta.probe_timings.update(self.probes.timings)
             self.probes = None
 
     def _open_probes(self) -> None:
@@ -154,11 +157,10 @@ class Tracer:
             for child in children:
                 self.probes.follow(child)
         env = self.probes.env
-        self.rec.metadata.update({
-            "bcc_version": env.bcc_version, "kernel_headers": env.headers, "tracefs": env.tracefs,
-            "clock_offset_ns": self.probes.clock_offset_ns,
-            "clock": "event time = CLOCK_MONOTONIC + clock_offset_ns (wall clock, UTC ns)",
-        })
+        meta = self.rec.metadata
+        meta.bcc_version, meta.kernel_headers, meta.tracefs = env.bcc_version, env.headers, env.tracefs
+        meta.clock_offset_ns = self.probes.clock_offset_ns
+        meta.clock = "event time = CLOCK_MONOTONIC + clock_offset_ns (wall clock, UTC ns)"
 
     def _snapshot(self):
         pids = [p for p, _ in self.identities]
@@ -240,7 +242,7 @@ class Tracer:
         then decode, with nothing left feeding the buffer."""
         rec = self.rec
         meta = rec.metadata
-        meta["end_reason"] = self.end_reason or "stopped"
+        meta.end_reason = self.end_reason or "stopped"
         if self.probes is not None:
             self.probes.drain()
             rec.inflight = deferred_frame(self.probes.inflight(), INFLIGHT_COLUMNS)
@@ -248,29 +250,29 @@ class Tracer:
             self.probes.drain(deadline_s=DRAIN_DEADLINE_S)
             rec.syscall_stats = deferred_frame(self.probes.syscall_stats(), STAT_COLUMNS)
             rec.block_inflight = deferred_frame(self.probes.block_inflight(), BLOCK_COLUMNS)
-            meta["connect_failures"] = self.probes.connect_failures()
+            meta.connect_failures = self.probes.connect_failures()
         # The end is when the in-kernel state was last read: a call still in
         # flight then began before it (taken earlier, before draining, a call
         # that began during the drain was "waiting" a negative time); taken
         # before decoding, which can take seconds on a large trace.
-        meta["ended_at_ns"] = time.time_ns()
-        meta["duration_s"] = round((meta["ended_at_ns"] - meta["started_at_ns"]) / 1e9, 6)
+        meta.ended_at_ns = time.time_ns()
+        meta.duration_s = round((meta.ended_at_ns - meta.started_at_ns) / 1e9, 6)
         if self.probes is not None:
-            meta["events_received"] = self.probes.event_count
+            meta.events_received = self.probes.event_count
             if self.sink is not None:
                 self._hand_on()
                 rec.events = Deferred(load=self.sink.load, length=self.probes.event_count)
             else:
                 raw, exec_paths = self.probes.raw_events()
                 rec.events = decode_events(raw, exec_paths, self.probes.clock_offset_ns)
-            meta["lost"] = self.probes.lost()
-            meta["futex_wakes_woke_nobody"] = self.probes.futex_idle_wakes()
-            meta["probe_timings"] = dict(self.probes.timings)
+            meta.lost = self.probes.lost()
+            meta.futex_wakes_woke_nobody = self.probes.futex_idle_wakes()
+            meta.probe_timings = dict(self.probes.timings)
         alive = self.targets_alive()
         if alive:
             try:
                 rec.snapshots["end"] = procfs.take_snapshot(alive, tree=self.request.snapshot_tree)
             except psutil.Error:
                 rec.note_unavailable("end snapshot", "the targets exited while it was taken")
-        meta["exited_targets"] = [pid for pid, _ in self.identities if pid not in alive]
+        meta.exited_targets = [pid for pid, _ in self.identities if pid not in alive]
         return rec

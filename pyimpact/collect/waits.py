@@ -15,7 +15,7 @@ pointers, in the target's memory:
 All reads are read-only (/proc/PID/mem with pread) and bounded in time: a
 target that holds its mmap lock makes the read hang, so after one timeout the
 rest of that process is skipped.  Collect only: the result is a JSON-able dict
-stored in the Recording (``metadata["wait_details"]``) and interpreted by
+stored in the Recording (``metadata.wait_details``) and interpreted by
 ``pyimpact.analyse.hang.waitgraph``; nothing here decides.
 """
 from __future__ import annotations

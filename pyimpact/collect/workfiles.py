@@ -11,7 +11,7 @@ directories the job works in (stat only).
 
 Collection only: it reads /proc and stat()s local files, never prints and
 never decides.  Its samples are plain dicts because they go into the
-Recording as they are (``metadata["kill_preview"]["observations"]``, see
+Recording as they are (``metadata.kill_preview["observations"]``, see
 ``TreeObserver.to_dict``), so a saved recording is analysed again exactly by
 pyimpact.analyse.impact.report.
 """

@@ -6,7 +6,7 @@ tree's CPU counters, its files open for writing and the checkpoint-like files
 in the directories the job works in (pyimpact.collect.workfiles), reads NVML,
 and prints the impact analysis (pyimpact.analyse.impact.report) as text or ``--json``.
 
-The samples go into the Recording (``metadata["kill_preview"]``) and the
+The samples go into the Recording (``metadata.kill_preview``) and the
 ``--costly-after`` threshold into its options, so `pyimpact report` on a
 saved recording gives the same answer.
 
@@ -105,7 +105,7 @@ def command(pid: int, duration_s: float, watch_s: Optional[float], as_json: bool
     finally:
         if live is not None:
             live.done()
-    rec.metadata["history"] = hist
+    rec.metadata.history = hist
     try:
         save_error = None
         red = redactor_for(rec, redact)     # one redactor: the same placeholders in view and file

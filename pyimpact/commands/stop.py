@@ -92,7 +92,7 @@ def command(pid: int, when: str, grace: float, sig_name: Optional[str], force: b
         for line in plan_lines(pid, report, when, signal_label(sig), why, grace, force, tree):
             out(line)
         confirm_or_stop("Proceed?", yes)
-        obs_doc = rec.metadata["kill_preview"]["observations"][0]
+        obs_doc = rec.metadata.kill_preview["observations"][0]
         observer = TreeObserver(pid, tree.root.start_ticks)
         seed_from_snapshot(observer, rec.snapshots["start"])
         observer.samples = list(obs_doc.get("samples", []))

@@ -108,7 +108,7 @@ def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_p
     def ready(tracer) -> None:
         # On stderr even with --json: it is also the ready signal for scripts.
         err.print(f"tracing {'all processes' if trace_all else ', '.join(map(str, pids))} "
-                  f"(probes attached in {seconds(tracer.rec.metadata['probes_attached_after_s'], 2)}); "
+                  f"(probes attached in {seconds(tracer.rec.metadata.probes_attached_after_s, 2)}); "
                   f"Ctrl-C to stop", highlight=False)
 
     def show(rec, stream) -> None:
@@ -130,7 +130,7 @@ def command(pids, names, trace_all, duration, output, as_json, slow_ms, buffer_p
             click.echo(json_dumps(summary, indent=2))
         else:
             render_summary(summary, out)
-            for pid in rec.metadata.get("exited_targets", []):
+            for pid in (rec.metadata.exited_targets or []):
                 err.print(f"target {pid} exited during the trace")
         if save_error is not None:
             raise save_error

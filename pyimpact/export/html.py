@@ -155,15 +155,18 @@ def _diagnosis_html(d: dict) -> Iterable[str]:
 
 def _meta_rows(rec) -> Iterable[str]:
     m = rec.metadata
-    started = m.get("started_at_ns")
+    started = m.started_at_ns
     when = utc_time(int(started), "%Y-%m-%d %H:%M:%S UTC") if started else "?"
-    rows = [("host", m.get("host", "?")), ("kernel", f"{m.get('kernel', '?')} ({m.get('machine', '?')})"),
-            ("started", when), ("duration", seconds(m.get("duration_s") or 0, 2)),
-            ("mode", m.get("mode", "?")),
-            ("targets", ", ".join(str(t.get("pid")) for t in m.get("targets", [])) or "—"),
+    def known(v):
+        return "?" if v is None else v
+
+    rows = [("host", known(m.host)), ("kernel", f"{known(m.kernel)} ({known(m.machine)})"),
+            ("started", when), ("duration", seconds(m.duration_s or 0, 2)),
+            ("mode", known(m.mode)),
+            ("targets", ", ".join(str(t.get("pid")) for t in (m.targets or [])) or "—"),
             ("events", f"{len(rec.events)}"),
-            ("lost events", ", ".join(f"{k} {v}" for k, v in (m.get("lost") or {}).items()) or "0"),
-            ("ended", m.get("end_reason", "?")), ("recorded by", f"pyimpact {m.get('tool_version', '?')}")]
+            ("lost events", ", ".join(f"{k} {v}" for k, v in (m.lost or {}).items()) or "0"),
+            ("ended", known(m.end_reason)), ("recorded by", f"pyimpact {known(m.tool_version)}")]
     for k, v in rows:
         yield f"<tr><td>{esc(k)}</td><td>{esc(v)}</td></tr>"
 
@@ -174,7 +177,7 @@ def render(rec) -> str:
     from ..analyse.timeline_summary import tell
 
     diagnoses, problems = [], []
-    for t in rec.metadata.get("targets", []):
+    for t in (rec.metadata.targets or []):
         try:
             diagnoses.append(diagnose(rec, int(t["pid"])).to_json())
         except NotInRecording as err:
@@ -183,7 +186,7 @@ def render(rec) -> str:
     parts = ['<!DOCTYPE html>', '<html lang="en"><head><meta charset="utf-8">',
              '<meta http-equiv="Content-Security-Policy" content="default-src \'none\'; style-src \'unsafe-inline\'">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
-             f'<title>pyimpact report — {esc(rec.metadata.get("host", ""))}</title>',
+             f'<title>pyimpact report — {esc(rec.metadata.host or "")}</title>',
              f'<style>{CSS}</style></head><body>',
              '<h1>pyimpact report</h1>',
              f'<table class="meta">{"".join(_meta_rows(rec))}</table>',
@@ -202,7 +205,7 @@ def render(rec) -> str:
                          f"<td>{esc(w.get('what', w.get('syscall', '')))}</td><td>{esc(w.get('count', ''))}</td>"
                          f"<td>{seconds(w.get('total_s', 0) or 0, 3)}</td></tr>")
         parts.append("</table>")
-    unavailable = rec.metadata.get("unavailable") or []
+    unavailable = rec.metadata.unavailable or []
     if unavailable:
         parts.append("<h2>Not seen</h2><ul>")
         parts += [f"<li>{esc(u.get('what'))}: {esc(u.get('why'))}</li>" for u in unavailable]

@@ -115,7 +115,7 @@ class Redactor:
         if ev is not None and len(ev) and "filename" in ev.columns:
             for name in ev["filename"].dropna().unique():
                 r.add_path(str(name), base=False)
-        for dump in ((rec.metadata or {}).get("python_stacks") or {}).values():
+        for dump in (getattr(rec.metadata, "python_stacks", None) or {}).values():
             for th in ((dump or {}).get("threads") or {}).values():
                 for fr in th.get("frames") or []:
                     r.add_path(fr.get("path"))
@@ -211,7 +211,7 @@ class Redactor:
         new.block_inflight = self.frame(rec.block_inflight)
         new.gpu = self.value(rec.gpu)
         meta = self.value(rec.metadata)
-        meta["redacted"] = True
+        meta.redacted = True
         new.metadata = meta
         return new
 

@@ -70,6 +70,6 @@ def read_csv(path: str) -> Recording:
     rec = Recording(events=events)
     rec.note_unavailable("snapshots and metadata", "a CSV recording holds the timeline only")
     # no loss counters travel in a CSV: zeros here would claim "nothing lost"
-    rec.metadata["lost"] = {}
-    rec.metadata["lost_unknown"] = "CSV holds the timeline only"
+    rec.metadata.lost = {}
+    rec.metadata.lost_unknown = "CSV holds the timeline only"
     return rec

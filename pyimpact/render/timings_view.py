@@ -1,7 +1,7 @@
 """`diagnose --timings`: where the time to verdict went, in one line.
 
 The marks are seconds from the load of the diagnose session's module (taken
-by the session and kept in the recording's ``metadata["diagnose_timings_s"]``;
+by the session and kept in the recording's ``metadata.diagnose_timings_s``;
 ``process`` is how long the interpreter ran before that: start-up, click).  Each step is shown
 with the time it took since the previous mark, so the slow one stands out.
 """

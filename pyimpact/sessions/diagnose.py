@@ -35,7 +35,7 @@ def one(pid: int, *, window: float, use_bpf: bool, python_stacks: bool, local_va
     saved: dict = {}
 
     def show(d, rec) -> None:
-        rec.metadata["history"] = hist
+        rec.metadata.history = hist
         red = redactor_for(rec, redact)     # one redactor: the same placeholders in view and file
         if output:   # saved before anything is rendered: a view can never lose the recording
             try:
@@ -59,7 +59,7 @@ def one(pid: int, *, window: float, use_bpf: bool, python_stacks: bool, local_va
 
     _, rec = observe(pid, window=window, use_bpf=use_bpf, python_stacks=python_stacks, on_verdict=show,
                      local_values=local_values)
-    saved["timings"] = rec.metadata.get("diagnose_timings_s") or {}
+    saved["timings"] = rec.metadata.diagnose_timings_s or {}
     return saved
 
 

@@ -31,7 +31,7 @@ def add(doc: dict, hist: dict, history_db=None) -> dict:
 
 def with_saved(doc: dict, rec) -> dict:
     """A kill preview as the live run printed it: with the history it was given."""
-    return add(doc, rec.metadata.get("history") or {})
+    return add(doc, rec.metadata.history or {})
 
 
 def of_recording(rec, pids, history_db) -> dict:
@@ -39,8 +39,8 @@ def of_recording(rec, pids, history_db) -> dict:
     database is given (or a recorder runs), else the one saved with it."""
     from ..collect.history_db import find_default_db
 
-    saved = rec.metadata.get("history")
-    targets = list(pids) or [int(t["pid"]) for t in rec.metadata.get("targets", []) if "pid" in t]
+    saved = rec.metadata.history
+    targets = list(pids) or [int(t["pid"]) for t in (rec.metadata.targets or []) if "pid" in t]
     if not targets or (saved and not history_db) or find_default_db(history_db) is None:
         return saved or lookup(targets[0] if targets else 0, history_db)
     start = rec.snapshots.get("start")

@@ -1,6 +1,6 @@
 """The kill-preview sessions: sample a process tree (CPU counters, files open
 for writing, checkpoint-like files, NVML) while the Tracer runs, and put the
-samples into the Recording (``metadata["kill_preview"]``), so `pyimpact
+samples into the Recording (``metadata.kill_preview``), so `pyimpact
 report` on a saved recording gives the same answer as the live look.
 
 ``observe`` is the one-shot look of `pyimpact kill-preview` and `pyimpact
@@ -25,7 +25,7 @@ GPU_INTERVAL_S = 1.0
 
 def attach_observations(rec, observers: List[TreeObserver], gpu_samples: List[dict]) -> None:
     """Put what the observers and NVML saw into the Recording."""
-    rec.metadata["kill_preview"] = {"version": KILL_PREVIEW_VERSION, "observations": [o.to_dict() for o in observers]}
+    rec.metadata.kill_preview = {"version": KILL_PREVIEW_VERSION, "observations": [o.to_dict() for o in observers]}
     rec.gpu = list(gpu_samples)
     gpu_reason = next((g.get("reason") for g in gpu_samples if not g.get("available")), None)
     if gpu_reason and not any(g.get("available") for g in gpu_samples):
@@ -38,7 +38,7 @@ def observe(pid: int, duration_s: float, use_bpf: bool = True, on_tick=None,
     """Trace ``pid`` for ``duration_s`` and return (Recording, tracer) with
     the tracer still attached (the caller prints, then closes it).
     ``threads``: also sample every thread's schedstat (for ``--if``), into
-    ``metadata["kill_preview"]["threads"]``.
+    ``metadata.kill_preview["threads"]``.
     ``costly_after_s`` is only echoed into the recording's options, for
     `pyimpact report` to judge a saved recording by the same threshold."""
     from ..collect.gpu import GpuReader
@@ -89,12 +89,12 @@ def observe(pid: int, duration_s: float, use_bpf: bool = True, on_tick=None,
         from ..collect.ckpt_scan import recorder_history
         obs.recorded = recorder_history(pid, ticks, sorted(obs.watch), db=history_db)
         rec = tracer.recording()
-        if final is None or pid in rec.metadata.get("exited_targets", []):
+        if final is None or pid in (rec.metadata.exited_targets or []):
             raise ProcessGone(f"process {pid} exited during the observation: nothing is left to kill",
                               "check the PID (pgrep -a NAME); a finished job has no kill to preview")
         attach_observations(rec, [obs], gpu_samples)
         if sampler is not None:
-            rec.metadata["kill_preview"]["threads"] = sampler.to_dict()
+            rec.metadata.kill_preview["threads"] = sampler.to_dict()
         stage.pop_all()                     # the caller prints, then closes the tracer
         return rec, tracer
 
@@ -187,6 +187,6 @@ def what_if_estimates(rec, report, parsed, pid: int) -> list:
         return []
     from ..analyse.impact.what_if import estimate
 
-    obs = rec.metadata.get("kill_preview", {}).get("threads") or {}
+    obs = (rec.metadata.kill_preview or {}).get("threads") or {}
     workers = {r.pid for r in report.tree if "worker" in r.role}
     return [estimate(obs, c, rec.gpu, workers, pid) for c in parsed]

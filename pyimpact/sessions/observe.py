@@ -90,9 +90,9 @@ def add_wait_details(rec, snap) -> None:
     if snap is None:
         return
     got = waits.collect(snap)
-    cur = rec.metadata.get("wait_details")
+    cur = rec.metadata.wait_details
     if not cur:
-        rec.metadata["wait_details"] = got
+        rec.metadata.wait_details = got
     else:
         cur["threads"].update(got["threads"])
 
@@ -155,7 +155,7 @@ class _WindowWork:
                     followed.append(pid)
                 except Exception:  # a map update failing only narrows what is seen
                     pass
-            rec.metadata["followed_pids"] = followed
+            rec.metadata.followed_pids = followed
         snaps = [s for s in (rec.snapshots.get("start"), rec.snapshots.get("related_start")) if s]
         if self.python_stacks:
             from ..collect.pystacks import StackDumps
@@ -226,19 +226,19 @@ def observe(pid: int, *, window: float = 1.0, use_bpf: bool = True, python_stack
         marks["window_done"] = time.monotonic() - _T0
         rec = tr.recording()
         marks["recording"] = time.monotonic() - _T0
-        rec.metadata["wait_details"] = waits.collect(rec.snapshots.get("end") or rec.snapshots.get("start"))
+        rec.metadata.wait_details = waits.collect(rec.snapshots.get("end") or rec.snapshots.get("start"))
         gather_related(rec, "related", again=work.related)
         rel = rec.snapshots.get("related")
         marks["related"] = time.monotonic() - _T0
         if ask_servers:
             from ..collect.servers import ask_servers as _ask
 
-            rec.metadata["server_waits"] = _ask([rec.snapshots.get("end"), rel])
-            for name, took in (rec.metadata["server_waits"].get("timings_s") or {}).items():
+            rec.metadata.server_waits = _ask([rec.snapshots.get("end"), rel])
+            for name, took in (rec.metadata.server_waits.get("timings_s") or {}).items():
                 marks[f"server:{name}"] = took
             known = set(rec.snapshots["end"].processes) if rec.snapshots.get("end") else set()
             known |= set(rel.processes) if rel is not None else set()
-            more = sorted({int(b) for info in rec.metadata["server_waits"]["processes"].values()
+            more = sorted({int(b) for info in rec.metadata.server_waits["processes"].values()
                            for b in info.get("blocked_by") or []} - known)
             if more:  # the sessions a server says hold the locks: snapshot them too
                 snap = _snapshot(more[:RELATED_MAX])
@@ -260,7 +260,7 @@ def observe(pid: int, *, window: float = 1.0, use_bpf: bool = True, python_stack
                 from ..collect.pystacks import StackDumps
 
                 stacks.update(StackDumps(rel_py, timeout_s=1.0, keep_values=local_values).wait(1.0))
-            rec.metadata["python_stacks"] = stacks
+            rec.metadata.python_stacks = stacks
         marks["stacks"] = time.monotonic() - _T0
         if work.gpu_thread is not None:
             work.gpu_thread.join(1.0)
@@ -268,7 +268,7 @@ def observe(pid: int, *, window: float = 1.0, use_bpf: bool = True, python_stack
                 rec.gpu = list(rec.gpu or []) + [work.gpu_sample]
         start = rec.snapshots.get("start")
         was = start.processes.get(pid) if start is not None else None
-        if pid in rec.metadata.get("exited_targets", []) and (was is None or was.state not in ("Z", "X")):
+        if pid in (rec.metadata.exited_targets or []) and (was is None or was.state not in ("Z", "X")):
             raise ProcessGone(f"process {pid} exited during the observation window",
                               "it is not stuck any more")
         marks["collected"] = time.monotonic() - _T0
@@ -278,11 +278,11 @@ def observe(pid: int, *, window: float = 1.0, use_bpf: bool = True, python_stack
             raise ProcessGone(f"process {pid} exited before it could be diagnosed",
                               "check the PID (ps -p PID); diagnose a process that is still running") from None
         marks["diagnosed"] = time.monotonic() - _T0
-        rec.metadata["diagnose_timings_s"] = {k: round(v, 4) for k, v in marks.items()}
+        rec.metadata.diagnose_timings_s = {k: round(v, 4) for k, v in marks.items()}
         if on_verdict is not None:
             on_verdict(d, rec)
         marks["shown"] = time.monotonic() - _T0
-        rec.metadata["diagnose_timings_s"] = {k: round(v, 4) for k, v in marks.items()}
+        rec.metadata.diagnose_timings_s = {k: round(v, 4) for k, v in marks.items()}
     return d, rec
 
 
@@ -356,11 +356,11 @@ def observe_all(*, window: float = 1.0, use_bpf: bool = True, python_stacks: boo
         rec = tr.recording()
         alive = machine_pids()
         rec.snapshots["end"] = _snapshot_all(alive)
-        rec.metadata["followed_pids"] = alive
-        rec.metadata["wait_details"] = waits.collect(rec.snapshots.get("end"))
+        rec.metadata.followed_pids = alive
+        rec.metadata.wait_details = waits.collect(rec.snapshots.get("end"))
         from ..collect.servers import ask_servers as _ask
 
-        rec.metadata["server_waits"] = _ask([rec.snapshots.get("end")])
+        rec.metadata.server_waits = _ask([rec.snapshots.get("end")])
         marks["collected"] = time.monotonic() - _T0
         end = rec.snapshots.get("end")
         mine = sorted(end.processes) if end is not None else []
@@ -371,23 +371,23 @@ def observe_all(*, window: float = 1.0, use_bpf: bool = True, python_stacks: boo
             if want:
                 from ..collect.pystacks import StackDumps
 
-                rec.metadata["python_stacks"] = StackDumps(want, timeout_s=2.0).wait(2.5)
+                rec.metadata.python_stacks = StackDumps(want, timeout_s=2.0).wait(2.5)
                 ds = {d.pid: d for d in diagnose_many(rec, mine)}
         elif end is not None and any(p.python for p in end.processes.values()):
             rec.note_unavailable("Python stacks", "not asked for (--no-python)")
         marks["diagnosed"] = time.monotonic() - _T0
         g = next(iter(ds.values())).graph if ds else None
-        unavailable = [f"{u.get('what')}: {u.get('why')}" for u in rec.metadata.get("unavailable", [])]
-        unavailable += list((rec.metadata.get("server_waits") or {}).get("notes") or [])
+        unavailable = [f"{u.get('what')}: {u.get('why')}" for u in (rec.metadata.unavailable or [])]
+        unavailable += list((rec.metadata.server_waits or {}).get("notes") or [])
         if g is None:
             from ..analyse.hang.waitgraph import build
 
             g = build(rec)
-        r = report(g, ds, unavailable=unavailable, lost=int(sum((rec.metadata.get("lost") or {}).values())))
+        r = report(g, ds, unavailable=unavailable, lost=int(sum((rec.metadata.lost or {}).values())))
         if on_verdict is not None:
             on_verdict(r, rec)
         marks["shown"] = time.monotonic() - _T0
-        rec.metadata["diagnose_timings_s"] = {k: round(v, 4) for k, v in marks.items()}
+        rec.metadata.diagnose_timings_s = {k: round(v, 4) for k, v in marks.items()}
     return r, ds, rec
 
 

@@ -86,10 +86,10 @@ class JobWatch:
 
         if not self.observer.samples or self.root not in self.latest.processes:
             return self.report
-        meta = dict(base.metadata)
-        meta["unavailable"] = [dict(u) for u in base.metadata.get("unavailable", [])]
+        meta = base.metadata.copy()
+        meta.unavailable = [dict(u) for u in (base.metadata.unavailable or [])]
         rec = Recording(snapshots={"start": self.start, "end": self.latest}, metadata=meta)
-        rec.metadata["targets"] = [{"pid": self.root, "start_ticks": self.observer.start_ticks}]
+        rec.metadata.targets = [{"pid": self.root, "start_ticks": self.observer.start_ticks}]
         if probes is not None:
             try:
                 rec.syscall_stats = frame(probes.syscall_stats(), STAT_COLUMNS)
@@ -163,7 +163,7 @@ def run_kill_preview_panel(pids: List[int], duration_s: Optional[float], output:
                 panel.last_samples()
                 rec = tracer.recording()
                 attach_observations(rec, [w.observer for w in panel.watches.values()], panel.gpu_samples)
-                rec.metadata["end_reason"] = status or rec.metadata.get("end_reason")
+                rec.metadata.end_reason = status or rec.metadata.end_reason
                 if output:   # saved before the last render: a view can never lose the recording
                     try:
                         red = redactor_for(rec, redact)

@@ -38,7 +38,7 @@ def analyse(rec, pids=()):
     from ..analyse.timeline_summary import tell
 
     story = tell(rec)
-    wanted = list(pids) or [int(t["pid"]) for t in rec.metadata.get("targets", []) if "pid" in t]
+    wanted = list(pids) or [int(t["pid"]) for t in (rec.metadata.targets or []) if "pid" in t]
     diagnoses = []
     for pid in wanted:
         try:
@@ -57,8 +57,8 @@ def kill_previews(rec, pids=()):
     Both empty when the recording carries no kill-preview samples."""
     from ..analyse.impact.report import COSTLY_AFTER_S, analyse_impact
 
-    observations = (rec.metadata.get("kill_preview") or {}).get("observations", [])
-    costly_after_s = float((rec.metadata.get("options") or {}).get("costly_after_s", COSTLY_AFTER_S))
+    observations = (rec.metadata.kill_preview or {}).get("observations", [])
+    costly_after_s = float((rec.metadata.options or {}).get("costly_after_s", COSTLY_AFTER_S))
     reports, skipped = [], []
     for obs in observations:
         root = int(obs["root"])

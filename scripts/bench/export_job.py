@@ -81,7 +81,7 @@ def main() -> int:
     out["decode_s"] = time.perf_counter() - t
     del raw
     rec = Recording(events=events)
-    rec.metadata.update({"started_at_ns": int(events["time_ns"].min()), "ended_at_ns": int(events["time_ns"].max())})
+    rec.metadata.started_at_ns, rec.metadata.ended_at_ns = int(events["time_ns"].min()), int(events["time_ns"].max())
     out["timeline_mb"] = float(events.memory_usage(deep=True).sum()) / 2**20
     out["hwm_mb_after_decode"] = hwm_mb()
     for fmt in ("parquet", "json", "pftrace"):

@@ -200,18 +200,18 @@ def diagnose(rec: Recording, pid: int, *, graph: Optional[WaitGraph] = None,
         engine = Engine(g, signals=lambda target: _signals_to(rec, target, STOP_SIGNALS))
     threads = [g.threads[t] for t in p.tids if t in g.threads]
     meta = rec.metadata
-    unavailable = [f"{u.get('what')}: {u.get('why')}" for u in meta.get("unavailable", [])]
+    unavailable = [f"{u.get('what')}: {u.get('why')}" for u in (meta.unavailable or [])]
     unavailable += _compact_errors(rec)
     py_errors: Dict[str, List[str]] = {}
-    for spid, dump in (meta.get("python_stacks") or {}).items():
+    for spid, dump in (meta.python_stacks or {}).items():
         if isinstance(dump, dict) and dump.get("error") and int(spid) in g.processes:
             why = str(dump["error"]).split(":")[0].split(". ")[0]
             py_errors.setdefault(why, []).append(str(spid))
     for why, pids_ in py_errors.items():
         unavailable.append(f"Python stacks of pid {', '.join(pids_)}: {why}")
-    for note in (meta.get("server_waits") or {}).get("notes") or []:
+    for note in (meta.server_waits or {}).get("notes") or []:
         unavailable.append(str(note))
-    lost = int(sum((meta.get("lost") or {}).values()))
+    lost = int(sum((meta.lost or {}).values()))
     v = engine.verdict(pid)
     assert v is not None
     d = Diagnosis(pid=pid, name=p.name, cmdline=p.cmdline, verdict=v.verdict, summary=v.summary,

@@ -3,7 +3,7 @@
 Pure: built from a Recording and nothing else (snapshots at the start and end
 of the window, the probes' timeline and aggregates, and the details read from
 the targets' memory that ``pyimpact.collect.waits`` stored in
-``metadata["wait_details"]``).  No I/O, no clock reads.
+``metadata.wait_details``).  No I/O, no clock reads.
 
 Nodes are threads (``t:TID``), processes (``p:PID``), remote peers
 (``r:ADDR``) and other ends outside any process (``x:WHAT``).  A thread that
@@ -91,13 +91,13 @@ class WaitContext:
             for t in p.threads:
                 self.tid_pid[t.tid] = pid
         meta = rec.metadata
-        self.details: Dict[str, Any] = (meta.get("wait_details") or {}).get("threads", {})
-        self.read_at: Dict[str, int] = (meta.get("wait_details") or {}).get("read_at", {})
-        self.stacks: Dict[str, Any] = meta.get("python_stacks") or {}
-        self.bpf = not any(u.get("what") == "kernel probes" for u in meta.get("unavailable", []))
-        self.traced: set = {int(t["pid"]) for t in meta.get("targets", []) if "pid" in t}
-        self.followed: set = set(int(p) for p in meta.get("followed_pids", []))
-        self.window_s = float(meta["duration_s"]) if meta.get("duration_s") else None
+        self.details: Dict[str, Any] = (meta.wait_details or {}).get("threads", {})
+        self.read_at: Dict[str, int] = (meta.wait_details or {}).get("read_at", {})
+        self.stacks: Dict[str, Any] = meta.python_stacks or {}
+        self.bpf = not any(u.get("what") == "kernel probes" for u in (meta.unavailable or []))
+        self.traced: set = {int(t["pid"]) for t in (meta.targets or []) if "pid" in t}
+        self.followed: set = set(int(p) for p in (meta.followed_pids or []))
+        self.window_s = float(meta.duration_s) if meta.duration_s else None
         self.ev = rec.events
         self.stats = _stats_by_tid(rec)
         self.stat_rows = _stat_rows(rec)
@@ -146,7 +146,7 @@ def _stat_rows(rec: Recording) -> Dict[int, List[Dict[str, Any]]]:
             "last_err": num("last_err"), "last_err_arg0": num("last_err_arg0"), "ret_sum": num("ret_sum")})
     # connects that failed, counted by the probes with the address (a non-blocking
     # connect returns EINPROGRESS and its refusal comes back through getsockopt)
-    for c in rec.metadata.get("connect_failures") or []:
+    for c in rec.metadata.connect_failures or []:
         try:
             tid, n, err = int(c["tid"]), int(c["count"]), int(c["last_err"])
         except (KeyError, TypeError, ValueError):
@@ -227,14 +227,14 @@ def socket_peers(sockets: Dict[int, Any], holders: Dict[int, List[List[Any]]], f
 
 
 def server_edges(rec: Recording, g: WaitGraph) -> None:
-    """What the servers said, read-only (``metadata["server_waits"]``, filled
+    """What the servers said, read-only (``metadata.server_waits``, filled
     by ``pyimpact.collect.servers``): a session waiting on a lock another
     session holds gets an edge to that session's process (or to the server
     thread serving it), which the kernel cannot see (the waiter sleeps on a
     semaphore or condition variable with no owner).  A session is a process
     (a PostgreSQL backend, the client of a threaded server) or a server
     thread (MySQL/MariaDB); the same facts apply to either."""
-    waits = rec.metadata.get("server_waits") or {}
+    waits = rec.metadata.server_waits or {}
     for pid_s, info in (waits.get("processes") or {}).items():
         p = g.processes.get(int(pid_s))
         if p is None or not isinstance(info, dict):

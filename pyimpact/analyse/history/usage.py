@@ -71,7 +71,7 @@ def _labels(rec) -> Dict[int, str]:
 
 
 def _from_kill_preview(rec, t0: int, labels: Dict[int, str], limit: int):
-    observations = (rec.metadata.get("kill_preview") or {}).get("observations", [])
+    observations = (rec.metadata.kill_preview or {}).get("observations", [])
     cpu: Dict[int, List[Point]] = {}
     rss: Dict[int, List[Point]] = {}
     for obs in observations:
@@ -171,5 +171,5 @@ def usage_charts(rec, limit: int = 8) -> List[UsageChart]:
 
 
 def duration_s(rec) -> Optional[float]:
-    d = rec.metadata.get("duration_s")
+    d = rec.metadata.duration_s
     return float(d) if d is not None else None

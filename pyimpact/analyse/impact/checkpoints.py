@@ -12,7 +12,7 @@ rename/fsync calls each process of the tree made (in-kernel counts) and which
 fsync or write is in flight right now.
 
 Input is the observation the kill-preview collector stores in the Recording
-(``metadata["kill_preview"]``: samples of the tree's writable fds and of the
+(``metadata.kill_preview``: samples of the tree's writable fds and of the
 candidate files in the watched directories, taken every ~0.25 s over the
 window).  Pure functions: no I/O, no clock.
 """

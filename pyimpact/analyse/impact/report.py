@@ -14,7 +14,7 @@ file timestamps or the probes over the window) or *estimated* (extrapolated
 from a rate, the rate and span given), or *unavailable* (why).
 
 Inputs, all inside the Recording (so a saved one gives the same answer):
-snapshots (start/end), ``metadata["kill_preview"]["observations"]`` (the
+snapshots (start/end), ``metadata.kill_preview["observations"]`` (the
 collector's samples of the tree and its files over the window), ``gpu``
 (NVML samples), ``syscall_stats`` and ``inflight`` (probes).  No I/O, no
 clock reads: "now" is the time of the last sample (``as_of``).
@@ -189,7 +189,7 @@ class ImpactReport:
 
 def observation_for(rec: Recording, root: int) -> dict:
     """The collector's observation of ``root`` (empty when there is none)."""
-    for obs in rec.metadata.get("kill_preview", {}).get("observations", []):
+    for obs in (rec.metadata.kill_preview or {}).get("observations", []):
         if int(obs.get("root", -1)) == root:
             return obs
     return {"root": root, "samples": []}
@@ -246,7 +246,7 @@ def analyse_impact(rec: Recording, root: Optional[int] = None, costly_after_s: f
                    wait_limit_s: float = 600.0) -> ImpactReport:
     """What killing ``root`` (default: the recording's first target) now would cost."""
     if root is None:
-        targets = rec.metadata.get("targets") or []
+        targets = rec.metadata.targets or []
         if not targets:
             raise NotInRecording("the recording names no target process")
         root = int(targets[0]["pid"])
@@ -287,14 +287,14 @@ def analyse_impact(rec: Recording, root: Optional[int] = None, costly_after_s: f
     recommendation = recommend(loss, safe, signals, freed, effects, wait_limit_s)
 
     meta = rec.metadata
-    unavailable = [dict(u) for u in meta.get("unavailable", [])]
+    unavailable = [dict(u) for u in (meta.unavailable or [])]
     if not gpuf.available and not any(u.get("what", "").startswith("GPU") for u in unavailable):
         unavailable.append({"what": "GPU (NVML)", "why": gpuf.reason})
     observation = {
         "window_s": round((as_of_ns - first_ns) / 1e9, 3),
         "samples": len(samples),
         "sample_interval_s": obs.get("interval_s"),
-        "kernel_probes": not any(u.get("what") == "kernel probes" for u in meta.get("unavailable", []))
+        "kernel_probes": not any(u.get("what") == "kernel probes" for u in (meta.unavailable or []))
         and "clock_offset_ns" in meta,
         "events": 0 if rec.events is None else int(len(rec.events)),
         "lost_events": rec.lost_total,
@@ -302,7 +302,7 @@ def analyse_impact(rec: Recording, root: Optional[int] = None, costly_after_s: f
         "recorder": {k: v for k, v in (obs.get("recorded") or {"available": False,
                                                               "reason": "not read"}).items()
                      if k != "completions"},
-        "ended": meta.get("end_reason"),
+        "ended": meta.end_reason,
         "unavailable": unavailable,
     }
     target = Target(pid=root, start_ticks=rp.start_ticks, command=" ".join(rp.cmdline) or rp.name,
