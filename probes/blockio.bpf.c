@@ -3,9 +3,23 @@
  *
  * block_bio_queue fires in the submitter's context; block_rq_issue and
  * block_rq_complete may run in a kworker or an interrupt, so the submitter is
- * remembered by (device, sector). The LRU map bounds bios that were merged into
- * another request and never complete under their own sector. The map is also
- * the list of requests in flight right now, with their age.
+ * remembered by (device, sector). A bio merged into another request never
+ * completes under its own sector: the merge tracepoints (rare) drop its entry
+ * or move it to the request's new start sector. The LRU map bounds what is
+ * left (a completion the kernel never reported, BENCHMARKS.md section 5). The
+ * map is also the list of requests in flight right now, with their age.
+ *
+ * block_rq_complete runs in the completion interrupt. As a classic tracepoint
+ * its program is skipped whenever the interrupt lands while another classic
+ * tracepoint program runs on that CPU (the kernel's bpf_prog_active guard:
+ * our signal, fork and exit programs, anyone's kprobe, a map syscall from user
+ * space); the kernel counts each skip (recursion_misses) and each skip is a
+ * block event lost. With PYI_TP_BTF it is a raw tracepoint instead, guarded
+ * per program only: not skipped at all in the capacity benchmark at up to
+ * 200k events/s. Its argument is a struct request * read through
+ * bpf_probe_read_kernel at offsets user space takes from the kernel's BTF
+ * (pyimpact.collect.tp_btf.BLOCK_FIELDS, written to pyi_offsets before any
+ * process is followed, so before any request can match).
  */
 
 struct pyi_rq_key {
@@ -45,6 +59,46 @@ TRACEPOINT_PROBE(block, block_bio_queue)
     return 0;
 }
 
+/* The bio was appended to a request queued before it: it completes as part
+ * of that request (whose event counts its bytes once issued), never under
+ * its own sector. */
+TRACEPOINT_PROBE(block, block_bio_backmerge)
+{
+    struct pyi_rq_key key = { .dev = args->dev, .pad = 0, .sector = args->sector };
+    block_inflight.delete(&key);
+    return 0;
+}
+
+/* A queued request merged into the one before it in the scheduler: it
+ * completes inside that one, never under its own sector. */
+TRACEPOINT_PROBE(block, block_rq_merge)
+{
+    struct pyi_rq_key key = { .dev = args->dev, .pad = 0, .sector = args->sector };
+    block_inflight.delete(&key);
+    return 0;
+}
+
+/* The bio was put in front of a request: the request now starts at the bio's
+ * sector (the bio's own entry, if it has one, is the key its completion will
+ * find); the request's entry under its old start sector moves there when the
+ * bio is not ours. */
+TRACEPOINT_PROBE(block, block_bio_frontmerge)
+{
+    struct pyi_rq_key old = { .dev = args->dev, .pad = 0, .sector = args->sector + args->nr_sector };
+    struct pyi_rq *rq = block_inflight.lookup(&old);
+    if (!rq)
+        return 0;
+    struct pyi_rq_key key = { .dev = args->dev, .pad = 0, .sector = args->sector };
+    if (!block_inflight.lookup(&key)) {
+        struct pyi_rq moved = *rq;
+        moved.bytes += args->nr_sector * 512;
+        if (block_inflight.update(&key, &moved) != 0)
+            pyi_count_lost(PYI_LOST_MAP_FULL);
+    }
+    block_inflight.delete(&old);
+    return 0;
+}
+
 TRACEPOINT_PROBE(block, block_rq_issue)
 {
     struct pyi_rq_key key = { .dev = args->dev, .pad = 0, .sector = args->sector };
@@ -57,32 +111,95 @@ TRACEPOINT_PROBE(block, block_rq_issue)
     return 0;
 }
 
-TRACEPOINT_PROBE(block, block_rq_complete)
+/* One completed request (dev, sector, error as -errno): its event. */
+static __always_inline void pyi_block_complete(u32 dev, u64 sector, s32 error)
 {
-    struct pyi_rq_key key = { .dev = args->dev, .pad = 0, .sector = args->sector };
+    struct pyi_rq_key key = { .dev = dev, .pad = 0, .sector = sector };
     struct pyi_rq *rq = block_inflight.lookup(&key);
     if (!rq)
-        return 0;
+        return;
     u64 now = bpf_ktime_get_ns();
     struct pyi_event *e = events.ringbuf_reserve(sizeof(struct pyi_event));
     if (!e) {
         pyi_count_lost(PYI_LOST_RINGBUF);
         block_inflight.delete(&key);
-        return 0;
+        return;
     }
     e->ts = rq->queued;
     e->dur = now - rq->queued;
     e->kind = PYI_KIND_BLOCK_IO;
     e->tgid = rq->tgid;
     e->tid = rq->tid;
-    e->aux = args->error;
+    e->aux = error;
     e->ret = rq->issued ? (s64)(now - rq->issued) : -1;   /* device latency */
-    e->a[0] = args->dev;
-    e->a[1] = args->sector;
+    e->a[0] = dev;
+    e->a[1] = sector;
     e->a[2] = rq->bytes;
     e->a[3] = rq->rwbs;
     __builtin_memcpy(&e->comm, rq->comm, PYI_COMM_LEN);
     events.ringbuf_submit(e, 0);
     block_inflight.delete(&key);
+}
+
+#if PYI_TP_BTF
+/* Offsets from the kernel's BTF, in the order of tp_btf.BLOCK_FIELDS. */
+#define PYI_OFF_RQ_Q 0
+#define PYI_OFF_RQ_SECTOR 1
+#define PYI_OFF_Q_DISK 2
+#define PYI_OFF_DISK_MAJOR 3
+#define PYI_OFF_DISK_MINOR 4
+BPF_ARRAY(pyi_offsets, u32, 8);
+
+static __always_inline u32 pyi_offset(int which)
+{
+    u32 *off = pyi_offsets.lookup(&which);
+    return off ? *off : 0;
+}
+
+/* blk_status_t to the -errno the classic tracepoint reports
+ * (blk_status_to_errno); the codes 1..10 have kept their meaning since 4.13,
+ * anything newer is reported as -EIO. */
+static __always_inline s32 pyi_blk_errno(u8 status)
+{
+    switch (status) {
+    case 0: return 0;
+    case 1: return -95;     /* NOTSUPP: EOPNOTSUPP */
+    case 2: return -110;    /* TIMEOUT: ETIMEDOUT */
+    case 3: return -28;     /* NOSPC: ENOSPC */
+    case 4: return -67;     /* TRANSPORT: ENOLINK */
+    case 5: return -121;    /* TARGET: EREMOTEIO */
+    case 6: return -52;     /* NEXUS / RESV_CONFLICT: EBADE */
+    case 7: return -61;     /* MEDIUM: ENODATA */
+    case 8: return -84;     /* PROTECTION: EILSEQ */
+    case 9: return -12;     /* RESOURCE: ENOMEM */
+    }
+    return -5;              /* IOERR and the rest: EIO */
+}
+
+/* block_rq_complete(struct request *rq, blk_status_t error, unsigned int nr_bytes) */
+RAW_TRACEPOINT_PROBE(block_rq_complete)
+{
+    char *rq = (char *)ctx->args[0];
+    u64 sector = 0;
+    char *q = 0, *disk = 0;
+    s32 major = 0, minor = 0;
+    bpf_probe_read_kernel(&q, sizeof(q), rq + pyi_offset(PYI_OFF_RQ_Q));
+    bpf_probe_read_kernel(&sector, sizeof(sector), rq + pyi_offset(PYI_OFF_RQ_SECTOR));
+    if (q)
+        bpf_probe_read_kernel(&disk, sizeof(disk), q + pyi_offset(PYI_OFF_Q_DISK));
+    if (disk) {
+        bpf_probe_read_kernel(&major, sizeof(major), disk + pyi_offset(PYI_OFF_DISK_MAJOR));
+        bpf_probe_read_kernel(&minor, sizeof(minor), disk + pyi_offset(PYI_OFF_DISK_MINOR));
+    }
+    /* the kernel-internal dev_t the classic tracepoints report: major << 20 | minor */
+    u32 dev = disk ? (((u32)major << 20) | ((u32)minor & 0xFFFFF)) : 0;
+    pyi_block_complete(dev, sector, pyi_blk_errno((u8)ctx->args[1]));
     return 0;
 }
+#else
+TRACEPOINT_PROBE(block, block_rq_complete)
+{
+    pyi_block_complete(args->dev, args->sector, args->error);
+    return 0;
+}
+#endif

@@ -341,7 +341,12 @@ class KernelProbes:
             self._bpf = BPF(text=probe_source().encode(), cflags=config.cflags())
             if ids is not None:
                 try:
-                    self._tp = tp_btf.TpBtfPrograms().open(self._bpf, TP_BTF_FUNCS, ids.result())
+                    facts = ids.result()
+                    # Before any pid is followed: no request can match before the offsets are in.
+                    table = self._bpf[b"pyi_offsets"]
+                    for i, off in enumerate(facts["block_offsets"]):
+                        table[ctypes.c_int(i)] = ctypes.c_uint32(off)
+                    self._tp = tp_btf.TpBtfPrograms().open(self._bpf, TP_BTF_FUNCS, facts["ids"])
                 except tp_btf.TpBtfUnavailable as why:
                     # Compiled for tp_btf, which this machine refuses: again as raw tracepoints.
                     self.syscall_probe_note = str(why)
@@ -633,8 +638,10 @@ class KernelProbes:
 
 
 class _BtfIds:
-    """The tracepoints' BTF ids (tp_btf.btf_ids, about 50 ms of libbpf
-    parsing the kernel's BTF), looked up in a thread while bcc compiles."""
+    """What the BTF-based programs need (tp_btf.kernel_facts: the syscall
+    tracepoints' BTF ids, the block structures' offsets; one parse of the
+    kernel's BTF by libbpf, 50-400 ms), looked up in a thread while bcc
+    compiles."""
 
     def __init__(self, tracepoints) -> None:
         self._tps = list(tracepoints)
@@ -645,7 +652,7 @@ class _BtfIds:
 
     def _run(self) -> None:
         try:
-            self._ids = tp_btf.btf_ids(self._tps)
+            self._ids = tp_btf.kernel_facts(self._tps)
         except tp_btf.TpBtfUnavailable as err:
             self._error = err
         except Exception as err:  # anything else from ctypes: fall back, and say why

@@ -63,25 +63,170 @@ def _libc():
     return ctypes.CDLL(None, use_errno=True)
 
 
-def btf_ids(tracepoints) -> Dict[str, int]:
+def btf_ids(tracepoints, btf: "_Btf | None" = None) -> Dict[str, int]:
     """The vmlinux BTF id of each raw tracepoint (its btf_trace_<name>
-    typedef), by name. About 50 ms: libbpf parses the kernel's BTF."""
+    typedef), by name. About 50 ms on an idle machine of this kind: libbpf
+    parses the kernel's BTF (pass ``btf`` to parse it once for several
+    lookups)."""
     if not os.path.exists(VMLINUX_BTF):
         raise TpBtfUnavailable(f"{VMLINUX_BTF} is missing (kernel built without BTF)")
+    own = btf is None
+    btf = btf or _Btf()
     try:
-        lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
-        find = lib.libbpf_find_vmlinux_btf_id
-    except (OSError, AttributeError) as err:
-        raise TpBtfUnavailable(f"libbpf.so.1 is not usable: {err}") from None
-    find.argtypes = [ctypes.c_char_p, ctypes.c_int]
-    find.restype = ctypes.c_int
-    out = {}
-    for tp in tracepoints:
-        tid = find(tp.encode(), BPF_TRACE_RAW_TP)
+        out = {}
+        for tp in tracepoints:
+            tid = btf.lib.btf__find_by_name_kind(btf.btf, f"btf_trace_{tp}".encode(), BTF_KIND_TYPEDEF)
+            if tid <= 0:
+                raise TpBtfUnavailable(f"no BTF type for raw tracepoint {tp}")
+            out[tp] = tid
+        return out
+    finally:
+        if own:
+            btf.close()
+
+
+BTF_KIND_PTR, BTF_KIND_STRUCT, BTF_KIND_UNION = 2, 4, 5
+BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST, BTF_KIND_RESTRICT = 8, 9, 10, 11
+BTF_KIND_FUNC_PROTO, BTF_KIND_TYPE_TAG = 13, 18
+_MODIFIERS = (BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST, BTF_KIND_RESTRICT, BTF_KIND_TYPE_TAG)
+
+
+class _Btf:
+    """The kernel's BTF through libbpf (btf__load_vmlinux_btf): struct member
+    offsets and raw tracepoint prototypes, for programs that read kernel
+    structures the kernel's headers would describe (no #include: each costs
+    ~1 s of compile time, DESIGN.md)."""
+
+    def __init__(self) -> None:
+        try:
+            lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
+            lib.btf__load_vmlinux_btf.restype = ctypes.c_void_p
+            lib.btf__find_by_name_kind.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_uint32]
+            lib.btf__find_by_name_kind.restype = ctypes.c_int32
+            lib.btf__type_by_id.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+            lib.btf__type_by_id.restype = ctypes.POINTER(ctypes.c_uint32)
+            lib.btf__name_by_offset.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+            lib.btf__name_by_offset.restype = ctypes.c_char_p
+            lib.btf__free.argtypes = [ctypes.c_void_p]
+        except (OSError, AttributeError) as err:
+            raise TpBtfUnavailable(f"libbpf.so.1 is not usable: {err}") from None
+        self.lib = lib
+        self.btf = lib.btf__load_vmlinux_btf()
+        if not self.btf:
+            raise TpBtfUnavailable("the kernel's BTF could not be loaded")
+
+    def close(self) -> None:
+        if self.btf:
+            self.lib.btf__free(self.btf)
+            self.btf = None
+
+    def _type(self, tid: int):
+        t = self.lib.btf__type_by_id(self.btf, tid)
+        if not t:
+            raise TpBtfUnavailable(f"BTF type {tid} missing")
+        info = t[1]
+        return t, (info >> 24) & 0x1F, info & 0xFFFF, bool(info >> 31)
+
+    def _strip(self, tid: int) -> int:
+        for _ in range(16):
+            t, kind, _, _ = self._type(tid)
+            if kind not in _MODIFIERS:
+                return tid
+            tid = t[2]
+        return tid
+
+    def _name(self, off: int) -> str:
+        return (self.lib.btf__name_by_offset(self.btf, off) or b"").decode()
+
+    def struct_id(self, name: str) -> int:
+        tid = self.lib.btf__find_by_name_kind(self.btf, name.encode(), BTF_KIND_STRUCT)
         if tid <= 0:
-            raise TpBtfUnavailable(f"no BTF type for raw tracepoint {tp} ({os.strerror(-tid) if tid < 0 else tid})")
-        out[tp] = tid
-    return out
+            raise TpBtfUnavailable(f"no struct {name} in the kernel's BTF")
+        return tid
+
+    def member(self, struct_tid: int, field: str, depth: int = 0):
+        """(byte offset, member type id) of ``field``, looking through
+        anonymous struct and union members."""
+        t, kind, vlen, kflag = self._type(struct_tid)
+        if kind not in (BTF_KIND_STRUCT, BTF_KIND_UNION) or depth > 4:
+            raise TpBtfUnavailable(f"BTF type {struct_tid} is not a struct")
+        for i in range(vlen):
+            name_off, mtype, moff = t[3 + 3 * i], t[4 + 3 * i], t[5 + 3 * i]
+            bits = moff & 0xFFFFFF if kflag else moff
+            if bits % 8:
+                continue
+            if name_off and self._name(name_off) == field:
+                return bits // 8, mtype
+            if not name_off:
+                inner = self._strip(mtype)
+                if self._type(inner)[1] in (BTF_KIND_STRUCT, BTF_KIND_UNION):
+                    try:
+                        off, tt = self.member(inner, field, depth + 1)
+                        return bits // 8 + off, tt
+                    except TpBtfUnavailable:
+                        pass
+        raise TpBtfUnavailable(f"no member {field} in BTF type {self._name(t[0]) or struct_tid}")
+
+    def pointee_struct(self, tid: int) -> str:
+        """The struct name a (possibly qualified) pointer type points to, '' if none."""
+        t, kind, _, _ = self._type(self._strip(tid))
+        if kind != BTF_KIND_PTR:
+            return ""
+        t2, kind2, _, _ = self._type(self._strip(t[2]))
+        return self._name(t2[0]) if kind2 == BTF_KIND_STRUCT else ""
+
+    def tracepoint_args(self, tp: str) -> list:
+        """Per argument of raw tracepoint ``tp`` (after its __data), the
+        struct it points to ('' for a non-struct-pointer argument)."""
+        tid = self.lib.btf__find_by_name_kind(self.btf, f"btf_trace_{tp}".encode(), BTF_KIND_TYPEDEF)
+        if tid <= 0:
+            raise TpBtfUnavailable(f"no raw tracepoint {tp} in the kernel's BTF")
+        t, kind, _, _ = self._type(self._strip(tid))
+        if kind != BTF_KIND_PTR:
+            raise TpBtfUnavailable(f"btf_trace_{tp} is not a function pointer")
+        proto, kind, vlen, _ = self._type(self._strip(t[2]))
+        if kind != BTF_KIND_FUNC_PROTO:
+            raise TpBtfUnavailable(f"btf_trace_{tp} is not a function pointer")
+        return [self.pointee_struct(proto[4 + 2 * i]) for i in range(1, vlen)]
+
+
+#: The kernel structure fields the raw block_rq_complete program reads
+#: (probes/blockio.bpf.c), in the order of its pyi_offsets array.
+BLOCK_FIELDS = (("request", "q"), ("request", "__sector"), ("request_queue", "disk"),
+                ("gendisk", "major"), ("gendisk", "first_minor"))
+
+
+def block_offsets(btf: "_Btf | None" = None) -> list:
+    """Byte offsets of BLOCK_FIELDS in this kernel, after checking that the
+    raw tracepoint block_rq_complete still takes a struct request * first."""
+    own = btf is None
+    btf = btf or _Btf()
+    try:
+        args = btf.tracepoint_args("block_rq_complete")
+        if not args or args[0] != "request":
+            raise TpBtfUnavailable(f"block_rq_complete takes ({', '.join(a or '?' for a in args)}), "
+                                   "not (struct request *, ...)")
+        ids = {}
+        out = []
+        for struct, field in BLOCK_FIELDS:
+            sid = ids.get(struct) or ids.setdefault(struct, btf.struct_id(struct))
+            out.append(btf.member(sid, field)[0])
+        return out
+    finally:
+        if own:
+            btf.close()
+
+
+def kernel_facts(tracepoints) -> dict:
+    """What the BTF-based programs need, from one parse of the kernel's BTF:
+    {"ids": btf_ids(tracepoints), "block_offsets": block_offsets()}."""
+    if not os.path.exists(VMLINUX_BTF):
+        raise TpBtfUnavailable(f"{VMLINUX_BTF} is missing (kernel built without BTF)")
+    btf = _Btf()
+    try:
+        return {"ids": btf_ids(tracepoints, btf), "block_offsets": block_offsets(btf)}
+    finally:
+        btf.close()
 
 
 def _bpf(cmd: int, attr) -> int:
