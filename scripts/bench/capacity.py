@@ -73,6 +73,10 @@ def one_rate(procs: Procs, bindir: str, workdir: str, rate: int, seconds: float)
     s = info.get("summary") or {}
     by_kind = (s.get("events") or {}).get("by_kind", {})
     received = {k: int(by_kind.get(k, 0)) for k in KINDS}
+    # FUTEX_WAKE calls that woke nobody (the generator's wakes: nobody waits)
+    # are counted in the kernel, not sent as events (probes/futex.bpf.c).
+    idle_wakes = int((s.get("futex") or {}).get("wakes_woke_nobody", 0))
+    received["futex_wake"] += idle_wakes
     other = {k: v for k, v in by_kind.items() if k not in KINDS}
     lost = s.get("lost") or {}
     lost_total = int(sum(lost.values()))
@@ -84,6 +88,7 @@ def one_rate(procs: Procs, bindir: str, workdir: str, rate: int, seconds: float)
         "late_slots": vals["late_slots"], "skipped_slots": vals["skipped_slots"], "slots": vals["slots"],
         "generated": generated, "generated_total": gen_total,
         "received": received, "received_total": rec_total, "received_other_kinds": other,
+        "futex_wakes_counted_in_kernel": idle_wakes,
         "lost": lost, "lost_total": lost_total,
         "balance": rec_total + lost_total - gen_total,          # 0 = every event accounted for
         "kernel_skipped": {tp: v["recursion_misses"] for tp, v in progs.items() if v["recursion_misses"]},
