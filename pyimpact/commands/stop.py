@@ -79,7 +79,7 @@ def command(pid: int, when: str, grace: float, sig_name: Optional[str], force: b
     with ProcessTree.identify(pid) as tree:
         rec, tracer = observe(pid, preview_s, use_bpf=not no_bpf)
         try:
-            report = analyse_impact(rec, pid).to_dict()
+            report = analyse_impact(rec, pid)
         finally:
             tracer.close()
         start = rec.snapshots["start"].processes[pid]
@@ -106,7 +106,7 @@ def command(pid: int, when: str, grace: float, sig_name: Optional[str], force: b
             finally:
                 line.end()
         if as_json:
-            doc = {"schema": SCHEMA, "pid": pid, "preview": report, **res.to_dict()}
+            doc = {"schema": SCHEMA, "pid": pid, "preview": report.to_dict(), **res.to_dict()}
             click.echo(json_dumps(doc, indent=2))
         if res.survivors:
             raise NotDone(f"still running after the {seconds(grace, 0)} grace period: "

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import enum
 import os
 import re
 from typing import Any, Dict, Iterable, List
@@ -169,7 +170,11 @@ class Redactor:
     # -- applying ---------------------------------------------------------
     def value(self, obj: Any) -> Any:
         """A redacted copy of `obj`: str, dict, list, tuple, DataFrame or
-        dataclass (recursively); other values are returned as they are."""
+        dataclass (recursively); other values (numbers, enums: a closed
+        vocabulary of the tool's own, never another process's text) are
+        returned as they are."""
+        if isinstance(obj, enum.Enum):
+            return obj
         if isinstance(obj, str):
             return self.text(obj)
         if isinstance(obj, dict):

@@ -14,6 +14,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from ..analyse.impact.report import GpuSummary, ImpactReport
 from ..formats import compact_age, compact_bytes, human_bytes, human_duration, seconds
 from .text import clean, plain
 
@@ -47,12 +48,12 @@ def _short(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def gpu_line(gpu: dict) -> Text:
+def gpu_line(gpu: GpuSummary) -> Text:
     """One line per machine when there is no GPU, else one per device."""
-    if not gpu.get("available"):
-        return _t(f"GPU: unavailable - {gpu.get('reason') or 'NVML not readable'}", "dim")
+    if not gpu.available:
+        return _t(f"GPU: unavailable - {gpu.reason or 'NVML not readable'}", "dim")
     t = Text()
-    for i, d in enumerate(gpu.get("devices", [])):
+    for i, d in enumerate(gpu.devices):
         if i:
             t.append("\n")
         mem = (f"{compact_bytes(d.get('mem_used_bytes'))}/{compact_bytes(d.get('mem_total_bytes'))}"
@@ -60,20 +61,20 @@ def gpu_line(gpu: dict) -> Text:
         util = f"{d['util_gpu_pct']:.0f}%" if d.get("util_gpu_pct") is not None else "?"
         temp = f"{d['temperature_c']:.0f}°C" if d.get("temperature_c") is not None else "?°C"
         power = f"{d['power_w']:.0f} W" if d.get("power_w") is not None else "? W"
-        tree = gpu.get("tree_vram_bytes", {}).get(str(d["index"]))
+        tree = gpu.tree_vram_bytes.get(str(d["index"]))
         t.append(clean(f"GPU {d['index']} {_short(d.get('name', ''), 22)}: {util} busy, {mem}, {temp}, {power}"))
         if tree is not None:
             t.append(clean(f"; job {compact_bytes(tree)}"), style="bold")
     return t
 
 
-def header(r: dict) -> List[Text]:
-    tg, ob = r["target"], r["observation"]
-    lines = [_t(f"kill-preview of PID {tg['pid']}: {_short(tg['command'], 52)}", "bold")]
+def header(r: ImpactReport) -> List[Text]:
+    tg, ob = r.target, r.observation
+    lines = [_t(f"kill-preview of PID {tg.pid}: {_short(tg.command, 52)}", "bold")]
     probes = "probes + /proc" if ob.get("kernel_probes") else "/proc only"
     lost = f", {ob['lost_events']} events lost" if ob.get("lost_events") else ""
-    lines.append(_t(f"age {human_duration(tg['age_s'])}, watched {seconds(ob['window_s'])} ({probes}{lost}, "
-                    f"{ob['samples']} samples), as of {r['as_of'][11:23]} UTC", "dim"))
+    lines.append(_t(f"age {human_duration(tg.age_s)}, watched {seconds(ob['window_s'])} ({probes}{lost}, "
+                    f"{ob['samples']} samples), as of {r.as_of[11:23]} UTC", "dim"))
     if ob.get("ended") and str(ob["ended"]).startswith("interrupted"):
         lines.append(_t(f"window cut short ({ob['ended']}): figures from what was seen", "yellow"))
     for u in ob.get("unavailable", []):
@@ -82,23 +83,23 @@ def header(r: dict) -> List[Text]:
     return lines
 
 
-def verdict_block(r: dict) -> List:
-    v = r["safe_to_kill"]
-    rec = r["recommendation"]
+def verdict_block(r: ImpactReport) -> List:
+    v = r.safe_to_kill
+    rec = r.recommendation
     g = Table.grid(padding=(0, 1))
     g.add_column(width=9, no_wrap=True)
     g.add_column(ratio=1, overflow="fold")
-    t = _t(str(v["verdict"]).upper(), style=VERDICT_STYLE.get(v["verdict"], "bold"))
-    t.append(" - " + clean(v["reason"]), style="")
+    t = _t(v.verdict.value.upper(), style=VERDICT_STYLE.get(v.verdict.value, "bold"))
+    t.append(" - " + clean(v.reason), style="")
     g.add_row(Text("VERDICT", style="bold"), t)
-    t2 = _t(rec["action"], style="bold")
-    t2.append(" - " + clean(rec["text"]))
+    t2 = _t(rec.action.value, style="bold")
+    t2.append(" - " + clean(rec.text))
     g.add_row(Text("RECOMMEND", style="bold"), t2)
     return [g]
 
 
-def loss_block(r: dict) -> List:
-    loss = r["loss"]
+def loss_block(r: ImpactReport) -> List:
+    loss = r.loss
     b = loss["basis"]
     out: List = [_t("Work lost if killed now", "bold underline"), _t(loss["summary"])]
     g = _grid()
@@ -131,7 +132,7 @@ def loss_block(r: dict) -> List:
     cpu = loss["cpu_seconds"]
     g.add_row("CPU time", Text("-" if cpu is None else seconds(cpu)), _kind(b["cpu_seconds"]))
     gpu = loss["gpu_seconds"]
-    if r["gpu"].get("available") or b["gpu_seconds"].get("kind") != "unavailable":
+    if r.gpu.available or b["gpu_seconds"].get("kind") != "unavailable":
         g.add_row("GPU time", Text("-" if gpu is None else seconds(gpu)), _kind(b["gpu_seconds"]))
     else:
         g.add_row("GPU time", Text("-"), Text("no GPU readings (see the GPU line)", style="dim"))
@@ -167,7 +168,7 @@ def loss_block(r: dict) -> List:
     return out
 
 
-def tree_table(r: dict) -> Table:
+def tree_table(r: ImpactReport) -> Table:
     t = Table(box=None, pad_edge=False, show_edge=False, expand=True, header_style="bold",
               padding=(0, 1))
     widths = {"PID": 7, "ROLE": 17, "AGE": 4, "CPU%": 4, "RSS": 5, "USS": 5, "THR": 3}
@@ -175,39 +176,39 @@ def tree_table(r: dict) -> Table:
         t.add_column(col, justify="left" if col == "ROLE" else "right", no_wrap=True,
                      overflow="ellipsis", width=w)
     t.add_column("COMMAND", no_wrap=True, overflow="ellipsis", ratio=1)
-    for p in r["tree"]:
+    for p in r.tree:
         t.add_row(*(_t(c) for c in (
-            p["pid"], p["role"], compact_age(p["age_s"]), "-" if p["cpu_pct"] is None else f"{p['cpu_pct']:.0f}",
-            compact_bytes(p["rss_bytes"]), compact_bytes(p["uss_bytes"]), p["threads"], p["command"])))
+            p.pid, p.role, compact_age(p.age_s), "-" if p.cpu_pct is None else f"{p.cpu_pct:.0f}",
+            compact_bytes(p.rss_bytes), compact_bytes(p.uss_bytes), p.threads, p.command)))
     return t
 
 
-def files_lines(r: dict) -> List:
+def files_lines(r: ImpactReport) -> List:
     out = []
-    for p in r["tree"]:
-        f = p["files"]
+    for p in r.tree:
+        f = p.files
         parts = []
-        for key, label in (("checkpoints", "writes ckpt"), ("temp", "temp"), ("written", "writes"),
-                           ("logs", "logs"), ("read", "reads")):
-            if f.get(key):
-                more = f" +{len(f[key]) - 1}" if len(f[key]) > 1 else ""
-                parts.append(f"{label} {_short(f[key][0], 34)}{more}")
-        s = p["sockets"]
-        if s.get("listening"):
-            parts.append("listens " + ", ".join(s["listening"][:3]))
-        if s.get("peers"):
-            parts.append(f"{len(s['peers'])} TCP peer(s)")
-        if p.get("gpus"):
-            parts.append(", ".join(f"GPU {g['device']} {human_bytes(g['used_memory_bytes'])}" for g in p["gpus"]))
-        if f.get("shm"):
-            parts.append(f"{len(f['shm'])} shared-memory segment(s)")
+        for paths, label in ((f.checkpoints, "writes ckpt"), (f.temp, "temp"), (f.written, "writes"),
+                             (f.logs, "logs"), (f.read, "reads")):
+            if paths:
+                more = f" +{len(paths) - 1}" if len(paths) > 1 else ""
+                parts.append(f"{label} {_short(paths[0], 34)}{more}")
+        s = p.sockets
+        if s.listening:
+            parts.append("listens " + ", ".join(s.listening[:3]))
+        if s.peers:
+            parts.append(f"{len(s.peers)} TCP peer(s)")
+        if p.gpus:
+            parts.append(", ".join(f"GPU {g['device']} {human_bytes(g['used_memory_bytes'])}" for g in p.gpus))
+        if f.shm:
+            parts.append(f"{len(f.shm)} shared-memory segment(s)")
         if parts:
-            out.append((f"  {p['pid']}", _t("; ".join(parts), "dim")))
+            out.append((f"  {p.pid}", _t("; ".join(parts), "dim")))
     return [_pairs(out, width=7)] if out else []
 
 
-def freed_lines(r: dict) -> List[Text]:
-    f = r["freed"]
+def freed_lines(r: ImpactReport) -> List[Text]:
+    f = r.freed
     vram = ", ".join(f"GPU {k} {human_bytes(v)}" for k, v in f.get("vram_bytes", {}).items()) or "none"
     cores = "-" if f.get("cpu_cores") is None else f"{f['cpu_cores']:.2f}"
     disk = (f"disk read {human_bytes(f.get('disk_read_bps'))}/s, write {human_bytes(f.get('disk_write_bps'))}/s"
@@ -236,8 +237,8 @@ def _pairs(rows, width: int = 22) -> Table:
     return g
 
 
-def cascade_lines(r: dict) -> List:
-    c = r["cascade"]
+def cascade_lines(r: ImpactReport) -> List:
+    c = r.cascade
     rows = []
     for ch in c["children"]:
         rows.append((f"  {ch['pid']} {ch['role']}", ch["fate"]))
@@ -257,31 +258,30 @@ def cascade_lines(r: dict) -> List:
     return out
 
 
-def signal_lines(r: dict) -> List:
-    s = r["signals"]
-    rows = [(f"  {name}", s["detail"][name]["meaning"]) for name in ("SIGTERM", "SIGINT", "SIGUSR1")]
-    if s.get("pending"):
-        rows.append(("  pending", ", ".join(s["pending"])))
+def signal_lines(r: ImpactReport) -> List:
+    s = r.signals
+    rows = [(f"  {name}", s.detail[name].meaning) for name in ("SIGTERM", "SIGINT", "SIGUSR1")]
+    if s.pending:
+        rows.append(("  pending", ", ".join(s.pending)))
     return [_t("Signals", "bold underline"), _pairs(rows, width=10)]
 
 
-def render_impact(report, stream: IO[str], width: Optional[int] = None) -> None:
-    """Print the whole report (an ImpactReport or its dict) to ``stream``."""
-    r = report if isinstance(report, dict) else report.to_dict()
+def render_impact(r: ImpactReport, stream: IO[str], width: Optional[int] = None) -> None:
+    """Print the whole report to ``stream``."""
     console = Console(file=stream, width=width or (None if stream.isatty() else WIDTH),
                       highlight=False, soft_wrap=False, markup=False, emoji=False)
     parts: List = header(r) + [Text("")] + verdict_block(r) + [Text("")] + loss_block(r)
     parts += [Text(""), _t("Process tree", "bold underline"), tree_table(r)] + files_lines(r)
     parts += [Text("")] + freed_lines(r) + [Text("")] + cascade_lines(r) + [Text("")] + signal_lines(r)
-    parts += [Text(""), gpu_line(r["gpu"])]
-    if r.get("notes"):
-        parts.append(_pairs([("note", _t(n, "dim")) for n in r["notes"]], width=4))
+    parts += [Text(""), gpu_line(r.gpu)]
+    if r.notes:
+        parts.append(_pairs([("note", _t(n, "dim")) for n in r.notes], width=4))
     console.print(Group(*parts))
 
 
-def one_line(r: dict) -> str:
+def one_line(r: ImpactReport) -> str:
     """'If killed now: ...' for the live panel and the job table."""
-    loss, v, f = r["loss"], r["safe_to_kill"], r["freed"]
+    loss, v, f = r.loss, r.safe_to_kill, r.freed
     lost = f"{human_duration(loss['since_checkpoint_s'])}"
     if loss["since"] == "checkpoint":
         lost += " since checkpoint"
@@ -299,4 +299,4 @@ def one_line(r: dict) -> str:
     vram = sum(f.get("vram_bytes", {}).values())
     ram = human_bytes(f["ram_uss_bytes"]) + (f"..{human_bytes(f['ram_pss_bytes'])}" if f.get("ram_pss_bytes") else "")
     freed = f"frees {ram} RAM" + (f", {human_bytes(vram)} VRAM" if vram else "")
-    return f"If killed now: loses {lost}; {freed}; {v['verdict']}"
+    return f"If killed now: loses {lost}; {freed}; {v.verdict.value}"

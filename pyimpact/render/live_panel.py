@@ -3,8 +3,8 @@
 Two layouts: one block per traced PID (the figures of kill-preview, one
 line each, refreshed about once a second), and, when watching the whole
 machine, one table row per heavy job so the cost of stopping each can be
-compared side by side.  Layout only: every figure comes from ImpactReport
-dicts (pyimpact.analyse.impact.report) and GPU samples (pyimpact.collect.gpu).
+compared side by side.  Layout only: every figure comes from ImpactReports
+(pyimpact.analyse.impact.report) and GPU samples (pyimpact.collect.gpu).
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from ..analyse.impact.report import GpuSummary, ImpactReport
 from ..formats import compact_bytes, human_bytes, human_duration, seconds
 from .impact_view import VERDICT_STYLE, gpu_line, one_line
 from .text import clean, plain
@@ -24,12 +25,12 @@ def _short(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def target_block(r: dict) -> Group:
+def target_block(r: ImpactReport) -> Group:
     """The figures for one traced job."""
-    tg, f, loss = r["target"], r["freed"], r["loss"]
-    workers = len(r["tree"]) - 1
-    head = Text(f"PID {tg['pid']} ", style="bold")
-    head.append(_short(tg["command"], 44))
+    tg, f, loss = r.target, r.freed, r.loss
+    workers = len(r.tree) - 1
+    head = Text(f"PID {tg.pid} ", style="bold")
+    head.append(_short(tg.command, 44))
     if workers:
         head.append(f" (+{workers} child{'ren' if workers != 1 else ''})", style="dim")
     cores = "-" if f.get("cpu_cores") is None else f"{f['cpu_cores']:.2f}"
@@ -39,7 +40,7 @@ def target_block(r: dict) -> Group:
     res = Text(f"CPU {cores} cores  RAM {ram} (USS..PSS)")
     if f.get("disk_write_bps") is not None:
         res.append(f"  disk r {human_bytes(f['disk_read_bps'])}/s w {human_bytes(f['disk_write_bps'])}/s")
-    lines = [head, res, gpu_line(r["gpu"])]
+    lines = [head, res, gpu_line(r.gpu)]
     last = loss.get("last_checkpoint")
     if last:
         ck = Text(f"checkpoint {_short(last['path'], 44)} {human_duration(loss['since_checkpoint_s'])} ago")
@@ -53,15 +54,15 @@ def target_block(r: dict) -> Group:
     for p in loss.get("partial_files", []):
         exp = f" of ~{human_bytes(p['expected_size_bytes'])}" if p.get("expected_size_bytes") else ""
         lines.append(plain(f"writing {p['path']}: {human_bytes(p['bytes_written'])}{exp}", "red"))
-    verdict = r["safe_to_kill"]["verdict"]
+    verdict = r.safe_to_kill.verdict.value
     line = plain(one_line(r))
     line.stylize(VERDICT_STYLE.get(verdict, ""), len(line) - len(verdict), len(line))
     lines.append(line)
-    lines.append(plain("-> " + str(r["recommendation"]["text"]), "bold"))
+    lines.append(plain("-> " + r.recommendation.text, "bold"))
     return Group(*lines)
 
 
-def pid_panel(reports: List[dict], elapsed_s: float, status: str = "", keys: Optional[str] = None) -> Group:
+def pid_panel(reports: List[ImpactReport], elapsed_s: float, status: str = "", keys: Optional[str] = None) -> Group:
     """``keys``: the action-key line (the panel acts: not read-only then)."""
     mode = "live" if keys is not None else "live, read-only"
     title = Text(f"pyimpact kill-preview ({mode})  {seconds(elapsed_s, 1, 5)}", style="bold")
@@ -77,22 +78,22 @@ def pid_panel(reports: List[dict], elapsed_s: float, status: str = "", keys: Opt
     return Group(*parts)
 
 
-def job_row(r: dict) -> dict:
+def job_row(r: ImpactReport) -> dict:
     """The compact per-job figures (also the NDJSON row)."""
-    loss, f, v = r["loss"], r["freed"], r["safe_to_kill"]
+    loss, f, v = r.loss, r.freed, r.safe_to_kill
     return {
-        "pid": r["target"]["pid"], "command": r["target"]["command"], "processes": len(r["tree"]),
+        "pid": r.target.pid, "command": r.target.command, "processes": len(r.tree),
         "cpu_cores": f.get("cpu_cores"), "ram_uss_bytes": f["ram_uss_bytes"],
         "ram_pss_bytes": f.get("ram_pss_bytes"),
         "vram_bytes": sum(f.get("vram_bytes", {}).values()),
         "lost_s": loss["since_checkpoint_s"], "since": loss["since"],
         "cpu_seconds": loss["cpu_seconds"], "gpu_seconds": loss["gpu_seconds"],
-        "verdict": v["verdict"], "next_safe_in_s": v.get("next_safe_in_s"),
-        "recommendation": r["recommendation"]["action"], "line": one_line(r),
+        "verdict": v.verdict.value, "next_safe_in_s": v.next_safe_in_s,
+        "recommendation": r.recommendation.action.value, "line": one_line(r),
     }
 
 
-def jobs_table(rows: List[dict], elapsed_s: float, gpu: Optional[dict], status: str = "") -> Group:
+def jobs_table(rows: List[dict], elapsed_s: float, gpu: Optional[GpuSummary], status: str = "") -> Group:
     title = Text(f"pyimpact kill-preview: heavy jobs (live, read-only)  {seconds(elapsed_s, 1, 5)}", style="bold")
     if status:
         title.append(f"  {clean(status)}", style="yellow")

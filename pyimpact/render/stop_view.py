@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from ..analyse.impact.report import ImpactReport
 from ..formats import seconds
 from ..text import clean
 from .impact_view import one_line
@@ -54,9 +55,10 @@ class WaitLine:
             sys.stderr.flush()
 
 
-def plan_lines(pid: int, report: dict, when: str, sig_label: str, why: str, grace: float, force: bool, tree) -> list:
-    loss, v = report["loss"], report["safe_to_kill"]
-    lines = [f"Plan for pid {pid} ({report['target']['command'][:60]}):"]
+def plan_lines(pid: int, report: ImpactReport, when: str, sig_label: str, why: str, grace: float, force: bool,
+               tree) -> list:
+    loss, v = report.loss, report.safe_to_kill
+    lines = [f"Plan for pid {pid} ({report.target.command[:60]}):"]
     if when == "safe":
         lines.append("  1. wait until no checkpoint or large file of the tree is being written or fsync'd")
     elif when == "checkpoint":
@@ -72,7 +74,7 @@ def plan_lines(pid: int, report: dict, when: str, sig_label: str, why: str, grac
     lines.append("  4. then " + ("SIGKILL whatever is left (--force)" if force else
                                  "leave whatever is left running and say so (no --force: no SIGKILL)"))
     lines.append("Preview: " + loss["summary"])
-    lines.append("  " + one_line(report) + f" ({v['reason']})")
+    lines.append("  " + one_line(report) + f" ({v.reason})")
     for p in loss.get("partial_files", []):
         lines.append(f"  being written now: {p['path']} ({p['bytes_written']} bytes)")
     return lines

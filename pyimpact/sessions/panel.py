@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from ..analyse.impact.report import analyse_impact
+from ..analyse.impact.report import GpuSummary, ImpactReport, analyse_impact
 from ..analyse.impact.jobs import argv_wanted, pick_jobs, proc_rows
 from ..collect.jobs import ProcTable, own_family, proc_table, read_cmdlines
 from ..collect.workfiles import SAMPLE_INTERVAL_S, TreeObserver, seed_from_snapshot, stat_fields
@@ -64,7 +64,7 @@ class JobWatch:
         self.latest_mono = time.monotonic()
         self.observer = TreeObserver(root, snap.processes[root].start_ticks)
         seed_from_snapshot(self.observer, snap)
-        self.report: Optional[dict] = None
+        self.report: Optional[ImpactReport] = None
         self.exited = False
 
     def refresh_snapshot(self) -> None:
@@ -79,7 +79,7 @@ class JobWatch:
             if self.observer.gone:
                 self.exited = True
 
-    def analyse(self, base: Recording, gpu_samples: List[dict], probes=None) -> Optional[dict]:
+    def analyse(self, base: Recording, gpu_samples: List[dict], probes=None) -> Optional[ImpactReport]:
         """Build an interim Recording (start snapshot, latest snapshot, samples
         so far, probe aggregates read live) and analyse it."""
         from ..recording import INFLIGHT_COLUMNS, STAT_COLUMNS, frame
@@ -100,7 +100,7 @@ class JobWatch:
         try:
             report = analyse_impact(rec, self.root)
             red = redactor_for(rec, self.redact)
-            self.report = (red.value(report) if red is not None else report).to_dict()
+            self.report = red.value(report) if red is not None else report
         except NotInRecording:
             pass
         return self.report
@@ -305,7 +305,7 @@ class _Panel:
             self.live.update(self._renderable(""), refresh=True)
 
     # -- output ----------------------------------------------------------
-    def _reports(self) -> List[dict]:
+    def _reports(self) -> List[ImpactReport]:
         return [w.report for w in self.watches.values() if w.report is not None and not w.exited]
 
     def _live_doc(self, status: str) -> dict:
@@ -324,7 +324,7 @@ class _Panel:
             rows = sorted((_row(r) for r in self._reports()),
                           key=lambda j: (j["vram_bytes"], j["cpu_cores"] or 0), reverse=True)
             gpu = self.gpu_samples[-1] if self.gpu_samples else None
-            return jobs_table(rows, elapsed, _gpu_dict(gpu), status)
+            return jobs_table(rows, elapsed, _gpu_summary(gpu), status)
         exited = [w.root for w in self.watches.values() if w.exited]
         if exited:
             status = (status + "; " if status else "") + "exited: " + ", ".join(map(str, exited))
@@ -357,18 +357,19 @@ class _Panel:
         if self.as_json:
             doc = self._live_doc(status or "ended")
             doc["final"] = True
-            doc["reports"] = self._reports()
+            doc["reports"] = [r.to_dict() for r in self._reports()]
             print(json_dumps(doc), flush=True)
 
 
-def _row(r: dict) -> dict:
+def _row(r: ImpactReport) -> dict:
     from ..render.live_panel import job_row
 
     return job_row(r)
 
 
-def _gpu_dict(sample: Optional[dict]) -> Optional[dict]:
+def _gpu_summary(sample: Optional[dict]) -> Optional[GpuSummary]:
+    """The machine's GPU line of the jobs table: the sample, no job's share."""
     if sample is None:
         return None
-    return {"available": sample.get("available"), "reason": sample.get("reason"),
-            "devices": sample.get("devices", []), "tree_vram_bytes": {}}
+    return GpuSummary(available=bool(sample.get("available")), reason=sample.get("reason") or "",
+                      devices=sample.get("devices", []), tree_vram_bytes={}, tree_sm_util_pct={})

@@ -39,7 +39,7 @@ from .recovery import progress_sentence, recovery
 from .signals import SignalReport, read_signals
 from .tree import FileGroups, SocketGroups, cascade, group_files, group_sockets, role_of, tree_pids
 from .verdict import mib as _mib
-from .verdict import recommend, verdict
+from .verdict import Recommendation, SafeToKill, recommend, verdict
 
 SCHEMA = "pyimpact.kill-preview/1"
 COSTLY_AFTER_S = 60.0          # lost wall, CPU or GPU seconds from which a kill is "costly"
@@ -133,8 +133,8 @@ class ImpactReport:
     cascade: dict
     signals: SignalReport
     gpu: GpuSummary
-    safe_to_kill: dict
-    recommendation: dict
+    safe_to_kill: SafeToKill
+    recommendation: Recommendation
     notes: List[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
