@@ -19,6 +19,10 @@ documents, the field says so once, in its metadata (``json_field``):
                    document)
   skip=True        not written (an intermediate the analysis keeps)
 
+A dataclass whose document also carries keys derived from its fields (a
+figure's basis sentence, an alias a consumer reads) defines
+``json_extra(self) -> dict``: those keys follow its fields.
+
 Values: a dataclass becomes a dict (its fields in order), an ``Enum`` its
 value, a dict keeps its keys, a list or tuple becomes a list; anything else
 (str, int, float, bool, None) is written as it is.  ``to_json`` returns new
@@ -72,4 +76,7 @@ def _dataclass(obj: Any) -> Dict[str, Any]:
                 out.update(_dataclass(value))
             continue
         out[how["key"] or f.name] = to_json(value)
+    extra = getattr(obj, "json_extra", None)
+    if callable(extra):
+        out.update(to_json(extra()))
     return out

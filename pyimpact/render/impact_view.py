@@ -14,6 +14,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from ..analyse.impact.loss import Since
 from ..analyse.impact.report import GpuSummary, ImpactReport
 from ..formats import compact_age, compact_bytes, human_bytes, human_duration, seconds
 from .text import clean, plain
@@ -26,11 +27,12 @@ def _t(text, style: str = "") -> Text:
     return plain(text, style)
 
 
-def _kind(basis: dict) -> Text:
-    kind = basis.get("kind", "")
+def _kind(basis) -> Text:
+    """A figure's kind (measured / estimated / unavailable) and basis: a Figure or a Basis."""
+    kind = basis.kind
     t = _t(kind, style={"measured": "green", "estimated": "yellow"}.get(kind, "dim"))
-    if basis.get("basis"):
-        t.append(": " + clean(basis["basis"]), style="dim")
+    if basis.basis:
+        t.append(": " + clean(basis.basis), style="dim")
     return t
 
 
@@ -100,69 +102,68 @@ def verdict_block(r: ImpactReport) -> List:
 
 def loss_block(r: ImpactReport) -> List:
     loss = r.loss
-    b = loss["basis"]
-    out: List = [_t("Work lost if killed now", "bold underline"), _t(loss["summary"])]
+    rec = loss.recovery
+    b = loss.basis
+    out: List = [_t("Work lost if killed now", "bold underline"), _t(loss.summary)]
     g = _grid()
-    last = loss.get("last_checkpoint")
+    last = loss.last_checkpoint
     if last:
-        g.add_row("checkpoint", Text(""), _t(last["path"]))
-        who = "; written before this process started (a restart resumes from it)" if last.get("predates_process") \
+        g.add_row("checkpoint", Text(""), _t(last.path))
+        who = "; written before this process started (a restart resumes from it)" if last.predates_process \
             else ""
-        layout = f"; {last['layout']}" if last.get("layout") not in (None, "file") else ""
-        g.add_row("", Text(""), _t(f"completed {last['completed_at'][11:23]} UTC; "
-                                   f"{human_bytes(last.get('size_bytes'))}{layout}{who}; "
-                                   f"found by: {last['basis']}", "dim"))
+        layout = f"; {last.layout}" if last.layout not in (None, "file") else ""
+        g.add_row("", Text(""), _t(f"completed {last.completed_at[11:23]} UTC; "
+                                   f"{human_bytes(last.size_bytes)}{layout}{who}; "
+                                   f"found by: {last.basis}", "dim"))
     else:
         g.add_row("checkpoint", Text("none"), _t("none found: a kill loses everything since the process started"))
-    hist = loss.get("history") or {}
+    hist = rec.history
     if hist.get("count"):
         g.add_row("history", Text(f"{hist['count']} saves"), _t(f"series {hist['series']}", "dim"))
-    cad = loss.get("checkpoint_cadence_s")
+    cad = loss.checkpoint_cadence_s
     g.add_row("cadence", Text("-" if cad is None else f"every {seconds(cad)}"), _kind(b["checkpoint_cadence_s"]))
-    if loss.get("checkpoint_cadence_steps"):
-        g.add_row("", Text(f"{loss['checkpoint_cadence_steps']} steps"), _kind(b["checkpoint_cadence_steps"]))
-    if loss.get("next_checkpoint_name"):
-        g.add_row("next name", Text(""), _t(loss["next_checkpoint_name"]))
-    g.add_row("wall time", Text(human_duration(loss["since_checkpoint_s"])), _kind(b["since_checkpoint_s"]))
-    if loss.get("steps_since_checkpoint") is not None:
-        g.add_row("steps", Text(f"{loss['steps_since_checkpoint']} redone"), _kind(b["steps_since_checkpoint"]))
-    if loss.get("restart_warmup_s") is not None:
-        g.add_row("warm-up", Text(human_duration(loss["restart_warmup_s"])), _kind(b["restart_warmup_s"]))
-        g.add_row("total lost", Text(human_duration(loss["total_lost_s"])), _kind(b["total_lost_s"]))
-    cpu = loss["cpu_seconds"]
+    if rec.checkpoint_cadence_steps:
+        g.add_row("", Text(f"{rec.checkpoint_cadence_steps} steps"), _kind(b["checkpoint_cadence_steps"]))
+    if rec.next_checkpoint_name:
+        g.add_row("next name", Text(""), _t(rec.next_checkpoint_name))
+    g.add_row("wall time", Text(human_duration(loss.since_checkpoint_s)), _kind(b["since_checkpoint_s"]))
+    if rec.steps_since_checkpoint is not None:
+        g.add_row("steps", Text(f"{rec.steps_since_checkpoint} redone"), _kind(b["steps_since_checkpoint"]))
+    if rec.restart_warmup_s is not None:
+        g.add_row("warm-up", Text(human_duration(rec.restart_warmup_s)), _kind(b["restart_warmup_s"]))
+        g.add_row("total lost", Text(human_duration(rec.total_lost_s)), _kind(b["total_lost_s"]))
+    cpu = loss.cpu_seconds
     g.add_row("CPU time", Text("-" if cpu is None else seconds(cpu)), _kind(b["cpu_seconds"]))
-    gpu = loss["gpu_seconds"]
-    if r.gpu.available or b["gpu_seconds"].get("kind") != "unavailable":
+    gpu = loss.gpu_seconds
+    if r.gpu.available or b["gpu_seconds"].kind != "unavailable":
         g.add_row("GPU time", Text("-" if gpu is None else seconds(gpu)), _kind(b["gpu_seconds"]))
     else:
         g.add_row("GPU time", Text("-"), Text("no GPU readings (see the GPU line)", style="dim"))
-    if loss.get("next_checkpoint_in_s") is not None:
-        g.add_row("next ckpt", Text(f"in {seconds(loss['next_checkpoint_in_s'])}"), _kind(b["next_checkpoint_in_s"]))
+    if loss.next_checkpoint_in_s is not None:
+        g.add_row("next ckpt", Text(f"in {seconds(loss.next_checkpoint_in_s)}"), _kind(b["next_checkpoint_in_s"]))
     out.append(g)
-    for p in loss.get("partial_files", []):
-        exp = f" of ~{human_bytes(p['expected_size_bytes'])}" if p.get("expected_size_bytes") else ""
-        rate = f" at {human_bytes(p['write_rate_bps'])}/s" if p.get("write_rate_bps") else ""
-        text = _t(f"{p['path']}: {human_bytes(p['bytes_written'])}{exp}{rate} (pid {p['pid']}, fd {p['fd']})",
-                  "bold red")
-        pattern = ("temp file + rename: the previous checkpoint survives" if p.get("temp_and_rename")
+    for p in loss.partial_files:
+        exp = f" of ~{human_bytes(p.expected_size_bytes)}" if p.expected_size_bytes else ""
+        rate = f" at {human_bytes(p.write_rate_bps)}/s" if p.write_rate_bps else ""
+        text = _t(f"{p.path}: {human_bytes(p.bytes_written)}{exp}{rate} (pid {p.pid}, fd {p.fd})", "bold red")
+        pattern = ("temp file + rename: the previous checkpoint survives" if p.temp_and_rename
                    else "written in place: a kill leaves it truncated")
-        text.append("\n" + clean(f"{pattern} ({p.get('temp_basis', '')})"), style="dim")
-        if p.get("expected_basis"):
-            text.append("\n" + clean(f"expected size: {p['expected_basis']}"), style="dim")
-        if p.get("eta_s") is not None:
-            text.append("\n" + clean(f"done in ~{seconds(p['eta_s'], 0)} at the measured rate"), style="dim")
-        if p.get("final_name") and p["final_name"] != p["path"]:
-            text.append("\n" + clean(f"final name: {p['final_name']} ({p.get('final_name_basis', '')})"), style="dim")
-        if p.get("complete_when"):
-            text.append("\n" + clean(f"complete when: {p['complete_when']}"), style="dim")
+        text.append("\n" + clean(f"{pattern} ({p.temp_basis})"), style="dim")
+        if p.expected_basis:
+            text.append("\n" + clean(f"expected size: {p.expected_basis}"), style="dim")
+        if p.eta_s is not None:
+            text.append("\n" + clean(f"done in ~{seconds(p.eta_s, 0)} at the measured rate"), style="dim")
+        if p.final_name and p.final_name != p.path:
+            text.append("\n" + clean(f"final name: {p.final_name} ({p.final_name_basis})"), style="dim")
+        if p.complete_when:
+            text.append("\n" + clean(f"complete when: {p.complete_when}"), style="dim")
         out.append(_pairs([("HALF-WRITTEN", text)], width=12))
     rows = []
-    if loss.get("progress_summary"):
-        prog = loss.get("progress") or {}
-        rows.append(("progress", _t(f"{loss['progress_summary']} (from {prog.get('log')})")))
-    rows += [("unknown", _t(f"{k['figure']}: {k['how']}", "yellow")) for k in loss.get("to_know", [])]
-    rows += [("not lost", _t(n, "green")) for n in loss.get("not_lost", [])]
-    rows += [("note", _t(n, "yellow")) for n in loss.get("notes", [])]
+    if loss.progress_summary:
+        rows.append(("progress", _t(f"{loss.progress_summary} (from {rec.progress.log})")))
+    rows += [("unknown", _t(f"{k.figure}: {k.how}", "yellow")) for k in rec.to_know]
+    rows += [("not lost", _t(n, "green")) for n in loss.not_lost]
+    rows += [("note", _t(n, "yellow")) for n in loss.notes]
     if rows:
         out.append(_pairs(rows, width=8))
     return out
@@ -209,21 +210,21 @@ def files_lines(r: ImpactReport) -> List:
 
 def freed_lines(r: ImpactReport) -> List[Text]:
     f = r.freed
-    vram = ", ".join(f"GPU {k} {human_bytes(v)}" for k, v in f.get("vram_bytes", {}).items()) or "none"
-    cores = "-" if f.get("cpu_cores") is None else f"{f['cpu_cores']:.2f}"
-    disk = (f"disk read {human_bytes(f.get('disk_read_bps'))}/s, write {human_bytes(f.get('disk_write_bps'))}/s"
-            if f.get("disk_read_bps") is not None else "disk rates -")
-    ram = human_bytes(f["ram_uss_bytes"])
-    if f.get("ram_pss_bytes"):
-        ram += f" .. {human_bytes(f['ram_pss_bytes'])} (USS .. PSS sum"
+    vram = ", ".join(f"GPU {k} {human_bytes(v)}" for k, v in f.vram_bytes.items()) or "none"
+    cores = "-" if f.cpu_cores is None else f"{f.cpu_cores:.2f}"
+    disk = (f"disk read {human_bytes(f.disk_read_bps)}/s, write {human_bytes(f.disk_write_bps)}/s"
+            if f.disk_read_bps is not None else "disk rates -")
+    ram = human_bytes(f.ram_uss_bytes)
+    if f.ram_pss_bytes:
+        ram += f" .. {human_bytes(f.ram_pss_bytes)} (USS .. PSS sum"
     else:
         ram += " (USS sum"
     lines = [_t("Resources freed", "bold underline"),
-             _t(f"  RAM   {ram}; RSS {human_bytes(f['ram_rss_bytes'])})"),
+             _t(f"  RAM   {ram}; RSS {human_bytes(f.ram_rss_bytes)})"),
              _t(f"  CPU   {cores} cores   VRAM {vram}"),
              _t(f"  {disk}; network: not measured per process")]
-    if f.get("listening_ports"):
-        lines.append(_t("  ports released: " + ", ".join(f["listening_ports"])))
+    if f.listening_ports:
+        lines.append(_t("  ports released: " + ", ".join(f.listening_ports)))
     return lines
 
 
@@ -240,21 +241,21 @@ def _pairs(rows, width: int = 22) -> Table:
 def cascade_lines(r: ImpactReport) -> List:
     c = r.cascade
     rows = []
-    for ch in c["children"]:
-        rows.append((f"  {ch['pid']} {ch['role']}", ch["fate"]))
-    if not c["children"]:
+    for ch in c.children:
+        rows.append((f"  {ch.pid} {ch.role}", ch.fate))
+    if not c.children:
         rows.append(("  children", "none"))
-    par = c.get("parent") or {}
-    if par.get("pid"):
-        who = f"{_short(par['command'], 40)}: " if par.get("command") else ""
-        rows.append((f"  parent {par['pid']}", f"{who}{par['effect']}"))
-    for p in c["peers"]:
-        rows.append((f"  {p['kind']} {p['who']}", p["effect"]))
-    if not c["peers"]:
+    par = c.parent
+    if par.pid:
+        who = f"{_short(par.command, 40)}: " if par.command else ""
+        rows.append((f"  parent {par.pid}", f"{who}{par.effect}"))
+    for p in c.peers:
+        rows.append((f"  {p.kind.value} {p.who}", p.effect))
+    if not c.peers:
         rows.append(("  peers", "none (no rank/world-size environment, no TCP peers, no outside pipe ends)"))
     out: List = [_t("Cascade", "bold underline"), _pairs(rows, width=25)]
-    if c.get("group_kill") and c["children"]:
-        out.append(_t(f"  ({c['group_kill']})", "dim"))
+    if c.group_kill and c.children:
+        out.append(_t(f"  ({c.group_kill})", "dim"))
     return out
 
 
@@ -282,21 +283,21 @@ def render_impact(r: ImpactReport, stream: IO[str], width: Optional[int] = None)
 def one_line(r: ImpactReport) -> str:
     """'If killed now: ...' for the live panel and the job table."""
     loss, v, f = r.loss, r.safe_to_kill, r.freed
-    lost = f"{human_duration(loss['since_checkpoint_s'])}"
-    if loss["since"] == "checkpoint":
+    lost = f"{human_duration(loss.since_checkpoint_s)}"
+    if loss.since is Since.CHECKPOINT:
         lost += " since checkpoint"
-    elif loss.get("last_checkpoint"):
-        name = loss["last_checkpoint"]["path"].rstrip("/").rsplit("/", 1)[-1]
+    elif loss.last_checkpoint:
+        name = loss.last_checkpoint.path.rstrip("/").rsplit("/", 1)[-1]
         lost += f" (all since start; resumed from {clean(name)})"
     else:
         lost += " (all: no checkpoint)"
-    if loss.get("steps_since_checkpoint") is not None:
-        lost += f", {loss['steps_since_checkpoint']} steps"
-    if loss.get("cpu_seconds") is not None:
-        lost += f", {loss['cpu_seconds']:.1f} CPU-s"
-    if loss.get("gpu_seconds"):
-        lost += f", {loss['gpu_seconds']:.1f} GPU-s"
-    vram = sum(f.get("vram_bytes", {}).values())
-    ram = human_bytes(f["ram_uss_bytes"]) + (f"..{human_bytes(f['ram_pss_bytes'])}" if f.get("ram_pss_bytes") else "")
+    if loss.recovery.steps_since_checkpoint is not None:
+        lost += f", {loss.recovery.steps_since_checkpoint} steps"
+    if loss.cpu_seconds is not None:
+        lost += f", {loss.cpu_seconds:.1f} CPU-s"
+    if loss.gpu_seconds:
+        lost += f", {loss.gpu_seconds:.1f} GPU-s"
+    vram = sum(f.vram_bytes.values())
+    ram = human_bytes(f.ram_uss_bytes) + (f"..{human_bytes(f.ram_pss_bytes)}" if f.ram_pss_bytes else "")
     freed = f"frees {ram} RAM" + (f", {human_bytes(vram)} VRAM" if vram else "")
     return f"If killed now: loses {lost}; {freed}; {v.verdict.value}"

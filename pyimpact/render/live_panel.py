@@ -33,27 +33,27 @@ def target_block(r: ImpactReport) -> Group:
     head.append(_short(tg.command, 44))
     if workers:
         head.append(f" (+{workers} child{'ren' if workers != 1 else ''})", style="dim")
-    cores = "-" if f.get("cpu_cores") is None else f"{f['cpu_cores']:.2f}"
-    ram = human_bytes(f["ram_uss_bytes"])
-    if f.get("ram_pss_bytes"):
-        ram += f"..{human_bytes(f['ram_pss_bytes'])}"
+    cores = "-" if f.cpu_cores is None else f"{f.cpu_cores:.2f}"
+    ram = human_bytes(f.ram_uss_bytes)
+    if f.ram_pss_bytes:
+        ram += f"..{human_bytes(f.ram_pss_bytes)}"
     res = Text(f"CPU {cores} cores  RAM {ram} (USS..PSS)")
-    if f.get("disk_write_bps") is not None:
-        res.append(f"  disk r {human_bytes(f['disk_read_bps'])}/s w {human_bytes(f['disk_write_bps'])}/s")
+    if f.disk_write_bps is not None:
+        res.append(f"  disk r {human_bytes(f.disk_read_bps)}/s w {human_bytes(f.disk_write_bps)}/s")
     lines = [head, res, gpu_line(r.gpu)]
-    last = loss.get("last_checkpoint")
+    last = loss.last_checkpoint
     if last:
-        ck = Text(f"checkpoint {_short(last['path'], 44)} {human_duration(loss['since_checkpoint_s'])} ago")
-        if loss.get("checkpoint_cadence_s"):
-            ck.append(f", every {seconds(loss['checkpoint_cadence_s'])}")
-        if loss.get("next_checkpoint_in_s") is not None:
-            ck.append(f", next in {seconds(loss['next_checkpoint_in_s'])}")
+        ck = Text(f"checkpoint {_short(last.path, 44)} {human_duration(loss.since_checkpoint_s)} ago")
+        if loss.checkpoint_cadence_s:
+            ck.append(f", every {seconds(loss.checkpoint_cadence_s)}")
+        if loss.next_checkpoint_in_s is not None:
+            ck.append(f", next in {seconds(loss.next_checkpoint_in_s)}")
     else:
         ck = Text("no checkpoint found: a kill loses everything since the start", style="yellow")
     lines.append(ck)
-    for p in loss.get("partial_files", []):
-        exp = f" of ~{human_bytes(p['expected_size_bytes'])}" if p.get("expected_size_bytes") else ""
-        lines.append(plain(f"writing {p['path']}: {human_bytes(p['bytes_written'])}{exp}", "red"))
+    for p in loss.partial_files:
+        exp = f" of ~{human_bytes(p.expected_size_bytes)}" if p.expected_size_bytes else ""
+        lines.append(plain(f"writing {p.path}: {human_bytes(p.bytes_written)}{exp}", "red"))
     verdict = r.safe_to_kill.verdict.value
     line = plain(one_line(r))
     line.stylize(VERDICT_STYLE.get(verdict, ""), len(line) - len(verdict), len(line))
@@ -83,11 +83,11 @@ def job_row(r: ImpactReport) -> dict:
     loss, f, v = r.loss, r.freed, r.safe_to_kill
     return {
         "pid": r.target.pid, "command": r.target.command, "processes": len(r.tree),
-        "cpu_cores": f.get("cpu_cores"), "ram_uss_bytes": f["ram_uss_bytes"],
-        "ram_pss_bytes": f.get("ram_pss_bytes"),
-        "vram_bytes": sum(f.get("vram_bytes", {}).values()),
-        "lost_s": loss["since_checkpoint_s"], "since": loss["since"],
-        "cpu_seconds": loss["cpu_seconds"], "gpu_seconds": loss["gpu_seconds"],
+        "cpu_cores": f.cpu_cores, "ram_uss_bytes": f.ram_uss_bytes,
+        "ram_pss_bytes": f.ram_pss_bytes,
+        "vram_bytes": sum(f.vram_bytes.values()),
+        "lost_s": loss.since_checkpoint_s, "since": loss.since.value,
+        "cpu_seconds": loss.cpu_seconds, "gpu_seconds": loss.gpu_seconds,
         "verdict": v.verdict.value, "next_safe_in_s": v.next_safe_in_s,
         "recommendation": r.recommendation.action.value, "line": one_line(r),
     }

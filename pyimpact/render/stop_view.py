@@ -62,9 +62,9 @@ def plan_lines(pid: int, report: ImpactReport, when: str, sig_label: str, why: s
     if when == "safe":
         lines.append("  1. wait until no checkpoint or large file of the tree is being written or fsync'd")
     elif when == "checkpoint":
-        nxt = loss.get("next_checkpoint_in_s")
+        nxt = loss.next_checkpoint_in_s
         lines.append("  1. wait for the next checkpoint to complete"
-                     + (f" (expected in {seconds(nxt)}: {loss['basis']['next_checkpoint_in_s']['basis']})"
+                     + (f" (expected in {seconds(nxt)}: {loss.basis['next_checkpoint_in_s'].basis})"
                         if nxt is not None else " (no cadence known yet)"))
     else:
         lines.append("  1. no wait (--when now)")
@@ -73,10 +73,10 @@ def plan_lines(pid: int, report: ImpactReport, when: str, sig_label: str, why: s
     lines.append(f"  3. wait up to {seconds(grace, 0)} for the whole tree to exit: {members}")
     lines.append("  4. then " + ("SIGKILL whatever is left (--force)" if force else
                                  "leave whatever is left running and say so (no --force: no SIGKILL)"))
-    lines.append("Preview: " + loss["summary"])
+    lines.append("Preview: " + loss.summary)
     lines.append("  " + one_line(report) + f" ({v.reason})")
-    for p in loss.get("partial_files", []):
-        lines.append(f"  being written now: {p['path']} ({p['bytes_written']} bytes)")
+    for p in loss.partial_files:
+        lines.append(f"  being written now: {p.path} ({p.bytes_written} bytes)")
     return lines
 
 

@@ -120,8 +120,10 @@ class PartialFile:
     series: Optional[str] = None             # the checkpoint series it belongs to
     expected_sources: List[str] = field(default_factory=list)
 
-    def to_dict(self) -> dict:
-        d = dict(self.__dict__)
+    def json_extra(self) -> dict:
+        """The document's keys derived from the fields (pyimpact.jsondoc): an
+        alias, the flag, and how each figure was obtained."""
+        d: dict = {}
         d["expected_bytes"] = self.expected_size_bytes      # the name the issue tracker uses
         d["unsafe"] = True
         d["basis"] = {

@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+from ...jsondoc import json_field
+
 _TQDM = re.compile(r"(?:(?P<desc>[^\r\n|]*?):?\s*(?P<pct>\d{1,3})%\|[^|\r\n]*\|\s*)?(?P<n>\d+)(?:/(?P<total>\d+))?"
                    r"\s*(?:it|[A-Za-z]+)?\s*\[(?P<elapsed>(?:\d+:)?\d+:\d+)(?:<(?P<remaining>(?:\d+:)?\d+:\d+|\?))?"
                    r",\s*(?P<rate>[\d.]+|\?)\s*(?P<unit>[A-Za-z]+/s|s/[A-Za-z]+)")
@@ -145,6 +147,9 @@ def readings(text: str, t_ns: int, utc_offset_s: int) -> List[Reading]:
 
 @dataclass
 class Progress:
+    """The job's progress read from its own output (``loss.progress``): step,
+    epoch, rate and ETA, each with how it was read."""
+
     log: Optional[str] = None
     step: Optional[int] = None
     total_steps: Optional[int] = None
@@ -161,12 +166,7 @@ class Progress:
     line: str = ""
     fmt: str = ""
     saves: List[list] = field(default_factory=list)    # [t_ns, step, stamped] of the log's save lines
-    notes: List[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        d = dict(self.__dict__)
-        d.pop("notes")
-        return d
+    notes: List[str] = json_field(default_factory=list, skip=True)   # shown by the caller, not in the document
 
 
 def _stream_readings(logs_by_path: Dict[str, List[Tuple[int, str]]], utc_offset_s: int) -> Dict[str, List[Reading]]:

@@ -21,24 +21,21 @@ clock reads: "now" is the time of the last sample (``as_of``).
 """
 from __future__ import annotations
 
-import datetime as _dt
-import os
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
 from ...errors import NotInRecording
 from ...jsondoc import to_json
 from ...recording import Recording
-from ...snapshot import ProcessSnapshot, SystemSnapshot
+from ...snapshot import SystemSnapshot
 from ...names import writable
-from .checkpoints import CheckpointFindings, find_checkpoints
-from .progress import Progress, job_progress
-from .resources import (Figure, GpuFigures, cpu_rate, cpu_since, gpu_figures, gpu_since,
-                               io_rates, latest_pss, per_process_rates, wchar_growth)
-from .recovery import progress_sentence, recovery
+from .checkpoints import find_checkpoints
+from .loss import Loss, iso, loss_if_killed
+from .progress import job_progress
+from .resources import GpuFigures, gpu_figures, per_process_rates, wchar_growth
 from .signals import SignalReport, read_signals
-from .tree import FileGroups, SocketGroups, cascade, group_files, group_sockets, role_of, tree_pids
-from .verdict import mib as _mib
+from .freed import Freed, freed_by_kill
+from .tree import Cascade, ProcessRow, cascade, group_files, group_sockets, role_of, tree_pids
 from .verdict import Recommendation, SafeToKill, recommend, verdict
 
 SCHEMA = "pyimpact.kill-preview/1"
@@ -49,38 +46,9 @@ WRITE_CALLS = FSYNC_CALLS + ("write", "pwrite64", "writev", "pwritev", "pwritev2
                              "sendfile", "fallocate", "ftruncate", "close")
 
 
-def iso(ns: Optional[int]) -> Optional[str]:
-    if not ns:
-        return None
-    return _dt.datetime.fromtimestamp(ns / 1e9, tz=_dt.timezone.utc).isoformat(timespec="milliseconds")
-
-
 # --------------------------------------------------------------------------
 # The report
 # --------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ProcessRow:
-    """One process of the tree (``tree[]`` of the --json document): who it is
-    and what it holds, so the reader sees what dies with the kill."""
-
-    pid: int
-    ppid: int
-    role: str                    # launcher | main | dataloader worker | helper: ... | child (tree.role_of)
-    command: str
-    age_s: Optional[float]
-    cpu_pct: Optional[float]     # over the window; None: alive in one sample only
-    rss_bytes: Optional[int]
-    uss_bytes: Optional[int]
-    threads: int
-    state: str
-    files: FileGroups
-    sockets: SocketGroups
-    gpus: List[dict] = field(default_factory=list)     # {device, used_memory_bytes} from NVML
-
-    def to_dict(self) -> dict:
-        return to_json(self)
-
 
 @dataclass(frozen=True)
 class Target:
@@ -128,9 +96,9 @@ class ImpactReport:
     target: Target
     observation: dict
     tree: List[ProcessRow]
-    loss: dict
-    freed: dict
-    cascade: dict
+    loss: Loss
+    freed: Freed
+    cascade: Cascade
     signals: SignalReport
     gpu: GpuSummary
     safe_to_kill: SafeToKill
@@ -278,9 +246,9 @@ def analyse_impact(rec: Recording, root: Optional[int] = None, costly_after_s: f
 
     gpuf = gpu_figures(rec.gpu or [], pidset)
     rates = per_process_rates(samples)
-    loss = _loss(ck, samples, gpuf, root_start_ns, as_of_ns, rp, snap, prog, (as_of_ns - first_ns) / 1e9)
+    loss = loss_if_killed(ck, samples, gpuf, root_start_ns, as_of_ns, rp, snap, prog, (as_of_ns - first_ns) / 1e9)
     tree = _tree_rows(snap, root, pids, rates, gpuf, as_of_ns)
-    freed = _freed(tree, samples, gpuf)
+    freed = freed_by_kill(tree, samples, gpuf)
     effects = cascade(snap, root, pids, tree)
     signals = read_signals(rp)
     safe = verdict(loss, ck.partial, costly_after_s)
@@ -318,157 +286,6 @@ def analyse_impact(rec: Recording, root: Optional[int] = None, costly_after_s: f
                         recommendation=recommendation, notes=notes)
 
 
-def _tree_wchar_at_first(samples) -> Optional[int]:
-    """Bytes the tree's processes passed to write() since they started, at the first sample."""
-    if not samples:
-        return None
-    wc = [p.get("wc") for p in samples[0].get("procs", {}).values()]
-    return sum(w for w in wc if w is not None) if any(w is not None for w in wc) else None
-
-
-def _loss(ck: CheckpointFindings, samples, gpuf: GpuFigures, root_start_ns: int, as_of_ns: int,
-          rp: ProcessSnapshot, snap: SystemSnapshot, prog: Optional[Progress] = None,
-          watched_s: float = 0.0) -> dict:
-    fam = ck.family
-    newest = fam.newest if fam else None
-    notes: List[str] = []
-    # A checkpoint older than the process is one it may have resumed from, not one it wrote.
-    # The start time is known to ~1 s only (/proc/stat btime is whole seconds): a file
-    # completed that close to the start is the process's only if it wrote that much.
-    near_start = newest is not None and abs(newest.completed_ns - root_start_ns) < 1_000_000_000
-    wrote = _tree_wchar_at_first(samples)
-    before = newest is not None and (newest.completed_ns < root_start_ns - 1_000_000_000 or (
-        near_start and wrote is not None and wrote < newest.size_bytes))
-    if newest is not None and not before:
-        anchor, since = newest.completed_ns, "checkpoint"
-    else:
-        anchor, since = root_start_ns, "start"
-        if newest is not None:
-            notes.append(f"the newest checkpoint {newest.path} predates this process (an earlier run wrote "
-                         "it; a restart resumes from it): the work since the process started is lost")
-    since_s = max(0.0, (as_of_ns - anchor) / 1e9)
-    if since == "checkpoint":
-        since_fig = Figure(round(since_s, 3), "measured",
-                           f"as-of time minus the completion time of {os.path.basename(newest.path)} "
-                           "(its ctime/mtime: when it was renamed into place or last written)")
-    else:
-        since_fig = Figure(round(since_s, 3), "measured", "no checkpoint by this process: everything "
-                           "since it started (start time from /proc)")
-    cpu = cpu_since(samples, anchor, since == "start")
-    gpu = gpu_since(gpuf, since_s)
-    last = None
-    if newest is not None:
-        last = {"path": newest.path, "completed_at": iso(newest.completed_ns),
-                "completed_at_ns": newest.completed_ns, "size_bytes": newest.size_bytes,
-                "basis": "; ".join(fam.evidence) or "checkpoint-like file in a watched directory",
-                "family": fam.key, "kind": newest.kind, "layout": newest.layout,
-                "complete_basis": newest.complete_basis, "step": newest.numbers.get("step"),
-                "epoch": newest.numbers.get("epoch"), "predates_process": since != "checkpoint",
-                "written_by": "this process" if since == "checkpoint" else
-                "an earlier run (it predates this process): a restart resumes from it"}
-    rec = recovery(ck, prog or Progress(), root_start_ns, as_of_ns, anchor, since, watched_s)
-    next_in = None
-    next_basis = ""
-    cadence = ck.cadence_s
-    if rec["saves_by_steps"] and rec["next_checkpoint_by_steps_s"] is not None:
-        next_in = rec["next_checkpoint_by_steps_s"]
-        next_basis = ("the job saves every " f"{rec['checkpoint_cadence_steps']} steps: "
-                      + rec["basis"]["next_checkpoint_by_steps_s"]["basis"])
-    elif cadence and since == "checkpoint":
-        next_in = (anchor + cadence * 1e9 - as_of_ns) / 1e9
-        next_basis = f"last completion + cadence {cadence:.1f} s"
-        if next_in < 0:
-            if rec["next_checkpoint_by_steps_s"] is not None:
-                next_in = rec["next_checkpoint_by_steps_s"]
-                next_basis = "by time it is overdue; by steps: " + rec["basis"]["next_checkpoint_by_steps_s"]["basis"]
-            else:
-                notes.append(f"the next checkpoint is overdue by {-next_in:.1f} s (cadence {cadence:.1f} s): "
-                             "the job may checkpoint by steps, not by time, or be slowed down")
-                next_in = 0.0
-    elif rec["next_checkpoint_by_steps_s"] is not None:
-        next_in = rec["next_checkpoint_by_steps_s"]
-        next_basis = rec["basis"]["next_checkpoint_by_steps_s"]["basis"]
-    elif cadence and since == "start" and newest is not None:
-        first = root_start_ns + int((rec["restart_warmup_s"] or 0) * 1e9)
-        nxt = first + int(cadence * 1e9)
-        if nxt >= as_of_ns:
-            next_in = (nxt - as_of_ns) / 1e9
-            next_basis = (f"this run's first step + the earlier run's cadence {cadence:.1f} s "
-                          "(no save by this process yet)")
-        else:
-            notes.append(f"no save by this process in {(as_of_ns - first) / 1e9:.0f} s although the earlier run "
-                         f"saved every {cadence:.1f} s: it saves at another cadence now, or elsewhere")
-    if rec.get("notes_steps"):
-        notes.append(rec["notes_steps"])
-    written = sum((snap.processes[pid].io_write_bytes or 0) for pid in tree_pids(snap, rp.pid))
-    not_lost = []
-    if last:
-        not_lost.append(f"completed checkpoints stay on disk (newest: {last['path']})")
-    for p in ck.partial:
-        if p.temp_and_rename and p.survives:
-            not_lost.append(f"{p.survives} survives: the file being written is a temporary that would be "
-                            "left behind, the complete one is replaced only by a rename")
-    if written:
-        not_lost.append(f"{_mib(written)} the tree wrote to files is in the page cache or on disk: "
-                        "the kernel keeps it after the process dies (not counted as lost)")
-    if since == "checkpoint":
-        summary = (f"A kill now loses {since_s:.1f} s of work since the last completed checkpoint "
-                   f"({os.path.basename(newest.path.rstrip('/'))})")
-    elif newest is not None:
-        summary = (f"No checkpoint by this process yet: a kill now loses everything since it started "
-                   f"{since_s:.1f} s ago; a restart resumes from {os.path.basename(newest.path.rstrip('/'))} "
-                   f"(written before it started)")
-    else:
-        summary = (f"No checkpoint found: a kill now loses everything since the process started "
-                   f"{since_s:.1f} s ago")
-    if cpu.value is not None:
-        summary += f", {cpu.value:.1f} CPU-s ({cpu.kind})"
-    if gpu.value:
-        summary += f", {gpu.value:.1f} GPU-s ({gpu.kind})"
-    summary += "."
-    if ck.partial:
-        p = max(ck.partial, key=lambda x: x.bytes_written)
-        summary += (f" The write in flight ({os.path.basename(p.path.rstrip('/'))}, {_mib(p.bytes_written)}"
-                    + (f" of ~{_mib(p.expected_size_bytes)}" if p.expected_size_bytes else "")
-                    + (f", ~{p.eta_s:.0f} s from done" if p.eta_s is not None else "") + ") is lost too.")
-    if rec["restart_warmup_s"] is not None:
-        summary += (f" A restart costs ~{rec['total_lost_s']:.1f} s in all "
-                    f"(+{rec['restart_warmup_s']:.1f} s warm-up).")
-    sentence = progress_sentence(rec)
-    cad_kind = "measured" if ck.cadence_s else (rec["basis"]["cadence_estimate_s"]["kind"]
-                                                 if rec["cadence_estimate_s"] else "unavailable")
-    cad_basis = ck.cadence_basis if ck.cadence_s else (rec["basis"]["cadence_estimate_s"]["basis"]
-                                                       if rec["cadence_estimate_s"] else ck.cadence_basis)
-    basis = {
-        "since_checkpoint_s": since_fig.to_dict(),
-        "cpu_seconds": cpu.to_dict(),
-        "gpu_seconds": gpu.to_dict(),
-        "checkpoint_cadence_s": {"kind": cad_kind, "basis": cad_basis,
-                                 "sources": ck.figures.cadence_sources if ck.figures else []},
-        "next_checkpoint_in_s": {"kind": "estimated" if next_in is not None else "unavailable",
-                                 "basis": next_basis or "no cadence known"},
-    }
-    basis.update(rec.pop("basis"))
-    out = {
-        "summary": summary,
-        "since": since,
-        "since_checkpoint_s": round(since_s, 3),
-        "cpu_seconds": cpu.value,
-        "gpu_seconds": gpu.value,
-        "last_checkpoint": last,
-        "checkpoint_cadence_s": round(ck.cadence_s, 3) if ck.cadence_s else rec["cadence_estimate_s"],
-        "next_checkpoint_in_s": round(next_in, 3) if next_in is not None else None,
-        "partial_files": [p.to_dict() for p in ck.partial],
-        "not_lost": not_lost,
-        "other_checkpoint_candidates": [f.key for f in ck.other_families],
-        "basis": basis,
-        "notes": notes,
-        "progress_summary": sentence,
-    }
-    out.update(rec)
-    return out
-
-
 def _tree_rows(snap: SystemSnapshot, root: int, pids: List[int], rates, gpuf: GpuFigures,
                as_of_ns: int) -> List[ProcessRow]:
     rows = []
@@ -486,35 +303,3 @@ def _tree_rows(snap: SystemSnapshot, root: int, pids: List[int], rates, gpuf: Gp
             files=group_files(p), sockets=group_sockets(p, snap, tree),
             gpus=[{"device": d, "used_memory_bytes": b} for d, b in gpuf.vram_by_pid.get(pid, [])]))
     return rows
-
-
-def _freed(tree: List[ProcessRow], samples, gpuf: GpuFigures) -> dict:
-    uss = [r.uss_bytes for r in tree]
-    rate = cpu_rate(samples)
-    rb, wb = io_rates(samples)
-    ports = sorted({port for r in tree for port in r.sockets.listening})
-    pss = latest_pss(samples)
-    return {
-        "ram_uss_bytes": sum(u for u in uss if u is not None),
-        "ram_pss_bytes": pss[0] if pss else None,
-        "ram_rss_bytes": sum(r.rss_bytes or 0 for r in tree),
-        "ram_complete": all(u is not None for u in uss),
-        "vram_bytes": {str(k): v for k, v in gpuf.vram_by_device.items()},
-        "cpu_cores": round(rate[0], 2) if rate else None,
-        "disk_read_bps": round(rb) if rb is not None else None,
-        "disk_write_bps": round(wb) if wb is not None else None,
-        "network_bps": None,
-        "listening_ports": ports,
-        "basis": {
-            "ram": "measured: the RAM a kill of the whole job returns lies between the sum of USS "
-                   "(pages only one of its processes maps) and the sum of PSS (adds its share of shared "
-                   "pages: all of those the job's processes share only among themselves, e.g. fork "
-                   "copy-on-write pages of workers), from /proc smaps_rollup; RSS counts every shared page",
-            "vram": ("measured: NVML per-process used memory" if gpuf.available else f"unavailable: {gpuf.reason}"),
-            "cpu_cores": (f"measured: /proc CPU time over the {rate[1]:.1f} s window" if rate
-                          else "unavailable: too few samples"),
-            "disk": "measured: /proc/PID/io read_bytes/write_bytes over the window (live processes)",
-            "network": "unavailable: Linux keeps no per-process network byte counters and the probes "
-                       "do not count socket bytes yet",
-        },
-    }

@@ -11,14 +11,17 @@ and live on unless they notice.  PyTorch's DataLoader workers poll
 ``os.getppid()`` and leave within ~5 s (MP_STATUS_CHECK_INTERVAL); a process
 group kill (``kill -- -PGID``) ends them all at once.
 
-Pure functions over ``SystemSnapshot`` records.
+Pure functions over ``SystemSnapshot`` records; the cascade comes out as a
+typed ``Cascade`` (``cascade`` of the --json document).
 """
 from __future__ import annotations
 
+import enum
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
+from ...jsondoc import json_field
 from ...snapshot import ProcessSnapshot, SystemSnapshot
 from .. import pidns
 from ...names import is_checkpoint_name, is_log_name, is_temp_name, writable
@@ -61,6 +64,9 @@ def role_of(p: ProcessSnapshot, parent: Optional[ProcessSnapshot], is_root: bool
 
 @dataclass
 class FileGroups:
+    """A process's open files by what they are for, so the reader sees which
+    ones a kill leaves half-written (checkpoints, temp files) and which are data."""
+
     checkpoints: List[str] = field(default_factory=list)
     logs: List[str] = field(default_factory=list)
     temp: List[str] = field(default_factory=list)
@@ -105,10 +111,44 @@ def group_files(p: ProcessSnapshot) -> FileGroups:
     return g
 
 
+@dataclass(frozen=True)
+class SocketPeer:
+    """A TCP/UDP connection of the tree to something outside it: the other end
+    sees it reset or closed by the kill."""
+
+    proto: str
+    local: str
+    remote: str
+    state: str
+    local_pid: Optional[int]      # the process holding the other end, when it is on this machine
+
+
 @dataclass
 class SocketGroups:
+    """A process's sockets: what it listens on (refused after the kill) and its peers."""
+
     listening: List[str] = field(default_factory=list)
-    peers: List[dict] = field(default_factory=list)   # {proto, local, remote, state, local_pid}
+    peers: List[SocketPeer] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ProcessRow:
+    """One process of the tree (``tree[]`` of the --json document): who it is
+    and what it holds, so the reader sees what dies with the kill."""
+
+    pid: int
+    ppid: int
+    role: str                    # launcher | main | dataloader worker | helper: ... | child (tree.role_of)
+    command: str
+    age_s: Optional[float]
+    cpu_pct: Optional[float]     # over the window; None: alive in one sample only
+    rss_bytes: Optional[int]
+    uss_bytes: Optional[int]
+    threads: int
+    state: str
+    files: FileGroups
+    sockets: SocketGroups
+    gpus: List[dict] = field(default_factory=list)     # {device, used_memory_bytes} from NVML
 
 
 def group_sockets(p: ProcessSnapshot, snap: SystemSnapshot, tree: set) -> SocketGroups:
@@ -130,8 +170,7 @@ def group_sockets(p: ProcessSnapshot, snap: SystemSnapshot, tree: set) -> Socket
                     break
             if local_pid in tree:
                 continue    # talking to itself
-            g.peers.append({"proto": s.proto, "local": s.local, "remote": s.remote,
-                            "state": s.state, "local_pid": local_pid})
+            g.peers.append(SocketPeer(s.proto, s.local, s.remote, s.state, local_pid))
     return g
 
 
@@ -168,7 +207,75 @@ def child_fate(role: str, depth: int) -> str:
     return "orphaned (re-parented to init/subreaper) and keeps running, holding its resources"
 
 
-def cascade(snap: SystemSnapshot, root: int, pids: List[int], tree: list) -> dict:
+class PeerKind(str, enum.Enum):
+    """What outside the process tree a kill hurts (``cascade.peers[].kind``)."""
+
+    PID_NS = "pid-ns"              # the rest of the PID namespace the root is the init of
+    DISTRIBUTED = "distributed"    # the other ranks of a distributed job
+    TCP = "tcp"                    # the other end of a connection
+    LISTENER = "listener"          # clients of a port the tree listens on
+    PIPE = "pipe"                  # a process outside the tree holding the other end of a pipe
+
+
+@dataclass(frozen=True)
+class ChildFate:
+    """A descendant of the root and what SIGKILL of the root does to it (it is not killed with it)."""
+
+    pid: int
+    ppid: int
+    role: str
+    command: str
+    fate: str
+    uss_bytes: Optional[int]
+    cpu_pct: Optional[float]
+
+
+@dataclass(frozen=True)
+class ParentEffect:
+    """The root's parent: it sees the child end, and may restart it."""
+
+    pid: int
+    command: Optional[str]          # None: the parent is not in the snapshot
+    effect: str
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One party outside the tree that the kill hurts; ``pid``, ``env`` and
+    ``state`` only where the kind has them (left out of the document otherwise)."""
+
+    kind: PeerKind
+    pid: Optional[int] = json_field(default=None, omit_none=True)
+    who: str = ""
+    env: Optional[dict] = json_field(default=None, omit_none=True)     # distributed: the allow-listed env
+    state: Optional[str] = json_field(default=None, omit_none=True)    # tcp: the connection state
+    effect: str = ""
+
+
+@dataclass(frozen=True)
+class PidNamespaceFate:
+    """The root is the init of a PID namespace: the whole namespace dies with it."""
+
+    init: int
+    ns_pid: int
+    members: List[int]
+    effect: str
+
+
+@dataclass(frozen=True)
+class Cascade:
+    """Who is hurt by the kill besides the root: its children and their fate,
+    its parent, the peers outside the tree, and the one command that ends the
+    whole group at once."""
+
+    children: List[ChildFate]
+    parent: ParentEffect
+    peers: List[Peer]
+    group_kill: str
+    pid_namespace: Optional[PidNamespaceFate] = json_field(default=None, omit_none=True)
+
+
+def cascade(snap: SystemSnapshot, root: int, pids: List[int], tree: List[ProcessRow]) -> Cascade:
     """Who is hurt by the kill: children (and their fate), the parent,
     distributed peers, TCP peers and listeners, pipe ends held outside."""
     depth = {root: 0}
@@ -176,19 +283,20 @@ def cascade(snap: SystemSnapshot, root: int, pids: List[int], tree: list) -> dic
         p = snap.processes[pid]
         if pid != root:
             depth[pid] = depth.get(p.ppid, 0) + 1
+    rp = snap.processes[root]
+    pidset = set(pids)
+    ns = _namespace_fate(snap, rp, pidset)
     children = []
     for r in tree:
         if r.pid == root:
             continue
-        children.append({"pid": r.pid, "ppid": r.ppid, "role": r.role, "command": r.command,
-                         "fate": child_fate(r.role, depth.get(r.pid, 1)), "uss_bytes": r.uss_bytes,
-                         "cpu_pct": r.cpu_pct})
-    rp = snap.processes[root]
+        children.append(ChildFate(r.pid, r.ppid, r.role, r.command,
+                                  ns[0] if ns else child_fate(r.role, depth.get(r.pid, 1)), r.uss_bytes, r.cpu_pct))
     parent = snap.processes.get(rp.ppid)
-    parent_info = {"pid": rp.ppid, "command": " ".join(parent.cmdline) if parent else None,
-                   "effect": "sees the child end (wait status: killed by the signal); a launcher or "
-                             "supervisor may restart it"}
-    peers: List[dict] = []
+    parent_info = ParentEffect(rp.ppid, " ".join(parent.cmdline) if parent else None,
+                               "sees the child end (wait status: killed by the signal); a launcher or "
+                               "supervisor may restart it")
+    peers: List[Peer] = [ns[1]] if ns else []
     dist = distributed_env(rp)
     if dist:
         what = "distributed job"
@@ -199,18 +307,17 @@ def cascade(snap: SystemSnapshot, root: int, pids: List[int], tree: list) -> dic
         if "torchelastic" in dist:
             effect = ("torchelastic's agent sees this worker fail and restarts the whole group from "
                       "its last checkpoint (if restarts remain); the other ranks lose their work since then too")
-        peers.append({"kind": "distributed", "who": what, "env": dist, "effect": effect})
+        peers.append(Peer(PeerKind.DISTRIBUTED, who=what, env=dist, effect=effect))
     for r in tree:
         for s in r.sockets.peers:
-            who = f"{s['remote']}" + (f" (local pid {s['local_pid']})" if s.get("local_pid") else "")
-            peers.append({"kind": "tcp", "pid": r.pid, "who": who, "state": s["state"],
-                          "effect": "the peer sees the connection reset or closed (EOF/ECONNRESET)"})
+            who = f"{s.remote}" + (f" (local pid {s.local_pid})" if s.local_pid else "")
+            peers.append(Peer(PeerKind.TCP, pid=r.pid, who=who, state=s.state,
+                              effect="the peer sees the connection reset or closed (EOF/ECONNRESET)"))
         for port in r.sockets.listening:
-            peers.append({"kind": "listener", "pid": r.pid, "who": port,
-                          "effect": "new connections to this port are refused"})
+            peers.append(Peer(PeerKind.LISTENER, pid=r.pid, who=port,
+                              effect="new connections to this port are refused"))
     # Pipes shared with processes outside the tree, where they hold the other end:
     # a reader of the job's output, or a writer feeding the job.
-    pidset = set(pids)
     outside: Dict[int, set] = {}
     for pid in pids:
         for f in snap.processes[pid].fds:
@@ -229,26 +336,25 @@ def cascade(snap: SystemSnapshot, root: int, pids: List[int], tree: list) -> dic
             effect = "reads the job's output through a pipe: gets EOF once its last writer is gone"
         else:
             effect = "writes into the job through a pipe: gets EPIPE/SIGPIPE once no reader is left"
-        peers.append({"kind": "pipe", "pid": hpid, "who": f"pid {hpid}" + (f" ({other.name})" if other else ""),
-                      "effect": effect})
-    out = {"children": children, "parent": parent_info, "peers": peers,
-           "group_kill": f"kill -- -{rp.pgid} ends the whole process group at once" if rp.pgid else ""}
-    _namespace_cascade(snap, rp, pidset, out)
-    return out
+        peers.append(Peer(PeerKind.PIPE, pid=hpid, who=f"pid {hpid}" + (f" ({other.name})" if other else ""),
+                          effect=effect))
+    return Cascade(children, parent_info, peers,
+                   f"kill -- -{rp.pgid} ends the whole process group at once" if rp.pgid else "",
+                   ns[2] if ns else None)
 
 
-def _namespace_cascade(snap: SystemSnapshot, rp: ProcessSnapshot, pidset: set, out: dict) -> None:
+def _namespace_fate(snap: SystemSnapshot, rp: ProcessSnapshot,
+                    pidset: set) -> Optional[Tuple[str, Peer, PidNamespaceFate]]:
     """The root is the init of a PID namespace (a container's pid 1): when it
     dies the kernel SIGKILLs every other process of the namespace, so nothing
     is orphaned -- also the processes that entered it later (docker exec,
-    nsenter), which are not its descendants."""
+    nsenter), which are not its descendants.  (every child's fate, the
+    namespace's peer entry, the namespace) or None."""
     if not pidns.namespace_init(snap, rp):
-        return
+        return None
     members = pidns.namespace_members(snap, rp)
     fate = (f"killed with its PID namespace: when the namespace's init (pid {rp.pid}) dies, the kernel "
             "sends SIGKILL to every process in it")
-    for ch in out["children"]:
-        ch["fate"] = fate
     outside_tree = [m for m in members if m != rp.pid and m not in pidset]
     who = f"{len(members)} processes" if members else "all processes"
     effect = ("all die with pid 1 of the namespace (SIGKILL from the kernel, no cleanup): a container "
@@ -256,6 +362,5 @@ def _namespace_cascade(snap: SystemSnapshot, rp: ProcessSnapshot, pidset: set, o
     if outside_tree:
         effect += "; not in the tree above: pids " + ", ".join(map(str, outside_tree[:10])) + \
             (" ..." if len(outside_tree) > 10 else "") + " (entered the namespace later, e.g. docker exec)"
-    out["peers"].insert(0, {"kind": "pid-ns", "who": who, "effect": effect})
-    out["pid_namespace"] = {"init": rp.pid, "ns_pid": rp.nspid[-1], "members": members,
-                            "effect": "every process of the namespace is killed with its init"}
+    return (fate, Peer(PeerKind.PID_NS, who=who, effect=effect),
+            PidNamespaceFate(rp.pid, rp.nspid[-1], members, "every process of the namespace is killed with its init"))

@@ -21,7 +21,10 @@ from typing import List, Optional, Union
 
 from ...formats import human_bytes as mib  # the one byte formatter ("1.5 GiB")
 from .checkpoints import PartialFile
+from .freed import Freed
+from .loss import Loss, Since
 from .signals import SignalReport
+from .tree import Cascade, PeerKind
 
 
 class Verdict(str, enum.Enum):
@@ -99,9 +102,9 @@ class Recommendation:
 
 
 
-def verdict(loss: dict, partial: List[PartialFile], costly_after_s: float) -> SafeToKill:
+def verdict(loss: Loss, partial: List[PartialFile], costly_after_s: float) -> SafeToKill:
     """safe / costly / unsafe, the reason, and when the next safe moment comes."""
-    next_ckpt = loss["next_checkpoint_in_s"]
+    next_ckpt = loss.next_checkpoint_in_s
     if partial:
         p = max(partial, key=lambda x: x.bytes_written)
         what = f"{p.path} is being written"
@@ -123,16 +126,16 @@ def verdict(loss: dict, partial: List[PartialFile], costly_after_s: float) -> Sa
         etas = [x.eta_s for x in partial if x.eta_s is not None]
         return SafeToKill(Verdict.UNSAFE, what, round(max(etas), 2) if etas else None,
                           "the write's progress at its measured rate" if etas else "unknown")
-    lost = loss["since_checkpoint_s"]
-    cpu = loss["cpu_seconds"] or 0.0
-    gpu = loss["gpu_seconds"] or 0.0
+    lost = loss.since_checkpoint_s
+    cpu = loss.cpu_seconds or 0.0
+    gpu = loss.gpu_seconds or 0.0
     costly = max(lost, cpu, gpu) >= costly_after_s
     what = f"{lost:.1f} s of work" + (f" ({cpu:.1f} CPU-s" + (f", {gpu:.1f} GPU-s" if gpu else "") + ")")
-    if loss["since"] == "checkpoint":
+    if loss.since is Since.CHECKPOINT:
         what += " since the last completed checkpoint"
-    elif loss.get("last_checkpoint"):
+    elif loss.last_checkpoint:
         what += (" since the process started (no checkpoint by this process; a restart resumes from "
-                 f"{loss['last_checkpoint']['path']})")
+                 f"{loss.last_checkpoint.path})")
     else:
         what += " since the process started (no checkpoint found)"
     if costly:
@@ -140,23 +143,23 @@ def verdict(loss: dict, partial: List[PartialFile], costly_after_s: float) -> Sa
     else:
         reason = f"nothing is being written; a kill now loses only {what}"
     return SafeToKill(Verdict.COSTLY if costly else Verdict.SAFE, reason, next_ckpt,
-                      ("expected next checkpoint (" + loss["basis"]["next_checkpoint_in_s"]["basis"] + ")")
+                      ("expected next checkpoint (" + loss.basis["next_checkpoint_in_s"].basis + ")")
                       if next_ckpt is not None else "no checkpoint cadence known")
 
 
-def recommend(loss: dict, verdict: SafeToKill, signals: SignalReport, freed: dict, cascade: dict,
+def recommend(loss: Loss, verdict: SafeToKill, signals: SignalReport, freed: Freed, cascade: Cascade,
               wait_limit_s: float) -> Recommendation:
     """The way to stop it that costs least, and the figures for every way."""
-    lost = loss["since_checkpoint_s"]
-    cpu = loss["cpu_seconds"]
-    ram = mib(freed["ram_uss_bytes"]) + (f"..{mib(freed['ram_pss_bytes'])}" if freed.get("ram_pss_bytes") else "")
+    lost = loss.since_checkpoint_s
+    cpu = loss.cpu_seconds
+    ram = mib(freed.ram_uss_bytes) + (f"..{mib(freed.ram_pss_bytes)}" if freed.ram_pss_bytes else "")
     frees = (f"frees {ram} RAM"
-             + (f", {freed['cpu_cores']:.1f} cores" if freed.get("cpu_cores") is not None else "")
-             + "".join(f", {mib(v)} VRAM on GPU {k}" for k, v in freed["vram_bytes"].items()))
+             + (f", {freed.cpu_cores:.1f} cores" if freed.cpu_cores is not None else "")
+             + "".join(f", {mib(v)} VRAM on GPU {k}" for k, v in freed.vram_bytes.items()))
     options: List[Option] = []
     options.append(KillOption(text=f"kill now (SIGKILL): loses {lost:.1f} s"
                               + (f" / {cpu:.1f} CPU-s" if cpu is not None else "") + f"; {frees}",
-                              loses_s=lost, cpu_seconds=cpu, gpu_seconds=loss["gpu_seconds"]))
+                              loses_s=lost, cpu_seconds=cpu, gpu_seconds=loss.gpu_seconds))
     nxt = verdict.next_safe_in_s
     if nxt is not None:
         options.append(WaitOption(wait_s=nxt, text=f"wait {nxt:.1f} s ({verdict.next_safe_basis}), then kill: "
@@ -168,10 +171,9 @@ def recommend(loss: dict, verdict: SafeToKill, signals: SignalReport, freed: dic
     else:
         options.append(StopOption(Action.SIGTERM, "SIGTERM is not caught: it ends the process like SIGKILL, "
                                   "with the same loss", lost))
-    stall = any(p["kind"] == "distributed" for p in cascade["peers"])
+    stall = any(p.kind is PeerKind.DISTRIBUTED for p in cascade.peers)
     options.append(StopOption(Action.SUSPEND, "suspend (kill -STOP, later -CONT): loses nothing, frees "
-                              + (f"{freed['cpu_cores']:.1f} cores" if freed.get("cpu_cores") is not None
-                                 else "the CPU")
+                              + (f"{freed.cpu_cores:.1f} cores" if freed.cpu_cores is not None else "the CPU")
                               + " now but keeps its RAM/VRAM"
                               + ("; its distributed peers stall meanwhile" if stall else ""), 0.0))
     v = verdict.verdict
