@@ -25,6 +25,7 @@ and prints its summary without ever importing pandas (about 75 MB of RSS).
 """
 from __future__ import annotations
 
+import enum
 import json
 import platform
 import socket
@@ -293,6 +294,19 @@ class Metadata:
 _FIELD_NAMES = frozenset(f.name for f in fields(Metadata)) - {"extra"}
 
 
+#: the ``what`` of the ``unavailable`` entry the tracer notes when the kernel probes did not run
+PROBES_WHAT = "kernel probes"
+
+
+class ProbeStatus(str, enum.Enum):
+    """Whether the kernel probes ran over the recording's window, so an
+    analysis knows if the absence of an event means "did not happen" or "not seen"."""
+
+    ATTACHED = "attached"            # the probes ran (the recording carries their clock offset)
+    UNAVAILABLE = "unavailable"      # asked for and not attached, or --no-bpf: ``unavailable`` says why
+    NOT_RECORDED = "not recorded"    # neither is recorded (a recording without a tracer run)
+
+
 def base_metadata() -> Metadata:
     """Facts about the machine and tool, true for any recording made here."""
     return Metadata(schema_version=SCHEMA_VERSION, tool="pyimpact", tool_version=__version__,
@@ -323,6 +337,16 @@ class Recording:
     @property
     def end_ns(self) -> int:
         return int(self.metadata.ended_at_ns or 0)
+
+    @property
+    def probe_status(self) -> ProbeStatus:
+        """Did the kernel probes run: decided here, once, from what the tracer
+        recorded (its note when they did not, their clock offset when they did)."""
+        if any(u.get("what") == PROBES_WHAT for u in (self.metadata.unavailable or [])):
+            return ProbeStatus.UNAVAILABLE
+        if self.metadata.clock_offset_ns is not None:
+            return ProbeStatus.ATTACHED
+        return ProbeStatus.NOT_RECORDED
 
     def snapshot(self, which: str = "end") -> SystemSnapshot | None:
         return self.snapshots.get(which) or self.snapshots.get("start")

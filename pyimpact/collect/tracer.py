@@ -25,7 +25,7 @@ from typing import Callable, Optional
 import psutil
 
 from ..errors import NotPermitted, ProcessGone, PyimpactError
-from ..recording import Deferred, Recording, base_metadata
+from ..recording import PROBES_WHAT, Deferred, Recording, base_metadata
 from ..recording import BLOCK_COLUMNS, INFLIGHT_COLUMNS, STAT_COLUMNS, deferred_frame
 from ..timeline import decode_events
 from . import procfs
@@ -102,7 +102,7 @@ class Tracer:
             if self.request.use_bpf:
                 self._open_probes()
             else:
-                self.rec.note_unavailable("kernel probes", "disabled (--no-bpf)")
+                self.rec.note_unavailable(PROBES_WHAT, "disabled (--no-bpf)")
         except BaseException:
             self.close()   # every stage closed on every path: a probe compile started early, probes attached
             raise
@@ -146,7 +146,7 @@ class Tracer:
             if not self.request.degrade:
                 raise
             self.probes = None
-            self.rec.note_unavailable("kernel probes", err.one_line())
+            self.rec.note_unavailable(PROBES_WHAT, err.one_line())
             return
         # Children that exist already; later ones are added in the kernel at fork.
         for pid, _ in self.identities:

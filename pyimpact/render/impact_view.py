@@ -73,13 +73,13 @@ def gpu_line(gpu: GpuSummary) -> Text:
 def header(r: ImpactReport) -> List[Text]:
     tg, ob = r.target, r.observation
     lines = [_t(f"kill-preview of PID {tg.pid}: {_short(tg.command, 52)}", "bold")]
-    probes = "probes + /proc" if ob.get("kernel_probes") else "/proc only"
-    lost = f", {ob['lost_events']} events lost" if ob.get("lost_events") else ""
-    lines.append(_t(f"age {human_duration(tg.age_s)}, watched {seconds(ob['window_s'])} ({probes}{lost}, "
-                    f"{ob['samples']} samples), as of {r.as_of[11:23]} UTC", "dim"))
-    if ob.get("ended") and str(ob["ended"]).startswith("interrupted"):
-        lines.append(_t(f"window cut short ({ob['ended']}): figures from what was seen", "yellow"))
-    for u in ob.get("unavailable", []):
+    probes = "probes + /proc" if ob.kernel_probes else "/proc only"
+    lost = f", {ob.lost_events} events lost" if ob.lost_events else ""
+    lines.append(_t(f"age {human_duration(tg.age_s)}, watched {seconds(ob.window_s)} ({probes}{lost}, "
+                    f"{ob.samples} samples), as of {r.as_of[11:23]} UTC", "dim"))
+    if ob.ended and str(ob.ended).startswith("interrupted"):
+        lines.append(_t(f"window cut short ({ob.ended}): figures from what was seen", "yellow"))
+    for u in ob.unavailable:
         if u.get("what") not in ("GPU", "GPU (NVML)"):
             lines.append(_t(f"not seen: {u['what']}: {u['why']}", "yellow"))
     return lines
@@ -200,7 +200,7 @@ def files_lines(r: ImpactReport) -> List:
         if s.peers:
             parts.append(f"{len(s.peers)} TCP peer(s)")
         if p.gpus:
-            parts.append(", ".join(f"GPU {g['device']} {human_bytes(g['used_memory_bytes'])}" for g in p.gpus))
+            parts.append(", ".join(f"GPU {g.device} {human_bytes(g.used_memory_bytes)}" for g in p.gpus))
         if f.shm:
             parts.append(f"{len(f.shm)} shared-memory segment(s)")
         if parts:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
-from ...recording import Recording
+from ...recording import ProbeStatus, Recording
 from ...snapshot import LockInfo, ProcessSnapshot, SocketInfo, SystemSnapshot, ThreadSnapshot
 from .waitmodel import (RUNNING, STOPPED, TIMED, UNKNOWN, WAITING, WAKING, ZOMBIE, ProcessInfo, ThreadWait,
                         WaitGraph)
@@ -94,7 +94,7 @@ class WaitContext:
         self.details: Dict[str, Any] = (meta.wait_details or {}).get("threads", {})
         self.read_at: Dict[str, int] = (meta.wait_details or {}).get("read_at", {})
         self.stacks: Dict[str, Any] = meta.python_stacks or {}
-        self.bpf = not any(u.get("what") == "kernel probes" for u in (meta.unavailable or []))
+        self.bpf = rec.probe_status is not ProbeStatus.UNAVAILABLE
         self.traced: set = {int(t["pid"]) for t in (meta.targets or []) if "pid" in t}
         self.followed: set = set(int(p) for p in (meta.followed_pids or []))
         self.window_s = float(meta.duration_s) if meta.duration_s else None

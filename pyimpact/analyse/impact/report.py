@@ -26,7 +26,7 @@ from typing import Dict, List, Optional
 
 from ...errors import NotInRecording
 from ...jsondoc import to_json
-from ...recording import Recording
+from ...recording import ProbeStatus, Recording
 from ...snapshot import SystemSnapshot
 from ...names import writable
 from .checkpoints import find_checkpoints
@@ -35,7 +35,7 @@ from .progress import job_progress
 from .resources import GpuFigures, gpu_figures, per_process_rates, wchar_growth
 from .signals import SignalReport, read_signals
 from .freed import Freed, freed_by_kill
-from .tree import Cascade, ProcessRow, cascade, group_files, group_sockets, role_of, tree_pids
+from .tree import Cascade, GpuHolding, ProcessRow, cascade, group_files, group_sockets, role_of, tree_pids
 from .verdict import Recommendation, SafeToKill, recommend, verdict
 
 SCHEMA = "pyimpact.kill-preview/1"
@@ -49,6 +49,24 @@ WRITE_CALLS = FSYNC_CALLS + ("write", "pwrite64", "writev", "pwritev", "pwritev2
 # --------------------------------------------------------------------------
 # The report
 # --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Observation:
+    """How the figures were obtained (``observation`` of the --json document):
+    the window, the samples, whether the kernel probes ran, what was lost or
+    not seen -- so a reader knows how much to trust each absence."""
+
+    window_s: float                    # first to last sample
+    samples: int
+    sample_interval_s: Optional[float]
+    kernel_probes: bool                # the probes ran over the window (Recording.probe_status)
+    events: int                        # probe events in the recording
+    lost_events: int
+    watched_dirs: List[str]            # directories whose checkpoint-like files were sampled
+    recorder: dict                     # the recorder history's availability, as the collector read it
+    ended: Optional[str]               # why the window ended (duration, interrupted, ...)
+    unavailable: List[dict]            # [{what, why}]: what could not be seen, and why
+
 
 @dataclass(frozen=True)
 class Target:
@@ -94,7 +112,7 @@ class ImpactReport:
     as_of: Optional[str] = field(default=None, init=False)
     as_of_ns: int
     target: Target
-    observation: dict
+    observation: Observation
     tree: List[ProcessRow]
     loss: Loss
     freed: Freed
@@ -258,21 +276,19 @@ def analyse_impact(rec: Recording, root: Optional[int] = None, costly_after_s: f
     unavailable = [dict(u) for u in (meta.unavailable or [])]
     if not gpuf.available and not any(u.get("what", "").startswith("GPU") for u in unavailable):
         unavailable.append({"what": "GPU (NVML)", "why": gpuf.reason})
-    observation = {
-        "window_s": round((as_of_ns - first_ns) / 1e9, 3),
-        "samples": len(samples),
-        "sample_interval_s": obs.get("interval_s"),
-        "kernel_probes": not any(u.get("what") == "kernel probes" for u in (meta.unavailable or []))
-        and "clock_offset_ns" in meta,
-        "events": 0 if rec.events is None else int(len(rec.events)),
-        "lost_events": rec.lost_total,
-        "watched_dirs": list(obs.get("watched", [])),
-        "recorder": {k: v for k, v in (obs.get("recorded") or {"available": False,
-                                                              "reason": "not read"}).items()
-                     if k != "completions"},
-        "ended": meta.end_reason,
-        "unavailable": unavailable,
-    }
+    observation = Observation(
+        window_s=round((as_of_ns - first_ns) / 1e9, 3),
+        samples=len(samples),
+        sample_interval_s=obs.get("interval_s"),
+        kernel_probes=rec.probe_status is ProbeStatus.ATTACHED,
+        events=0 if rec.events is None else int(len(rec.events)),
+        lost_events=rec.lost_total,
+        watched_dirs=list(obs.get("watched", [])),
+        recorder={k: v for k, v in (obs.get("recorded") or {"available": False, "reason": "not read"}).items()
+                  if k != "completions"},
+        ended=meta.end_reason,
+        unavailable=unavailable,
+    )
     target = Target(pid=root, start_ticks=rp.start_ticks, command=" ".join(rp.cmdline) or rp.name,
                     comm=rp.name, age_s=round((as_of_ns - root_start_ns) / 1e9, 3),
                     started_at=iso(root_start_ns), state=rp.state)
@@ -301,5 +317,5 @@ def _tree_rows(snap: SystemSnapshot, root: int, pids: List[int], rates, gpuf: Gp
             cpu_pct=round(100 * r["cpu_cores"], 1) if r else None,
             rss_bytes=p.rss_bytes, uss_bytes=p.uss_bytes, threads=p.num_threads, state=p.state,
             files=group_files(p), sockets=group_sockets(p, snap, tree),
-            gpus=[{"device": d, "used_memory_bytes": b} for d, b in gpuf.vram_by_pid.get(pid, [])]))
+            gpus=[GpuHolding(d, b) for d, b in gpuf.vram_by_pid.get(pid, [])]))
     return rows

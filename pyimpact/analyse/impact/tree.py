@@ -132,6 +132,14 @@ class SocketGroups:
 
 
 @dataclass(frozen=True)
+class GpuHolding:
+    """VRAM one process holds on one GPU (NVML): freed by the kill."""
+
+    device: int
+    used_memory_bytes: Optional[int]
+
+
+@dataclass(frozen=True)
 class ProcessRow:
     """One process of the tree (``tree[]`` of the --json document): who it is
     and what it holds, so the reader sees what dies with the kill."""
@@ -148,7 +156,7 @@ class ProcessRow:
     state: str
     files: FileGroups
     sockets: SocketGroups
-    gpus: List[dict] = field(default_factory=list)     # {device, used_memory_bytes} from NVML
+    gpus: List[GpuHolding] = field(default_factory=list)
 
 
 def group_sockets(p: ProcessSnapshot, snap: SystemSnapshot, tree: set) -> SocketGroups:
