@@ -14,6 +14,8 @@ documents, the field says so once, in its metadata (``json_field``):
   omit_none=True   the key is left out while the value is None (a key that
                    only some results carry: a namespace init's cascade, a
                    peer's state)
+  omit_empty=True  the key is left out while the value is None or empty
+                   ("" / [] / {}: a chain link's note, only the last has one)
   flatten=True     a nested dataclass whose keys are written inline into this
                    one (a part computed by another module, one level in the
                    document)
@@ -40,11 +42,12 @@ from typing import Any, Dict
 _META = "pyimpact.json"
 
 
-def json_field(*, key: str = "", omit_none: bool = False, flatten: bool = False, skip: bool = False,
-               **kw: Any) -> Any:
+def json_field(*, key: str = "", omit_none: bool = False, omit_empty: bool = False, flatten: bool = False,
+               skip: bool = False, **kw: Any) -> Any:
     """``dataclasses.field(**kw)`` that also says how the field is written (module docstring)."""
     meta: Dict[str, Any] = dict(kw.pop("metadata", None) or {})
-    meta[_META] = {"key": key, "omit_none": omit_none, "flatten": flatten, "skip": skip}
+    meta[_META] = {"key": key, "omit_none": omit_none, "omit_empty": omit_empty, "flatten": flatten,
+                   "skip": skip}
     return dataclasses.field(metadata=meta, **kw)
 
 
@@ -70,6 +73,8 @@ def _dataclass(obj: Any) -> Dict[str, Any]:
             out[f.name] = to_json(value)
             continue
         if how["skip"] or (how["omit_none"] and value is None):
+            continue
+        if how["omit_empty"] and (value is None or (isinstance(value, (str, list, tuple, dict)) and not value)):
             continue
         if how["flatten"]:
             if value is not None:

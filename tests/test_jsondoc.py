@@ -36,6 +36,7 @@ class Outer:
     kept_none: Optional[int] = None
     part: Optional[Part] = json_field(default=None, flatten=True)
     hidden: str = json_field(default="internal", skip=True)
+    note: str = json_field(default="", key="end", omit_empty=True)
     by_name: Dict[str, Inner] = field(default_factory=dict)
     items: List[Colour] = field(default_factory=list)
 
@@ -53,8 +54,8 @@ def test_fields_in_order_with_their_metadata():
 
 
 def test_omitted_key_appears_once_it_has_a_value_and_enums_are_values():
-    doc = to_json(Outer("f", Colour.RED, Inner(1), maybe=0))
-    assert doc["maybe"] == 0 and type(doc["colour"]) is str and "x" not in doc
+    doc = to_json(Outer("f", Colour.RED, Inner(1), maybe=0, note="why"))
+    assert doc["maybe"] == 0 and type(doc["colour"]) is str and "x" not in doc and doc["end"] == "why"
 
 
 def test_documents_are_new_containers():

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Set, Tuple
 
+from ...jsondoc import json_field, to_json
 from .waitmodel import (RUNNING, STOPPED, TIMED, UNKNOWN, WAITING, WAKING, ZOMBIE, Edge, WaitGraph,
                         python_location, secs)
 
@@ -29,17 +30,11 @@ class ChainLink:
     state: str
     activity: str
     waits_on: Optional[Dict[str, str]] = None   # {"kind", "resource"}: the edge to the next link
-    note: str = ""                              # for the last link: why the chain ends here
-    location: str = ""                          # Python location, when known
+    note: str = json_field(default="", key="end", omit_empty=True)          # last link: why the chain ends here
+    location: str = json_field(default="", key="python", omit_empty=True)   # Python location, when known
 
     def to_dict(self) -> Dict[str, Any]:
-        d = {"pid": self.pid, "tid": self.tid, "name": self.name, "state": self.state,
-             "activity": self.activity, "waits_on": self.waits_on}
-        if self.note:
-            d["end"] = self.note
-        if self.location:
-            d["python"] = self.location
-        return d
+        return to_json(self)
 
 
 

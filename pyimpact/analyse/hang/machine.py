@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from ...jsondoc import json_field, to_json
 from .verdict import HUNG
 from .waitmodel import WaitGraph, process_words
 
@@ -21,24 +22,27 @@ SCHEMA = "pyimpact.diagnose-all/1"
 
 @dataclass
 class TreeRow:
-    root_pid: int              # the tree's top process
-    pid: int                   # the topmost hung process in it
-    verdict: str
+    """One process tree with a hung process in it (``unhealthy[]`` of diagnose --all --json)."""
+
+    root_pid: int = json_field(key="tree")     # the tree's top process
+    pid: int                                   # the topmost hung process in it
+    name: str
+    verdict: str = json_field(key="class")
     summary: str
     root_cause: Dict[str, Any]
-    since_s: Optional[float]
-    name: str
+    since_s: Optional[float]                   # the longest wait of its threads
     hung_pids: List[int] = field(default_factory=list)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"tree": self.root_pid, "pid": self.pid, "name": self.name, "class": self.verdict,
-                "summary": self.summary, "root_cause": self.root_cause, "since_s": self.since_s,
-                "hung_pids": list(self.hung_pids)}
+        return to_json(self)
 
 
 @dataclass
 class MachineReport:
-    rows: List[TreeRow]
+    """Every process tree of the machine diagnosed at once (diagnose --all --json)."""
+
+    schema: str = field(default=SCHEMA, init=False)
+    rows: List[TreeRow] = json_field(key="unhealthy")
     healthy_trees: int
     trees: int
     processes: int
@@ -48,10 +52,7 @@ class MachineReport:
     lost_events: int = 0
 
     def to_json(self) -> Dict[str, Any]:
-        return {"schema": SCHEMA, "unhealthy": [r.to_dict() for r in self.rows],
-                "healthy_trees": self.healthy_trees, "trees": self.trees, "processes": self.processes,
-                "window_s": self.window_s, "bpf": self.bpf, "unavailable": list(self.unavailable),
-                "lost_events": self.lost_events}
+        return to_json(self)
 
 
 def trees(g: WaitGraph, pids: Optional[List[int]] = None) -> Dict[int, List[int]]:

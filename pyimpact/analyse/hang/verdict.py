@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
+from ...jsondoc import to_json
 from .chains import ChainLink
 
 CLASSES = ("deadlock", "blocked", "stopped", "zombie", "busy", "idle", "progressing")
@@ -20,13 +21,15 @@ HEALTHY = ("idle", "progressing")
 
 @dataclass
 class RootCause:
+    """Where the chain of waits ends: the process/thread, the kind of resource and which one."""
+
     pid: Optional[int]
     tid: Optional[int]
-    kind: str
+    kind: str                 # one of KINDS
     resource: str
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"pid": self.pid, "tid": self.tid, "kind": self.kind, "resource": self.resource}
+        return to_json(self)
 
 
 @dataclass

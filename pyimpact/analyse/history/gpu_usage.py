@@ -21,8 +21,10 @@ nothing instead of everything. Pure: no I/O, no clock.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
+
+from ...jsondoc import json_field, to_json
 
 GiB = float(1 << 30)
 BY = ("process", "job", "user")
@@ -122,13 +124,11 @@ class UsageReport:
     usage: List[Usage]
     findings: List[Finding]
     jobs_cpu: List[JobCpu]
-    series: Dict[str, List[Tuple[int, int, float, int]]] = field(default_factory=dict)   # key -> (t, dev, util, mem)
+    series: Dict[str, List[Tuple[int, int, float, int]]] = json_field(default_factory=dict, skip=True)  # key -> (t, dev, util, mem): the chart's
+    schema: str = field(default="pyimpact.gpu-report/1", init=False)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["schema"] = "pyimpact.gpu-report/1"
-        d.pop("series")
-        return d
+        return to_json(self)
 
 
 def _key(row: dict, by: str) -> str:

@@ -24,6 +24,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
+from ...jsondoc import to_json
 from ...names import is_numbered_ckpt_dir_name
 from .ckpt_layouts import dir_layout, index_of, name_numbers, render_name
 
@@ -116,7 +117,7 @@ class SeriesFigures:
     run_info: dict = field(default_factory=dict)   # trainer_state.json scalars etc.
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return to_json(self)
 
 
 def _cluster(completions) -> List[Tuple[int, object]]:

@@ -27,6 +27,7 @@ import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
+from ...jsondoc import to_json
 from ...names import is_checkpoint_name, is_temp_name
 from .checkpoints import CheckpointFindings, file_stat, find_checkpoints
 from .resources import wchar_growth
@@ -39,13 +40,15 @@ FSYNC_CALLS = ("fsync", "fdatasync", "sync_file_range")
 
 @dataclass
 class PointStatus:
+    """Whether the safe point a stop waits for has come, and if not, what it waits for and until when."""
+
     ready: bool
     waiting_for: str              # "" when ready
     eta_s: Optional[float] = None
     eta_basis: str = ""
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return to_json(self)
 
 
 def findings(samples: List[dict], root_start_ns: int, inflight: List[dict]) -> CheckpointFindings:
