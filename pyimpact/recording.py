@@ -75,6 +75,27 @@ class FileStat(NamedTuple):
     atime_ns: Optional[int] = None
 
 
+class DirStat(NamedTuple):
+    """A directory checkpoint in a sample's ``dirs`` (path -> this; collect.ckpt_scan
+    lists it): the list ``[size, mtime_ns, ctime_ns, ino, files, names]`` on disk."""
+
+    size: int               # its files' bytes, a few levels down
+    mtime_ns: int           # the newest of the directory's and its files'
+    ctime_ns: int
+    ino: int                # the directory's
+    files: int              # how many regular files
+    names: List[str]        # their relative names, framework markers first (bounded)
+
+
+class LogTail(NamedTuple):
+    """A log of the tree in a sample's ``logs`` (path -> this; collect.ckpt_scan.LogTails
+    reads it): the list ``[size, mtime_ns, text]`` on disk."""
+
+    size: int
+    mtime_ns: int           # its last append, as of the read
+    text: str               # what was appended since the previous sample (its newest part)
+
+
 class ThreadSample(NamedTuple):
     """One thread in a ``--if`` thread sample (``metadata.kill_preview["threads"]``,
     samples[i]["threads"][tid] -> this; pyimpact.collect.threads writes them,
@@ -92,7 +113,7 @@ class ThreadSample(NamedTuple):
 
 def typed_samples(kill_preview: dict) -> dict:
     """``metadata.kill_preview`` read back from a file, its sample rows
-    typed again (WriteFd, FileStat, ThreadSample): the lists of any version-1
+    typed again (WriteFd, FileStat, DirStat, LogTail, ThreadSample): the lists of any version-1
     file become the records the live run held (in place; returned for convenience)."""
     for s in ((kill_preview or {}).get("threads") or {}).get("samples") or []:
         if s.get("threads"):
@@ -105,6 +126,12 @@ def typed_samples(kill_preview: dict) -> dict:
             if files:
                 s["files"] = {p: FileStat(*r) if isinstance(r, (list, tuple)) and len(r) == 5 else r
                               for p, r in files.items()}
+            if s.get("dirs"):
+                s["dirs"] = {p: DirStat(*r) if isinstance(r, (list, tuple)) and len(r) == 6 else r
+                             for p, r in s["dirs"].items()}
+            if s.get("logs"):
+                s["logs"] = {p: LogTail(*r) if isinstance(r, (list, tuple)) and len(r) == 3 else r
+                             for p, r in s["logs"].items()}
     return kill_preview
 
 

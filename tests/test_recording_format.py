@@ -5,7 +5,7 @@ read now it is a ``Metadata`` (keys this version does not know, like the fixture
 ``extra``), and written again it is the same JSON object.
 
 tests/recordings/kp_slow_writer_v1.parquet was written by `pyimpact kill-preview PID -d 0.8 --if nice=10 -o`
-(the version before ``WriteFd``/``FileStat``/``ThreadSample`` lived in the Recording: its samples were plain
+(the version before ``WriteFd``/``FileStat``/``DirStat``/``LogTail``/``ThreadSample`` lived in the Recording: its samples were plain
 lists) on tests/targets/kp_slow_writer.py in the middle of its third checkpoint.  Read now, its sample rows
 come back as the typed records a live run holds; written again, they are the same lists on disk; and the
 analysis of the old file is the analysis of its rewrite.
@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from conftest import RECORDINGS
 from pyimpact.analyse.impact.report import analyse_impact
 from pyimpact.export import read_recording, write_recording
-from pyimpact.recording import METADATA_KEY, FileStat, Metadata, ThreadSample, WriteFd
+from pyimpact.recording import METADATA_KEY, DirStat, FileStat, LogTail, Metadata, ThreadSample, WriteFd
 
 OLD = os.path.join(RECORDINGS, "kp_slow_writer_v1.parquet")
 
@@ -82,6 +82,10 @@ def test_old_kill_preview_file_reads_typed_and_rewrites_the_same_lists(tmp_path)
     assert any(w.path.endswith("/ckpt_0003.bin") and w.size is not None for w in wfds)
     files = [f for s in samples for f in s["files"].values()]
     assert files and all(isinstance(f, FileStat) for f in files)
+    dirs = [d for s in samples for d in (s.get("dirs") or {}).values()]
+    assert all(isinstance(d, DirStat) for d in dirs)
+    logs = [t for s in samples for t in (s.get("logs") or {}).values()]
+    assert all(isinstance(t, LogTail) for t in logs)
     rows = [r for s in kp["threads"]["samples"] for r in s["threads"].values()]
     assert rows and all(isinstance(r, ThreadSample) for r in rows)
     assert {r.pid for r in rows} == {rec.metadata["targets"][0]["pid"]}

@@ -20,6 +20,7 @@ import stat as stat_mod
 from typing import Dict, List, Optional
 
 from ..names import is_dir_marker
+from ..recording import DirStat, LogTail
 
 MAX_DIR_ENTRIES = 256          # entries listed inside one checkpoint directory
 MAX_DIR_DEPTH = 2              # orbax nests its items one or two levels down
@@ -33,8 +34,8 @@ _HF_KEYS = ("global_step", "save_steps", "max_steps", "epoch", "num_train_epochs
             "train_batch_size", "best_model_checkpoint")
 
 
-def list_checkpoint_dir(real: str) -> Optional[list]:
-    """[total_bytes, newest_mtime_ns, newest_ctime_ns, ino, n_files, names] of
+def list_checkpoint_dir(real: str) -> Optional[DirStat]:
+    """DirStat(total_bytes, newest_mtime_ns, newest_ctime_ns, ino, n_files, names) of
     a directory (its files, MAX_DIR_DEPTH levels down); None if unreadable.
     ``names``: relative names, markers first (bounded)."""
     try:
@@ -71,7 +72,7 @@ def list_checkpoint_dir(real: str) -> Optional[list]:
             mt, ct, n = max(mt, st.st_mtime_ns), max(ct, st.st_ctime_ns), n + 1
             names.append(name)
     names.sort(key=lambda x: (not is_dir_marker(x.rsplit("/", 1)[-1]), x))
-    return [total, mt, ct, top.st_ino, n, names[:MAX_NAMES]]
+    return DirStat(total, mt, ct, top.st_ino, n, names[:MAX_NAMES])
 
 
 def _read_limited(real: str, limit: int) -> Optional[bytes]:
@@ -129,8 +130,8 @@ class LogTails:
         self.size: Dict[str, int] = {}
         self.heads: Dict[str, str] = {}
 
-    def read(self, path: str, real: str) -> Optional[list]:
-        """[size, mtime_ns, text appended since the last read (its newest part)]."""
+    def read(self, path: str, real: str) -> Optional[LogTail]:
+        """LogTail(size, mtime_ns, text appended since the last read (its newest part))."""
         try:
             st = os.stat(real)
         except OSError:
@@ -140,7 +141,7 @@ class LogTails:
         prev = self.size.get(path)
         size = st.st_size
         if prev is not None and size == prev:
-            return [size, st.st_mtime_ns, ""]
+            return LogTail(size, st.st_mtime_ns, "")
         if prev is None or size < prev:       # first sight, or truncated and rewritten
             start = max(0, size - LOG_TAIL)
         else:
@@ -157,7 +158,7 @@ class LogTails:
         except OSError:
             return None
         self.size[path] = size
-        return [size, st.st_mtime_ns, text]
+        return LogTail(size, st.st_mtime_ns, text)
 
 
 def recorder_history(pid: int, start_ticks: Optional[int], dirs: List[str], limit: int = 200,

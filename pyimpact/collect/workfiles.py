@@ -27,7 +27,7 @@ import psutil
 
 from ..names import (O_APPEND, is_checkpoint_name, is_dir_marker, is_log_name, is_numbered_ckpt_dir_name,
                      is_temp_name, looks_like_ckpt_dir_name, writable)
-from ..recording import FileStat, WriteFd
+from ..recording import DirStat, FileStat, WriteFd
 from .ckpt_scan import LogTails, list_checkpoint_dir, read_small_text, read_trainer_state
 from . import procfs
 from .procfs import REMOTE_FS_TYPES
@@ -119,7 +119,7 @@ class TreeObserver:
         self._mounts = _mounts(str(root) if self._prefix else "self")
         self._n = 0
         self.gone = False
-        self._dir_cache: Dict[str, Tuple[int, int, list]] = {}   # dir -> (mtime, ctime, listing)
+        self._dir_cache: Dict[str, Tuple[int, int, DirStat]] = {}   # dir -> (mtime, ctime, listing)
         self.meta: Dict[str, dict] = {}          # small framework metadata files, by path
         self._logs = LogTails()
         self.recorded: Optional[dict] = None     # the recorder's checkpoint completions (ckpt_scan)
@@ -420,7 +420,7 @@ class TreeObserver:
                 self._dir_cache[path] = (mt, ct, listing)
             else:
                 listing = cached[2]
-            names = listing[5]
+            names = listing.names
             marked = any(is_dir_marker(n.rsplit("/", 1)[-1]) for n in names)
             if not (marked or (is_numbered_ckpt_dir_name(os.path.basename(path))
                                and any(is_checkpoint_name(n.rsplit("/", 1)[-1]) for n in names))):

@@ -134,16 +134,16 @@ class LiveLine:
             return
         if self.t0 is None:
             self.t0 = time.monotonic()
-        for path, row in (s.get("logs") or {}).items():
-            if len(row) >= 3 and row[2]:
-                got = [r for r in readings(row[2], s["t_ns"], 0) if r.step is not None]
+        for path, tail in (s.get("logs") or {}).items():      # LogTail rows (collect.ckpt_scan)
+            if tail.text:
+                got = [r for r in readings(tail.text, s["t_ns"], 0) if r.step is not None]
                 if got:
                     self.step = got[-1].step
                     self.first_step = self.first_step if self.first_step is not None else self.step
         files = [(p, r) for p, r in (s.get("files") or {}).items()
                  if is_checkpoint_name(p.rsplit("/", 1)[-1]) and not is_log_name(p.rsplit("/", 1)[-1])]
-        for path, row in files + list((s.get("dirs") or {}).items()):
-            key = (row[1], row[3])
+        for path, row in files + list((s.get("dirs") or {}).items()):   # FileStat and DirStat rows
+            key = (row.mtime_ns, row.ino)
             if path in self._seen and self._seen[path] != key:
                 self.saves += 1
             self._seen[path] = key

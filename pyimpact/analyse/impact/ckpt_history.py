@@ -26,6 +26,7 @@ from typing import Dict, List, Optional, Tuple
 
 from ...jsondoc import to_json
 from ...names import is_numbered_ckpt_dir_name
+from ...recording import DirStat
 from .ckpt_layouts import dir_layout, index_of, name_numbers, render_name
 
 SAVE_CLUSTER_NS = 1_000_000_000   # completions this close are one save (model + optimizer files)
@@ -61,6 +62,11 @@ class DirState:
     first_size: int = 0
 
 
+def dir_stat(row) -> DirStat:
+    """A sample's directory row, typed (a hand-built sample may hold a plain list)."""
+    return row if isinstance(row, DirStat) else DirStat(*row[:6])
+
+
 def dir_states(samples: List[dict], meta: Dict[str, dict]) -> Dict[str, DirState]:
     """path -> the directory checkpoint's state at its last sighting."""
     out: Dict[str, DirState] = {}
@@ -68,10 +74,10 @@ def dir_states(samples: List[dict], meta: Dict[str, dict]) -> Dict[str, DirState
     series: Dict[str, List[Tuple[int, int]]] = {}
     for s in samples:
         for path, row in (s.get("dirs") or {}).items():
-            series.setdefault(path, []).append((s["t_ns"], row[0]))
+            series.setdefault(path, []).append((s["t_ns"], dir_stat(row).size))
     for s in samples:
         for path, row in (s.get("dirs") or {}).items():
-            total, mt, ct, ino, n, names = row[:6]
+            total, mt, ct, ino, n, names = dir_stat(row)
             parent = os.path.dirname(path)
             parent_meta = {os.path.basename(k): v for k, v in meta.items() if os.path.dirname(k) == parent}
             layout, complete, why = dir_layout(os.path.basename(path), list(names), parent_meta)

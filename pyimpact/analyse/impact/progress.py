@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from ...jsondoc import json_field
+from ...recording import LogTail
 
 _TQDM = re.compile(r"(?:(?P<desc>[^\r\n|]*?):?\s*(?P<pct>\d{1,3})%\|[^|\r\n]*\|\s*)?(?P<n>\d+)(?:/(?P<total>\d+))?"
                    r"\s*(?:it|[A-Za-z]+)?\s*\[(?P<elapsed>(?:\d+:)?\d+:\d+)(?:<(?P<remaining>(?:\d+:)?\d+:\d+|\?))?"
@@ -194,10 +195,13 @@ def log_chunks(samples: List[dict]) -> Dict[str, List[Tuple[int, str]]]:
     a job that stopped printing (busy saving) is not credited with fresh output."""
     out: Dict[str, List[Tuple[int, str]]] = {}
     for s in samples:
-        for path, row in (s.get("logs") or {}).items():
-            if len(row) >= 3 and row[2]:
-                t = min(s["t_ns"], int(row[1])) if row[1] else s["t_ns"]
-                out.setdefault(path, []).append((t, row[2]))
+        for path, raw in (s.get("logs") or {}).items():
+            if len(raw) < 3:
+                continue
+            row = raw if isinstance(raw, LogTail) else LogTail(*raw[:3])
+            if row.text:
+                t = min(s["t_ns"], int(row.mtime_ns)) if row.mtime_ns else s["t_ns"]
+                out.setdefault(path, []).append((t, row.text))
     return out
 
 
