@@ -196,6 +196,24 @@ def test_nginx_under_load_is_progressing(nginx, spawn_here):
     assert d.verdict == "progressing" and d.root_cause.pid == load.pid, text
 
 
+def test_python_http_server_idle_then_answering_small_requests(spawn_here, tmp_path):
+    """python -m http.server: idle on its listener; then a curl loop fetching
+    a small page (few bytes per request): the connections it accepts are its work."""
+    port = free_port()
+    srv = spawn_here([sys.executable, "-m", "http.server", "-b", "127.0.0.1", str(port)], cwd=str(tmp_path),
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port, proc=srv)
+    wait_state(lambda: proc_state(srv.pid) == "S", what="http.server asleep")
+
+    d, text = diagnose(srv.pid)
+    assert d.verdict == "idle" and d.root_cause.pid == srv.pid, text
+
+    spawn_here(["sh", "-c", f"while :; do curl -s -o /dev/null http://127.0.0.1:{port}/; done"])
+    time.sleep(0.3)
+    d, text = diagnose(srv.pid)
+    assert d.verdict == "progressing" and d.root_cause.pid == srv.pid, text
+
+
 # --------------------------------------------------------------------------
 # redis: idle, a client in BLPOP, under redis-benchmark
 # --------------------------------------------------------------------------

@@ -35,6 +35,8 @@ from .waitmodel import (RUNNING, STOPPED, TIMED, WAITING, WAKING, ZOMBIE, Edge, 
 WORK_BYTES = 64 * 1024
 #: failed attempts of one call in the window from which a thread is retrying
 RETRIES = 2
+#: connections accepted in the window from which a server is serving (small replies move few bytes)
+SERVED = 3
 ETIMEDOUT, ECONNREFUSED, EAGAIN, EACCES, EINTR = 110, 111, 11, 13, 4
 EHOSTUNREACH, ENETUNREACH = 113, 101
 LOCK_CALLS = ("fcntl", "flock")
@@ -79,6 +81,8 @@ class Engine:
             out.append(f"{disk} B of disk I/O")
         if (p.data_bytes or 0) >= WORK_BYTES and io < WORK_BYTES:
             out.append(f"{p.data_bytes} B moved by its read/write/send/recv calls (probes)")
+        if (p.accepted or 0) >= SERVED and p.listening:
+            out.append(f"{p.accepted} connections accepted on {p.listening[0]} (probes)")
         for t in self.threads(p):
             if t.activity == RUNNING and (t.syscalls or 0) > 0:
                 out.append(f"thread {t.tid} on CPU {pct(t.cpu_s, t.window_s)} of the window "

@@ -319,6 +319,9 @@ def _process_info(ctx: WaitContext, p: ProcessSnapshot) -> ProcessInfo:
         info.syscalls = sum(ctx.stats.get(t.tid, 0) for t in p.threads)
         info.data_bytes = sum(r["ret_sum"] for t in p.threads for r in ctx.stat_rows.get(t.tid, [])
                               if r["syscall"] in DATA_CALLS)
+        # connections it accepted in the window: a server answering small requests
+        info.accepted = sum(max(0, r["count"] - r["errors"]) for t in p.threads
+                            for r in ctx.stat_rows.get(t.tid, []) if r["syscall"] in ("accept", "accept4"))
     return info
 
 

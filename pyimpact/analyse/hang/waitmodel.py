@@ -112,6 +112,7 @@ class ProcessInfo:
     sid: int = 0
     kernel_thread: bool = False
     was_state: str = ""                  # state at the start of the window ("" = not seen then)
+    accepted: Optional[int] = None       # connections accepted during the window (probes)
     born_in_window: bool = False         # started during the window (its I/O includes its start-up)
     notes: List[str] = field(default_factory=list)       # what a server said about this process
 

@@ -333,6 +333,11 @@ def _resolve_fd(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnapshot, t
         _pipe_edges(ctx, g, p, tw, f, reading=reading)
     elif f.kind == "socket":
         _socket_edges(ctx, g, p, tw, f, call=call, reading=reading)
+    elif f.target in WATCH_FDS:
+        tw.kind, tw.resource = "unknown", f.target
+        tw.end_reason = f"waits for {WATCH_FDS[f.target]}"
+        tw.input_wait = True
+        tw.work_wait = WATCH_FDS[f.target]
     elif f.kind == "dev" and _is_tty(f.target):
         tw.kind, tw.resource = "unknown", f"terminal {f.target}"
         tw.end_reason = f"waits for input from the terminal {f.target}"
@@ -341,6 +346,12 @@ def _resolve_fd(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnapshot, t
     else:
         tw.kind, tw.resource = "unknown", f.target
         tw.end_reason = f"sleeps in {call} on {f.target}"
+
+
+#: descriptors that only report events nobody owes (a change to a watched file, a signal)
+WATCH_FDS = {"anon_inode:inotify": "changes to the files it watches (inotify)",
+             "anon_inode:[fanotify]": "file events it watches (fanotify)",
+             "anon_inode:[signalfd]": "a signal (signalfd)"}
 
 
 def _is_tty(path: str) -> bool:
@@ -821,6 +832,9 @@ def _poll_fd_edges(ctx: Any, g: WaitGraph, p: ProcessSnapshot, tw: ThreadWait, f
         elif f.kind == "dev" and _is_tty(f.target):
             probe.work_wait = f"input from the terminal {f.target}"
             probe.end_reason = f"waits for input from the terminal {f.target}"
+        elif f.target in WATCH_FDS:
+            probe.work_wait = WATCH_FDS[f.target]
+            probe.end_reason = f"waits for {WATCH_FDS[f.target]}"
         else:
             probe.end_reason = f"fd {fd} is {f.target}"
         tw.evidence.extend(e for e in probe.evidence if e not in tw.evidence)
