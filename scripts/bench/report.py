@@ -394,12 +394,19 @@ def verdict_section(res: dict) -> list:
             out.append(f"| {k} | {m.get('imported', 0):.2f} | {m.get('attached', 0):.2f} | "
                        f"{m.get('window_done', 0):.2f} | {m.get('collected', 0):.2f} | {m.get('diagnosed', 0):.2f} | "
                        f"{p.get('probes', {}).get('compile_attach_s', 0):.2f} |")
-        out += ["", "Reading it: after the window, following the chains, asking the servers (psql, "
-                "CLIENT LIST) and judging take 0.1–0.5 s; before it, Python's start-up, the imports (pandas) "
-                "and the probe compile (in parallel since this change) take the rest. On an idle machine of "
-                "this kind the compile is ≈0.5 s and the imports ≈0.4 s (the deadlock rows of earlier runs: "
-                "1.83–1.87 s); the load average of this run (top of the page: other sessions' test suites on "
-                "the same 2 vCPUs) multiplies both, which is why the goal is not met here."]
+        rc = (res.get("runs") or {}).get("verdict") or {}
+        before, after = rc.get("loadavg_before", ["?"])[0], rc.get("loadavg_after", ["?"])[0]
+        out += ["", "Reading it: after the window, following the chains, asking the servers (psql for "
+                "PostgreSQL, the mariadb client for MariaDB, one CLIENT LIST over a direct socket for Redis; "
+                "`pyimpact diagnose PID --timings` prints these marks and each resolver's own time) and judging "
+                "take 0.1–0.5 s; before it, Python's start-up, the imports (pandas) and the probe compile (in "
+                "parallel) take the rest. On an idle machine of this kind the compile is ≈0.5 s and the imports "
+                "≈0.4 s (the deadlock rows of earlier runs: 1.83–1.87 s). The load average of this run was "
+                f"{before} before and {after} after (other sessions' test suites on the same 2 vCPUs); with "
+                "scheduler autogroups each session gets an equal share of the CPU, so this command's start-up "
+                "takes as many times longer as there are busy sessions, and a lower nice value would not help. "
+                "Where the goal is not met in the table, this is why; a target that loads the CPU itself "
+                "(redis-benchmark and the server it drives take both vCPUs) slows the start-up the same way."]
     errs = [(k, v["error"]) for k, v in vd.get("targets", {}).items() if v.get("error")]
     for k, e in errs:
         out.append(f"- {k}: not measured ({e})")

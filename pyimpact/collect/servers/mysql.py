@@ -11,7 +11,7 @@ moved the lock tables to ``performance_schema.data_lock_waits`` (with
 ``threads.THREAD_OS_ID``): asked when the first form is missing.
 
 One read-only batch of SELECTs runs through the server's own unix socket
-(found from its listening socket), as root with the ``unix_socket`` /
+(found from its listening socket), as root (or else as the server's OS user) with the ``unix_socket`` /
 ``auth_socket`` authentication Debian installs, with the ``mariadb`` or
 ``mysql`` client, a connect timeout and a statement time limit.  When that
 fails it says so and the chain stops at the server process.
@@ -73,24 +73,41 @@ def _socket_path(p: ProcessSnapshot, snap: SystemSnapshot) -> Optional[str]:
     return None
 
 
-def run_queries(sock: str) -> List[List[str]]:
-    """Rows of the batch (first column: P process, T transaction, W lock wait)."""
+def run_queries(sock: str, server_uid: Optional[int] = None) -> List[List[str]]:
+    """Rows of the batch (first column: P process, T transaction, W lock wait).
+
+    Asked as root (Debian's root@localhost authenticates by unix_socket), and
+    when that is refused as the OS user the server runs as (``mysql``, which
+    Debian's packages also let in by its socket), with the client run as that
+    user so the server sees that uid."""
     client = shutil.which("mariadb") or shutil.which("mysql")
     if client is None:
         raise FileNotFoundError("no mariadb/mysql client found")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C", "HOME": "/nonexistent"}
+    users: List[Tuple[str, Optional[int], Optional[int]]] = [("root", None, None)]
+    if server_uid not in (None, 0):
+        import pwd
+
+        try:
+            pw = pwd.getpwuid(server_uid)
+            users.append((pw.pw_name, pw.pw_uid, pw.pw_gid))
+        except KeyError:
+            pass
     err = ""
-    for q in (QUERY_IS, QUERY_PS):
-        res = subprocess.run([client, "--no-defaults", "--protocol=socket", "-S", sock, "-u", "root",
-                              "--connect-timeout=2", "-N", "-B", "-r", "-e",
-                              "SET SESSION TRANSACTION READ ONLY; " + q],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
-                             timeout=TIMEOUT_S, env=env, stdin=subprocess.DEVNULL, cwd="/")
-        if res.returncode == 0:
-            return [line.split("\t") for line in res.stdout.splitlines() if line[:2] in ("P\t", "T\t", "W\t")]
-        err = (res.stderr.strip().splitlines() or ["client failed"])[-1][:160]
-        if "doesn't exist" not in err and "Unknown column" not in err and "Unknown table" not in err:
-            break       # access denied, no server: the second form would fail the same way
+    for name, uid, gid in users:
+        for q in (QUERY_IS, QUERY_PS):
+            res = subprocess.run([client, "--no-defaults", "--protocol=socket", "-S", sock, "-u", name,
+                                  "--connect-timeout=2", "-N", "-B", "-r", "-e",
+                                  "SET SESSION TRANSACTION READ ONLY; " + q],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+                                 timeout=TIMEOUT_S, env=env, stdin=subprocess.DEVNULL, cwd="/", user=uid, group=gid)
+            if res.returncode == 0:
+                return [line.split("\t") for line in res.stdout.splitlines() if line[:2] in ("P\t", "T\t", "W\t")]
+            err = (res.stderr.strip().splitlines() or ["client failed"])[-1][:160]
+            if "doesn't exist" not in err and "Unknown column" not in err and "Unknown table" not in err:
+                break       # access denied, no server: the second form would fail the same way
+        if "Access denied" not in err:
+            break           # no server behind the socket: another user would not help
     raise PermissionError(err)
 
 
@@ -171,7 +188,7 @@ class MysqlResolver(Resolver):
                 out["notes"].append(f"{p.name} pid {p.pid}: no local socket found; not asked")
                 continue
             try:
-                rows = run_queries(sock)
+                rows = run_queries(sock, p.uid)
             except (OSError, PermissionError, subprocess.SubprocessError) as err:
                 out["notes"].append(f"{p.name} pid {p.pid}: InnoDB lock waits not readable ({err}); "
                                     "the chain stops at the server process")
