@@ -13,7 +13,7 @@ moved the lock tables to ``performance_schema.data_lock_waits`` (with
 One read-only batch of SELECTs runs through the server's own unix socket
 (found from its listening socket), as root (or else as the server's OS user) with the ``unix_socket`` /
 ``auth_socket`` authentication Debian installs, with the ``mariadb`` or
-``mysql`` client, a connect timeout and a statement time limit.  When that
+``mysql`` client, a connect timeout and a limit on the whole run (TIMEOUT_S).  When that
 fails it says so and the chain stops at the server process.
 
 Each connection is mapped to the process holding its client end: for TCP
