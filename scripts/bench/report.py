@@ -394,8 +394,7 @@ def verdict_section(res: dict) -> list:
             out.append(f"| {k} | {m.get('imported', 0):.2f} | {m.get('attached', 0):.2f} | "
                        f"{m.get('window_done', 0):.2f} | {m.get('collected', 0):.2f} | {m.get('diagnosed', 0):.2f} | "
                        f"{p.get('probes', {}).get('compile_attach_s', 0):.2f} |")
-        rc = (res.get("runs") or {}).get("verdict") or {}
-        before, after = rc.get("loadavg_before", ["?"])[0], rc.get("loadavg_after", ["?"])[0]
+        before, after = vd.get("loadavg_before", ["?"])[0], vd.get("loadavg_after", ["?"])[0]
         out += ["", "Reading it: after the window, following the chains, asking the servers (psql for "
                 "PostgreSQL, the mariadb client for MariaDB, one CLIENT LIST over a direct socket for Redis; "
                 "`pyimpact diagnose PID --timings` prints these marks and each resolver's own time) and judging "
