@@ -588,7 +588,7 @@ def test_mariadb_row_lock_wait_root_is_the_client_idle_in_its_transaction(mariad
                          "UPDATE t.acct SET v = v + 10 WHERE id = 1"],
                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_state(lambda: mysql_root(sock, "SELECT count(*) FROM information_schema.INNODB_LOCK_WAITS") == "1",
-               what="the UPDATE waiting on the row lock")
+               timeout=30, what="the UPDATE waiting on the row lock")
     wait_state(lambda: proc_state(waiter.pid) == "S", what="the client asleep")
 
     d, text = diagnose(waiter.pid)
@@ -605,7 +605,8 @@ def test_mariadb_row_lock_wait_root_is_the_client_idle_in_its_transaction(mariad
 def test_mariadb_idle_server_is_idle(mariadb):
     srv, sock, port = mariadb
     wait_state(lambda: mysql_root(sock, "SELECT count(*) FROM information_schema.PROCESSLIST "
-                                        "WHERE ID <> connection_id()") == "0", what="no sessions left")
+                                        "WHERE ID <> connection_id()") == "0", timeout=30,
+               what="no sessions left")
 
     d, text = diagnose(srv)
 
