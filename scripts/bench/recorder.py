@@ -42,7 +42,7 @@ while True:
 """
 
 
-def _start_recorder(procs: Procs, db: str, *extra: str, tries: int = 3):
+def _start_recorder(procs: Procs, db: str, *extra: str, tries: int = 6):
     """Start `pyimpact record`; a start that fails (a shared machine: someone's test may
     have the kernel headers link away for a moment) is retried."""
     for attempt in range(tries):
@@ -50,7 +50,7 @@ def _start_recorder(procs: Procs, db: str, *extra: str, tries: int = 3):
             return _start_once(procs, db, *extra)
         except RuntimeError as err:
             log(f"recorder: start {attempt + 1}/{tries} failed: {err}")
-            time.sleep(2)
+            time.sleep(5)
     raise RuntimeError("the recorder did not start")
 
 
@@ -58,13 +58,15 @@ def _start_once(procs: Procs, db: str, *extra: str):
     p = procs.spawn(PYIMPACT + ["record", "--db", db, *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                     text=True)
     deadline = time.monotonic() + 60
+    seen = []
     while time.monotonic() < deadline:
         line = p.stderr.readline()
         if "recorder running" in line:
             p.start_line = line.strip()
             return p
+        seen.append(line)
         if not line and p.poll() is not None:
-            raise RuntimeError(f"exited {p.returncode}: {p.stderr.read()[-500:]}")
+            raise RuntimeError(f"exited {p.returncode}: {''.join(seen)[-500:].strip()}")
     raise RuntimeError("no 'recorder running' within 60 s")
 
 
