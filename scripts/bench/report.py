@@ -237,9 +237,13 @@ def recorder_section(res: dict) -> list:
         if x:
             out.append(f"| {label} | {x['seconds']:.0f} | {x['cpu_pct_of_core']:.2f} % | {x['rss_mb']:.0f} MB | "
                        f"{x['peak_rss_mb']:.0f} MB | {x.get('recorder_said', '').replace('|', '/')} |")
-    out += ["", "The recorder stores every signal: a stretch whose count of signals is in the tens of thousands "
-            "ran beside someone else's signal storm (on this shared machine a test program sending about 5,000 "
-            "SIGUSR1 a second), and its CPU is mostly the recorder storing those. The peak RSS is the recorder's "
+    out += ["", "Signals: a stretch whose count of signals is in the tens of thousands ran beside someone else's "
+            "signal storm (on this shared machine a test program sending about 5,000 SIGUSR1 a second, which "
+            "cost the recorder up to 12 % of a core while it stored each one; since schema 2 the kernel side "
+            "keeps the first 4 a second of each sender, target and signal and counts the rest). Without a storm, the CPU is mostly the handling of exec events "
+            "(a profile with py-spy): each reads the new program's /proc/PID/environ for an allow-listed "
+            "scheduler job id under a deadline, and that deadline costs a thread per read "
+            "(procfs.read_bounded); the file source (fanotify) is a small part. The peak RSS is the recorder's "
             "own: bcc and LLVM are loaded only by the short-lived loader process that compiles and attaches the "
             "probes and hands their descriptors over (its peak, about 145 MB for a few seconds, is not the "
             "recorder's)."]
