@@ -640,6 +640,40 @@ def test_argv_read_of_the_live_panel_is_bounded(spawn, monkeypatch):
     assert took < procfs.CMDLINE_TIMEOUT_S + 0.5
 
 
+def test_bounded_reads_reuse_readers_but_never_a_stuck_one(spawn, monkeypatch):
+    """read_bounded hands reads to kept reader threads (a thread per read cost
+    the recorder most of its CPU); a reader whose read did not return in time
+    is never handed another, so later reads get their own file's bytes and are
+    not stuck behind it."""
+    p, _ = spawn("ready(); os.read(os.pipe()[0], 1)")
+    comm = f"/proc/{p.pid}/comm"
+    first = procfs.boundary.read_bounded(comm, p.pid, 2.0)
+    before = threading.active_count()
+    for _ in range(50):
+        assert procfs.boundary.read_bounded(comm, p.pid, 2.0) == first
+    assert threading.active_count() <= before + 1  # reused, not one per read
+    release = threading.Event()
+    real = procfs.boundary._read_all
+    stuck = f"/proc/{p.pid}/cmdline"
+
+    def read_all(path):
+        if path == stuck:
+            release.wait(10)
+        return real(path)
+
+    monkeypatch.setattr(procfs.boundary, "_read_all", read_all)
+    try:
+        with pytest.raises(TimeoutError):
+            procfs.boundary.read_bounded(stuck, p.pid, 0.1)
+        t0 = time.monotonic()
+        for _ in range(5):
+            assert procfs.boundary.read_bounded(comm, p.pid, 2.0) == first
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        release.set()
+    assert procfs.boundary.read_bounded(stuck, p.pid, 2.0) == raw(stuck).encode("latin-1")
+
+
 def test_one_walk_gives_order_and_children(spawn):
     """procfs.walk: roots first, breadth-first, each pid once, with the
     children of every pid; a root that is gone is skipped unless strict."""
