@@ -109,7 +109,14 @@ def run(procs: Procs, monitor: AttachMonitor, bindir: str, workdir: str, rounds:
         plan = [(kind, cfg) for kind in loops for cfg in CONFIGS[kind]]
         random.shuffle(plan)
         for kind, cfg in plan:
-            s = one_sample(procs, monitor, kind, cfg, bindir, seconds, workdir)
+            try:
+                s = one_sample(procs, monitor, kind, cfg, bindir, seconds, workdir)
+            except RuntimeError as err:
+                # A tool that failed to attach (on a shared machine: someone's test
+                # briefly hiding the kernel headers syscount compiles against): once more.
+                log(f"overhead round {r + 1}/{rounds} {kind} {cfg}: {str(err).splitlines()[0]}; retrying")
+                time.sleep(3)
+                s = one_sample(procs, monitor, kind, cfg, bindir, seconds, workdir)
             s["round"] = r
             samples.append(s)
             log(f"overhead round {r + 1}/{rounds} {kind:6s} {cfg:15s} {s['ns_per_call']:9.1f} ns/call "
