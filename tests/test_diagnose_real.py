@@ -379,6 +379,9 @@ def test_mp_pool_idle_parent_and_workers_are_idle(spawn_here):
     for pid in [job.pid] + workers:
         d, text = diagnose(pid, python_stacks=True)
         assert d.verdict == "idle" and not d.hung, text
+    for pid in workers:     # without the Python stacks: the sibling waiting on the same queue tells
+        d, text = diagnose(pid, python_stacks=False)
+        assert d.verdict == "idle" and not d.hung, text
 
 
 def test_flock_waiter_names_the_process_holding_the_locked_file_open(spawn_here, tmp_path):

@@ -505,6 +505,25 @@ def _queue_get(t: ThreadWait) -> str:
     return ""
 
 
+def _shared_turn(e: Engine, p: ProcessInfo, t: ThreadWait) -> str:
+    """A shared futex (no owner recorded) waited on by a process whose sibling
+    waits for work on a pipe or listener they both hold: the lock that gives
+    one worker at a time the read end of a shared queue (multiprocessing's
+    queues, a prefork server's accept mutex).  Its turn comes with the work."""
+    if t.kind != "futex" or "shared futex" not in t.end_reason:
+        return ""
+    g = e.g
+    mine = {f.inode for f in g.fds.get(p.pid, []) if f.kind in ("pipe", "socket") and f.inode is not None}
+    for q in g.processes.values():
+        if q.pid == p.pid or q.ppid != p.ppid or not any(x.work_wait for x in e.threads(q)):
+            continue
+        shared = mine & {f.inode for f in g.fds.get(q.pid, []) if f.kind in ("pipe", "socket")}
+        if shared:
+            w = next(x.work_wait for x in e.threads(q) if x.work_wait)
+            return f"its sibling pid {q.pid} holds the same work source and waits for {w}"
+    return ""
+
+
 def _lock_acquire(t: ThreadWait) -> bool:
     """A thread waiting forever on an unowned futex from its own code (a
     ``with lock:`` or ``lock.acquire()`` at its innermost Python frame), not
@@ -753,7 +772,7 @@ def rule_unresolved(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Opt
     if any(t.activity in (WAKING, TIMED, RUNNING) for t in threads) and not any(t.tid == p.pid for t in stuck):
         return None  # a helper thread waiting while the main thread lives: not evidence of a hang
     t = next((x for x in stuck if x.tid == p.pid), stuck[0])
-    queue = _queue_get(t)
+    queue = _queue_get(t) or _shared_turn(e, p, t)
     if queue:
         # the lock of a shared job queue: a sibling worker holds it while it waits
         # for the next job itself; this one waits for work too

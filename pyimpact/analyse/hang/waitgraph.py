@@ -202,6 +202,14 @@ def build(rec: Recording) -> WaitGraph:
             for pid2 in socket_peers(ctx.sockets, ctx.holders, p.fds):
                 if pid2 != pid and pid2 not in ctx.latest:
                     ctx.missing.add(pid2)
+    for pid, p in ctx.latest.items():  # a shared futex without owner: its parent, then its siblings
+        if any("shared futex" in g.threads[t.tid].end_reason for t in p.threads if t.tid in g.threads) \
+                and p.ppid > 1:
+            parent = ctx.latest.get(p.ppid)
+            if parent is None:
+                ctx.missing.add(p.ppid)
+            else:
+                ctx.missing.update(c for c in parent.children if c not in ctx.latest)
     for pid, p in ctx.latest.items():  # a zombie's parent, a stopped process's tracer
         if p.state in ("Z", "X") and p.ppid > 1 and p.ppid not in ctx.latest:
             ctx.missing.add(p.ppid)
