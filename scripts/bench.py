@@ -46,7 +46,7 @@ FULL = {
     "memory": {"seconds": 600.0},
     "export": {"events": 1_000_000},
     "nodes": {"runs": 3, "nodes": [2, 4]},
-    "stop": {"busy": [1, 2, 4], "signals": ["SIGTERM", "SIGHUP"]},
+    "stop": {"busy": [1, 2, 4, 8], "signals": ["SIGTERM", "SIGHUP"]},
     "training_ab": {"rounds": 4, "warmup": 30, "steps": 600},
     "recorder": {"rounds": 12, "seconds": 1.0, "idle_s": 90.0, "job_s": 90.0},
 }

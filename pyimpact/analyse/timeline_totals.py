@@ -125,16 +125,16 @@ class TimelineTotals:
             if p not in self.first_comm or k < self.first_comm[p][0]:
                 code = int(comm.values[i])
                 self.first_comm[p] = (k, comm.labels[code] if code >= 0 else None)
-        pairs = np.unique(np.stack([pid, tid], axis=1), axis=0)
-        for p, t in pairs.tolist():
+        # (pid, tid) pairs: a batch holds few distinct ones, found by one sort of both
+        for p, t in _groups(pid, tid)[0]:
             self.pid_tids.setdefault(p, set()).add(t)
 
     def _futex(self, kind, pid, dur, uaddr, woken) -> None:
-        for name, slot in (("futex_wait", 0), ("futex_wake", 3)):
+        for name in ("futex_wait", "futex_wake"):
             rows = kind.eq(name)
             if not rows.any():
                 continue
-            if slot == 0:
+            if name == "futex_wait":
                 self.futex_waits += int(rows.sum())
                 self.futex_wait_ns += int(dur[rows].sum())
             else:
@@ -142,29 +142,21 @@ class TimelineTotals:
             rows &= uaddr.valid
             if not rows.any():
                 continue
-            keys = np.stack([pid[rows], uaddr.values[rows]], axis=1)
-            uniq, inv = np.unique(keys, axis=0, return_inverse=True)
-            inv = inv.reshape(-1)
-            cnt = np.bincount(inv, minlength=len(uniq))
-            if slot == 0:
-                d = dur[rows]
-                sums = np.zeros(len(uniq), dtype=np.int64)
-                np.add.at(sums, inv, d)
-                maxes = np.zeros(len(uniq), dtype=np.int64)
-                np.maximum.at(maxes, inv, d)
-                for (p, a), c, s, m in zip(uniq.tolist(), cnt.tolist(), sums.tolist(), maxes.tolist()):
-                    e = self.futex.setdefault((p, a), [0, 0, 0, 0, 0])
-                    e[0] += c
-                    e[1] += s
-                    e[2] = max(e[2], m)
-            else:
-                w = np.where(woken.valid[rows], woken.values[rows], 0)
-                sums = np.zeros(len(uniq), dtype=np.int64)
-                np.add.at(sums, inv, w)
-                for (p, a), c, s in zip(uniq.tolist(), cnt.tolist(), sums.tolist()):
-                    e = self.futex.setdefault((p, a), [0, 0, 0, 0, 0])
-                    e[3] += c
-                    e[4] += s
+            values = dur[rows] if name == "futex_wait" else np.where(woken.valid[rows], woken.values[rows], 0)
+            keys, starts, order = _groups(pid[rows], uaddr.values[rows])
+            v = values[order]
+            counts = np.diff(np.append(starts, len(v))).tolist()
+            sums = np.add.reduceat(v, starts).tolist()
+            maxes = np.maximum.reduceat(v, starts).tolist() if name == "futex_wait" else None
+            for j, key in enumerate(keys):
+                e = self.futex.setdefault(key, [0, 0, 0, 0, 0])
+                if name == "futex_wait":
+                    e[0] += counts[j]
+                    e[1] += sums[j]
+                    e[2] = max(e[2], maxes[j])
+                else:
+                    e[3] += counts[j]
+                    e[4] += sums[j]
 
     def _slow(self, kind, dur, syscall) -> None:
         rows = kind.eq("syscall") & (syscall.values >= 0)
@@ -207,6 +199,18 @@ class TimelineTotals:
         order = {k: i for i, k in enumerate(_KIND_ORDER)}
         items = sorted(self.by_kind.items(), key=lambda kv: (-kv[1], order.get(kv[0], len(order)), kv[0]))
         return {k: int(v) for k, v in items if v}
+
+
+def _groups(a: np.ndarray, b: np.ndarray):
+    """The distinct (a, b) pairs, in sorted order: ([(a, b), ...], the start
+    of each group in the sorted order, that order)."""
+    order = np.lexsort((b, a))
+    sa, sb = a[order], b[order]
+    if not len(sa):
+        return [], np.zeros(0, np.int64), order
+    change = np.flatnonzero((sa[1:] != sa[:-1]) | (sb[1:] != sb[:-1])) + 1
+    starts = np.concatenate(([0], change))
+    return list(zip(sa[starts].tolist(), sb[starts].tolist())), starts, order
 
 
 def signal_key_order(key: tuple) -> tuple:

@@ -137,6 +137,9 @@ def _strings(values: list):
     import pyarrow as pa
 
     n = len(values)
+    if all(v is None for v in values):      # the exec path of a batch without exec: all null
+        return pa.Array.from_buffers(pa.string(), n, [_bits(np.zeros(n, bool)), pa.py_buffer(np.zeros(n + 1, np.int32)),
+                                                      pa.py_buffer(b"")], null_count=n)
     data = [b"" if v is None else _clean(str(v)).encode("utf-8") for v in values]
     offsets = np.zeros(n + 1, dtype=np.int32)
     if n:
