@@ -121,9 +121,22 @@ class TimelineStream:
     """The Tracer's sink for `trace -o X.parquet`: each batch of raw events is
     decoded once, appended to the file as a row group
     (export.parquet_stream) and added to the end-of-trace totals
-    (analyse.timeline_totals), then let go.  pandas is not imported."""
+    (analyse.timeline_totals), then let go.  pandas is not imported.
+
+    The decoding and writing run on a thread of their own, so that the loop
+    reading the ring buffer is not held up by them (numpy and Arrow do most
+    of their work without the GIL): batches wait in a queue of at most
+    QUEUE_BATCHES, and a full queue holds the reader back (the ring buffer
+    then fills, and what it refuses is counted as lost), so memory stays
+    bounded.  A failure there (a full disk) is raised by the next ``add`` or
+    by ``finish``; batches are written in the order they came."""
+
+    QUEUE_BATCHES = 4
 
     def __init__(self, path: str) -> None:
+        import queue
+        import threading
+
         from ..collect.memory import fixed_mmap_threshold, release_compiler_pages
 
         # made once the probes are compiled: the compiler's pages go before
@@ -135,21 +148,57 @@ class TimelineStream:
 
         self.batch_events = batch_events()
         self.file = ParquetStream(path)
-        self.totals = TimelineTotals()
+        self._totals = TimelineTotals()
+        self._queue: "queue.Queue" = queue.Queue(maxsize=self.QUEUE_BATCHES)
+        self._error: Optional[BaseException] = None
+        self._worker = threading.Thread(target=self._work, name="pyimpact-stream", daemon=True)
+        self._worker.start()
 
     @property
     def rows(self) -> int:
         return self.file.rows
 
-    def add(self, raw: bytes, exec_paths: list, clock_offset_ns: int) -> None:
+    def _work(self) -> None:
         from ..timeline import decode_columns
 
-        cols = decode_columns(raw, exec_paths, clock_offset_ns)
-        self.file.write(cols)
-        self.totals.add(cols)
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                if self._error is None:
+                    cols = decode_columns(*item)
+                    self.file.write(cols)
+                    self._totals.add(cols)
+            except BaseException as err:   # kept for the tracing thread to raise
+                self._error = err
+            finally:
+                self._queue.task_done()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def add(self, raw: bytes, exec_paths: list, clock_offset_ns: int) -> None:
+        self._raise()
+        self._queue.put((raw, exec_paths, clock_offset_ns))
+
+    def wait(self) -> None:
+        """Until every batch given is written (and raise what failed)."""
+        if self._worker.is_alive():
+            self._queue.put(None)
+            self._worker.join()
+        self._raise()
+
+    @property
+    def totals(self):
+        """The end-of-trace totals of every batch given (waits for the writer)."""
+        self.wait()
+        return self._totals
 
     def finish(self, rec) -> str:
         """Write the rest of ``rec`` and publish the file; returns its path."""
+        self.wait()
         return self.file.finish(rec)
 
     def load(self):
@@ -161,6 +210,12 @@ class TimelineStream:
             return read_parquet(f, self.file.path).events
 
     def close(self) -> None:
+        if self._worker.is_alive():
+            try:
+                self._queue.put(None, timeout=60)
+            except Exception:   # a wedged writer: the file is dropped below
+                pass
+            self._worker.join(timeout=60)
         self.file.close()
 
 
