@@ -391,13 +391,6 @@ class Recording:
         got = self.__dict__.get("_" + name)
         return got if isinstance(got, Deferred) else None
 
-    def event_count(self) -> int:
-        """Rows of the timeline, without building it when it is Deferred with a known length."""
-        d = self.deferred("events")
-        if d is not None and d.length is not None:
-            return d.length
-        return len(self.events)
-
     def _records(self, name: str) -> list:
         if self.__dict__.get("_" + name) is None:    # never given: empty
             return []

@@ -135,15 +135,6 @@ class Column:
             return np.zeros(len(self.values), dtype=bool)
         return self.values == code
 
-    def valid_mask(self) -> np.ndarray:
-        if self.kind == "cat":
-            return self.values >= 0
-        if self.kind == "str":
-            return np.array([v is not None for v in self.values], dtype=bool)
-        if self.valid is None:
-            return np.ones(len(self.values), dtype=bool)
-        return self.valid
-
     def objects(self, rows: np.ndarray) -> list:
         """Python values (None for null) at ``rows`` (a bool mask or indices)."""
         vals = self.values[rows]

@@ -35,7 +35,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import capacity, job_nodes, memory, overhead, recorder, report, stop, training, verdict  # noqa: E402
 from bench.common import ROOT, AttachMonitor, Procs, loadavg, log, machine_info  # noqa: E402
 
-NAMES = ("overhead", "training", "verdict", "capacity", "memory", "export", "nodes", "stop", "recorder")
+NAMES = ("overhead", "training", "verdict", "capacity", "memory", "memory_rate", "export", "nodes", "stop",
+         "recorder")
 EXTRA_NAMES = ("training_ab",)      # run only when named: training with a baseline checkout
 
 FULL = {
@@ -44,6 +45,7 @@ FULL = {
     "verdict": {"warm_runs": 5, "cold_runs": 3},
     "capacity": {"rates": [10_000, 50_000, 100_000, 200_000], "seconds": 30.0},
     "memory": {"seconds": 600.0},
+    "memory_rate": {"rate": 10_000, "seconds": 120.0},
     "export": {"events": 1_000_000},
     "nodes": {"runs": 3, "nodes": [2, 4]},
     "stop": {"busy": [1, 2, 4, 8], "signals": ["SIGTERM", "SIGHUP"]},
@@ -56,6 +58,7 @@ QUICK = {
     "verdict": {"warm_runs": 1, "cold_runs": 1},
     "capacity": {"rates": [10_000, 50_000, 100_000, 200_000], "seconds": 3.0},
     "memory": {"seconds": 20.0},
+    "memory_rate": {"rate": 5_000, "seconds": 10.0},
     "export": {"events": 100_000},
     "nodes": {"runs": 1, "nodes": [2, 4]},
     "stop": {"busy": [0.5], "signals": ["SIGTERM"]},
@@ -165,6 +168,8 @@ def main() -> int:
                 res = capacity.run(procs, bindir, tmp, p["rates"], p["seconds"])
             elif name == "memory":
                 res = memory.run(procs, tmp, p["seconds"], 0, do_rss=True, do_export=False)["rss"]
+            elif name == "memory_rate":
+                res = memory.rss_at_rate(procs, bindir, tmp, p["rate"], p["seconds"])
             elif name == "recorder":
                 res = recorder.run(procs, bindir, tmp, p["rounds"], p["seconds"], p["idle_s"], p["job_s"], monitor)
             elif name == "export":

@@ -141,7 +141,7 @@ class TimelineStream:
 
         # made once the probes are compiled: the compiler's pages go before
         # pyarrow comes, so the compile stays the peak of the whole trace
-        self.compiler_pages_released_kb = release_compiler_pages()
+        release_compiler_pages()
         fixed_mmap_threshold()
         from ..analyse.timeline_totals import TimelineTotals
         from ..export.parquet_stream import ParquetStream, batch_events

@@ -476,6 +476,23 @@ def memory_section(res: dict) -> list:
                 f"{(mem.get('loadavg_after') or ['?'])[0]} |", ""]
         if mem.get("plot"):
             out += [f"![RSS of pyimpact trace over the run]({mem['plot']})", ""]
+        rate = res.get("memory_rate") or {}
+        if rate.get("peak_rss_kb"):
+            steady = rate.get("steady_rss_kb") or {}
+            out += [f"The same on `c/event_gen.c` at {rate['rate']:,} events/s for {rate['seconds']:g} s (its futex, "
+                    "signal, fork and block-write mix), for the event volume of a 10-minute job on a quiet machine "
+                    "whatever the load does to the job's pace:", "",
+                    "| | |", "|---|---|",
+                    f"| peak RSS (VmHWM) | **{rate['peak_rss_kb'] / 1024:.0f} MB** "
+                    f"({(rate.get('hwm_kb_after_attach') or 0) / 1024:.0f} MB of it reached at the compile) |",
+                    f"| RSS while tracing (after the first 10 s) | {steady.get('min', 0) / 1024:.0f}–"
+                    f"{steady.get('max', 0) / 1024:.0f} MB |",
+                    f"| events | {rate.get('events', 0):,} ({rate.get('events_per_s', 0):,.0f}/s), "
+                    f"{rate.get('output_row_groups', '?')} row groups, lost {rate.get('lost')} |",
+                    f"| exit after the generator ended | {rate.get('exit_after_end_s', 0):.2f} s |",
+                    f"| load average at the end | {(rate.get('loadavg_at_end') or ['?'])[0]} |", ""]
+            if rate.get("plot"):
+                out += [f"![RSS of pyimpact trace at a set event rate]({rate['plot']})", ""]
         if before.get("peak_rss_kb"):
             out += [f"Before (the whole timeline kept in memory, decoded to a DataFrame and written at the end; "
                     f"{before.get('recorded', 'recorded run')}): {before['peak_rss_kb'] / 1024:.0f} MB peak over "
