@@ -584,19 +584,26 @@ def test_vanished_child_is_skipped_but_vanished_root_raises(spawn, monkeypatch):
         procfs.take_snapshot([top.pid])
 
 
-def test_read_that_never_returns_is_bounded(spawn, monkeypatch):
-    p, _ = spawn("ready(); os.read(os.pipe()[0], 1)")
-    wait_until(lambda: blocked_in(p.pid, "read"))
+def stick_reads_of(monkeypatch, stuck: str) -> threading.Event:
+    """Make every read of ``stuck`` hang until the returned event is set, as
+    when the target holds the lock that file's read takes (its mmap lock)."""
     release = threading.Event()
     real = procfs.boundary._read_all
-    stuck = f"/proc/{p.pid}/cmdline"
 
     def read_all(path):
-        if path == stuck:  # as when the target holds its mmap lock
+        if path == stuck:
             release.wait(10)
         return real(path)
 
     monkeypatch.setattr(procfs.boundary, "_read_all", read_all)
+    return release
+
+
+def test_read_that_never_returns_is_bounded(spawn, monkeypatch):
+    p, _ = spawn("ready(); os.read(os.pipe()[0], 1)")
+    wait_until(lambda: blocked_in(p.pid, "read"))
+    stuck = f"/proc/{p.pid}/cmdline"
+    release = stick_reads_of(monkeypatch, stuck)
     try:
         t0 = time.monotonic()
         snap = procfs.take_snapshot([p.pid], timeout_s=0.4)
@@ -618,16 +625,8 @@ def test_argv_read_of_the_live_panel_is_bounded(spawn, monkeypatch):
 
     p, _ = spawn("ready(); os.read(os.pipe()[0], 1)")
     assert jobs.read_cmdline(p.pid) == raw(f"/proc/{p.pid}/cmdline").rstrip("\0").split("\0")
-    release = threading.Event()
-    real = procfs.boundary._read_all
     stuck = f"/proc/{p.pid}/cmdline"
-
-    def read_all(path):
-        if path == stuck:  # as when the target holds its mmap lock
-            release.wait(10)
-        return real(path)
-
-    monkeypatch.setattr(procfs.boundary, "_read_all", read_all)
+    release = stick_reads_of(monkeypatch, stuck)
     try:
         t0 = time.monotonic()
         argv = jobs.read_cmdline(p.pid)
@@ -652,16 +651,8 @@ def test_bounded_reads_reuse_readers_but_never_a_stuck_one(spawn, monkeypatch):
     for _ in range(50):
         assert procfs.boundary.read_bounded(comm, p.pid, 2.0) == first
     assert threading.active_count() <= before + 1  # reused, not one per read
-    release = threading.Event()
-    real = procfs.boundary._read_all
     stuck = f"/proc/{p.pid}/cmdline"
-
-    def read_all(path):
-        if path == stuck:
-            release.wait(10)
-        return real(path)
-
-    monkeypatch.setattr(procfs.boundary, "_read_all", read_all)
+    release = stick_reads_of(monkeypatch, stuck)
     try:
         with pytest.raises(TimeoutError):
             procfs.boundary.read_bounded(stuck, p.pid, 0.1)
