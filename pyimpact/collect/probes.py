@@ -1,7 +1,8 @@
 """The kernel probes: build from package resources, load, attach, read, detach.
 
 Stages kept apart as cilium/ebpf does: `ProbeConfig` (validated settings) ->
-`KernelProbes.open()` (compile, load, attach, fill the traced map) -> reads
+`KernelProbes.open()` (compile or take the compiled image from probe_cache.py,
+load and attach it with bpf_loaded.py, fill the traced map) -> reads
 (`poll`, `inflight`, `syscall_stats`, `block_inflight`, `lost`) -> `close()`
 (detach). `KernelProbes` is a context manager, so every exit path detaches.
 
@@ -30,7 +31,10 @@ from ..errors import BPFUnavailable, UsageError
 from ..syscall_table import bpf_defines, syscall_name
 from ..event_layout import EVENT_DTYPE
 from .bpf_env import BPFEnvironment, check_bpf_environment
-from . import tp_btf
+from . import bpf_sys, tp_btf
+from .bpf_image import compile_image
+from .bpf_loaded import LoadedProbes
+from .probe_cache import ProbeCache, cache_key
 
 #: the syscall programs loaded as tp_btf (syscalls.bpf.c), by function name
 TP_BTF_FUNCS = {"pyi_tp_sys_enter": "sys_enter", "pyi_tp_sys_exit": "sys_exit"}
@@ -304,7 +308,9 @@ class KernelProbes:
         self.env: BPFEnvironment | None = None
         self.clock_offset_ns = 0
         self.timings = {}
-        self._bpf = None
+        self._probes = None         # LoadedProbes, once open
+        self._image = None          # the ProbeImage they were loaded from
+        self.probe_cache_note = ""  # why the compiled-probe cache was not used, when it was not
         # Raw records as a list of chunks (one per read of the ring buffer),
         # joined once by raw_events(): a growing bytearray would be moved by
         # realloc again and again, leaving the heap fragmented (RSS grew about
@@ -314,12 +320,10 @@ class KernelProbes:
         self._exec_paths = []       # (event index, path)
         self._count = 0
         self._taken = 0             # events handed on by take_events() (a streamed trace)
-        self._callback = None
         self._reader = None
         self._busy = False
         self._undrained = 0         # records left in the ring buffer when the final drain gave up
         self._closing = None        # the thread closing the classic tracepoints after stop()
-        self._tp = tp_btf.TpBtfPrograms()   # the syscall programs when loaded as tp_btf
         self._traced_bytes = None   # mmap of the traced_bytes map
         self._traced_limit = 0
         self.syscall_probe_kind = None  # "tp_btf" or "raw_tracepoint", once open
@@ -329,39 +333,28 @@ class KernelProbes:
     def open(self) -> "KernelProbes":
         t0 = time.monotonic()
         self.env = check_bpf_environment()
-        from bcc import BPF  # imported late: 50 ms, and absent without bcc
-
         self.timings["import_s"] = time.monotonic() - t0
         t1 = time.monotonic()
         config = self.config
         ids = _BtfIds(TP_BTF_FUNCS.values()) if config.tp_btf is not False else None
-        if ids is not None:
-            config = dataclasses.replace(config, tp_btf=True)
+        cache = ProbeCache()
         try:
-            self._bpf = BPF(text=probe_source().encode(), cflags=config.cflags())
-            if ids is not None:
-                try:
-                    facts = ids.result()
-                    # Before any pid is followed: no request can match before the offsets are in.
-                    table = self._bpf[b"pyi_offsets"]
-                    for i, off in enumerate(facts["block_offsets"]):
-                        table[ctypes.c_int(i)] = ctypes.c_uint32(off)
-                    self._tp = tp_btf.TpBtfPrograms().open(self._bpf, TP_BTF_FUNCS, facts["ids"])
-                except tp_btf.TpBtfUnavailable as why:
-                    # Compiled for tp_btf, which this machine refuses: again as raw tracepoints.
-                    self.syscall_probe_note = str(why)
-                    self._bpf.cleanup()
-                    self._bpf = None
-                    config = dataclasses.replace(config, tp_btf=False)
-                    self._bpf = BPF(text=probe_source().encode(), cflags=config.cflags())
+            try:
+                self._probes = self._load(cache, dataclasses.replace(config, tp_btf=ids is not None), ids)
+            except tp_btf.TpBtfUnavailable as why:
+                # tp_btf refused here (no BTF, an older verifier): the syscall programs as raw tracepoints.
+                self.syscall_probe_note = str(why)
+                self._probes = self._load(cache, dataclasses.replace(config, tp_btf=False), None)
+        except BPFUnavailable:
+            raise
         except Exception as exc:
-            if self._bpf is not None:
-                self._bpf.cleanup()
-                self._bpf = None
             raise BPFUnavailable(f"could not load the BPF probes: {str(exc).splitlines()[0]}",
                                  "is BPF permitted here (root, no lockdown, kernel >= 5.8)?") from None
-        self.syscall_probe_kind = "tp_btf" if self._tp.prog_fds else "raw_tracepoint"
-        self.timings["syscall_tp_btf"] = 1.0 if self._tp.prog_fds else 0.0   # 1: tp_btf, 0: raw tracepoints
+        finally:
+            cache.close()
+        self.probe_cache_note = cache.note
+        self.syscall_probe_kind = "tp_btf" if any(p.kind == "tp_btf" for p in self._image.progs) else "raw_tracepoint"
+        self.timings["syscall_tp_btf"] = 1.0 if self.syscall_probe_kind == "tp_btf" else 0.0   # 1: tp_btf, 0: raw
         self.timings["compile_attach_s"] = time.monotonic() - t1
         try:
             # From here on the probes are attached: any later failure detaches them.
@@ -376,13 +369,55 @@ class KernelProbes:
         self.timings["open_s"] = time.monotonic() - t0
         return self
 
+    def _load(self, cache: ProbeCache, config: ProbeConfig, ids) -> LoadedProbes:
+        """The probes for ``config``, loaded from the cache's image or
+        compiled (and kept for the next start). The block structures' offsets
+        go into pyi_offsets before any pid is followed: no request can match
+        before they are in."""
+        source = probe_source().encode()
+        cflags = config.cflags()
+        key = cache_key(source, cflags)
+        t = time.monotonic()
+        image = cache.get(key)
+        hit = image is not None
+        if image is None:
+            image = compile_image(source, cflags, TP_BTF_FUNCS)
+            self.timings["compile_s"] = time.monotonic() - t
+        facts = ids.result() if ids is not None else None   # raises TpBtfUnavailable: the caller falls back
+        try:
+            probes = LoadedProbes.load(image, facts["ids"] if facts else None)
+        except (bpf_sys.BpfSysError, OSError) as err:
+            if not hit:
+                raise
+            # Kept for this kernel and source, yet refused: compile afresh.
+            cache.drop(key)
+            cache.note = f"a kept image failed to load ({err}); compiled again"
+            hit = False
+            t = time.monotonic()
+            image = compile_image(source, cflags, TP_BTF_FUNCS)
+            self.timings["compile_s"] = time.monotonic() - t
+            probes = LoadedProbes.load(image, facts["ids"] if facts else None)
+        if not hit:
+            cache.put(key, image)
+        self.timings["probe_cache_hit"] = 1.0 if hit else 0.0
+        self._image = image
+        if facts:
+            try:
+                table = probes.table("pyi_offsets")
+                for i, off in enumerate(facts["block_offsets"]):
+                    table[ctypes.c_int(i)] = ctypes.c_uint32(off)
+            except BaseException:
+                probes.close()
+                raise
+        return probes
+
     def _open_traced_bytes(self) -> None:
         """Map the traced-process byte array (probes/pyimpact.h) writable, so
         that follow() stores one byte, never the 8-byte word around it (the
         kernel may be storing a neighbour's byte at that moment)."""
         if self.config.trace_all:
             return
-        table = self._bpf[b"traced_bytes"]
+        table = self._probes.table("traced_bytes")
         size = -(-int(table.max_entries) * 8 // mmap.PAGESIZE) * mmap.PAGESIZE
         self._traced_bytes = mmap.mmap(table.get_fd(), size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
         self._traced_limit = int(table.max_entries) * 8
@@ -390,30 +425,26 @@ class KernelProbes:
     def follow(self, pid: int) -> None:
         """Add a process to the traced map and byte array (its future children
         follow by themselves)."""
-        self._bpf[b"traced"][ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
+        self._probes.table("traced")[ctypes.c_uint32(pid)] = ctypes.c_uint8(1)
         if self._traced_bytes is not None and 0 <= pid < self._traced_limit:
             self._traced_bytes[pid] = 1
 
     def close(self) -> None:
         """Detach every probe. Safe to call twice."""
-        if self._bpf is None:
+        if self._probes is None:
             return
         t0 = time.monotonic()
-        bpf, self._bpf = self._bpf, None
+        probes, self._probes = self._probes, None
         if self._reader is not None:
             self._reader.close()
             self._reader = None
         if self._closing is not None:
             self._closing.join()
             self._closing = None
-        else:
-            self._tp.detach()
-            _detach_fast(bpf)
         if self._traced_bytes is not None:
             self._traced_bytes.close()
             self._traced_bytes = None
-        bpf.cleanup()
-        self._tp.close()
+        probes.close()      # the raw links first (every syscall pays for them), then the perf events at once
         self.timings["detach_s"] = time.monotonic() - t0
 
     def stop(self) -> None:
@@ -423,13 +454,12 @@ class KernelProbes:
         buffer), and the classic ones are closed by a background thread
         (their RCU grace periods overlap with decoding and saving). Maps stay
         readable until close(), which joins that thread. Safe to call twice."""
-        if self._bpf is None or self._closing is not None:
+        if self._probes is None or self._closing is not None:
             return
         t0 = time.monotonic()
-        self._tp.detach()
-        _detach_raw(self._bpf)
+        self._probes.detach_links()
         self.timings["stop_raw_s"] = time.monotonic() - t0
-        self._closing = threading.Thread(target=_close_classic, args=(self._bpf,), name="pyimpact-detach",
+        self._closing = threading.Thread(target=self._probes.close_perf_events, name="pyimpact-detach",
                                          daemon=True)
         self._closing.start()
 
@@ -441,15 +471,13 @@ class KernelProbes:
 
     # -- events ---------------------------------------------------------
     def _open_reader(self) -> None:
-        """Read the ring buffer through mmap; bcc's per-event callback is the
-        fallback where that is not possible."""
-        table = self._bpf[b"events"]
+        """Read the ring buffer through its own mmap (what libbpf does in C)."""
+        table = self._probes.table("events")
         try:
             self._reader = RingReader(table.get_fd(), int(table.max_entries))
-        except (OSError, ValueError, AttributeError):
-            self._reader = None
-            self._callback = self._on_event
-            table.open_ring_buffer(self._callback)
+        except (OSError, ValueError) as err:
+            raise BPFUnavailable(f"could not map the BPF ring buffer: {err}",
+                                 "kernel >= 5.8 is needed for BPF ring buffers") from None
 
     # sink for RingReader
     def bulk(self, data: bytes, count: int) -> None:
@@ -466,9 +494,6 @@ class KernelProbes:
         record = bytes(record)
         self._on_record(record, len(record))
 
-    def _on_event(self, _ctx, data, size) -> None:
-        self._on_record(ctypes.string_at(data, size), size)
-
     def _on_record(self, record: bytes, size: int) -> None:
         if size > EVENT_SIZE:
             path = record[EVENT_SIZE:].split(b"\0", 1)[0]
@@ -484,16 +509,14 @@ class KernelProbes:
         has arrived. Frequent kinds do not wake the reader, so this may return
         only when the time is up, with everything since the last call."""
         timeout_ms = min(int(timeout_ms), POLL_MAX_MS)
-        if self._reader is not None:
-            if self._busy:
-                # The last read found the buffer filling up: come back sooner.
-                timeout_ms = min(timeout_ms, POLL_BUSY_MS)
-            self._reader.wait(timeout_ms)
-            taken = self._reader.consume(self)
-            self._busy = taken * RingReader.STRIDE >= self._reader.size // 8
-        else:
-            self._bpf.ring_buffer_poll(timeout_ms)
-            self._bpf.ring_buffer_consume()
+        if self._reader is None:
+            return
+        if self._busy:
+            # The last read found the buffer filling up: come back sooner.
+            timeout_ms = min(timeout_ms, POLL_BUSY_MS)
+        self._reader.wait(timeout_ms)
+        taken = self._reader.consume(self)
+        self._busy = taken * RingReader.STRIDE >= self._reader.size // 8
 
     def drain(self, deadline_s: float | None = None) -> int:
         """Take every event already in the ring buffer, without waiting.
@@ -503,7 +526,6 @@ class KernelProbes:
         what is still there then is counted in lost()["undrained"], never
         dropped silently. Returns that count."""
         if self._reader is None:
-            self._bpf.ring_buffer_consume()
             return 0
         self._reader.consume(self)
         if deadline_s is None:
@@ -553,7 +575,7 @@ class KernelProbes:
         tracing program was already running on that CPU (an interrupt, e.g. a
         block completion, arriving inside a probe). Each skip may have been an
         event; the kernel counts them per program (recursion_misses)."""
-        table = self._bpf[b"lost"]
+        table = self._probes.table("lost")
         counts = {reason: int(sum(table[ctypes.c_int(i)])) for i, reason in enumerate(LOST_REASONS)}
         counts["kernel_skipped"] = self._recursion_misses()
         counts["undrained"] = self._undrained
@@ -561,7 +583,7 @@ class KernelProbes:
 
     def futex_idle_wakes(self) -> int:
         """FUTEX_WAKE calls that woke nobody: counted in the kernel, not sent as events."""
-        return int(sum(self._bpf[b"futex_idle_wakes"][ctypes.c_int(0)]))
+        return int(sum(self._probes.table("futex_idle_wakes")[ctypes.c_int(0)]))
 
     def _recursion_misses(self) -> int:
         import os
@@ -570,7 +592,7 @@ class KernelProbes:
 
         from . import procfs
         total = 0
-        for fd in [func.fd for func in list(self._bpf.funcs.values())] + list(self._tp.prog_fds):
+        for fd in list(self._probes.prog_fds if self._probes is not None else []):
             try:
                 info = procfs.read(f"/proc/self/fdinfo/{fd}", os.getpid())
                 for line in info.split(b"\n"):
@@ -590,7 +612,7 @@ class KernelProbes:
         number, e.g. after a tracer changed it) is older than the thread's
         next entry, so the latest wins."""
         latest = {}
-        for key, v in self._bpf[b"syscall_stats"].items():
+        for key, v in self._probes.table("syscall_stats").items():
             ts = int(v.pending_ts)
             if ts == 0:
                 continue
@@ -602,7 +624,7 @@ class KernelProbes:
 
     def syscall_stats(self) -> list:
         out = []
-        for key, v in self._bpf[b"syscall_stats"].items():
+        for key, v in self._probes.table("syscall_stats").items():
             out.append(SyscallStat(pid=v.tgid, tid=key.tid, nr=key.nr, syscall=syscall_name(key.nr),
                                    count=v.count, total_ns=v.total_ns, max_ns=v.max_ns,
                                    hist_log2=[int(h) for h in v.hist], errors=int(v.errors),
@@ -616,7 +638,7 @@ class KernelProbes:
         the address of the last one ("ip:port", "[ip6]:port", "" unknown)."""
         out = []
         try:
-            table = self._bpf[b"connect_fail"]
+            table = self._probes.table("connect_fail")
         except KeyError:
             return out
         for key, v in table.items():
@@ -628,7 +650,7 @@ class KernelProbes:
 
     def block_inflight(self) -> list:
         out = []
-        for key, v in self._bpf[b"block_inflight"].items():
+        for key, v in self._probes.table("block_inflight").items():
             out.append(BlockRequest(
                 pid=v.tgid, tid=v.tid, comm=bytes(v.comm).split(b"\0", 1)[0].decode("utf-8", "backslashreplace"),
                 dev=dev_name(key.dev), sector=key.sector, bytes=v.bytes,
@@ -715,51 +737,6 @@ class ProbeOpener:
         if self._probes is not None:
             self._probes.close()
             self._probes = None
-
-
-def _detach_fast(bpf) -> None:
-    """Detach before bcc's cleanup(), in the order and the way that costs least:
-    the raw syscall tracepoints first (every syscall on the machine pays for them
-    until then; closing one takes well under a millisecond), then every classic
-    tracepoint at once, one thread each. Closing a classic tracepoint's perf
-    event waits for an RCU grace period; bcc closes them one after the other
-    and the waits add up (0.70 s for the 8 here). Closed concurrently they
-    still serialise in part in the kernel, but overlap enough to take 0.3 s.
-    ctypes releases the GIL around each close. cleanup() then finds nothing
-    left to detach and frees the rest as usual."""
-    _detach_raw(bpf)
-    _close_classic(bpf)
-
-
-def _detach_raw(bpf) -> None:
-    for tp in list(bpf.raw_tracepoint_fds):
-        try:
-            bpf.detach_raw_tracepoint(tp)
-        except Exception:  # cleanup() retries what is left
-            pass
-
-
-def _close_classic(bpf) -> None:
-    try:
-        from bcc.libbcc import lib
-    except ImportError:
-        return
-    fds = dict(bpf.tracepoint_fds)
-    if not fds:
-        return
-    done = []
-
-    def close(tp, fd):
-        if lib.bpf_close_perf_event_fd(fd) >= 0:
-            done.append(tp)
-
-    threads = [threading.Thread(target=close, args=(tp, fd), daemon=True) for tp, fd in fds.items()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    for tp in done:
-        bpf.tracepoint_fds.pop(tp, None)
 
 
 def sockaddr_words(raw: bytes) -> str:

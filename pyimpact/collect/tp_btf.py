@@ -10,10 +10,10 @@ and the verifier turns plain loads through them into fault-safe ones (about
 difference between reading pt_regs for free and paying a helper call at
 each entry and exit (probes/syscalls.bpf.c).
 
-bcc compiles the C and creates the maps (the bytecode it returns already
-holds the maps' fds); this module finds the tracepoint's BTF id with libbpf
-(``libbpf_find_vmlinux_btf_id``, which bcc itself links against), loads the
-bytecode with the bpf() syscall and attaches it with BPF_RAW_TRACEPOINT_OPEN.
+bcc compiles the C (bpf_image.py); this module finds the tracepoint's BTF
+id with libbpf (``btf__find_by_name_kind`` on the kernel's BTF), loads the
+bytecode with the bpf() syscall (bpf_sys.py) and attaches it with
+BPF_RAW_TRACEPOINT_OPEN.
 Detaching is closing the link's fd (well under a millisecond, like any raw
 tracepoint). Anything missing (no libbpf, no vmlinux BTF, an older kernel's
 verifier refusing) raises ``TpBtfUnavailable`` and the caller falls back to
@@ -23,44 +23,15 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import Dict, List
+from typing import Dict
 
-from ..syscall_table import syscall_number
+from . import bpf_sys
 
-BPF_PROG_LOAD = 5
-BPF_RAW_TRACEPOINT_OPEN = 17
-BPF_PROG_TYPE_TRACING = 26
-BPF_TRACE_RAW_TP = 23
 VMLINUX_BTF = "/sys/kernel/btf/vmlinux"
 
 
 class TpBtfUnavailable(Exception):
     """tp_btf programs cannot be used here; the message says why."""
-
-
-class _ProgLoadAttr(ctypes.Structure):
-    """The BPF_PROG_LOAD part of union bpf_attr (include/uapi/linux/bpf.h),
-    up to attach_prog_fd; the kernel requires the rest to be zero."""
-
-    _fields_ = [("prog_type", ctypes.c_uint32), ("insn_cnt", ctypes.c_uint32), ("insns", ctypes.c_uint64),
-                ("license", ctypes.c_uint64), ("log_level", ctypes.c_uint32), ("log_size", ctypes.c_uint32),
-                ("log_buf", ctypes.c_uint64), ("kern_version", ctypes.c_uint32), ("prog_flags", ctypes.c_uint32),
-                ("prog_name", ctypes.c_char * 16), ("prog_ifindex", ctypes.c_uint32),
-                ("expected_attach_type", ctypes.c_uint32), ("prog_btf_fd", ctypes.c_uint32),
-                ("func_info_rec_size", ctypes.c_uint32), ("func_info", ctypes.c_uint64),
-                ("func_info_cnt", ctypes.c_uint32), ("line_info_rec_size", ctypes.c_uint32),
-                ("line_info", ctypes.c_uint64), ("line_info_cnt", ctypes.c_uint32),
-                ("attach_btf_id", ctypes.c_uint32), ("attach_prog_fd", ctypes.c_uint32),
-                ("_zero", ctypes.c_uint8 * 64)]
-
-
-class _RawTpOpenAttr(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_uint64), ("prog_fd", ctypes.c_uint32), ("_pad", ctypes.c_uint32),
-                ("cookie", ctypes.c_uint64), ("_zero", ctypes.c_uint8 * 32)]
-
-
-def _libc():
-    return ctypes.CDLL(None, use_errno=True)
 
 
 def btf_ids(tracepoints, btf: "_Btf | None" = None) -> Dict[str, int]:
@@ -229,85 +200,23 @@ def kernel_facts(tracepoints) -> dict:
         btf.close()
 
 
-def _bpf(cmd: int, attr) -> int:
-    nr = syscall_number("bpf")
-    if nr is None:
-        raise TpBtfUnavailable("no bpf() syscall number for this architecture")
-    libc = _libc()
-    libc.syscall.restype = ctypes.c_long
-    ret = libc.syscall(ctypes.c_long(nr), ctypes.c_int(cmd), ctypes.byref(attr), ctypes.c_uint(ctypes.sizeof(attr)))
-    if ret < 0:
-        return -ctypes.get_errno()
-    return int(ret)
-
-
 def load(name: str, insns: bytes, btf_id: int) -> int:
     """Load bytecode as a tp_btf program for the tracepoint with ``btf_id``;
     returns its fd. On a verifier refusal the message carries the log's last
     line."""
-    buf = ctypes.create_string_buffer(insns, len(insns))
-    lic = ctypes.create_string_buffer(b"GPL")
-    attr = _ProgLoadAttr(prog_type=BPF_PROG_TYPE_TRACING, insn_cnt=len(insns) // 8, insns=ctypes.addressof(buf),
-                         license=ctypes.addressof(lic), prog_name=name.encode()[:15],
-                         expected_attach_type=BPF_TRACE_RAW_TP, attach_btf_id=btf_id)
-    fd = _bpf(BPF_PROG_LOAD, attr)
-    if fd >= 0:
-        return fd
-    log = ctypes.create_string_buffer(1 << 20)
-    attr.log_level, attr.log_size, attr.log_buf = 1, len(log), ctypes.addressof(log)
-    fd = _bpf(BPF_PROG_LOAD, attr)
-    if fd >= 0:
-        return fd
-    lines = [x for x in log.value.decode("utf-8", "replace").splitlines() if x.strip()]
-    raise TpBtfUnavailable(f"the verifier refused {name} as tp_btf: {os.strerror(-fd)}"
-                           + (f" ({lines[-1][:200]})" if lines else ""))
+    try:
+        return bpf_sys.prog_load(bpf_sys.BPF_PROG_TYPE_TRACING, name, insns,
+                                 expected_attach_type=bpf_sys.BPF_TRACE_RAW_TP, attach_btf_id=btf_id)
+    except bpf_sys.BpfSysError as err:
+        line = getattr(err, "verifier_line", "")
+        raise TpBtfUnavailable(f"the verifier refused {name} as tp_btf: {os.strerror(err.errno)}"
+                               + (f" ({line})" if line else "")) from None
 
 
 def attach(prog_fd: int) -> int:
     """Attach a loaded tp_btf program (its tracepoint was fixed at load);
     returns the link fd: closing it detaches."""
-    attr = _RawTpOpenAttr(name=0, prog_fd=prog_fd)
-    fd = _bpf(BPF_RAW_TRACEPOINT_OPEN, attr)
-    if fd < 0:
-        raise TpBtfUnavailable(f"could not attach a tp_btf program: {os.strerror(-fd)}")
-    return fd
-
-
-class TpBtfPrograms:
-    """The tp_btf programs of one bcc module: ``open`` loads and attaches
-    each (function name -> tracepoint), ``detach`` closes the links,
-    ``close`` the programs too. ``prog_fds`` for run counters."""
-
-    def __init__(self) -> None:
-        self.prog_fds: List[int] = []
-        self.link_fds: List[int] = []
-
-    def open(self, bpf, funcs: Dict[str, str], ids: Dict[str, int]) -> "TpBtfPrograms":
-        try:
-            for fn, tp in funcs.items():
-                # named after the tracepoint, as bcc names its raw tracepoint programs
-                fd = load(tp, bpf.dump_func(fn.encode()), ids[tp])
-                self.prog_fds.append(fd)
-            for fd in self.prog_fds:
-                self.link_fds.append(attach(fd))
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def detach(self) -> None:
-        links, self.link_fds = self.link_fds, []
-        for fd in links:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        self.detach()
-        progs, self.prog_fds = self.prog_fds, []
-        for fd in progs:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+    try:
+        return bpf_sys.raw_tracepoint_open(prog_fd)
+    except bpf_sys.BpfSysError as err:
+        raise TpBtfUnavailable(f"could not attach a tp_btf program: {os.strerror(err.errno)}") from None

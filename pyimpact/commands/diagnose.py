@@ -97,7 +97,7 @@ def command(target, pid_opt, name_opt, all_, window, as_json, no_bpf, no_python,
     if timings:
         from ..render.timings_view import timings_line
 
-        click.echo(timings_line(saved.get("timings") or {}), err=True)
+        click.echo(timings_line(saved.get("timings") or {}, saved.get("probe_timings")), err=True)
     if "error" in saved:
         raise saved["error"]
     if "path" in saved:

@@ -31,7 +31,7 @@ def one(pid: int, *, window: float, use_bpf: bool, python_stacks: bool, local_va
         output: Optional[str], to_stdout: bool, redact: bool, hist: dict, history_db=None) -> dict:
     """Diagnose ``pid`` and show the verdict (before the probes are detached);
     {"path": saved file} or {"error": PyimpactError of the save}, raised by
-    the caller once the answer is out; "timings": the time-to-verdict marks."""
+    the caller once the answer is out; "timings": the time-to-verdict marks ("probe_timings": the probes' own)."""
     saved: dict = {}
 
     def show(d, rec) -> None:
@@ -60,6 +60,7 @@ def one(pid: int, *, window: float, use_bpf: bool, python_stacks: bool, local_va
     _, rec = observe(pid, window=window, use_bpf=use_bpf, python_stacks=python_stacks, on_verdict=show,
                      local_values=local_values)
     saved["timings"] = rec.metadata.diagnose_timings_s or {}
+    saved["probe_timings"] = dict(rec.metadata.probe_timings or {})
     return saved
 
 

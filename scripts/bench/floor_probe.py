@@ -26,35 +26,29 @@ RAW_TRACEPOINT_PROBE(sys_exit) { return 0; }
 
 
 def main() -> int:
-    from bcc import BPF
-
     from pyimpact.collect import tp_btf
+    from pyimpact.collect.bpf_image import compile_image
+    from pyimpact.collect.bpf_loaded import LoadedProbes
     from pyimpact.collect.probes import TP_BTF_FUNCS
 
     stop = []
     signal.signal(signal.SIGINT, lambda *_: stop.append(1))
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    progs = tp_btf.TpBtfPrograms()
     kind, why = "raw_tracepoint", ""
-    bpf = None
+    loaded = None
     if "--raw" not in sys.argv[1:]:
         try:
             ids = tp_btf.btf_ids(TP_BTF_FUNCS.values())
-            bpf = BPF(text=EMPTY_TP_BTF)
-            progs.open(bpf, TP_BTF_FUNCS, ids)
+            loaded = LoadedProbes.load(compile_image(EMPTY_TP_BTF, [], TP_BTF_FUNCS), ids)
             kind = "tp_btf"
         except tp_btf.TpBtfUnavailable as err:
             why = f": {err}"
-            if bpf is not None:
-                bpf.cleanup()
-            bpf = None
-    if bpf is None:
-        bpf = BPF(text=EMPTY_RAW)
+    if loaded is None:
+        loaded = LoadedProbes.load(compile_image(EMPTY_RAW, [], {}))
     print(f"floor attached ({kind}{why})", file=sys.stderr, flush=True)
     while not stop:
         signal.pause()
-    progs.close()
-    bpf.cleanup()
+    loaded.close()
     print("floor detached", file=sys.stderr, flush=True)
     return 0
 
