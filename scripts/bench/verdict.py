@@ -13,12 +13,19 @@ whose rank 1 stopped calling collectives (warm runs only).
 From just before the command is spawned: when the line "Verdict:" arrives
 on its stdout, and when the command has exited (probes detached). Warm: page
 cache warm (a discarded run first). Cold: `sync; echo 3 >
-/proc/sys/vm/drop_caches` before each run, so Python, pandas, bcc and LLVM
-are read from disk again.
+/proc/sys/vm/drop_caches` before each run, so Python, pandas and bcc are
+read from disk again. Both load the probes from the compiled-probe cache
+(collect/probe_cache.py) that the discarded run filled. Uncached: the page
+cache warm but an empty compiled-probe cache ($PYIMPACT_CACHE_DIR set to a
+new directory for each run), as on the first start after an install or a
+kernel update: the probes are compiled.
 """
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
+import tempfile
 import time
 
 from .common import PY, PYIMPACT, ROOT, Procs, build_c, drop_caches, log, summary
@@ -52,12 +59,16 @@ def _target(procs: Procs, kind: str, bindir: str) -> subprocess.Popen:
     return proc
 
 
-def one_run(procs: Procs, pid: int, window: float, cold: bool, save: str = "") -> dict:
+def one_run(procs: Procs, pid: int, window: float, cold: bool, save: str = "", uncached: bool = False) -> dict:
     if cold:
         drop_caches()
     argv = PYIMPACT + ["diagnose", str(pid), "--window", str(window)] + (["-o", save] if save else [])
+    env, empty = None, None
+    if uncached:
+        empty = tempfile.mkdtemp(prefix="pyimpact-bench-nocache-")
+        env = {**os.environ, "PYIMPACT_CACHE_DIR": empty}
     t0 = time.monotonic()
-    proc = procs.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = procs.spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     verdict_s, verdict = None, ""
     for line in proc.stdout:
         if verdict_s is None and line.startswith("Verdict:"):
@@ -68,7 +79,9 @@ def one_run(procs: Procs, pid: int, window: float, cold: bool, save: str = "") -
     err = proc.stderr.read()
     proc.stdout.close()
     proc.stderr.close()
-    out = {"cold": cold, "verdict_s": verdict_s, "exit_s": exit_s, "rc": rc, "verdict": verdict,
+    if empty:
+        shutil.rmtree(empty, ignore_errors=True)
+    out = {"cold": cold, "uncached": uncached, "verdict_s": verdict_s, "exit_s": exit_s, "rc": rc, "verdict": verdict,
            "stderr_tail": err.strip()[-300:]}
     if save:
         out["phases"] = phases_of(save)
@@ -101,11 +114,13 @@ def run(procs: Procs, bindir: str, warm_runs: int, cold_runs: int, window: float
         try:
             one_run(procs, target.pid, window, cold=False)          # warm the page cache
             runs = []
-            plan = [False] * warm_runs + [True] * cold_runs
-            for cold in plan:
-                r = one_run(procs, target.pid, window, cold)
+            plan = [("warm", False, False)] * warm_runs + [("cold", True, False)] * cold_runs \
+                + [("uncached", False, True)] * cold_runs
+            for temp, cold, uncached in plan:
+                r = one_run(procs, target.pid, window, cold, uncached=uncached)
+                r["temp"] = temp
                 runs.append(r)
-                log(f"verdict {kind:11s} {'cold' if cold else 'warm'}: verdict "
+                log(f"verdict {kind:11s} {temp}: verdict "
                     f"{r['verdict_s'] if r['verdict_s'] is None else round(r['verdict_s'], 2)} s, exit "
                     f"{r['exit_s']:.2f} s, {r['verdict'] or r['stderr_tail']}")
         finally:
@@ -113,8 +128,8 @@ def run(procs: Procs, bindir: str, warm_runs: int, cold_runs: int, window: float
             procs.kill(target)
             target.wait()
         res = {"runs": runs}
-        for temp in ("warm", "cold"):
-            sel = [r for r in runs if r["cold"] == (temp == "cold")]
+        for temp in ("warm", "cold", "uncached"):
+            sel = [r for r in runs if r["temp"] == temp]
             res[temp] = {"verdict_s": summary(r["verdict_s"] for r in sel),
                          "exit_s": summary(r["exit_s"] for r in sel),
                          "verdicts": sorted({r["verdict"] for r in sel})}
