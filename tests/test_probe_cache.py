@@ -160,3 +160,24 @@ def test_timings_line_shows_the_probes_as_parallel_and_their_source():
     line = timings_line({"imported": 0.4, "attached": 0.9}, {"compile_attach_s": 0.7, "compile_s": 0.66,
                                                             "probe_cache_hit": 0.0})
     assert "probes attached 0.90 s (+0.50)" in line and "compiled in 0.66 s" in line
+
+
+def test_a_start_from_the_cache_never_loads_bcc_or_llvm(cache_dir):
+    """The point of the cache for memory (issue 14): libbcc, with LLVM inside, is mapped only to compile."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys\n"
+            "from pyimpact.collect.probes import KernelProbes, ProbeConfig\n"
+            "p = KernelProbes(ProbeConfig(pids=(os.getpid(),))).open()\n"
+            "print(int(p.timings['probe_cache_hit']), 'bcc' in sys.modules,\n"
+            "      any('libbcc' in line for line in open('/proc/self/maps')))\n"
+            "p.close()\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+            for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+    assert runs[0].stdout.split() == ["0", "True", "True"]      # compiled: bcc and libbcc loaded
+    assert runs[1].stdout.split() == ["1", "False", "False"]    # from the cache: neither

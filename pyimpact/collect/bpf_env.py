@@ -9,8 +9,10 @@ outside /tmp, so bcc never reaches its fallback.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
+import re
 from dataclasses import dataclass
 
 from ..errors import BPFUnavailable, NotPermitted
@@ -45,11 +47,26 @@ def _require_root() -> None:
 
 
 def _require_bcc() -> str:
+    """bcc's version, found without importing bcc: the import maps libbcc and
+    the LLVM inside it (about 60 MB resident), which only a compile needs, and
+    most starts load their probes from the compiled-probe cache instead. A
+    libbcc that is missing under an installed bcc is reported by the compile
+    (bpf_image.py), in the same words."""
     try:
-        from bcc.version import __version__   # imports bcc itself (and libbcc.so under it)
-    except Exception as exc:  # ImportError, or libbcc.so missing under it
+        spec = importlib.util.find_spec("bcc")
+    except (ImportError, ValueError) as exc:
         raise BPFUnavailable(f"bcc is not importable ({exc.__class__.__name__}: {exc})", BCC_HINT) from None
-    return __version__
+    if spec is None or not spec.submodule_search_locations:
+        raise BPFUnavailable("bcc is not importable (ModuleNotFoundError: No module named 'bcc')", BCC_HINT)
+    for where in spec.submodule_search_locations:
+        try:
+            with open(os.path.join(where, "version.py")) as f:
+                found = re.search(r"""__version__\s*=\s*['"]([^'"]+)['"]""", f.read(4096))
+        except OSError:
+            continue
+        if found:
+            return found.group(1)
+    return "unknown"
 
 
 def _require_tracefs() -> str:

@@ -28,7 +28,7 @@ import ctypes
 import json
 import struct
 from dataclasses import asdict, dataclass
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from ..errors import BPFUnavailable
 
@@ -67,9 +67,13 @@ class ProbeImage:
     license: str
     maps: tuple
     progs: tuple
+    # What loading the tp_btf programs needs from the kernel's BTF (tp_btf.kernel_facts:
+    # tracepoint BTF ids, structure offsets), kept so that a later start skips libbpf's
+    # parse of it (50-400 ms). None until the compiling process has them.
+    kernel_facts: Optional[dict] = None
 
     def to_bytes(self, key: str) -> bytes:
-        doc = {"format": FORMAT, "key": key, "license": self.license,
+        doc = {"format": FORMAT, "key": key, "license": self.license, "kernel_facts": self.kernel_facts,
                "maps": [asdict(m) for m in self.maps],
                "progs": [{"name": p.name, "kind": p.kind, "target": p.target,
                           "insns": base64.b64encode(p.insns).decode()} for p in self.progs]}
@@ -85,7 +89,11 @@ class ProbeImage:
             maps = tuple(MapSpec(**m) for m in doc["maps"])
             progs = tuple(ProgSpec(name=str(p["name"]), kind=str(p["kind"]), target=str(p["target"]),
                                    insns=base64.b64decode(p["insns"], validate=True)) for p in doc["progs"])
-            image = cls(license=str(doc["license"]), maps=maps, progs=progs)
+            facts = doc.get("kernel_facts")
+            if facts is not None:
+                facts = {"ids": {str(k): int(v) for k, v in facts["ids"].items()},
+                         "block_offsets": [int(x) for x in facts["block_offsets"]]}
+            image = cls(license=str(doc["license"]), maps=maps, progs=progs, kernel_facts=facts)
         except ImageError:
             raise
         except (ValueError, KeyError, TypeError, AttributeError) as err:
@@ -125,7 +133,12 @@ def with_map_refs(insns: bytes, new_value) -> bytes:
 
 
 def _lib():
-    from bcc.libbcc import lib   # declares the types of most of libbcc's functions
+    from .bpf_env import BCC_HINT
+
+    try:
+        from bcc.libbcc import lib   # declares the types of most of libbcc's functions
+    except Exception as exc:  # ImportError, or libbcc.so missing under an installed bcc
+        raise BPFUnavailable(f"bcc is not importable ({exc.__class__.__name__}: {exc})", BCC_HINT) from None
 
     u64, vp = ctypes.c_ulonglong, ctypes.c_void_p
     for name, res in (("bpf_num_tables", u64), ("bpf_table_name", ctypes.c_char_p), ("bpf_table_fd_id", ctypes.c_int),

@@ -3,9 +3,9 @@
 ``LoadedProbes.load`` creates the image's maps, writes their fds into the
 bytecode, loads each program and attaches it; ``FdMap`` reads and writes a
 map through its fd the way the rest of pyimpact used bcc's tables (ctypes
-keys and values, typed from bcc's own JSON descriptions of them). Nothing
-here compiles: a process that loads a cached image never maps LLVM's code
-into its working set.
+keys and values, typed from bcc's own JSON descriptions of them,
+bpf_ctypes.py). Nothing here imports bcc: a process that loads a cached
+image never maps libbcc and the LLVM inside it (about 60 MB resident).
 
 Detaching follows the costs measured for pyimpact (probes.py): raw
 tracepoint and tp_btf links close in well under a millisecond each; a
@@ -21,18 +21,12 @@ import threading
 from typing import Dict, List, Optional, Tuple
 
 from . import bpf_sys, tp_btf
+from .bpf_ctypes import ctype_of
 from .bpf_image import MapSpec, ProbeImage, with_map_refs
 
 # bpf_map_type values whose lookups return one value per possible CPU
 _PERCPU_TYPES = (5, 6, 10)     # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
 _PREFIXES = ("tracepoint__", "raw_tracepoint__")
-
-
-def _bcc():
-    from bcc import BPF  # the ctypes declarations of libbcc's functions, and its type decoder
-    from bcc.libbcc import lib
-
-    return BPF, lib
 
 
 def possible_cpus() -> int:
@@ -67,9 +61,7 @@ class FdMap:
 
     def _key_leaf(self) -> Tuple[type, type]:
         if self._types is None:
-            BPF, _ = _bcc()
-            self._types = (BPF._decode_table_type(json.loads(self.spec.key_desc)),
-                           BPF._decode_table_type(json.loads(self.spec.leaf_desc)))
+            self._types = (ctype_of(json.loads(self.spec.key_desc)), ctype_of(json.loads(self.spec.leaf_desc)))
         return self._types
 
     def _leaf_buffer(self):
@@ -84,26 +76,23 @@ class FdMap:
         return list(buf) if self.spec.type in _PERCPU_TYPES else buf
 
     def __getitem__(self, key):
-        _, lib = _bcc()
         buf = self._leaf_buffer()
-        if lib.bpf_lookup_elem(self.map_fd, ctypes.byref(key), ctypes.byref(buf)) < 0:
+        if not bpf_sys.map_lookup(self.map_fd, key, buf):
             raise KeyError(key)
         return self._value(buf)
 
     def __setitem__(self, key, value) -> None:
-        _, lib = _bcc()
-        if lib.bpf_update_elem(self.map_fd, ctypes.byref(key), ctypes.byref(value), 0) < 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"could not update map {self.spec.name}: {os.strerror(err)}")
+        try:
+            bpf_sys.map_update(self.map_fd, key, value)
+        except bpf_sys.BpfSysError as err:
+            raise OSError(err.errno, f"could not update map {self.spec.name}: {os.strerror(err.errno)}") from None
 
     def keys(self) -> list:
-        _, lib = _bcc()
         keytype, _ = self._key_leaf()
         out, prev = [], None
         while len(out) <= self.max_entries:
             nxt = keytype()
-            if lib.bpf_get_next_key(self.map_fd, ctypes.byref(prev) if prev is not None else None,
-                                    ctypes.byref(nxt)) < 0:
+            if not bpf_sys.map_next_key(self.map_fd, prev, nxt):
                 break
             out.append(nxt)
             prev = nxt
@@ -130,9 +119,10 @@ class LoadedProbes:
         self.perf_events: List[Tuple[str, int]] = []  # classic tracepoints: (target, perf event fd)
 
     @classmethod
-    def load(cls, image: ProbeImage, btf_ids: Optional[Dict[str, int]] = None) -> "LoadedProbes":
+    def load(cls, image: ProbeImage, btf_ids: Optional[Dict[str, int]] = None,
+             tracefs: str = "/sys/kernel/tracing") -> "LoadedProbes":
         """Create, load, attach. ``btf_ids``: tracepoint -> BTF id, for the
-        image's tp_btf programs. Raises BpfSysError, OSError, or
+        image's tp_btf programs; ``tracefs``: where the classic tracepoints' ids are. Raises BpfSysError, OSError, or
         tp_btf.TpBtfUnavailable (a tp_btf program refused); whatever was
         made before the failure is closed again."""
         self = cls()
@@ -146,13 +136,13 @@ class LoadedProbes:
             lic = image.license.encode()
             for prog in image.progs:
                 insns = with_map_refs(prog.insns, lambda i: fds[i])
-                self._load_prog(prog.kind, prog.name, prog.target, insns, lic, btf_ids)
+                self._load_prog(prog.kind, prog.name, prog.target, insns, lic, btf_ids, tracefs)
         except BaseException:
             self.close()
             raise
         return self
 
-    def _load_prog(self, kind: str, name: str, target: str, insns: bytes, lic: bytes, btf_ids) -> None:
+    def _load_prog(self, kind: str, name: str, target: str, insns: bytes, lic: bytes, btf_ids, tracefs: str) -> None:
         short = name
         for prefix in _PREFIXES:
             if short.startswith(prefix):
@@ -170,13 +160,8 @@ class LoadedProbes:
         else:
             fd = bpf_sys.prog_load(bpf_sys.BPF_PROG_TYPE_TRACEPOINT, short, insns, lic)
             self.prog_fds.append(fd)
-            _, lib = _bcc()
             category, _, event = target.partition(":")
-            perf_fd = lib.bpf_attach_tracepoint(fd, category.encode(), event.encode())
-            if perf_fd < 0:
-                err = ctypes.get_errno() or 22
-                raise OSError(err, f"could not attach to tracepoint {target}: {os.strerror(err)}")
-            self.perf_events.append((target, perf_fd))
+            self.perf_events.append((target, bpf_sys.tracepoint_attach(fd, tracefs, category, event)))
 
     def table(self, name: str) -> FdMap:
         """The map called ``name``; KeyError when the image has none."""
@@ -191,13 +176,12 @@ class LoadedProbes:
     def close_perf_events(self) -> None:
         """Close every classic tracepoint's perf event at once, one thread each:
         each close waits for an RCU grace period, and concurrent ones overlap
-        (0.3 s for eight instead of 0.7 s one after the other). ctypes releases
-        the GIL around each call."""
+        (0.3 s for eight instead of 0.7 s one after the other). os.close
+        releases the GIL."""
         events, self.perf_events = self.perf_events, []
         if not events:
             return
-        _, lib = _bcc()
-        threads = [threading.Thread(target=lib.bpf_close_perf_event_fd, args=(fd,), daemon=True)
+        threads = [threading.Thread(target=bpf_sys.perf_event_close, args=(fd,), daemon=True)
                    for _, fd in events]
         for t in threads:
             t.start()

@@ -3,9 +3,12 @@
 Why not bcc: bcc loads programs only from a module it compiled in the same
 process. pyimpact also loads bytecode it compiled earlier (probe_cache.py)
 and programs bcc 0.26 cannot load at all (tp_btf.py), so it needs the
-syscall itself: create a map, load a program, open a raw tracepoint. Each
-wrapper returns a file descriptor, or raises ``BpfSysError`` carrying the
-errno and, for a refused program, the verifier's last line.
+syscalls themselves: create a map and read or write its elements, load a
+program, attach it to a raw tracepoint or (through a perf event) to a classic
+one. Importing bcc maps libbcc, LLVM included (about 60 MB resident): a
+start that loads its probes from the cache does without it. The wrappers
+return a file descriptor, or raise ``BpfSysError`` carrying the errno and,
+for a refused program, the verifier's last line.
 """
 from __future__ import annotations
 
@@ -63,16 +66,20 @@ class RawTpOpenAttr(ctypes.Structure):
 _LIBC = None
 
 
-def bpf(cmd: int, attr) -> int:
-    """bpf(cmd, &attr, sizeof attr): the result, or -errno."""
+def _libc():
     global _LIBC
-    nr = syscall_number("bpf")
-    if nr is None:
-        return -38      # ENOSYS: no bpf() number known for this architecture
     if _LIBC is None:
         _LIBC = ctypes.CDLL(None, use_errno=True)
         _LIBC.syscall.restype = ctypes.c_long
-    ret = _LIBC.syscall(ctypes.c_long(nr), ctypes.c_int(cmd), ctypes.byref(attr),
+    return _LIBC
+
+
+def bpf(cmd: int, attr) -> int:
+    """bpf(cmd, &attr, sizeof attr): the result, or -errno."""
+    nr = syscall_number("bpf")
+    if nr is None:
+        return -38      # ENOSYS: no bpf() number known for this architecture
+    ret = _libc().syscall(ctypes.c_long(nr), ctypes.c_int(cmd), ctypes.byref(attr),
                         ctypes.c_uint(ctypes.sizeof(attr)))
     if ret < 0:
         return -ctypes.get_errno()
@@ -125,3 +132,97 @@ def raw_tracepoint_open(prog_fd: int, name: str | None = None) -> int:
     if fd < 0:
         raise _fail(f"could not attach to raw tracepoint {name or '(tp_btf)'}", -fd)
     return fd
+
+
+BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM, BPF_MAP_GET_NEXT_KEY = 1, 2, 4
+
+
+class MapElemAttr(ctypes.Structure):
+    """The map-element part of union bpf_attr (value and next_key share a slot)."""
+
+    _fields_ = [("map_fd", ctypes.c_uint32), ("_pad", ctypes.c_uint32), ("key", ctypes.c_uint64),
+                ("value", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
+
+
+def _addr(obj) -> int:
+    return ctypes.addressof(obj) if obj is not None else 0
+
+
+def map_lookup(fd: int, key, value) -> bool:
+    """Fill ``value`` (a ctypes object) with the element at ``key``; False when there is none."""
+    return bpf(BPF_MAP_LOOKUP_ELEM, MapElemAttr(map_fd=fd, key=_addr(key), value=_addr(value))) >= 0
+
+
+def map_update(fd: int, key, value, flags: int = 0) -> None:
+    ret = bpf(BPF_MAP_UPDATE_ELEM, MapElemAttr(map_fd=fd, key=_addr(key), value=_addr(value), flags=flags))
+    if ret < 0:
+        raise _fail("could not update a map element", -ret)
+
+
+def map_next_key(fd: int, key, next_key) -> bool:
+    """Fill ``next_key`` with the key after ``key`` (the first with ``key`` None); False at the end."""
+    return bpf(BPF_MAP_GET_NEXT_KEY, MapElemAttr(map_fd=fd, key=_addr(key), value=_addr(next_key))) >= 0
+
+
+# -- classic tracepoints: a perf event of type PERF_TYPE_TRACEPOINT carries the program
+PERF_TYPE_TRACEPOINT = 2
+PERF_SAMPLE_RAW = 1 << 10
+PERF_FLAG_FD_CLOEXEC = 1 << 3
+PERF_EVENT_IOC_ENABLE = 0x2400
+PERF_EVENT_IOC_DISABLE = 0x2401
+PERF_EVENT_IOC_SET_BPF = 0x40042408
+
+
+class PerfEventAttr(ctypes.Structure):
+    """struct perf_event_attr up to wakeup_events (include/uapi/linux/perf_event.h), zero-padded to
+    PERF_ATTR_SIZE_VER8 (136 bytes): the kernel reads the size given and requires the rest zero."""
+
+    _fields_ = [("type", ctypes.c_uint32), ("size", ctypes.c_uint32), ("config", ctypes.c_uint64),
+                ("sample_period", ctypes.c_uint64), ("sample_type", ctypes.c_uint64),
+                ("read_format", ctypes.c_uint64), ("flags", ctypes.c_uint64), ("wakeup_events", ctypes.c_uint32),
+                ("_zero", ctypes.c_uint8 * 84)]
+
+
+def tracepoint_attach(prog_fd: int, tracefs: str, category: str, event: str) -> int:
+    """Attach a tracepoint program to CATEGORY:EVENT; returns the perf event's
+    fd (one event, on CPU 0, for every process: the program hangs off the
+    tracepoint itself). Closing the fd detaches (perf_event_close)."""
+    import fcntl
+
+    if "/" in category or "/" in event or category.startswith(".") or event.startswith("."):
+        raise BpfSysError(22, f"bad tracepoint name {category}:{event}")
+    try:
+        with open(os.path.join(tracefs, "events", category, event, "id")) as f:
+            tp_id = int(f.read().strip())
+    except (OSError, ValueError) as err:
+        raise BpfSysError(2, f"no tracepoint {category}:{event}: {err}") from None
+    nr = syscall_number("perf_event_open")
+    if nr is None:
+        raise BpfSysError(38, "no perf_event_open() number known for this architecture")
+    attr = PerfEventAttr(type=PERF_TYPE_TRACEPOINT, size=ctypes.sizeof(PerfEventAttr), config=tp_id,
+                         sample_period=1, sample_type=PERF_SAMPLE_RAW, wakeup_events=1)
+    fd = _libc().syscall(ctypes.c_long(nr), ctypes.byref(attr), ctypes.c_int(-1), ctypes.c_int(0), ctypes.c_int(-1),
+                       ctypes.c_ulong(PERF_FLAG_FD_CLOEXEC))
+    if fd < 0:
+        raise _fail(f"could not open a perf event for {category}:{event}", ctypes.get_errno())
+    try:
+        fcntl.ioctl(fd, PERF_EVENT_IOC_SET_BPF, prog_fd)
+        fcntl.ioctl(fd, PERF_EVENT_IOC_ENABLE, 0)
+    except OSError as err:
+        os.close(fd)
+        raise _fail(f"could not attach to tracepoint {category}:{event}", err.errno) from None
+    return fd
+
+
+def perf_event_close(fd: int) -> None:
+    """Disable, then close (the close waits for an RCU grace period: tens of milliseconds)."""
+    import fcntl
+
+    try:
+        fcntl.ioctl(fd, PERF_EVENT_IOC_DISABLE, 0)
+    except OSError:
+        pass
+    try:
+        os.close(fd)
+    except OSError:
+        pass

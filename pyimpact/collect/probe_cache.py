@@ -43,14 +43,10 @@ def _stat_text(path: str) -> str:
         return "-"
 
 
-def cache_key(source: bytes, cflags, tracefs: str = "/sys/kernel/tracing") -> str:
+def cache_key(source: bytes, cflags, bcc_version: str, tracefs: str = "/sys/kernel/tracing") -> str:
     """sha256 over everything the compiled bytecode depends on."""
     h = hashlib.sha256()
     uname = platform.uname()
-    try:
-        from bcc.version import __version__ as bcc_version
-    except ImportError:
-        bcc_version = "?"
     build = f"/lib/modules/{uname.release}/build"
     for part in (f"format {FORMAT}", uname.release, uname.version, uname.machine, bcc_version,
                  _stat_text("/sys/kernel/btf/vmlinux"), os.path.realpath(build),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import mmap
+import os
 import platform
 import select
 import struct
@@ -336,15 +337,18 @@ class KernelProbes:
         self.timings["import_s"] = time.monotonic() - t0
         t1 = time.monotonic()
         config = self.config
-        ids = _BtfIds(TP_BTF_FUNCS.values()) if config.tp_btf is not False else None
+        # tp_btf where the kernel has BTF at all (the verifier may still refuse: then raw tracepoints).
+        want_btf = config.tp_btf is not False and os.path.exists(tp_btf.VMLINUX_BTF)
+        if config.tp_btf is not False and not want_btf:
+            self.syscall_probe_note = f"{tp_btf.VMLINUX_BTF} is missing (kernel built without BTF)"
         cache = ProbeCache()
         try:
             try:
-                self._probes = self._load(cache, dataclasses.replace(config, tp_btf=ids is not None), ids)
+                self._probes = self._load(cache, dataclasses.replace(config, tp_btf=want_btf))
             except tp_btf.TpBtfUnavailable as why:
                 # tp_btf refused here (no BTF, an older verifier): the syscall programs as raw tracepoints.
                 self.syscall_probe_note = str(why)
-                self._probes = self._load(cache, dataclasses.replace(config, tp_btf=False), None)
+                self._probes = self._load(cache, dataclasses.replace(config, tp_btf=False))
         except BPFUnavailable:
             raise
         except Exception as exc:
@@ -369,23 +373,29 @@ class KernelProbes:
         self.timings["open_s"] = time.monotonic() - t0
         return self
 
-    def _load(self, cache: ProbeCache, config: ProbeConfig, ids) -> LoadedProbes:
+    def _load(self, cache: ProbeCache, config: ProbeConfig) -> LoadedProbes:
         """The probes for ``config``, loaded from the cache's image or
-        compiled (and kept for the next start). The block structures' offsets
-        go into pyi_offsets before any pid is followed: no request can match
-        before they are in."""
+        compiled (and kept for the next start). For tp_btf, the kernel's BTF
+        facts come with a kept image, or are looked up (libbpf parses the
+        kernel's BTF) in a thread while bcc compiles. The block structures'
+        offsets go into pyi_offsets before any pid is followed: no request
+        can match before they are in."""
         source = probe_source().encode()
         cflags = config.cflags()
-        key = cache_key(source, cflags)
-        t = time.monotonic()
+        key = cache_key(source, cflags, self.env.bcc_version, self.env.tracefs)
         image = cache.get(key)
         hit = image is not None
-        if image is None:
+        facts = image.kernel_facts if hit and config.tp_btf else None
+        ids = _BtfIds(TP_BTF_FUNCS.values()) if config.tp_btf and facts is None else None
+        if not hit:
+            t = time.monotonic()
             image = compile_image(source, cflags, TP_BTF_FUNCS)
             self.timings["compile_s"] = time.monotonic() - t
-        facts = ids.result() if ids is not None else None   # raises TpBtfUnavailable: the caller falls back
+        if ids is not None:
+            facts = ids.result()      # raises TpBtfUnavailable: the caller falls back to raw tracepoints
+            image = dataclasses.replace(image, kernel_facts=facts)
         try:
-            probes = LoadedProbes.load(image, facts["ids"] if facts else None)
+            probes = LoadedProbes.load(image, facts["ids"] if facts else None, self.env.tracefs)
         except (bpf_sys.BpfSysError, OSError) as err:
             if not hit:
                 raise
@@ -394,10 +404,10 @@ class KernelProbes:
             cache.note = f"a kept image failed to load ({err}); compiled again"
             hit = False
             t = time.monotonic()
-            image = compile_image(source, cflags, TP_BTF_FUNCS)
+            image = dataclasses.replace(compile_image(source, cflags, TP_BTF_FUNCS), kernel_facts=image.kernel_facts)
             self.timings["compile_s"] = time.monotonic() - t
-            probes = LoadedProbes.load(image, facts["ids"] if facts else None)
-        if not hit:
+            probes = LoadedProbes.load(image, facts["ids"] if facts else None, self.env.tracefs)
+        if not hit or ids is not None:     # new, or kept without the BTF facts it now has
             cache.put(key, image)
         self.timings["probe_cache_hit"] = 1.0 if hit else 0.0
         self._image = image
