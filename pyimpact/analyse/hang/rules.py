@@ -65,6 +65,9 @@ class Engine:
         self.dead = deadlocked(g)
         self.memo: Dict[int, Optional[Verdict]] = {}
         self.visiting: Set[int] = set()
+        self.stack: List[int] = []      # the verdicts being worked out, outermost first
+        self.low: Dict[int, int] = {}   # pid on the stack -> the outermost frame its work ran into
+        self.budget = 64 * max(1, len(g.processes))   # verdicts computed before provisional ones are kept
         self.signals = signals or (lambda pid: [])
 
     # -- facts ------------------------------------------------------------
@@ -96,13 +99,28 @@ class Engine:
     # -- the engine -------------------------------------------------------
     def verdict(self, pid: int) -> Optional[Verdict]:
         """The verdict on ``pid``; None for a process not observed, or when
-        asked again while its own verdict is being worked out (a cycle)."""
+        asked again while its own verdict is being worked out (a cycle).
+
+        A verdict worked out while a cycle was cut (it asked, directly or not,
+        for a verdict still being worked out further up) saw None where that
+        process's verdict belongs: it is provisional and is not remembered, so
+        the process is judged again, with the whole picture, when asked for
+        from outside the cycle (two processes feeding each other -- a parent and
+        the shell it writes commands to -- are judged the same in any order)."""
         if pid in self.memo:
             return self.memo[pid]
         p = self.g.processes.get(pid)
-        if p is None or pid in self.visiting:
+        if p is None:
             return None
+        if pid in self.visiting:
+            top = self.stack[-1]
+            self.low[top] = min(self.low[top], self.stack.index(pid))
+            return None
+        depth = len(self.stack)
+        self.stack.append(pid)
+        self.low[pid] = depth
         self.visiting.add(pid)
+        self.budget -= 1
         try:
             threads = self.threads(p)
             v = None
@@ -114,7 +132,12 @@ class Engine:
                     break
         finally:
             self.visiting.discard(pid)
-        self.memo[pid] = v
+            self.stack.pop()
+            low = self.low.pop(pid)
+            if self.stack:
+                self.low[self.stack[-1]] = min(self.low[self.stack[-1]], low)
+        if low >= depth or self.budget <= 0:
+            self.memo[pid] = v
         return v
 
 
@@ -320,11 +343,121 @@ def _first_other(e: Engine, path: Path, pid: int) -> Optional[int]:
     return None
 
 
+def _descends_from(g: WaitGraph, pid: int, ancestor: int) -> bool:
+    cur = g.processes.get(pid)
+    for _ in range(64):
+        if cur is None or cur.ppid <= 0:
+            return False
+        if cur.ppid == ancestor:
+            return True
+        cur = g.processes.get(cur.ppid)
+    return False
+
+
+def _through(v: Verdict, pid: int) -> bool:
+    """``v`` is what it is because of ``pid`` (its chain or root passes there)."""
+    return v.root_cause.pid == pid or any(c.pid == pid for c in v.chain)
+
+
+def _pipe_read(t: ThreadWait) -> bool:
+    """``t`` waits only for data on pipes (a read, or a poll on nothing but pipes)."""
+    if not t.feed_from or t.kind != "pipe":
+        return False
+    return all(x.kind == "pipe" and x.target.startswith("p:") and int(x.target[2:]) in t.feed_from
+               for x in t.edges)
+
+
+def _can_send(e: Engine, pid: int, v: Verdict, depth: int = 0) -> str:
+    """Why an idle writer may still write, in words; "" when it is parked
+    (every thread asleep with no timeout on nothing that brings it work --
+    pause(), a futex none of its threads will wake -- and no child of it
+    that could act either)."""
+    g = e.g
+    p = g.processes.get(pid)
+    if p is None or v.verdict != "idle":
+        return ""
+    for t in e.threads(p):
+        if t.input_wait and t.work_wait:
+            return f"it waits for {t.work_wait}"
+    for t in e.threads(p):
+        if t.activity in (TIMED, WAKING):
+            return f"it wakes up by itself (thread {t.tid}: {end_note(g, t.node)})"
+    if v.rule in ("pipe_feed", "rule_unresolved"):
+        return f"it waits itself ({v.summary})"
+    if depth < 8:
+        for c in p.children:
+            cv = e.verdict(c)
+            why = _can_send(e, c, cv, depth + 1) if cv is not None else ""
+            if why:
+                return f"its child pid {c} ({g.processes[c].name}) is alive and {why[3:] if why.startswith('it ') else why}"
+    return ""
+
+
+def _feed_outcome(e: Engine, p: ProcessInfo, t: ThreadWait) -> Optional[Tuple[int, Verdict]]:
+    """A read on an empty pipe, judged by its writers.  Data on a pipe is
+    nobody's reply (no request went the other way on it), so the wait is owed
+    only when the writers cannot send: a writer itself stuck (then the reader
+    is blocked, on that writer's root), or writers that are all parked (the
+    rules that follow: blocked on an idle peer).  A writer working makes it
+    wait for work in progress; a writer that waits for work itself (input,
+    clients, its parent, its children) or wakes up by itself makes the reader
+    wait for work: what reaches the writer flows on down the pipe, like input
+    from a terminal.  None: the writers say nothing (not observed, or only
+    reachable back through this process), or are parked."""
+    g = e.g
+    writers = [w for w in t.feed_from if w != p.pid]
+    seen = [(w, e.verdict(w)) for w in writers]
+    seen = [(w, v) for w, v in seen if v is not None and not _through(v, p.pid)]
+    if not seen:
+        return None
+    me = _link(t, {"kind": "pipe", "resource": t.resource})
+    since = _since(t)
+    # a writer stuck itself: not one whose threads only wait for work or timers and
+    # that is called hung for a child of its own (a supervisor): it can still write
+    hung = [(w, v) for w, v in seen if v.hung and v.rule != "rule_supervisor"]
+    if hung:
+        w, v = hung[0]
+        who = process_words(g.processes[w])
+        return 4, Verdict("blocked", f"thread {t.tid} ({t.label}) blocked{since} on {t.resource}; its writer "
+                          f"{who} is {v.verdict.upper()}: {v.summary}", v.root_cause, v.confidence,
+                          chain=[me] + list(v.chain), evidence=_thread_lines(t) + v.evidence, soft=v.soft,
+                          rule="pipe_feed")
+    if t.work_wait:
+        return None  # fed by its ancestors, none stuck: the wait for work it already is
+    working = [(w, v) for w, v in seen if v.verdict in ("progressing", "busy") and v.rule != "rule_supervisor"]
+    if working:
+        w, v = working[0]
+        who = process_words(g.processes[w])
+        tid = v.root_cause.tid if v.root_cause.pid == w else w
+        return 2, Verdict(v.verdict, f"reads {t.resource}, written by {who}, which is "
+                          f"{'working' if v.verdict == 'progressing' else 'on CPU'}: {v.summary}",
+                          RootCause(w, tid, "pipe", t.resource), "high" if v.confidence == "high" else "medium",
+                          chain=[me] + v.chain[:1], evidence=_thread_lines(t) + v.evidence[:3], rule="pipe_feed")
+    for w, v in seen:
+        why = _can_send(e, w, v)
+        if not why:
+            continue
+        wp = g.processes[w]
+        who = process_words(wp)
+        return 1, Verdict("idle", f"not hung: thread {t.tid} ({t.label}) waits for work on {t.resource}: its "
+                          f"writer {who} is idle and {why[3:] if why.startswith('it ') else why}; nothing is "
+                          "owed on the pipe until that work comes", RootCause(p.pid, t.tid, "pipe", t.resource),
+                          "high", chain=[me, ChainLink(w, w, wp.name, wp.state, "process", None,
+                                                       note=f"idle: {why}")],
+                          evidence=_thread_lines(t) + [f"{who} holds the write end; it is idle: {v.summary}; {why}"],
+                          rule="pipe_feed")
+    return None
+
+
 def _outcome(e: Engine, p: ProcessInfo, t: ThreadWait) -> Optional[Tuple[int, Verdict]]:
     """What one owed wait of ``t`` amounts to, with a rank (higher = worse):
     4 blocked on something stuck, 3 blocked on an idle peer, 2 waits for a
-    working peer, 1 waits for idle children (a supervisor)."""
+    working peer, 1 waits for idle children (a supervisor) or for work."""
     g = e.g
+    if _pipe_read(t):
+        out = _feed_outcome(e, p, t)
+        if out is not None:
+            return out
     if t.kind == "child" or (t.edges and all(x.kind == "child" for x in t.edges)):
         kids = [int(x.target[2:]) for x in t.edges if x.target.startswith("p:")]
         return _children_outcome(e, p, t, kids)
@@ -441,12 +574,16 @@ def _children_outcome(e: Engine, p: ProcessInfo, t: ThreadWait, kids: List[int])
 
 
 def rule_owed_waits(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Optional[Verdict]:
-    """Threads waiting without a timeout on what another process owes them."""
+    """Threads waiting without a timeout on what another process owes them
+    (and readers fed by their parent, when the parent is itself stuck)."""
     best: Optional[Tuple[Tuple[int, int, int], Verdict]] = None
     for t in threads:
-        if not _owed(t):
+        if t.activity == WAITING and t.work_wait and t.feed_from and t.kind == "pipe":
+            out = _feed_outcome(e, p, t)     # only a stuck writer makes this wait for work owed
+        elif not _owed(t):
             continue
-        out = _outcome(e, p, t)
+        else:
+            out = _outcome(e, p, t)
         if out is None:
             continue
         rank, v = out

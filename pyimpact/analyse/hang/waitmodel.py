@@ -57,6 +57,9 @@ class ThreadWait:
     input_wait: bool = False        # waits for outside input (listening socket, terminal)
     work_wait: str = ""             # waits for work nobody owes it, in words ("" = not known to be)
     work_from: List[int] = field(default_factory=list)  # pids that would send that work, when known
+    # a read on a pipe: the pids holding its write end (its one-way feed; itself excluded).
+    # Data on a pipe is nobody's reply: whether the wait is owed depends on how those writers are
+    feed_from: List[int] = field(default_factory=list)
     join: bool = False              # waits for another thread to finish (join)
     timeout_s: Optional[float] = None   # time left of a finite timeout, when known
     has_timeout: bool = False

@@ -381,6 +381,8 @@ def _pipe_edges(ctx: Any, g: WaitGraph, p: ProcessSnapshot, tw: ThreadWait, f: F
     by_pid: Dict[int, List[List[Any]]] = {}
     for h in others:
         by_pid.setdefault(int(h[0]), []).append(h)
+    if reading:
+        tw.feed_from = sorted(set(tw.feed_from) | {pid for pid in by_pid if pid != p.pid})
     if reading and _fed_by_ancestors(ctx, p, tw, by_pid):
         return
     for pid, hs in by_pid.items():
@@ -838,6 +840,7 @@ def _poll_fd_edges(ctx: Any, g: WaitGraph, p: ProcessSnapshot, tw: ThreadWait, f
         else:
             probe.end_reason = f"fd {fd} is {f.target}"
         tw.evidence.extend(e for e in probe.evidence if e not in tw.evidence)
+        tw.feed_from = sorted(set(tw.feed_from) | set(probe.feed_from))
         if probe.work_wait:
             works.append(probe.work_wait)
             tw.work_from = sorted(set(tw.work_from) | set(probe.work_from))
