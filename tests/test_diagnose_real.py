@@ -694,6 +694,80 @@ def test_diagnose_all_calls_none_of_the_healthy_programs_hung(nginx, redis, post
     assert "healthy tree(s)" in text
 
 
+#: a harness in bash: a coprocess shell it writes commands to (the shell reads
+#: them from a pipe) and whose answers it reads back from another pipe
+HARNESS = """coproc SH { exec bash; }
+echo "$SH_PID"
+[ -n "$1" ] && printf '%s\\n' "$1" >&"${SH[1]}"
+while read -r line <&"${SH[0]}"; do echo "$line"; done
+"""
+
+
+def _harness(spawn_here, command: str):
+    """(harness pid, its shell's pid, the harness) with ``command`` sent to the shell ("" = none)."""
+    h = spawn_here(["bash", "-c", HARNESS, "harness", command], stdout=subprocess.PIPE)
+    shell = int(h.stdout.readline())
+    remember(shell)
+    return h.pid, shell, h
+
+
+def test_diagnose_all_pipe_readers_are_judged_by_their_writers(spawn_here, tmp_path):
+    """A reader of a pipe waits for work while its writer is alive and waits for
+    work itself (or wakes by itself); it is blocked, on the writer's root, when
+    the writer is stuck.  All real programs: bash, sh, cat, sleep, flock."""
+    from pyimpact.sessions.observe import observe_all
+    from pyimpact.render.diagnose_all_view import lines as all_lines
+
+    # a harness whose shell waits for its next command (reads a pipe held by its idle parent)
+    idle_h, idle_sh, _ = _harness(spawn_here, "")
+    # a harness whose shell runs a command that sleeps: the harness reads the shell's output
+    busy_h, busy_sh, _ = _harness(spawn_here, "sleep 600; echo done")
+    # bash reading a script from a sibling `cat` that waits for its own input
+    catbash = spawn_here(["sh", "-c", "cat | bash"], stdin=subprocess.PIPE)
+    # cat reading a pipe whose writer waits for a lock someone holds
+    lock = str(tmp_path / "lock")
+    holder = spawn_here(["sh", "-c", f'exec 9>"$1"; flock 9; echo locked; exec sleep 600', "holder", lock],
+                        stdout=subprocess.PIPE)
+    wait_for_line(holder.stdout, "locked")
+    piped = spawn_here(["sh", "-c", 'flock "$1" echo hi | cat', "piped", lock])
+    wait_state(lambda: len(children_of(catbash.pid)) == 2 and len(children_of(piped.pid)) == 2
+               and children_of(busy_sh), what="the pipelines and the sleep started")
+    cat_, bash_ = children_of(catbash.pid)
+    flock_, cat2 = children_of(piped.pid)
+    sleep_ = children_of(busy_sh)[0]
+    remember(cat_, bash_, flock_, cat2, sleep_)
+    wait_state(lambda: proc_syscall(idle_sh) == "0" and proc_syscall(idle_h) == "0" and proc_syscall(busy_h) == "0"
+               and proc_syscall(busy_sh) == "61" and proc_syscall(bash_) == "0" and proc_syscall(cat_) == "0"
+               and proc_syscall(flock_) == "73" and proc_syscall(cat2) == "0", what="readers in read, flock waiting")
+
+    r, ds, _ = observe_all(window=WINDOW, python_stacks=False)
+    text = "\n".join(all_lines(r))
+
+    def show(pid):
+        return "\n".join(lines(ds[pid]))
+
+    healthy = {idle_h, idle_sh, busy_h, busy_sh, sleep_, catbash.pid, cat_, bash_}
+    assert healthy <= set(ds), (healthy - set(ds), text)
+    for pid in healthy:
+        assert ds[pid].verdict == "idle", show(pid)
+    hung = {pid for row in r.rows for pid in row.hung_pids}
+    assert not healthy & hung, text
+    # the readers' evidence names the writer and what it waits for
+    d = ds[bash_]
+    assert (d.root_cause.pid, d.root_cause.kind) == (bash_, "pipe"), show(bash_)
+    assert f"pid {cat_} (cat)" in d.summary and "waits for work" in d.summary, show(bash_)
+    assert f"pid {busy_sh} (bash)" in ds[busy_h].summary and f"pid {sleep_}" in ds[busy_h].summary, show(busy_h)
+    # the stuck pipeline: cat is blocked, and its root is the process holding the lock
+    for pid in (cat2, flock_, piped.pid):
+        d = ds[pid]
+        assert d.verdict == "blocked", show(pid)
+        assert (d.root_cause.pid, d.root_cause.kind) == (holder.pid, "file-lock"), show(pid)
+    assert f"its writer pid {flock_} (flock" in ds[cat2].summary, show(cat2)
+    row = next(row for row in r.rows if row.root_pid == piped.pid)
+    assert (row.pid, row.verdict, row.root_cause["pid"]) == (piped.pid, "blocked", holder.pid), text
+    assert not ds[holder.pid].hung, show(holder.pid)
+
+
 def test_cli_diagnose_all_json_and_bad_use():
     from conftest import PYIMPACT
 

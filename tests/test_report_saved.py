@@ -50,6 +50,24 @@ def test_saved_recording_gives_the_expected_verdict(path):
     tell(rec)  # the story of any recording can be told
 
 
+def test_processes_feeding_each_other_are_judged_the_same_in_any_order():
+    """The harness and its shell each read a pipe the other writes: asking for
+    either verdict first must not leave the other judged from half the picture
+    (a verdict worked out across the cycle is provisional, not remembered)."""
+    from pyimpact.analyse.hang.rules import Engine
+    from pyimpact.analyse.hang.waitgraph import build
+
+    rec = read_recording(os.path.join(RECORDINGS, "diag_rec_harness.parquet"))
+    fx = rec.metadata["fixture"]
+    pids = (fx["pid"], fx["expect"]["shell"])
+    g = build(rec)
+    for order in (pids, pids[::-1]):
+        e = Engine(g)
+        got = {pid: e.verdict(pid) for pid in order}
+        assert {pid: v.verdict for pid, v in got.items()} == {pids[0]: "idle", pids[1]: "idle"}, \
+            (order, {pid: v.summary for pid, v in got.items()})
+
+
 def test_saved_recordings_exist():
     assert len(SAVED) >= 8, "run: sudo .venv/bin/python tests/targets/diag_record.py"
 

@@ -88,8 +88,24 @@ def zombie(P, tmp):
     return int(child), expect("zombie", parent.pid, parent.pid, "child")
 
 
+#: a harness in bash with a coprocess shell waiting for its next command: each
+#: reads a pipe the other writes (tests/test_diagnose_real.py HARNESS)
+HARNESS = """coproc SH { exec bash; }
+echo "$SH_PID"
+while read -r line <&"${SH[0]}"; do echo "$line"; done
+"""
+
+
+def harness(P, tmp):
+    proc = P.start(["bash", "-c", HARNESS])
+    shell = int(proc.stdout.readline())
+    wait_state(lambda: proc_syscall(proc.pid) == "0" and proc_syscall(shell) == "0")
+    return proc.pid, expect("idle", proc.pid, proc.pid, "pipe", shell=shell)
+
+
 SCENARIOS = {"c-deadlock": c_deadlock, "py-deadlock": py_deadlock, "chain": chain, "tcp": tcp,
-             "busy": busy, "sleeper": sleeper, "stopped": stopped, "zombie": zombie}
+             "busy": busy, "sleeper": sleeper, "stopped": stopped, "zombie": zombie,
+             "harness": harness}
 
 
 def main(names) -> None:
