@@ -5,9 +5,25 @@
  * block_rq_complete may run in a kworker or an interrupt, so the submitter is
  * remembered by (device, sector). A bio merged into another request never
  * completes under its own sector: the merge tracepoints (rare) drop its entry
- * or move it to the request's new start sector. The LRU map bounds what is
- * left (a completion the kernel never reported, BENCHMARKS.md section 5). The
- * map is also the list of requests in flight right now, with their age.
+ * or move it to the request's new start sector. A bio a stacking driver (dm,
+ * md) remaps to another device never completes as a request of the device
+ * it was queued on: block_bio_remap drops that entry (the clone is queued
+ * again, in the same context, on the lower device). A bio-based device
+ * (zram, brd) has no requests: its bios end in block_bio_complete, which
+ * reports them like a request completion.
+ *
+ * Every entry ends in an event or in a lost count. A completion the kernel
+ * ran but no BPF program saw leaves its entry behind (seen on the sandboxed
+ * VMs this project is measured on: the tracing programs are not run while
+ * the VM's own agent threads are the current task, including the block
+ * completion softirq that lands on top of them; BENCHMARKS.md, "Loss"). The
+ * next bio queued at the same (device, sector) finds it: counted as
+ * PYI_LOST_BLOCK_UNSEEN (two requests at one sector in flight together lose
+ * one event the same way: the first completion takes the newer entry). What
+ * is left at the end is settled in user space against the device's own count
+ * of requests in flight (pyimpact.collect.blockacct). The LRU map bounds what
+ * no path removes (a bio that fails before it becomes a request). The map is
+ * also the list of requests in flight right now, with their age.
  *
  * block_rq_complete runs in the completion interrupt. As a classic tracepoint
  * its program is skipped whenever the interrupt lands while another classic
@@ -55,7 +71,38 @@ TRACEPOINT_PROBE(block, block_bio_queue)
     rq.bytes = args->nr_sector * 512;
     bpf_probe_read_kernel(&rq.rwbs, sizeof(rq.rwbs), args->rwbs);
     bpf_get_current_comm(&rq.comm, sizeof(rq.comm));
-    block_inflight.update(&key, &rq);
+    /* Insert only where no entry is (atomic under the bucket lock: of two
+     * bios queued at one sector at once, on two CPUs, one finds the other's).
+     * An entry already there: the request queued at this sector before
+     * completed where no probe saw it, or is still in flight beside this one
+     * and one of the two completions will find no entry; either way one
+     * event will not come: counted. The newer bio then takes the entry over
+     * in place (if the old request's completion took it meanwhile, the write
+     * lands in a freed element and this bio's completion finds no entry:
+     * still one event, one count; if it took it before the lookup, nothing
+     * was lost and the bio is inserted again). */
+    if (block_inflight.insert(&key, &rq) != 0) {
+        struct pyi_rq *old = block_inflight.lookup(&key);
+        if (old) {
+            pyi_count_lost(PYI_LOST_BLOCK_UNSEEN);
+            *old = rq;
+        } else if (block_inflight.insert(&key, &rq) != 0) {
+            /* gone between the two: its completion just took it; failing
+             * again, the map could not take this one */
+            pyi_count_lost(PYI_LOST_MAP_FULL);
+        }
+    }
+    return 0;
+}
+
+/* A stacking driver (dm, md) passes the bio on to a lower device: the entry
+ * under the upper device would never complete; the clone queued on the lower
+ * device has its own. A partition's remap (before block_bio_queue, under the
+ * partition's own dev_t, never a key here) deletes nothing. */
+TRACEPOINT_PROBE(block, block_bio_remap)
+{
+    struct pyi_rq_key key = { .dev = args->old_dev, .pad = 0, .sector = args->old_sector };
+    block_inflight.delete(&key);
     return 0;
 }
 
@@ -139,6 +186,15 @@ static __always_inline void pyi_block_complete(u32 dev, u64 sector, s32 error)
     __builtin_memcpy(&e->comm, rq->comm, PYI_COMM_LEN);
     events.ringbuf_submit(e, 0);
     block_inflight.delete(&key);
+}
+
+/* A bio ended without a request (a bio-based device, or a bio failed before it
+ * became one): the kernel reports only those here, a request's bios are
+ * marked as traced by block_rq_complete. */
+TRACEPOINT_PROBE(block, block_bio_complete)
+{
+    pyi_block_complete(args->dev, args->sector, args->error);
+    return 0;
 }
 
 #if PYI_TP_BTF

@@ -43,6 +43,7 @@
 
 #define PYI_LOST_RINGBUF      0   /* ring buffer reservation failed */
 #define PYI_LOST_MAP_FULL     1   /* a map was full: a thread or request went unrecorded */
+#define PYI_LOST_BLOCK_UNSEEN 2   /* a block request's completion never reached a probe (blockio.bpf.c) */
 
 /* Submit flag for the frequent kinds (futex waits/wakes, slow syscalls): no
  * wake-up of the reader per event. A wake-up costs the traced thread an
@@ -121,7 +122,7 @@ struct pyi_regs_window {
 #endif
 
 BPF_RINGBUF_OUTPUT(events, PYI_RINGBUF_PAGES);
-BPF_PERCPU_ARRAY(lost, u64, 2);
+BPF_PERCPU_ARRAY(lost, u64, 3);
 BPF_HASH(traced, u32, u8, 65536);                         /* tgids followed */
 BPF_HASH(threads, u32, u32, PYI_MAX_THREADS);             /* tid -> tgid of followed threads */
 BPF_HASH(syscall_stats, struct pyi_stat_key, struct pyi_stat, PYI_MAX_THREADS * 8);

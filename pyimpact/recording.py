@@ -199,7 +199,7 @@ class Metadata:
     host: Optional[str] = None
     kernel: Optional[str] = None                    # uname -r
     machine: Optional[str] = None                   # uname -m
-    #: events lost, by where: ringbuf_full, map_full, kernel_skipped, undrained
+    #: events lost, by where: ringbuf_full, map_full, block_unseen, kernel_skipped, undrained
     lost: Optional[Dict[str, int]] = None
     #: what could not be observed: [{"what", "why"}]; every view shows these
     unavailable: Optional[List[Dict[str, str]]] = None
@@ -338,7 +338,7 @@ def base_metadata() -> Metadata:
     """Facts about the machine and tool, true for any recording made here."""
     return Metadata(schema_version=SCHEMA_VERSION, tool="pyimpact", tool_version=__version__,
                     host=socket.gethostname(), kernel=platform.release(), machine=platform.machine(),
-                    lost={"ringbuf_full": 0, "map_full": 0, "kernel_skipped": 0, "undrained": 0}, unavailable=[])
+                    lost={"ringbuf_full": 0, "map_full": 0, "block_unseen": 0, "kernel_skipped": 0, "undrained": 0}, unavailable=[])
 
 
 @dataclass

@@ -32,7 +32,7 @@ from ..errors import BPFUnavailable, UsageError
 from ..syscall_table import bpf_defines, syscall_name
 from ..event_layout import EVENT_DTYPE
 from .bpf_env import BPFEnvironment, check_bpf_environment
-from . import bpf_sys, tp_btf
+from . import blockacct, bpf_sys, tp_btf
 from .bpf_image import compile_image
 from .bpf_loaded import LoadedProbes
 from .probe_cache import ProbeCache, cache_key
@@ -42,7 +42,8 @@ TP_BTF_FUNCS = {"pyi_tp_sys_enter": "sys_enter", "pyi_tp_sys_exit": "sys_exit"}
 
 EVENT_SIZE = EVENT_DTYPE.itemsize      # struct pyi_event (probes/pyimpact.h)
 PROBE_SOURCES = ("pyimpact.h", "futex.bpf.c", "syscalls.bpf.c", "lifecycle.bpf.c", "signals.bpf.c", "blockio.bpf.c")
-LOST_REASONS = ("ringbuf_full", "map_full")
+#: the kernel's lost counters (probes/pyimpact.h PYI_LOST_*), by index
+LOST_REASONS = ("ringbuf_full", "map_full", "block_unseen")
 POLL_MAX_MS = 100           # the longest the reader sleeps between two reads of the ring buffer
 POLL_BUSY_MS = 10           # ... once a read found the buffer more than 1/8 full
 DRAIN_DEADLINE_S = 1.0      # the final drain stops here; what is left is counted as lost ("undrained")
@@ -324,6 +325,8 @@ class KernelProbes:
         self._reader = None
         self._busy = False
         self._undrained = 0         # records left in the ring buffer when the final drain gave up
+        self._block_read = None     # (monotonic ns, {dev: requests in the driver}) from note_block_devices()
+        self._block_unseen_end = 0  # requests left in block_inflight that completed unseen (blockacct)
         self._closing = None        # the thread closing the classic tracepoints after stop()
         self._traced_bytes = None   # mmap of the traced_bytes map
         self._traced_limit = 0
@@ -584,9 +587,13 @@ class KernelProbes:
         kernel_skipped: runs of our programs the kernel skipped because another
         tracing program was already running on that CPU (an interrupt, e.g. a
         block completion, arriving inside a probe). Each skip may have been an
-        event; the kernel counts them per program (recursion_misses)."""
+        event; the kernel counts them per program (recursion_misses).
+        block_unseen: block requests whose completion no probe saw (counted
+        in the kernel when the next bio at that sector finds the entry, and
+        by block_inflight() for what is left at the end)."""
         table = self._probes.table("lost")
         counts = {reason: int(sum(table[ctypes.c_int(i)])) for i, reason in enumerate(LOST_REASONS)}
+        counts["block_unseen"] += self._block_unseen_end
         counts["kernel_skipped"] = self._recursion_misses()
         counts["undrained"] = self._undrained
         return counts
@@ -658,15 +665,33 @@ class KernelProbes:
                         "last_err": int(v.last_err), "addr": sockaddr_words(bytes(v.addr))})
         return out
 
+    def note_block_devices(self) -> None:
+        """Read, while the probes still run, how many requests each device
+        holding one of our entries has in its driver; block_inflight() then
+        tells the entries that may still be in flight from those that
+        completed unseen (blockacct)."""
+        t = time.monotonic_ns()
+        devs = [int(key.dev) for key, _ in self._probes.table("block_inflight").items()]
+        self._block_read = (t, blockacct.device_inflight(devs))
+
     def block_inflight(self) -> list:
-        out = []
+        """Block requests queued by a followed process and not completed: the
+        ones that may still be in flight. After note_block_devices(), the
+        ones that cannot be are counted in lost()["block_unseen"] instead
+        (once)."""
+        entries = []
         for key, v in self._probes.table("block_inflight").items():
-            out.append(BlockRequest(
+            entries.append(blockacct.Entry(int(key.dev), int(v.queued), int(v.issued), BlockRequest(
                 pid=v.tgid, tid=v.tid, comm=bytes(v.comm).split(b"\0", 1)[0].decode("utf-8", "backslashreplace"),
                 dev=dev_name(key.dev), sector=key.sector, bytes=v.bytes,
                 rwbs=int(v.rwbs).to_bytes(8, "little").split(b"\0", 1)[0].decode("ascii", "replace"),
-                queued_ns=self._wall(v.queued), issued_ns=self._wall(v.issued) if v.issued else 0))
-        return out
+                queued_ns=self._wall(v.queued), issued_ns=self._wall(v.issued) if v.issued else 0)))
+        if self._block_read is not None:
+            read_at, counts = self._block_read
+            self._block_read = None
+            entries, self._block_unseen_end = blockacct.settle(entries, counts, read_at)
+        entries.sort(key=lambda e: e.queued_ns)
+        return [e.item for e in entries]
 
 
 class _BtfIds:

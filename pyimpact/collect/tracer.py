@@ -227,7 +227,7 @@ class Tracer:
 
     def lost(self) -> dict:
         return self.probes.lost() if self.probes is not None else \
-            {"ringbuf_full": 0, "map_full": 0, "kernel_skipped": 0, "undrained": 0}
+            {"ringbuf_full": 0, "map_full": 0, "block_unseen": 0, "kernel_skipped": 0, "undrained": 0}
 
     # -- result ---------------------------------------------------------
     def recording(self) -> Recording:
@@ -246,6 +246,7 @@ class Tracer:
         if self.probes is not None:
             self.probes.drain()
             rec.inflight = deferred_frame(self.probes.inflight(), INFLIGHT_COLUMNS)
+            self.probes.note_block_devices()    # while the completion probe still runs
             self.probes.stop()
             self.probes.drain(deadline_s=DRAIN_DEADLINE_S)
             rec.syscall_stats = deferred_frame(self.probes.syscall_stats(), STAT_COLUMNS)
