@@ -110,7 +110,8 @@ def targets(res: dict) -> list:
     def lost_split(r):
         lost = r.get("lost") or {}
         return (f"{r['lost_total']} ({lost.get('ringbuf_full', 0)} ring buffer full, "
-                f"{lost.get('kernel_skipped', 0)} runs skipped by the kernel, {lost.get('map_full', 0)} map full)")
+                f"{lost.get('kernel_skipped', 0)} runs skipped by the kernel, {lost.get('map_full', 0)} map full, "
+                f"{lost.get('block_unseen', 0)} block completions no probe saw)")
     lines.append(f"| 5a | 0 events lost at 50k events/s | lost (pyimpact's count) "
                  f"{'n/a' if at50 is None else lost_split(at50)} | "
                  f"{_met(None if at50 is None else at50['lost_total'] == 0)} |")
@@ -443,17 +444,31 @@ def capacity_section(res: dict) -> list:
            "blocking calls out of the count). *Skipped in the kernel*: runs of pyimpact's programs that the "
            "kernel refused (BPF recursion protection: the block-completion interrupt arriving while another "
            "classic-tracepoint BPF program runs on that CPU), read from bpftool while the tracer still runs "
-           "as a cross-check (pyimpact counts the same skips in its lost figure, `kernel_skipped`). *Balance* = received + lost − generated.", "",
+           "as a cross-check (pyimpact counts the same skips in its lost figure, `kernel_skipped`). The lost figure also counts "
+           "`block_unseen`: block requests whose completion no probe saw (on this VM, completions that land while its agent's "
+           "threads are the current task, where no BPF program runs; see the notes), shown in brackets. "
+           "*Balance* = received + lost − generated.", "",
            "| target rate | achieved | generated | received | lost (pyimpact) | skipped in the kernel | balance | pyimpact CPU |",
            "|---|---|---|---|---|---|---|---|"]
     for r in cap.get("rates", []):
         short = {k: r["generated"][k] - r["received"][k] for k in r["generated"] if r["generated"][k] != r["received"][k]}
         out.append(f"| {r['rate_target']:,}/s | {r['rate_achieved']:,.0f}/s | {r['generated_total']:,} | "
-                   f"{r['received_total']:,} | {r['lost_total']} | {r.get('kernel_skipped_total', 0)} | "
-                   f"{r['balance']:+d}{' (missing: ' + ', '.join(f'{k} {v}' for k, v in short.items()) + ')' if short else ''} | "
+                   f"{r['received_total']:,} | {r['lost_total']}"
+                   f"{' (block_unseen ' + str(r['lost']['block_unseen']) + ')' if (r.get('lost') or {}).get('block_unseen') else ''}"
+                   f" | {r.get('kernel_skipped_total', 0)} | "
+                   f"{r['balance']:+d}{_short_text(short)} | "
                    f"{r.get('tracer_cpu_s', 0):.2f} s ({r.get('tracer_cpu_us_per_event', 0):.2f} µs/event) |")
     out.append("")
     return out
+
+
+def _short_text(short: dict) -> str:
+    """Per kind, received fewer (not received: in the lost figure when the
+    balance is 0) or more than generated."""
+    less = [f"{k} {v}" for k, v in short.items() if v > 0]
+    more = [f"{k} {-v}" for k, v in short.items() if v < 0]
+    parts = ([f"not received: {', '.join(less)}"] if less else []) + ([f"extra: {', '.join(more)}"] if more else [])
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def memory_section(res: dict) -> list:
