@@ -768,6 +768,60 @@ def test_diagnose_all_pipe_readers_are_judged_by_their_writers(spawn_here, tmp_p
     assert not ds[holder.pid].hung, show(holder.pid)
 
 
+#: a parent that starts a deadlocked child in a session of its own, leaves a
+#: second child unreaped (a zombie), and then only sleeps in short naps
+SUPERVISOR = """import os, subprocess, sys, time
+d = subprocess.Popen([sys.executable, sys.argv[1], "py-deadlock"], start_new_session=True, stdout=subprocess.PIPE)
+d.stdout.readline()
+z = os.fork()
+if z == 0:
+    os._exit(0)
+print(d.pid, z, flush=True)
+while True:
+    time.sleep(0.2)
+"""
+
+
+def test_diagnose_all_rows_name_each_hang_once_and_only_its_own(spawn_here):
+    """Two deadlocked processes in one machine-wide window are two rows, each
+    about its own threads; a parent that only sleeps is not hung for its
+    deadlocked child in another session (that child's tree has the row), nor
+    for the zombie it has not reaped (the zombie's row names it as the root)."""
+    from conftest import DIAG_SCENARIOS
+    from pyimpact.sessions.observe import observe_all
+    from pyimpact.render.diagnose_all_view import lines as all_lines
+
+    other = spawn_here([sys.executable, DIAG_SCENARIOS, "py-deadlock"], stdout=subprocess.PIPE)
+    wait_for_line(other.stdout, "ready")
+    parent = spawn_here([sys.executable, "-c", SUPERVISOR, DIAG_SCENARIOS], stdout=subprocess.PIPE)
+    child, zombie = map(int, parent.stdout.readline().split())
+    remember(child, zombie)
+    try:
+        wait_state(lambda: proc_state(zombie) == "Z" and all(
+            len(os.listdir(f"/proc/{pid}/task")) == 3 and
+            all(proc_syscall(pid, int(t)) == "202" for t in os.listdir(f"/proc/{pid}/task"))
+            for pid in (other.pid, child)), what="both deadlocked, the zombie exited")
+
+        r, ds, _ = observe_all(window=WINDOW, python_stacks=False)
+        text = "\n".join(all_lines(r))
+
+        by_pid = {row.pid: row for row in r.rows}
+        for pid in (other.pid, child):
+            d = ds[pid]
+            assert d.verdict == "deadlock" and d.root_cause.pid == pid, "\n".join(lines(d))
+            assert "across pids" not in d.summary and {c.pid for c in d.cycle} <= {pid}, "\n".join(lines(d))
+            assert by_pid[pid].root_pid == pid, text
+        assert by_pid[zombie].verdict == "zombie" and by_pid[zombie].root_cause["pid"] == parent.pid, text
+        assert not any(parent.pid in row.hung_pids for row in r.rows), text
+        assert ds[parent.pid].rule == "rule_supervisor" and ds[parent.pid].root_cause.pid == child, \
+            "\n".join(lines(ds[parent.pid]))     # `diagnose PARENT` still says what its child is
+    finally:
+        try:
+            os.kill(child, signal.SIGKILL)      # in a session of its own: not in the parent's group
+        except ProcessLookupError:
+            pass
+
+
 def test_cli_diagnose_all_json_and_bad_use():
     from conftest import PYIMPACT
 

@@ -5,8 +5,10 @@ into trees: a tree starts at a process whose parent is init (pid 1), is not
 observed, or belongs to another session (a shell, a service, a job started
 with its own session).  A tree is unhealthy when one of its processes is
 hung (deadlock, blocked, stopped, zombie); its row names the topmost hung
-process, the verdict, the root cause and for how long.  Healthy trees are
-only counted: nothing healthy is ever listed as hung.
+process, the verdict, the root cause and for how long.  A supervisor that
+is called hung only for a hung child in another tree (it waits for nothing
+itself) does not make its own tree unhealthy: the child's tree has the row.
+Healthy trees are only counted: nothing healthy is ever listed as hung.
 """
 from __future__ import annotations
 
@@ -82,13 +84,21 @@ def _just_exited(g: WaitGraph, d: Any) -> bool:
     return d.verdict == "zombie" and p is not None and p.was_state not in ("Z", "X")
 
 
+def _mirrors_elsewhere(d: Any, members: List[int]) -> bool:
+    """A process called hung only as a supervisor whose child elsewhere is (it
+    waits for nothing itself: signals, work, timers): that child's own tree
+    has the row, and this tree is as healthy as its own processes."""
+    return d.rule == "rule_supervisor" and d.root_cause.pid is not None and d.root_cause.pid not in members
+
+
 def report(g: WaitGraph, diagnoses: Dict[int, Any], *, unavailable: Optional[List[str]] = None,
            lost: int = 0) -> MachineReport:
     """One row per tree with a hung process; the rest counted as healthy."""
     groups = trees(g, list(diagnoses))
     rows: List[TreeRow] = []
     for root, members in groups.items():
-        hung = [pid for pid in members if diagnoses[pid].verdict in HUNG and not _just_exited(g, diagnoses[pid])]
+        hung = [pid for pid in members if diagnoses[pid].verdict in HUNG and not _just_exited(g, diagnoses[pid])
+                and not _mirrors_elsewhere(diagnoses[pid], members)]
         if not hung:
             continue
         # the topmost hung process: the first in tree order (parents come first)

@@ -228,10 +228,13 @@ def rule_deadlock(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Optio
         core = [g.threads[int(n[2:])] for n in cycle]
         confidence = "high"
     else:
-        core = sorted((g.threads[int(n[2:])] for n in dead if n.startswith("t:")
+        # the stuck set this process is part of: what its stuck threads wait on, and
+        # on, within the set (a machine-wide graph holds unrelated stuck sets too)
+        near = _reach(g, {t.node for t in mine}, dead)
+        core = sorted((g.threads[int(n[2:])] for n in near if n.startswith("t:")
                        and not g.threads[int(n[2:])].join), key=lambda t: t.tid)
         if not core:
-            core = sorted((g.threads[int(n[2:])] for n in dead if n.startswith("t:")), key=lambda t: t.tid)
+            core = sorted((g.threads[int(n[2:])] for n in near if n.startswith("t:")), key=lambda t: t.tid)
         confidence = "medium"
     start = min(core, key=lambda t: t.tid)
     if cycle is not None:  # rotate so the lowest tid comes first
@@ -275,6 +278,18 @@ def rule_deadlock(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Optio
     if g.bpf:
         ev.append(f"probes: none of these threads was woken during the {g.window_s or 0:.2f} s window")
     return Verdict("deadlock", summary, root, confidence, chain=chain, cycle=cyc, evidence=ev)
+
+
+def _reach(g: WaitGraph, start: Set[str], within: Set[str]) -> Set[str]:
+    """The nodes of ``within`` that ``start`` waits on, directly or not (``start`` included)."""
+    seen = set(start)
+    todo = list(start)
+    while todo:
+        for x in g.successors(todo.pop()):
+            if x.target in within and x.target not in seen:
+                seen.add(x.target)
+                todo.append(x.target)
+    return seen
 
 
 def rule_working(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Optional[Verdict]:
@@ -546,7 +561,9 @@ def _children_outcome(e: Engine, p: ProcessInfo, t: ThreadWait, kids: List[int])
     idle (a supervisor) when they are all healthy and idle."""
     g = e.g
     seen = [(c, e.verdict(c)) for c in kids]
-    seen = [(c, v) for c, v in seen if v is not None]
+    # a zombie child waits for this process to collect it: that is this process's doing
+    # (the zombie's own verdict says so), not something this process waits for
+    seen = [(c, v) for c, v in seen if v is not None and not (v.verdict == "zombie" and v.root_cause.pid == p.pid)]
     if not seen:
         return None
     me = ChainLink(p.pid, t.tid, t.label, t.state, t.activity, {"kind": "child", "resource": t.resource},
