@@ -703,6 +703,43 @@ while read -r line <&"${SH[0]}"; do echo "$line"; done
 """
 
 
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def test_tracer_waits_for_its_tracee_not_for_a_missing_child(spawn_here):
+    """`strace -p` waits in wait4() for a process that is not its child (ptrace
+    reports the tracee's stops there).  Diagnosed alone, the tracee is out of
+    sight (only a scan of every process names it): not hung as far as can be
+    seen; machine-wide, as healthy as the tracee."""
+    from pyimpact.sessions.observe import observe_all
+
+    sleeper = spawn_here(["sleep", "600"])
+    tracer = spawn_here(["strace", "-q", "-o", "/dev/null", "-p", str(sleeper.pid)], stderr=subprocess.DEVNULL)
+    wait_state(lambda: proc_syscall(tracer.pid) == "61" and _tracer_of(sleeper.pid) == tracer.pid,
+               what="strace attached, in wait4")
+
+    d, text = diagnose(tracer.pid)
+    assert d.verdict == "idle" and not d.hung, text
+    assert "strace -p" in d.threads[0].end_reason, text
+
+    r, ds, _ = observe_all(window=WINDOW, python_stacks=False)
+    d = ds[tracer.pid]
+    assert d.verdict == "idle" and (d.root_cause.pid, d.root_cause.kind) == (tracer.pid, "child"), \
+        "\n".join(lines(d))
+    assert f"traced pid {sleeper.pid}" in d.threads[0].resource, "\n".join(lines(d))
+    assert not any(tracer.pid in row.hung_pids for row in r.rows)
+
+
+def _tracer_of(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(line.split()[1] for line in f if line.startswith("TracerPid:")))
+
+
 def _harness(spawn_here, command: str):
     """(harness pid, its shell's pid, the harness) with ``command`` sent to the shell ("" = none)."""
     h = spawn_here(["bash", "-c", HARNESS, "harness", command], stdout=subprocess.PIPE)
@@ -730,15 +767,22 @@ def test_diagnose_all_pipe_readers_are_judged_by_their_writers(spawn_here, tmp_p
                         stdout=subprocess.PIPE)
     wait_for_line(holder.stdout, "locked")
     piped = spawn_here(["sh", "-c", 'flock "$1" echo hi | cat', "piped", lock])
+    # a pager on a terminal: `seq` fills the pipe and waits for `less`, which waits for its user
+    pager = spawn_here(["script", "-qfc", "seq 1 10000000 | less", "/dev/null"], stdin=subprocess.PIPE,
+                       env=dict(os.environ, SHELL="/bin/sh", TERM="xterm"))
     wait_state(lambda: len(children_of(catbash.pid)) == 2 and len(children_of(piped.pid)) == 2
-               and children_of(busy_sh), what="the pipelines and the sleep started")
+               and children_of(busy_sh) and children_of(pager.pid)
+               and len(children_of(children_of(pager.pid)[0])) == 2, what="the pipelines and the sleep started")
     cat_, bash_ = children_of(catbash.pid)
     flock_, cat2 = children_of(piped.pid)
     sleep_ = children_of(busy_sh)[0]
-    remember(cat_, bash_, flock_, cat2, sleep_)
+    pager_sh = children_of(pager.pid)[0]
+    seq_, less_ = sorted(children_of(pager_sh), key=lambda pid: _comm(pid) != "seq")
+    remember(cat_, bash_, flock_, cat2, sleep_, pager_sh, seq_, less_)
     wait_state(lambda: proc_syscall(idle_sh) == "0" and proc_syscall(idle_h) == "0" and proc_syscall(busy_h) == "0"
                and proc_syscall(busy_sh) == "61" and proc_syscall(bash_) == "0" and proc_syscall(cat_) == "0"
-               and proc_syscall(flock_) == "73" and proc_syscall(cat2) == "0", what="readers in read, flock waiting")
+               and proc_syscall(flock_) == "73" and proc_syscall(cat2) == "0" and proc_syscall(seq_) == "1"
+               and proc_syscall(less_) == "0", what="readers in read, seq in write, flock waiting")
 
     r, ds, _ = observe_all(window=WINDOW, python_stacks=False)
     text = "\n".join(all_lines(r))
@@ -746,7 +790,7 @@ def test_diagnose_all_pipe_readers_are_judged_by_their_writers(spawn_here, tmp_p
     def show(pid):
         return "\n".join(lines(ds[pid]))
 
-    healthy = {idle_h, idle_sh, busy_h, busy_sh, sleep_, catbash.pid, cat_, bash_}
+    healthy = {idle_h, idle_sh, busy_h, busy_sh, sleep_, catbash.pid, cat_, bash_, pager_sh, seq_, less_}
     assert healthy <= set(ds), (healthy - set(ds), text)
     for pid in healthy:
         assert ds[pid].verdict == "idle", show(pid)
@@ -757,6 +801,7 @@ def test_diagnose_all_pipe_readers_are_judged_by_their_writers(spawn_here, tmp_p
     assert (d.root_cause.pid, d.root_cause.kind) == (bash_, "pipe"), show(bash_)
     assert f"pid {cat_} (cat)" in d.summary and "waits for work" in d.summary, show(bash_)
     assert f"pid {busy_sh} (bash)" in ds[busy_h].summary and f"pid {sleep_}" in ds[busy_h].summary, show(busy_h)
+    assert f"pid {less_} (less)" in ds[seq_].summary and "terminal" in ds[seq_].summary, show(seq_)
     # the stuck pipeline: cat is blocked, and its root is the process holding the lock
     for pid in (cat2, flock_, piped.pid):
         d = ds[pid]

@@ -374,16 +374,20 @@ def _through(v: Verdict, pid: int) -> bool:
     return v.root_cause.pid == pid or any(c.pid == pid for c in v.chain)
 
 
-def _pipe_read(t: ThreadWait) -> bool:
-    """``t`` waits only for data on pipes (a read, or a poll on nothing but pipes)."""
-    if not t.feed_from or t.kind != "pipe":
-        return False
-    return all(x.kind == "pipe" and x.target.startswith("p:") and int(x.target[2:]) in t.feed_from
-               for x in t.edges)
+def _pipe_peers(t: ThreadWait) -> List[int]:
+    """The holders of the other end when ``t`` waits only on pipes (a read of
+    an empty one, a write to a full one, a poll on nothing but pipes); []: not."""
+    peers = t.feed_from or t.drained_by
+    if not peers or t.kind != "pipe":
+        return []
+    if all(x.kind == "pipe" and x.target.startswith("p:") and int(x.target[2:]) in peers for x in t.edges):
+        return peers
+    return []
 
 
-def _can_send(e: Engine, pid: int, v: Verdict, depth: int = 0) -> str:
-    """Why an idle writer may still write, in words; "" when it is parked
+def _can_act(e: Engine, pid: int, v: Verdict, depth: int = 0) -> str:
+    """Why an idle process at the other end of a pipe may still act on it
+    (write into it, read from it), in words; "" when it is parked
     (every thread asleep with no timeout on nothing that brings it work --
     pause(), a futex none of its threads will wake -- and no child of it
     that could act either)."""
@@ -402,38 +406,42 @@ def _can_send(e: Engine, pid: int, v: Verdict, depth: int = 0) -> str:
     if depth < 8:
         for c in p.children:
             cv = e.verdict(c)
-            why = _can_send(e, c, cv, depth + 1) if cv is not None else ""
+            why = _can_act(e, c, cv, depth + 1) if cv is not None else ""
             if why:
                 return f"its child pid {c} ({g.processes[c].name}) is alive and {why[3:] if why.startswith('it ') else why}"
     return ""
 
 
 def _feed_outcome(e: Engine, p: ProcessInfo, t: ThreadWait) -> Optional[Tuple[int, Verdict]]:
-    """A read on an empty pipe, judged by its writers.  Data on a pipe is
-    nobody's reply (no request went the other way on it), so the wait is owed
-    only when the writers cannot send: a writer itself stuck (then the reader
-    is blocked, on that writer's root), or writers that are all parked (the
-    rules that follow: blocked on an idle peer).  A writer working makes it
-    wait for work in progress; a writer that waits for work itself (input,
-    clients, its parent, its children) or wakes up by itself makes the reader
-    wait for work: what reaches the writer flows on down the pipe, like input
-    from a terminal.  None: the writers say nothing (not observed, or only
-    reachable back through this process), or are parked."""
+    """A wait on a pipe, judged by who holds its other end: the writers that
+    would fill the empty pipe it reads, or the readers that would drain the
+    full pipe it writes.  Data on a pipe is nobody's reply (no request went the
+    other way on it), so the wait is owed only when the other end cannot act:
+    a holder itself stuck (then this one is blocked, on that holder's root), or
+    holders that are all parked (the rules that follow: blocked on an idle
+    peer).  A holder working makes this a wait on work in progress; a holder
+    that waits for work itself (input, clients, its parent, its children) or
+    wakes up by itself makes this a wait for work: what reaches a writer flows
+    on down the pipe, like input from a terminal, and a reader that waits for
+    its user (a pager) reads on when asked.  None: the holders say nothing
+    (not observed, or only reachable back through this process), or are parked."""
     g = e.g
-    writers = [w for w in t.feed_from if w != p.pid]
-    seen = [(w, e.verdict(w)) for w in writers]
+    reading = bool(t.feed_from)
+    peers = [w for w in (t.feed_from or t.drained_by) if w != p.pid]
+    role = "writer" if reading else "reader"
+    seen = [(w, e.verdict(w)) for w in peers]
     seen = [(w, v) for w, v in seen if v is not None and not _through(v, p.pid)]
     if not seen:
         return None
     me = _link(t, {"kind": "pipe", "resource": t.resource})
     since = _since(t)
-    # a writer stuck itself: not one whose threads only wait for work or timers and
-    # that is called hung for a child of its own (a supervisor): it can still write
+    # a holder stuck itself: not one whose threads only wait for work or timers and
+    # that is called hung for a child of its own (a supervisor): it can still act
     hung = [(w, v) for w, v in seen if v.hung and v.rule != "rule_supervisor"]
     if hung:
         w, v = hung[0]
         who = process_words(g.processes[w])
-        return 4, Verdict("blocked", f"thread {t.tid} ({t.label}) blocked{since} on {t.resource}; its writer "
+        return 4, Verdict("blocked", f"thread {t.tid} ({t.label}) blocked{since} on {t.resource}; its {role} "
                           f"{who} is {v.verdict.upper()}: {v.summary}", v.root_cause, v.confidence,
                           chain=[me] + list(v.chain), evidence=_thread_lines(t) + v.evidence, soft=v.soft,
                           rule="pipe_feed")
@@ -444,22 +452,26 @@ def _feed_outcome(e: Engine, p: ProcessInfo, t: ThreadWait) -> Optional[Tuple[in
         w, v = working[0]
         who = process_words(g.processes[w])
         tid = v.root_cause.tid if v.root_cause.pid == w else w
-        return 2, Verdict(v.verdict, f"reads {t.resource}, written by {who}, which is "
+        return 2, Verdict(v.verdict, f"{'reads' if reading else 'writes'} {t.resource}, "
+                          f"{'written' if reading else 'read'} by {who}, which is "
                           f"{'working' if v.verdict == 'progressing' else 'on CPU'}: {v.summary}",
                           RootCause(w, tid, "pipe", t.resource), "high" if v.confidence == "high" else "medium",
                           chain=[me] + v.chain[:1], evidence=_thread_lines(t) + v.evidence[:3], rule="pipe_feed")
     for w, v in seen:
-        why = _can_send(e, w, v)
+        why = _can_act(e, w, v)
         if not why:
             continue
         wp = g.processes[w]
         who = process_words(wp)
-        return 1, Verdict("idle", f"not hung: thread {t.tid} ({t.label}) waits for work on {t.resource}: its "
-                          f"writer {who} is idle and {why[3:] if why.startswith('it ') else why}; nothing is "
-                          "owed on the pipe until that work comes", RootCause(p.pid, t.tid, "pipe", t.resource),
-                          "high", chain=[me, ChainLink(w, w, wp.name, wp.state, "process", None,
-                                                       note=f"idle: {why}")],
-                          evidence=_thread_lines(t) + [f"{who} holds the write end; it is idle: {v.summary}; {why}"],
+        what = (f"waits for work on {t.resource}: its writer" if reading
+                else f"waits for its reader to make room in {t.resource}:")
+        owed = "nothing is owed on the pipe until that work comes" if reading else             "it reads on when that comes"
+        return 1, Verdict("idle", f"not hung: thread {t.tid} ({t.label}) {what} {who} is idle and "
+                          f"{why[3:] if why.startswith('it ') else why}; {owed}",
+                          RootCause(p.pid, t.tid, "pipe", t.resource), "high",
+                          chain=[me, ChainLink(w, w, wp.name, wp.state, "process", None, note=f"idle: {why}")],
+                          evidence=_thread_lines(t) + [f"{who} holds the {'write' if reading else 'read'} end; "
+                                                       f"it is idle: {v.summary}; {why}"],
                           rule="pipe_feed")
     return None
 
@@ -469,7 +481,7 @@ def _outcome(e: Engine, p: ProcessInfo, t: ThreadWait) -> Optional[Tuple[int, Ve
     4 blocked on something stuck, 3 blocked on an idle peer, 2 waits for a
     working peer, 1 waits for idle children (a supervisor) or for work."""
     g = e.g
-    if _pipe_read(t):
+    if _pipe_peers(t):
         out = _feed_outcome(e, p, t)
         if out is not None:
             return out
@@ -935,8 +947,9 @@ def rule_unresolved(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Opt
                        "job", RootCause(p.pid, t.tid, "unknown", t.resource or "a queue's lock"), "medium",
                        chain=[_link(t, note=end_note(e.g, t.node))], evidence=_thread_lines(t)
                        + [f"thread {t.tid} ({t.label}) is {python_location(t)}, inside {queue}"])
-    owed_kind = t.state == "D" or t.kind in ("futex", "mutex", "file-lock", "vfork", "block-io", "child") \
-        or t.end_kind is not None
+    # (a wait for children that names none it could find waits on what is out of sight: below)
+    owed_kind = t.state == "D" or t.kind in ("futex", "mutex", "file-lock", "vfork", "block-io") \
+        or (t.kind == "child" and "no matching child" not in t.end_reason) or t.end_kind is not None
     if not owed_kind:
         # a read on a pipe or socket whose other end is not visible (another PID or
         # network namespace), a call not followed: nothing shows that anyone owes it

@@ -57,9 +57,11 @@ class ThreadWait:
     input_wait: bool = False        # waits for outside input (listening socket, terminal)
     work_wait: str = ""             # waits for work nobody owes it, in words ("" = not known to be)
     work_from: List[int] = field(default_factory=list)  # pids that would send that work, when known
-    # a read on a pipe: the pids holding its write end (its one-way feed; itself excluded).
-    # Data on a pipe is nobody's reply: whether the wait is owed depends on how those writers are
+    # a wait on a pipe: the pids holding its other end (itself excluded) -- the writers
+    # that would feed an empty pipe it reads, the readers that would drain a full pipe it
+    # writes.  Data on a pipe is nobody's reply: whether the wait is owed depends on how they are
     feed_from: List[int] = field(default_factory=list)
+    drained_by: List[int] = field(default_factory=list)
     join: bool = False              # waits for another thread to finish (join)
     timeout_s: Optional[float] = None   # time left of a finite timeout, when known
     has_timeout: bool = False

@@ -381,8 +381,11 @@ def _pipe_edges(ctx: Any, g: WaitGraph, p: ProcessSnapshot, tw: ThreadWait, f: F
     by_pid: Dict[int, List[List[Any]]] = {}
     for h in others:
         by_pid.setdefault(int(h[0]), []).append(h)
+    peers = {pid for pid in by_pid if pid != p.pid}
     if reading:
-        tw.feed_from = sorted(set(tw.feed_from) | {pid for pid in by_pid if pid != p.pid})
+        tw.feed_from = sorted(set(tw.feed_from) | peers)
+    else:
+        tw.drained_by = sorted(set(tw.drained_by) | peers)
     if reading and _fed_by_ancestors(ctx, p, tw, by_pid):
         return
     for pid, hs in by_pid.items():
@@ -560,7 +563,10 @@ def _listener_for(ctx: Any, s: SocketInfo) -> Optional[Tuple[SocketInfo, List[Li
 def _resolve_wait_child(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnapshot, tw: ThreadWait,
                         name: str, a: List[int]) -> None:
     tw.kind = "child"
-    kids = [c for c in p.children]
+    # a tracer's wait4/waitid reports its tracees' stops and exits too (ptrace):
+    # `strace -p`, `gdb -p` wait on processes that are not their children
+    kids = [c for c in p.children] + sorted(pid for pid, q in ctx.latest.items()
+                                            if q.tracer_pid == p.pid and pid not in p.children)
     named: Optional[int] = None      # the pid or process group the call names, if any
     if name == "wait4":
         sel = _s32(a[0])
@@ -597,18 +603,28 @@ def _resolve_wait_child(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSna
             chosen = [c for c in kids if ctx.latest.get(c) is not None and ctx.latest[c].pgid == pg]
         else:
             chosen = kids
+    traced = [c for c in kids if c not in p.children]
     tw.evidence.append(f"/proc/{p.pid}/task/{t.tid}/syscall: {tw.call}; children: "
-                       + (", ".join(str(c) for c in kids) or "none"))
+                       + (", ".join(str(c) for c in p.children) or "none")
+                       + (f"; traced by it (TracerPid): {', '.join(str(c) for c in traced)}" if traced else ""))
     if not chosen:
+        # asleep in wait4/waitid with no child to wait for would have failed (ECHILD):
+        # what it waits for is out of sight -- a process it traces (ptrace: strace -p,
+        # gdb -p) that was not looked at, or a child the snapshot does not show
         tw.resource = "a child to exit"
-        tw.end_reason = "waits for a child, but no matching child was found"
+        tw.end_reason = ("waits for a child, but no matching child was found: a process it traces "
+                         "(strace -p, gdb -p) or a child not visible here")
         return
-    tw.resource = "child " + ", ".join(f"pid {c}" for c in chosen) + " to exit"
+
+    def words(c: int) -> str:
+        return f"traced pid {c} to stop or exit" if c in traced else f"child pid {c} to exit"
+
+    tw.resource = "; ".join(words(c) for c in chosen) if traced else \
+        "child " + ", ".join(f"pid {c}" for c in chosen) + " to exit"
     for c in chosen:
         if c not in ctx.latest:
             ctx.missing.add(c)
-        tw.edges.append(Edge(f"p:{c}", "child", f"child pid {c} to exit",
-                             [f"waits for child pid {c} to exit"], exact=False))
+        tw.edges.append(Edge(f"p:{c}", "child", words(c), [f"waits for {words(c)}"], exact=False))
 
 
 def _resolve_vfork(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnapshot, tw: ThreadWait,
