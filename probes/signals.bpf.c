@@ -22,11 +22,26 @@ static __always_inline int pyi_sig_default_fatal(int sig)
     return sig > 0 && sig < 32;
 }
 
+/* Whether the current task sent this signal. A task sends kill, tkill and
+ * tgkill (SI_USER, SI_TKILL), sigqueue (SI_QUEUE) and mq_notify (SI_MESGQ)
+ * signals, and a child its SIGCHLD (CLD_*, > 0). Every other code is raised
+ * by the kernel, often in an interrupt on top of whatever task was running:
+ * an itimer's SIGALRM (SI_KERNEL, from the hrtimer interrupt), a POSIX
+ * timer's (SI_TIMER), SIGIO; that task sent nothing (a busy traced process
+ * beside another's 2 ms itimer "sent" it 970 SIGALRMs in 2.5 s). Such a
+ * signal is recorded only when its target is followed. */
+static __always_inline int pyi_sent_by_current(int sig, int code)
+{
+    if (code == 0 || code == -1 || code == -3 || code == -6)
+        return 1;
+    return sig == 17 && code > 0;
+}
+
 TRACEPOINT_PROBE(signal, signal_generate)
 {
     u32 sender = bpf_get_current_pid_tgid() >> 32;
     u32 target = args->pid;
-    if (!pyi_is_traced(sender) && !pyi_is_traced_tid(target))
+    if (!(pyi_is_traced(sender) && pyi_sent_by_current(args->sig, args->code)) && !pyi_is_traced_tid(target))
         return 0;
     struct pyi_event *e = pyi_reserve(PYI_KIND_SIGNAL_GENERATE, bpf_ktime_get_ns());
     if (!e)
