@@ -249,7 +249,7 @@ def test_training_job_preview_then_kill_and_restart(jobs, tmp_path, capsys):
         loss = doc["loss"]
         as_of = doc["as_of_ns"] / 1e9
         next_at = as_of + (loss["next_checkpoint_in_s"] or 0.0)
-        if next_at - time.time() < 0.9:  # a prediction can be some tenths of a second late
+        if next_at - time.time() < 0.4:  # too close to kill before it: kill right after it
             while float(job.line(timeout=10).split()[2]) <= as_of:
                 pass
             predicted_from = next_at
@@ -289,6 +289,11 @@ def test_training_job_preview_then_kill_and_restart(jobs, tmp_path, capsys):
     assert loss["cpu_seconds"] is not None and loss["cpu_seconds"] >= 0
     assert doc["safe_to_kill"]["verdict"] in ("safe", "unsafe")  # unsafe only if caught mid-save
     assert loss["next_checkpoint_in_s"] is not None
+    # The job saves every 2 s (--interval) and names the file by the step the clock ran
+    # out at: the prediction follows the time, and says so.
+    assert loss["saves_by_steps"] is False, loss["basis"]["next_checkpoint_in_s"]
+    assert "saves by time" in loss["basis"]["next_checkpoint_in_s"]["basis"]
+    assert "next_checkpoint_uncertainty_s" in loss and "next_checkpoint_uncertainty_s" in loss["basis"]
 
     log = parse_log(str(tmp_path / "train.log"))
     done = max((c for c in log if c.kind == "ckpt" and c.t <= t_kill), key=lambda c: c.t)

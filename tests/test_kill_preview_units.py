@@ -9,6 +9,9 @@ from __future__ import annotations
 from pyimpact.analyse.impact.checkpoints import family_key, find_checkpoints
 from pyimpact.names import final_name, is_checkpoint_name, is_log_name, is_temp_name
 from pyimpact.analyse.impact.jobs import ProcRow, pick_jobs
+from pyimpact.analyse.impact.progress import Progress
+from pyimpact.analyse.impact.recovery import restart_cost
+from pyimpact.analyse.impact.schedule import next_checkpoint
 from pyimpact.analyse.impact.signals import read_signals
 from pyimpact.snapshot import ProcessSnapshot
 
@@ -316,3 +319,48 @@ def test_fsyncs_of_a_file_still_being_written_complete_nothing():
     assert [p.path for p in ck.partial] == [cur]
     assert ck.partial[0].expected_size_bytes == 12 * mib
     assert sorted(c.path for c in ck.family.completions) == [f"/r/ckpt_000{n}.bin" for n in (0, 1, 2)]
+
+
+def _next(saves, step, rate, name="/r/ckpt/checkpoint_{:07d}.pt"):
+    """The next checkpoint of a job that saved ``saves`` [(t, step)] and is at ``step``
+    going ``rate`` steps/s, as of T0 + 1 s (the window's end)."""
+    files = {name.format(n): (100, t, t, i + 1) for i, (t, n) in enumerate(saves)}
+    samples = [sample(T0, files), sample(T0 + S, files)]
+    root = T0 - 1000 * S
+    ck = find_checkpoints(samples, root_start_ns=root, rename_calls={}, fsync_calls={})
+    prog = Progress(log="/r/train.log", step=step, step_rate=rate, step_rate_kind="measured", step_rate_basis="test")
+    anchor = ck.family.newest.completed_ns
+    rec = restart_cost(ck, prog, root, T0 + S, anchor, "checkpoint", 1.0)
+    return rec, next_checkpoint(ck, rec, prog, "checkpoint", anchor, root, T0 + S)
+
+
+def test_a_job_saving_by_time_is_predicted_by_time_though_its_files_carry_steps():
+    """Saves every 10 s named by the step the clock ran out at: one step interval
+    (1350) is no schedule; the step rate now (slowed, say, by the look itself)
+    would put the save 13.7 s late."""
+    rec, nxt = _next([(T0 - 15 * S, 1183), (T0 - 5 * S, 2533)], step=3000, rate=50.0)
+    assert rec.saves_by_steps is False
+    assert nxt.in_s == 4.0 and "saves by time" in nxt.basis and "not multiples of their interval 1350" in nxt.basis
+    assert nxt.uncertainty_s is None and "single interval" in nxt.uncertainty_basis
+
+
+def test_an_irregular_cadence_gives_the_next_save_an_uncertainty():
+    rec, nxt = _next([(T0 - 40 * S, 800), (T0 - 28 * S, 1900), (T0 - 20 * S, 2650), (T0 - 5 * S, 4100)],
+                     step=4500, rate=90.0)
+    assert rec.saves_by_steps is False and "unevenly" in nxt.basis
+    assert nxt.in_s == 6.0                                  # median interval 12 s
+    assert nxt.uncertainty_s == 3.5 and "8.0-15.0 s" in nxt.uncertainty_basis
+    assert any("irregular" in n for n in nxt.notes)
+
+
+def test_a_job_saving_by_steps_is_predicted_by_steps():
+    """step-500, step-1000: multiples of their interval, a `step % 500` schedule;
+    200 steps to go at 40 steps/s.  At the rate between the saves (500 steps in
+    13 s) it would be 5.2 s: that difference is the uncertainty."""
+    rec, nxt = _next([(T0 - 25 * S, 500), (T0 - 12 * S, 1000)], step=1300, rate=40.0, name="/r/ckpt/step-{}.pt")
+    assert rec.saves_by_steps is True and "multiples of 500" in nxt.basis
+    assert nxt.in_s == 5.0 and nxt.uncertainty_s == 0.2
+    # resumed at an odd step, then every 500 steps: exactly 500 apart
+    rec, nxt = _next([(T0 - 38 * S, 1183), (T0 - 25 * S, 1683), (T0 - 12 * S, 2183)], step=2483, rate=40.0,
+                     name="/r/ckpt/step-{}.pt")
+    assert rec.saves_by_steps is True and "exactly 500 apart" in nxt.basis and nxt.in_s == 5.0

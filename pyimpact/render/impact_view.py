@@ -141,6 +141,8 @@ def loss_block(r: ImpactReport) -> List:
         g.add_row("GPU time", Text("-"), Text("no GPU readings (see the GPU line)", style="dim"))
     if loss.next_checkpoint_in_s is not None:
         g.add_row("next ckpt", Text(f"in {seconds(loss.next_checkpoint_in_s)}"), _kind(b["next_checkpoint_in_s"]))
+        unc = loss.next_checkpoint_uncertainty_s
+        g.add_row("", Text("± ?" if unc is None else f"± {seconds(unc)}"), _kind(b["next_checkpoint_uncertainty_s"]))
     out.append(g)
     for p in loss.partial_files:
         exp = f" of ~{human_bytes(p.expected_size_bytes)}" if p.expected_size_bytes else ""

@@ -33,6 +33,11 @@ SAVE_CLUSTER_NS = 1_000_000_000   # completions this close are one save (model +
 MAX_SOURCES = 6
 
 
+def numbers_of_kind(kind: str) -> str:
+    """How the numbers in a series' names are called in a basis: step/epoch numbers, or just numbers."""
+    return {"step": "step numbers", "epoch": "epoch numbers"}.get(kind, "numbers in the names")
+
+
 def dir_family_key(path: str) -> str:
     d, name = os.path.split(path)
     name = re.sub(r"\.orbax-checkpoint-tmp-\d+$", "", name)
@@ -109,6 +114,7 @@ class SeriesFigures:
     cadence_basis: str = ""
     cadence_sources: List[str] = field(default_factory=list)
     cadence_floor_s: Optional[float] = None     # no second save yet: the interval is at least this
+    cadence_gaps_s: List[float] = field(default_factory=list)   # the intervals the cadence is the median of
     cadence_steps: Optional[int] = None
     cadence_steps_kind: str = ""                # step | epoch | number
     cadence_steps_basis: str = ""
@@ -117,6 +123,7 @@ class SeriesFigures:
     expected_sources: List[str] = field(default_factory=list)
     newest_index: Optional[int] = None
     newest_index_kind: str = ""
+    save_points: List[List[int]] = field(default_factory=list)  # [completed_ns, step] of the numbered saves
     next_index: Optional[int] = None
     next_name: Optional[str] = None
     next_name_basis: str = ""
@@ -170,6 +177,7 @@ def series_figures(fam, root_start_ns: int, as_of_ns: int, meta: Dict[str, dict]
     if gaps:
         gaps = gaps[-10:]
         f.cadence_s = statistics.median(gaps)
+        f.cadence_gaps_s = [round(g, 3) for g in gaps]
         earlier = sum(1 for p in srcs if _pred(done, p, root_start_ns))
         f.cadence_basis = (f"median of {len(gaps)} interval(s) between the completion times (mtime/ctime) "
                            f"of {len(srcs)} checkpoint(s) in {os.path.dirname(fam.key.rstrip('/')) or '.'}"
@@ -183,11 +191,12 @@ def series_figures(fam, root_start_ns: int, as_of_ns: int, meta: Dict[str, dict]
     if idx:
         (n, kind), c = idx[-1]
         f.newest_index, f.newest_index_kind = n, kind
+        f.save_points = [[c.completed_ns, i] for (i, k), c in idx[-11:] if k == kind]
         diffs = [b[0][0] - a[0][0] for a, b in zip(idx, idx[1:]) if b[0][0] > a[0][0] and a[0][1] == b[0][1]]
         if diffs:
             f.cadence_steps = int(statistics.median(diffs[-10:]))
             f.cadence_steps_kind = kind
-            f.cadence_steps_basis = (f"median difference of the {kind} numbers in the names of "
+            f.cadence_steps_basis = (f"median difference of the {numbers_of_kind(kind)} of "
                                      f"{_short_list([x[1].path for x in idx[-(len(diffs) + 1):]])}")
     # HF Trainer: save_steps and the run's own figures.
     ts = _trainer_state(fam, meta)

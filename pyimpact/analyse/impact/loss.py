@@ -26,6 +26,7 @@ from .checkpoints import CheckpointFindings, PartialFile
 from .progress import Progress
 from .recovery import Recovery, progress_sentence, restart_cost
 from .resources import Figure, GpuFigures, cpu_since, gpu_since
+from .schedule import next_checkpoint
 from .tree import tree_pids
 
 
@@ -87,6 +88,7 @@ class Loss:
     last_checkpoint: Optional[LastCheckpoint]
     checkpoint_cadence_s: Optional[float]
     next_checkpoint_in_s: Optional[float]
+    next_checkpoint_uncertainty_s: Optional[float]     # +/- seconds, from the cadence's spread
     partial_files: List[PartialFile]
     not_lost: List[str]
     other_checkpoint_candidates: List[str]
@@ -146,37 +148,9 @@ def loss_if_killed(ck: CheckpointFindings, samples, gpuf: GpuFigures, root_start
             written_by="this process" if since == "checkpoint" else
             "an earlier run (it predates this process): a restart resumes from it")
     rec = restart_cost(ck, prog or Progress(), root_start_ns, as_of_ns, anchor, since, watched_s)
-    next_in = None
-    next_basis = ""
-    cadence = ck.cadence_s
-    if rec.saves_by_steps and rec.next_checkpoint_by_steps_s is not None:
-        next_in = rec.next_checkpoint_by_steps_s
-        next_basis = ("the job saves every " f"{rec.checkpoint_cadence_steps} steps: "
-                      + rec.basis["next_checkpoint_by_steps_s"].basis)
-    elif cadence and since == "checkpoint":
-        next_in = (anchor + cadence * 1e9 - as_of_ns) / 1e9
-        next_basis = f"last completion + cadence {cadence:.1f} s"
-        if next_in < 0:
-            if rec.next_checkpoint_by_steps_s is not None:
-                next_in = rec.next_checkpoint_by_steps_s
-                next_basis = "by time it is overdue; by steps: " + rec.basis["next_checkpoint_by_steps_s"].basis
-            else:
-                notes.append(f"the next checkpoint is overdue by {-next_in:.1f} s (cadence {cadence:.1f} s): "
-                             "the job may checkpoint by steps, not by time, or be slowed down")
-                next_in = 0.0
-    elif rec.next_checkpoint_by_steps_s is not None:
-        next_in = rec.next_checkpoint_by_steps_s
-        next_basis = rec.basis["next_checkpoint_by_steps_s"].basis
-    elif cadence and since == "start" and newest is not None:
-        first = root_start_ns + int((rec.restart_warmup_s or 0) * 1e9)
-        nxt = first + int(cadence * 1e9)
-        if nxt >= as_of_ns:
-            next_in = (nxt - as_of_ns) / 1e9
-            next_basis = (f"this run's first step + the earlier run's cadence {cadence:.1f} s "
-                          "(no save by this process yet)")
-        else:
-            notes.append(f"no save by this process in {(as_of_ns - first) / 1e9:.0f} s although the earlier run "
-                         f"saved every {cadence:.1f} s: it saves at another cadence now, or elsewhere")
+    nxt = next_checkpoint(ck, rec, prog or Progress(), since, anchor, root_start_ns, as_of_ns)
+    next_in = nxt.in_s
+    notes += nxt.notes
     if rec.notes_steps:
         notes.append(rec.notes_steps)
     written = sum((snap.processes[pid].io_write_bytes or 0) for pid in tree_pids(snap, rp.pid))
@@ -224,7 +198,9 @@ def loss_if_killed(ck: CheckpointFindings, samples, gpuf: GpuFigures, root_start
         "gpu_seconds": gpu,
         "checkpoint_cadence_s": Basis(cad_kind, cad_basis, ck.figures.cadence_sources if ck.figures else []),
         "next_checkpoint_in_s": Basis("estimated" if next_in is not None else "unavailable",
-                                      next_basis or "no cadence known"),
+                                      nxt.basis or "no cadence known"),
+        "next_checkpoint_uncertainty_s": Basis("estimated" if nxt.uncertainty_s is not None else "unavailable",
+                                               nxt.uncertainty_basis or "no next checkpoint predicted"),
     }
     basis.update(rec.basis)
     return Loss(
@@ -235,7 +211,8 @@ def loss_if_killed(ck: CheckpointFindings, samples, gpuf: GpuFigures, root_start
         gpu_seconds=gpu.value,
         last_checkpoint=last,
         checkpoint_cadence_s=round(ck.cadence_s, 3) if ck.cadence_s else rec.cadence_estimate_s,
-        next_checkpoint_in_s=round(next_in, 3) if next_in is not None else None,
+        next_checkpoint_in_s=next_in,
+        next_checkpoint_uncertainty_s=nxt.uncertainty_s,
         partial_files=list(ck.partial),
         not_lost=not_lost,
         other_checkpoint_candidates=[f.key for f in ck.other_families],

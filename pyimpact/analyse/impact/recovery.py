@@ -23,6 +23,7 @@ from .checkpoints import CheckpointFindings
 from .ckpt_layouts import index_of
 from .progress import Progress
 from .resources import Figure
+from .schedule import save_schedule
 
 
 def _fig(value, kind: str, basis: str) -> Figure:
@@ -81,16 +82,8 @@ def checkpoint_step(ck: CheckpointFindings) -> tuple:
 
 
 def saves_by_steps(ck: CheckpointFindings) -> bool:
-    """The series' step numbers advance by the same amount every save (or HF
-    save_steps says so): the job saves every N steps, not every T seconds."""
-    fam, fig = ck.family, ck.figures
-    if fig is None or not fig.cadence_steps:
-        return False
-    if "save_steps" in fig.cadence_steps_basis:
-        return True
-    nums = sorted({index_of(c.numbers)[0] for c in fam.completions if index_of(c.numbers)[0] is not None})
-    diffs = [b - a for a, b in zip(nums, nums[1:])]
-    return len(diffs) >= 1 and len(set(diffs)) == 1 and diffs[0] > 1
+    """The job saves every N steps, not every T seconds (pyimpact.analyse.impact.schedule decides)."""
+    return save_schedule(ck).by == "steps"
 
 
 def recovery(ck: CheckpointFindings, prog: Progress, root_start_ns: int, as_of_ns: int, anchor_ns: int,

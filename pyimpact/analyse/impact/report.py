@@ -142,7 +142,9 @@ class ImpactReport:
                                cpu_seconds, gpu_seconds, last_checkpoint{path,
                                completed_at, completed_at_ns, size_bytes, basis,
                                family} | null, checkpoint_cadence_s,
-                               next_checkpoint_in_s, partial_files[{path, pid, fd,
+                               next_checkpoint_in_s, next_checkpoint_uncertainty_s
+                               (+/- s: the intervals' spread; null: one interval),
+                               saves_by_steps, partial_files[{path, pid, fd,
                                bytes_written, expected_size_bytes, write_rate_bps,
                                eta_s, temp_and_rename, survives, overwrites_previous,
                                basis{...}}], not_lost[], summary, notes[],
