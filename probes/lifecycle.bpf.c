@@ -3,7 +3,7 @@
  * sched_process_fork runs in the parent before the child is first woken, so
  * adding the child to `traced` here follows children and workers without a
  * race. Whether the new task is a thread comes from the clone flags the parent
- * passed (kept in its pending syscall_stats record by syscalls.bpf.c).
+ * passed (kept in its in-flight slot by syscalls.bpf.c).
  */
 
 /* PYI_NR_CLONE, PYI_NR_CLONE3, PYI_NR_VFORK: -D flags, per architecture (pyimpact.h). */
@@ -20,27 +20,15 @@ TRACEPOINT_PROBE(sched, sched_process_fork)
     if (!pyi_is_traced(tgid))
         return 0;
 
-    /* The parent is inside clone, clone3, fork or vfork: its pending record
+    /* The parent is inside clone, clone3, fork or vfork: its in-flight slot
      * (syscalls.bpf.c) holds the flags it passed. */
     u64 flags = PYI_SIGCHLD;
-    u64 latest = 0;
-    struct pyi_stat_key key = { .tid = tid, .nr = PYI_NR_CLONE };
-    struct pyi_stat *s = syscall_stats.lookup(&key);
-    if (s && s->pending_ts > latest) {
-        latest = s->pending_ts;
-        flags = s->pending_args[0];
-    }
-    key.nr = PYI_NR_CLONE3;
-    s = syscall_stats.lookup(&key);
-    if (s && s->pending_ts > latest) {
-        latest = s->pending_ts;
-        flags = s->pending_args[0];
-    }
-    key.nr = PYI_NR_VFORK;
-    s = syscall_stats.lookup(&key);
-    if (s && s->pending_ts > latest) {
-        latest = s->pending_ts;
-        flags = PYI_CLONE_VM | PYI_CLONE_VFORK | PYI_SIGCHLD;
+    struct pyi_flight *f = pyi_flight_of(id, 0);
+    if (f && f->ts) {
+        if (f->nr == PYI_NR_CLONE || f->nr == PYI_NR_CLONE3)
+            flags = f->args[0];
+        else if (f->nr == PYI_NR_VFORK)
+            flags = PYI_CLONE_VM | PYI_CLONE_VFORK | PYI_SIGCHLD;
     }
     int is_thread = (flags & PYI_CLONE_THREAD) != 0;
     u32 child = args->child_pid;
@@ -100,15 +88,8 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
         info = *known;
     exit_info.delete(&tid);
     threads.delete(&tid);
-    /* exit and exit_group never return: their records stay pending otherwise. */
-    struct pyi_stat_key key = { .tid = tid, .nr = PYI_NR_EXIT };
-    struct pyi_stat *s = syscall_stats.lookup(&key);
-    if (s)
-        s->pending_ts = 0;
-    key.nr = PYI_NR_EXIT_GROUP;
-    s = syscall_stats.lookup(&key);
-    if (s)
-        s->pending_ts = 0;
+    /* exit and exit_group never return: the slot would stay pending, and taken. */
+    pyi_flight_release(id);
     if (group_dead) {
         exit_info.delete(&tgid);
         pyi_set_traced(tgid, 0);

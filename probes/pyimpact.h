@@ -10,6 +10,8 @@
  *   PYI_MAX_THREADS    size of the per-thread maps
  *   PYI_PID_WORDS      8-byte words of the traced-process bitmap (one byte per
  *                      tgid below PYI_PID_WORDS * 8: pid_max at start)
+ *   PYI_FLIGHT_SLOTS   slots of the per-thread in-flight array (a power of
+ *                      two; a thread's slot is tid & (PYI_FLIGHT_SLOTS - 1))
  *   PYI_TP_BTF         1 = the syscall programs are loaded as BTF-typed raw
  *                      tracepoints (tp_btf) and read pt_regs with plain loads;
  *                      0 = plain raw tracepoints, pt_regs read with
@@ -82,8 +84,12 @@ struct pyi_stat_key {
 };
 
 #define PYI_HIST_SLOTS 40    /* log2(ns) buckets: 1 ns .. ~18 minutes */
+/* Per (thread, syscall): one record of the syscall_stats array
+ * (syscalls.bpf.c), taken when the thread's first such call returns. */
 struct pyi_stat {
-    u64 count;
+    u32 tid;                 /* the record's key: thread and syscall number */
+    u32 nr;
+    u64 count;               /* 0: not (yet) in use */
     u64 total_ns;
     u64 max_ns;
     u32 tgid;
@@ -92,14 +98,23 @@ struct pyi_stat {
     s64 last_err;            /* the last error returned (-errno), 0 none */
     u64 last_err_arg0;       /* the first argument of that failed call (an fd, mostly) */
     u64 ret_sum;             /* sum of positive returns: bytes, for read/write/send/recv calls */
-    /* The call of this thread to this syscall that is running now, if any:
-     * its entry time (0 = none) and its six arguments. A thread is in one
-     * syscall at a time, so across a thread's records at most one is
-     * pending (user space reads the latest, KernelProbes.inflight). Keeping
-     * it here, not in a map of its own, saves one hash lookup at each entry
-     * and exit. */
-    u64 pending_ts;
-    u64 pending_args[6];
+};
+
+/* The call a thread is in now, if any: its entry time (0 = none), number and
+ * six arguments. One per thread, in its slot of the `inflight` array
+ * (syscalls.bpf.c): entry writes it, exit reads and clears it, user space
+ * reads the array through its mmap (KernelProbes.inflight). The slot also
+ * remembers where the thread's stats records are, for the syscall numbers
+ * it made last (a direct-mapped cache by nr: no hash lookup at exit when it
+ * hits). 136 bytes. */
+#define PYI_STAT_CACHE 16
+struct pyi_flight {
+    u64 id;                  /* the owning thread's tgid << 32 | tid; 0 = free */
+    u32 nr;
+    u32 _pad;
+    u64 ts;                  /* CLOCK_MONOTONIC ns at entry; 0 = no call pending */
+    u64 args[6];
+    u32 stat[PYI_STAT_CACHE]; /* [nr % PYI_STAT_CACHE]: 1 + index of a syscall_stats record; 0 none */
 };
 
 struct pyi_exit_info {
@@ -117,7 +132,7 @@ struct pyi_regs_window {
 #error "the per-architecture -D flags are missing (pyimpact.syscall_table.bpf_defines)"
 #endif
 
-#if !defined(PYI_REGS_NR) || !defined(PYI_PID_WORDS) || !defined(PYI_TP_BTF)
+#if !defined(PYI_REGS_NR) || !defined(PYI_PID_WORDS) || !defined(PYI_TP_BTF) || !defined(PYI_FLIGHT_SLOTS)
 #error "-D flags missing (pyimpact.collect.probes.ProbeConfig.cflags)"
 #endif
 
@@ -125,7 +140,6 @@ BPF_RINGBUF_OUTPUT(events, PYI_RINGBUF_PAGES);
 BPF_PERCPU_ARRAY(lost, u64, 3);
 BPF_HASH(traced, u32, u8, 65536);                         /* tgids followed */
 BPF_HASH(threads, u32, u32, PYI_MAX_THREADS);             /* tid -> tgid of followed threads */
-BPF_HASH(syscall_stats, struct pyi_stat_key, struct pyi_stat, PYI_MAX_THREADS * 8);
 BPF_HASH(exit_info, u32, struct pyi_exit_info, PYI_MAX_THREADS);
 
 /* The traced tgids again, as one byte per tgid in an array: the first test on

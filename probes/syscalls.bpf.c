@@ -7,11 +7,11 @@
  *   - the first test is the traced-process byte array (pyimpact.h): an
  *     inlined array load, about 2 ns, where a hash miss costs about 20 ns;
  *     an untraced task pays only that and bpf_get_current_pid_tgid();
- *   - a traced thread's state lives in its syscall_stats record, keyed by
- *     (tid, syscall): entry marks the record pending (entry time and
- *     arguments), exit finds it again by the syscall number read from
- *     pt_regs and accounts the call. One hash lookup at entry and one at
- *     exit; a separate per-thread in-flight map cost one more at each;
+ *   - a traced thread's call in flight (entry time, number, arguments) lives
+ *     in its slot of the `inflight` array, indexed by tid: an inlined array
+ *     load at entry and at exit, no hash lookup; exit then accounts the call
+ *     in its (tid, syscall) record of the syscall_stats array, found through
+ *     a small cache in the slot (a hash lookup only when that misses);
  *   - pt_regs is read with plain loads where the programs are BTF-typed raw
  *     tracepoints (PYI_TP_BTF=1: the verifier knows ctx->args[0] is a
  *     struct pt_regs * and turns each load into a fault-safe one, about 1 ns),
@@ -70,24 +70,129 @@ static __always_inline void pyi_read_args(u64 regs, u64 *args)
 #endif
 }
 
-/* The record of (tid, nr), created (zeroed, pending nothing) when missing. */
-static __always_inline struct pyi_stat *pyi_stat_of(u32 tgid, u32 tid, u32 nr)
+/* Each thread's call in flight, in the slot tid & (PYI_FLIGHT_SLOTS - 1) of
+ * an array: an inlined array load where a hash lookup by tid costs about
+ * 30 ns, on entry and on exit. A slot belongs to the first thread that
+ * claims it (compare-and-swap from 0) until that thread exits
+ * (lifecycle.bpf.c frees it); only its owner writes it. A thread whose slot
+ * is owned by another (their tids equal modulo the slot count: only where
+ * pid_max is above it) keeps its call in `inflight_spill`, a hash by tid,
+ * at the old cost. The array is mmapable: user space reads it in one copy. */
+BPF_F_TABLE("array", u32, struct pyi_flight, inflight, PYI_FLIGHT_SLOTS, PYI_F_MMAPABLE);
+BPF_HASH(inflight_spill, u32, struct pyi_flight, PYI_MAX_THREADS);
+
+/* A thread of a followed process made its first syscall: known by tid from
+ * now on (signals sent to it by tid). */
+static __always_inline void pyi_thread_seen(u32 tgid, u32 tid)
 {
-    struct pyi_stat_key key = { .tid = tid, .nr = nr };
-    struct pyi_stat *s = syscall_stats.lookup(&key);
-    if (s)
-        return s;
-    struct pyi_stat zero = {};
-    zero.tgid = tgid;
-    if (syscall_stats.update(&key, &zero) != 0) {
-        pyi_count_lost(PYI_LOST_MAP_FULL);
-        return 0;
-    }
 #if !PYI_TRACE_ALL
     if (tid != tgid && threads.update(&tid, &tgid) != 0)
         pyi_count_lost(PYI_LOST_MAP_FULL);
 #endif
-    return syscall_stats.lookup(&key);
+}
+
+/* The in-flight slot of this thread (id: bpf_get_current_pid_tgid()), or
+ * NULL. claim: at entry, take a free slot or make a spill entry when it has
+ * none yet. */
+static __always_inline struct pyi_flight *pyi_flight_of(u64 id, int claim)
+{
+    u32 tid = (u32)id;
+    u32 idx = tid & (PYI_FLIGHT_SLOTS - 1);
+    struct pyi_flight *f = inflight.lookup(&idx);
+    if (!f)
+        return 0;
+    if (f->id == id)
+        return f;
+    if (!claim)
+        return inflight_spill.lookup(&tid);
+    if (f->id == 0 && __sync_val_compare_and_swap(&f->id, 0, id) == 0) {
+        f->ts = 0;
+        __builtin_memset(f->stat, 0, sizeof(f->stat));
+        pyi_thread_seen(id >> 32, tid);
+        return f;
+    }
+    struct pyi_flight *g = inflight_spill.lookup(&tid);
+    if (g)
+        return g;
+    struct pyi_flight zero = {};
+    zero.id = id;
+    if (inflight_spill.update(&tid, &zero) != 0) {
+        pyi_count_lost(PYI_LOST_MAP_FULL);
+        return 0;
+    }
+    pyi_thread_seen(id >> 32, tid);
+    return inflight_spill.lookup(&tid);
+}
+
+/* The thread exits: its slot is free again (called by lifecycle.bpf.c). */
+static __always_inline void pyi_flight_release(u64 id)
+{
+    u32 tid = (u32)id;
+    u32 idx = tid & (PYI_FLIGHT_SLOTS - 1);
+    struct pyi_flight *f = inflight.lookup(&idx);
+    if (f && f->id == id) {
+        f->ts = 0;
+        f->id = 0;
+    } else {
+        inflight_spill.delete(&tid);
+    }
+}
+
+/* Per (thread, syscall) counters: records of an array, taken in order with
+ * an atomic counter (stat_next) when a thread's first call to a syscall
+ * returns, found again through the thread's slot cache (an inlined array
+ * load) or, when that misses, through stat_index, a hash by (tid, nr).
+ * Records are never freed while the probes are attached (as the hash
+ * before them). Mmapable: user space reads the records in use in one copy
+ * (KernelProbes.syscall_stats). */
+#define PYI_STAT_RECORDS (PYI_MAX_THREADS * 8)
+BPF_F_TABLE("array", u32, struct pyi_stat, syscall_stats, PYI_STAT_RECORDS, PYI_F_MMAPABLE);
+BPF_HASH(stat_index, struct pyi_stat_key, u32, PYI_STAT_RECORDS);
+BPF_ARRAY(stat_next, u64, 1);
+
+/* The stats record of (tid, nr): from the slot's cache, else found or
+ * created through stat_index (then cached). */
+static __always_inline struct pyi_stat *pyi_stat_of(struct pyi_flight *f, u32 tgid, u32 tid, u32 nr)
+{
+    u32 c = nr & (PYI_STAT_CACHE - 1);
+    u32 i = f->stat[c];
+    struct pyi_stat *s;
+    if (i) {
+        i -= 1;
+        s = syscall_stats.lookup(&i);
+        if (s && s->nr == nr && s->tid == tid)
+            return s;
+    }
+    struct pyi_stat_key key = { .tid = tid, .nr = nr };
+    u32 *known = stat_index.lookup(&key);
+    if (known) {
+        i = *known;
+    } else {
+        u32 zero = 0;
+        u64 *next = stat_next.lookup(&zero);
+        if (!next)
+            return 0;
+        u64 n = __sync_fetch_and_add(next, 1);
+        if (n >= PYI_STAT_RECORDS) {
+            pyi_count_lost(PYI_LOST_MAP_FULL);
+            return 0;
+        }
+        i = (u32)n;
+        s = syscall_stats.lookup(&i);
+        if (!s)
+            return 0;
+        s->tid = tid;
+        s->nr = nr;
+        s->tgid = tgid;
+        /* Cannot be full before the array is (one entry per record). */
+        if (stat_index.update(&key, &i) != 0)
+            pyi_count_lost(PYI_LOST_MAP_FULL);
+    }
+    s = syscall_stats.lookup(&i);
+    if (!s || s->nr != nr || s->tid != tid)
+        return 0;
+    f->stat[c] = i + 1;
+    return s;
 }
 
 static __always_inline int pyi_sys_enter(struct bpf_raw_tracepoint_args *ctx)
@@ -100,28 +205,30 @@ static __always_inline int pyi_sys_enter(struct bpf_raw_tracepoint_args *ctx)
 
     u32 nr = (u32)ctx->args[1];
     u64 regs = ctx->args[0];
-    struct pyi_stat *s = pyi_stat_of(tgid, tid, nr);
-    if (!s)
+    struct pyi_flight *f = pyi_flight_of(id, 1);
+    if (!f)
         return 0;
-    pyi_read_args(regs, s->pending_args);
-    u64 arg0 = s->pending_args[0];
+    pyi_read_args(regs, f->args);
+    f->nr = nr;
+    u64 arg0 = f->args[0];
     if (nr == PYI_NR_CLONE3 && arg0) {
         /* clone3 passes its flags in a struct: keep them where clone has them. */
         u64 flags = 0;
         bpf_probe_read_user(&flags, sizeof(flags), (void *)arg0);
-        s->pending_args[0] = flags;
+        f->args[0] = flags;
     } else if (nr == PYI_NR_EXIT_GROUP || nr == PYI_NR_EXIT) {
         struct pyi_exit_info info = { .code = (s32)(arg0 & 0xff), .sig = 0 };
         u32 key = nr == PYI_NR_EXIT_GROUP ? tgid : tid;
         exit_info.update(&key, &info);
     }
-    s->pending_ts = bpf_ktime_get_ns();
+    /* Last: user space takes a slot with ts != 0 as a call in flight. */
+    f->ts = bpf_ktime_get_ns();
     return 0;
 }
 
 /* One finished call into the record's counters. One writer per key (a
  * thread runs on one CPU at a time): no atomics needed. */
-static __always_inline void pyi_account(struct pyi_stat *s, u64 dur, s64 ret)
+static __always_inline void pyi_account(struct pyi_stat *s, u64 dur, s64 ret, u64 arg0)
 {
     s->count++;
     s->total_ns += dur;
@@ -138,7 +245,7 @@ static __always_inline void pyi_account(struct pyi_stat *s, u64 dur, s64 ret)
     if (ret < 0 && ret > -4096) {
         s->errors++;
         s->last_err = ret;
-        s->last_err_arg0 = s->pending_args[0];
+        s->last_err_arg0 = arg0;
     }
 }
 
@@ -207,36 +314,42 @@ static __always_inline int pyi_sys_exit(struct bpf_raw_tracepoint_args *ctx)
     if (!pyi_is_traced(tgid))
         return 0;
 
-    /* The number the call was entered with (a tracer may have changed it:
-     * then no record is pending under the new one, and nothing is counted). */
-    u32 nr = PYI_REGS_U32(ctx->args[0], PYI_REGS_NR);
-    struct pyi_stat_key key = { .tid = tid, .nr = nr };
-    struct pyi_stat *s = syscall_stats.lookup(&key);
-    if (!s || s->pending_ts == 0)
+    struct pyi_flight *f = pyi_flight_of(id, 0);
+    if (!f)
+        return 0;
+    u64 ts = f->ts;
+    if (ts == 0)
         return 0;     /* entered before the probes were attached */
-
     u64 now = bpf_ktime_get_ns();
-    u64 ts = s->pending_ts;
+    f->ts = 0;
+    /* The number the call was entered with: a tracer may have changed it
+     * since (the exit then reports another), and nothing is counted. */
+    u32 nr = f->nr;
+    if (PYI_REGS_U32(ctx->args[0], PYI_REGS_NR) != nr)
+        return 0;
+    struct pyi_stat *s = pyi_stat_of(f, tgid, tid, nr);
+    if (!s)
+        return 0;
+
     u64 dur = now - ts;
     s64 ret = (s64)ctx->args[1];
-    pyi_account(s, dur, ret);
+    pyi_account(s, dur, ret, f->args[0]);
     if (nr == PYI_NR_CONNECT || nr == PYI_NR_GETSOCKOPT)
-        pyi_connect_exit(tgid, tid, nr, s->pending_args, ret);
+        pyi_connect_exit(tgid, tid, nr, f->args, ret);
 
-    if (!pyi_futex_exit(nr, ts, s->pending_args, dur, ret) && dur >= PYI_SLOW_NS) {
+    if (!pyi_futex_exit(nr, ts, f->args, dur, ret) && dur >= PYI_SLOW_NS) {
         struct pyi_event *e = pyi_reserve(PYI_KIND_SYSCALL, ts);
         if (e) {
             e->dur = dur;
             e->ret = ret;
             e->aux = nr;
-            e->a[0] = s->pending_args[0];
-            e->a[1] = s->pending_args[1];
-            e->a[2] = s->pending_args[2];
-            e->a[3] = s->pending_args[3];
+            e->a[0] = f->args[0];
+            e->a[1] = f->args[1];
+            e->a[2] = f->args[2];
+            e->a[3] = f->args[3];
             events.ringbuf_submit(e, PYI_RB_QUIET);
         }
     }
-    s->pending_ts = 0;
     return 0;
 }
 

@@ -60,3 +60,15 @@ def test_parser_sees_a_drift():
     """The comparison above can fail: a header with one field resized differs."""
     drifted = _header().replace("s32 aux;", "s64 aux;")
     assert _struct_dtype(drifted, "pyi_event") != EVENT_DTYPE
+
+
+def test_flight_slot_matches_header():
+    """The in-flight slot (struct pyi_flight) is read through the map's mmap
+    with pyimpact.collect.probes.FLIGHT_DTYPE: same fields, offsets and size."""
+    from pyimpact.collect.probes import FLIGHT_DTYPE
+
+    c_side = _struct_dtype(_header(), "pyi_flight")
+    assert c_side.itemsize == FLIGHT_DTYPE.itemsize
+    assert list(c_side.names) == list(FLIGHT_DTYPE.names)
+    assert [c_side.fields[f][1] for f in c_side.names] == [FLIGHT_DTYPE.fields[f][1] for f in FLIGHT_DTYPE.names]
+    assert [c_side[f].itemsize for f in c_side.names] == [FLIGHT_DTYPE[f].itemsize for f in FLIGHT_DTYPE.names]

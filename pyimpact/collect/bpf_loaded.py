@@ -64,6 +64,10 @@ class FdMap:
             self._types = (ctype_of(json.loads(self.spec.key_desc)), ctype_of(json.loads(self.spec.leaf_desc)))
         return self._types
 
+    def leaf_type(self) -> type:
+        """The ctypes type of the map's values (one value, not per CPU)."""
+        return self._key_leaf()[1]
+
     def _leaf_buffer(self):
         _, leaf = self._key_leaf()
         if self.spec.type in _PERCPU_TYPES:

@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass, field
 from importlib import resources
 
+import numpy as np
+
 from ..errors import BPFUnavailable, UsageError
 from ..syscall_table import bpf_defines, syscall_name
 from ..event_layout import EVENT_DTYPE
@@ -187,6 +189,9 @@ class ProbeConfig:
     # The syscall programs as BTF-typed raw tracepoints (tp_btf.py): None =
     # where the kernel and libbpf allow it (KernelProbes decides), False = never.
     tp_btf: bool | None = None
+    # Slots of the in-flight array (syscalls.bpf.c); None = flight_slots().
+    # Smaller only to make threads share slots (the spill path's tests).
+    flight_slots: int | None = None
 
     def validate(self) -> None:
         if not self.trace_all and not self.pids:
@@ -203,6 +208,10 @@ class ProbeConfig:
                              "use e.g. --buffer-pages 1024")
         if not (256 <= int(self.max_threads) <= 1 << 20):
             raise UsageError(f"max threads out of range: {self.max_threads}", "trace fewer processes at once")
+        slots = self.flight_slots
+        if slots is not None and (not 1 <= int(slots) <= FLIGHT_SLOTS_MAX or int(slots) & (int(slots) - 1)):
+            raise UsageError(f"in-flight slots must be a power of two up to {FLIGHT_SLOTS_MAX}, not {slots}",
+                             "leave flight_slots unset")
 
     def cflags(self) -> list:
         self.validate()
@@ -212,6 +221,7 @@ class ProbeConfig:
             f"-DPYI_RINGBUF_PAGES={int(self.ringbuf_pages)}",
             f"-DPYI_MAX_THREADS={int(self.max_threads)}",
             f"-DPYI_PID_WORDS={pid_words()}",
+            f"-DPYI_FLIGHT_SLOTS={int(self.flight_slots or flight_slots())}",
             f"-DPYI_TP_BTF={1 if self.tp_btf else 0}",
         ] + bpf_defines()
 
@@ -230,6 +240,29 @@ def pid_words() -> int:
     except (OSError, ValueError, IndexError):
         pid_max = PID_MAX_LIMIT
     return (max(4096, min(PID_MAX_LIMIT, pid_max)) + 7) // 8
+
+
+#: struct pyi_flight (probes/pyimpact.h), one in-flight slot.
+FLIGHT_DTYPE = np.dtype([("id", "=u8"), ("nr", "=u4"), ("_pad", "=u4"), ("ts", "=u8"), ("args", "=u8", (6,)),
+                         ("stat", "=u4", (16,))])
+FLIGHT_SLOTS_MAX = 1 << 16  # 8.5 MiB of in-flight slots at most
+
+
+def flight_slots() -> int:
+    """Slots of the per-thread in-flight array (probes/syscalls.bpf.c): a
+    power of two covering pid_max when it is at most 65536 (every thread has
+    a slot of its own), else 65536 (two threads whose tids are equal modulo
+    that share one: the second keeps its call in a hash instead, slower,
+    never lost). 136 bytes a slot."""
+    try:
+        with open("/proc/sys/kernel/pid_max") as f:
+            pid_max = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pid_max = PID_MAX_LIMIT
+    n = 4096
+    while n < min(pid_max, FLIGHT_SLOTS_MAX):
+        n *= 2
+    return n
 
 
 def probe_source() -> str:
@@ -623,31 +656,87 @@ class KernelProbes:
         return mono_ns + self.clock_offset_ns
 
     def inflight(self) -> list:
-        """Per thread, the syscall it is in now: its pending syscall_stats
-        record (syscalls.bpf.c). A thread has one pending call at a time; a
-        stale one (an entry whose exit the kernel reported under another
-        number, e.g. after a tracer changed it) is older than the thread's
-        next entry, so the latest wins."""
+        """Per thread, the syscall it is in now: its slot of the in-flight
+        array (read through the map's mmap, one copy) or its spill entry
+        (syscalls.bpf.c). A slot with ts 0 holds no call."""
         latest = {}
-        for key, v in self._probes.table("syscall_stats").items():
-            ts = int(v.pending_ts)
-            if ts == 0:
-                continue
-            tid = int(key.tid)
-            if tid not in latest or ts > latest[tid][0]:
-                latest[tid] = (ts, int(key.nr), int(v.tgid), [int(a) for a in v.pending_args])
+        for tid, tgid, nr, ts, args in self._flight_slots():
+            if ts and tid and (tid not in latest or ts > latest[tid][0]):
+                latest[tid] = (ts, nr, tgid, args)
+        for key, v in self._probes.table("inflight_spill").items():
+            ts, tid = int(v.ts), int(key.value)
+            if ts and (tid not in latest or ts > latest[tid][0]):
+                latest[tid] = (ts, int(v.nr), int(v.id) >> 32, [int(a) for a in v.args])
         return [InflightSyscall(pid=tgid, tid=tid, nr=nr, syscall=syscall_name(nr), since_ns=self._wall(ts), args=args)
                 for tid, (ts, nr, tgid, args) in sorted(latest.items())]
 
+    def _flight_slots(self) -> list:
+        """(tid, tgid, nr, ts, args) of the in-flight slots holding a call
+        (the slot's id is its owner's tgid << 32 | tid)."""
+        table = self._probes.table("inflight")
+        n = int(table.max_entries)
+        size = -(-n * FLIGHT_DTYPE.itemsize // mmap.PAGESIZE) * mmap.PAGESIZE
+        try:
+            m = mmap.mmap(table.get_fd(), size, mmap.MAP_SHARED, mmap.PROT_READ)
+        except OSError:
+            # Not mappable here: one lookup per slot (slow, same answer).
+            return [(int(v.id) & 0xFFFFFFFF, int(v.id) >> 32, int(v.nr), int(v.ts), [int(a) for a in v.args])
+                    for _, v in table.items() if v.ts and v.id]
+        try:
+            a = np.frombuffer(m, dtype=FLIGHT_DTYPE, count=n).copy()
+        finally:
+            m.close()
+        a = a[(a["ts"] != 0) & (a["id"] != 0)]
+        return [(int(r["id"]) & 0xFFFFFFFF, int(r["id"]) >> 32, int(r["nr"]), int(r["ts"]), [int(x) for x in r["args"]])
+                for r in a]
+
     def syscall_stats(self) -> list:
-        out = []
-        for key, v in self._probes.table("syscall_stats").items():
-            out.append(SyscallStat(pid=v.tgid, tid=key.tid, nr=key.nr, syscall=syscall_name(key.nr),
-                                   count=v.count, total_ns=v.total_ns, max_ns=v.max_ns,
-                                   hist_log2=[int(h) for h in v.hist], errors=int(v.errors),
-                                   last_err=int(v.last_err), last_err_arg0=int(v.last_err_arg0),
-                                   ret_sum=int(v.ret_sum)))
-        return out
+        """Per (thread, syscall): the records of the syscall_stats array in use
+        (syscalls.bpf.c), read through the map's mmap in one copy. A key is
+        in one record; were it in two (stat_index full), they are summed."""
+        out = {}
+        for v in self._stat_records():
+            if not v.count:
+                continue
+            key = (int(v.tid), int(v.nr))
+            row = SyscallStat(pid=int(v.tgid), tid=key[0], nr=key[1], syscall=syscall_name(key[1]),
+                              count=int(v.count), total_ns=int(v.total_ns), max_ns=int(v.max_ns),
+                              hist_log2=[int(h) for h in v.hist], errors=int(v.errors),
+                              last_err=int(v.last_err), last_err_arg0=int(v.last_err_arg0),
+                              ret_sum=int(v.ret_sum))
+            seen = out.get(key)
+            if seen is None:
+                out[key] = row
+                continue
+            seen.count += row.count
+            seen.total_ns += row.total_ns
+            seen.max_ns = max(seen.max_ns, row.max_ns)
+            seen.hist_log2 = [a + b for a, b in zip(seen.hist_log2, row.hist_log2)]
+            seen.errors += row.errors
+            seen.ret_sum += row.ret_sum
+            if row.last_err:
+                seen.last_err, seen.last_err_arg0 = row.last_err, row.last_err_arg0
+        return list(out.values())
+
+    def _stat_records(self) -> list:
+        """The syscall_stats records taken so far (stat_next of them), as
+        ctypes structs of the map's value type."""
+        table = self._probes.table("syscall_stats")
+        taken = self._probes.table("stat_next")[ctypes.c_int(0)]
+        n = min(int(getattr(taken, "value", taken)), int(table.max_entries))
+        if n <= 0:
+            return []
+        leaf = table.leaf_type()
+        size = -(-n * ctypes.sizeof(leaf) // mmap.PAGESIZE) * mmap.PAGESIZE
+        try:
+            m = mmap.mmap(table.get_fd(), size, mmap.MAP_SHARED, mmap.PROT_READ)
+        except OSError:
+            # Not mappable here: one lookup per record (slower, same answer).
+            return [table[ctypes.c_uint32(i)] for i in range(n)]
+        try:
+            return list((leaf * n).from_buffer_copy(m, 0))
+        finally:
+            m.close()
 
     def connect_failures(self) -> list:
         """Per thread: connects that failed in the window (refused, timed out,
