@@ -358,17 +358,6 @@ def _first_other(e: Engine, path: Path, pid: int) -> Optional[int]:
     return None
 
 
-def _descends_from(g: WaitGraph, pid: int, ancestor: int) -> bool:
-    cur = g.processes.get(pid)
-    for _ in range(64):
-        if cur is None or cur.ppid <= 0:
-            return False
-        if cur.ppid == ancestor:
-            return True
-        cur = g.processes.get(cur.ppid)
-    return False
-
-
 def _through(v: Verdict, pid: int) -> bool:
     """``v`` is what it is because of ``pid`` (its chain or root passes there)."""
     return v.root_cause.pid == pid or any(c.pid == pid for c in v.chain)
@@ -401,7 +390,7 @@ def _can_act(e: Engine, pid: int, v: Verdict, depth: int = 0) -> str:
     for t in e.threads(p):
         if t.activity in (TIMED, WAKING):
             return f"it wakes up by itself (thread {t.tid}: {end_note(g, t.node)})"
-    if v.rule in ("pipe_feed", "rule_unresolved"):
+    if v.rule in ("pipe_feed", "conversation", "rule_unresolved"):
         return f"it waits itself ({v.summary})"
     if depth < 8:
         for c in p.children:
@@ -517,7 +506,8 @@ def _outcome(e: Engine, p: ProcessInfo, t: ThreadWait) -> Optional[Tuple[int, Ve
                               f"its next request ({x.work_wait})",
                               RootCause(p.pid, t.tid, kind, t.resource), "high",
                               chain=[_link(t, {"kind": kind, "resource": t.resource})],
-                              evidence=lines + [f"thread {x.tid} of pid {other} waits for {x.work_wait}"])
+                              evidence=lines + [f"thread {x.tid} of pid {other} waits for {x.work_wait}"],
+                              rule="conversation")
     if v is not None and v.verdict == "idle" and kind == "pipe" and any(x.target == p.node for x in t.edges):
         # the process holds the write end itself (a result or notification channel its
         # own threads also write to), and the other writers are idle: nothing is owed
