@@ -867,6 +867,72 @@ def test_diagnose_all_rows_name_each_hang_once_and_only_its_own(spawn_here):
             pass
 
 
+def test_sshd_monitor_of_an_idle_session_is_idle_not_blocked_on_its_child(spawn_here):
+    """OpenSSH's privilege separation: for a non-root login a `[priv]` monitor
+    polls a socketpair to its unprivileged session child, which waits for its
+    client.  The child is the side that asks (the monitor serves it), so an idle
+    session is idle all the way up to the listener.  A real sshd, a real ssh
+    client (`ssh -N` as `nobody`, whose shell is nologin: no command runs)."""
+    from pyimpact.sessions.observe import observe_all
+    from pyimpact.render.diagnose_all_view import lines as all_lines
+
+    d = tempfile.mkdtemp(prefix="pyimpact-sshd-")   # readable by `nobody`: sshd reads the keys as the user
+    os.chmod(d, 0o755)
+    session = []
+    try:
+        for key in ("host", "user"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", os.path.join(d, key)], check=True)
+        shutil.copy(os.path.join(d, "user.pub"), os.path.join(d, "authorized_keys"))
+        os.chmod(os.path.join(d, "authorized_keys"), 0o644)
+        port = free_port()
+        cfg = os.path.join(d, "sshd_config")
+        with open(cfg, "w") as f:
+            f.write(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/host\nAuthorizedKeysFile {d}/authorized_keys\n"
+                    f"PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM yes\nStrictModes no\n"
+                    f"PidFile {d}/sshd.pid\n")
+        os.makedirs("/run/sshd", exist_ok=True)
+        sshd = spawn_here(["/usr/sbin/sshd", "-D", "-e", "-f", cfg], stderr=subprocess.DEVNULL)
+        wait_port(port, proc=sshd)
+        spawn_here(["ssh", "-q", "-N", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
+                    "UserKnownHostsFile=/dev/null", "-i", os.path.join(d, "user"), "-p", str(port), "nobody@127.0.0.1"],
+                   stdin=subprocess.PIPE)
+
+        def started():
+            session[:] = [pid for pid in children_of(sshd.pid) if "[priv]" in _cmdline(pid)]
+            return session and children_of(session[0]) and proc_syscall(session[0]) in ("7", "271") \
+                and proc_syscall(children_of(session[0])[0]) in ("7", "271")
+        wait_state(started, timeout=30, what="an sshd session: the monitor and its child in poll/ppoll")
+        monitor = session[0]
+        child = children_of(monitor)[0]
+        session.append(child)
+
+        r, ds, _ = observe_all(window=WINDOW, python_stacks=False)
+        text = "\n".join(all_lines(r))
+
+        for pid in (sshd.pid, monitor, child):
+            assert ds[pid].verdict == "idle", "\n".join(lines(ds[pid]))
+        assert not {sshd.pid, monitor, child} & {pid for row in r.rows for pid in row.hung_pids}, text
+        dm = ds[monitor]
+        assert (dm.root_cause.pid, dm.root_cause.kind) == (monitor, "socket"), "\n".join(lines(dm))
+        assert f"pid {child}" in dm.summary and "the side that asks" in dm.summary, "\n".join(lines(dm))
+    finally:
+        for pid in session:     # the session's processes live in sessions of their own
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        remember(*session)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+
+
 def test_cli_diagnose_all_json_and_bad_use():
     from conftest import PYIMPACT
 

@@ -508,6 +508,17 @@ def _outcome(e: Engine, p: ProcessInfo, t: ThreadWait) -> Optional[Tuple[int, Ve
                               chain=[_link(t, {"kind": kind, "resource": t.resource})],
                               evidence=lines + [f"thread {x.tid} of pid {other} waits for {x.work_wait}"],
                               rule="conversation")
+    if v is not None and v.verdict == "idle" and op is not None and kind == "socket" and t.peer_inodes:
+        work = _asks_us(e, op, t)
+        if work:  # the peer is the side that asks: this end serves it (a privilege-separation monitor)
+            return 1, Verdict("idle", f"not hung: thread {t.tid} ({t.label}) waits for {who} to ask on "
+                              f"{t.resource}: {who} is idle, waits for {work}, and does not wait on its end of "
+                              "this connection -- it is the side that asks, and this one serves it",
+                              RootCause(p.pid, t.tid, kind, t.resource), "medium",
+                              chain=[_link(t, {"kind": kind, "resource": t.resource})],
+                              evidence=lines + [f"{who}: {v.summary}; none of its threads waits on "
+                                                + ", ".join(f"socket:[{i}]" for i in t.peer_inodes)],
+                              rule="conversation")
     if v is not None and v.verdict == "idle" and kind == "pipe" and any(x.target == p.node for x in t.edges):
         # the process holds the write end itself (a result or notification channel its
         # own threads also write to), and the other writers are idle: nothing is owed
@@ -541,6 +552,23 @@ def _outcome(e: Engine, p: ProcessInfo, t: ThreadWait) -> Optional[Tuple[int, Ve
     return 4, Verdict("blocked", f"thread {t.tid} ({t.label}) blocked{since} on {t.resource}; at the end "
                       f"of the chain, {g.node_label(path[-1][0])}: {end}", root, "medium", chain=chain,
                       evidence=lines)
+
+
+def _asks_us(e: Engine, q: ProcessInfo, t: ThreadWait) -> str:
+    """What peer ``q`` waits for, when it waits for work elsewhere (input, clients,
+    a terminal -- with no timeout) and none of its threads waits on its end of
+    ``t``'s socket: then ``q`` is not about to answer ``t``, it is the one that
+    would ask (``t`` serves it).  A server that owes ``t`` a reply keeps watching
+    the connection (an event loop polls every client), or works, or waits with a
+    timeout on what it needs to answer.  "" when not so."""
+    mine = set(t.peer_inodes)
+    threads = e.threads(q)
+    if any(mine & set(x.watches) for x in threads):
+        return ""
+    for x in threads:
+        if x.activity == WAITING and x.input_wait and x.work_wait and not x.has_timeout:
+            return x.work_wait
+    return ""
 
 
 def _peer_idle_words(kind: str) -> str:

@@ -62,6 +62,8 @@ class ThreadWait:
     # writes.  Data on a pipe is nobody's reply: whether the wait is owed depends on how they are
     feed_from: List[int] = field(default_factory=list)
     drained_by: List[int] = field(default_factory=list)
+    watches: List[int] = field(default_factory=list)      # inodes of the descriptors it waits on
+    peer_inodes: List[int] = field(default_factory=list)  # a socket wait: the inodes of the other ends
     join: bool = False              # waits for another thread to finish (join)
     timeout_s: Optional[float] = None   # time left of a finite timeout, when known
     has_timeout: bool = False

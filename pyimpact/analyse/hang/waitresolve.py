@@ -323,6 +323,8 @@ def python_joins(ctx: Any, g: WaitGraph) -> None:
 def _resolve_fd(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnapshot, tw: ThreadWait,
                 fd: int, *, reading: bool, call: str) -> None:
     f = _fd(p, fd)
+    if f is not None and f.inode is not None:
+        tw.watches.append(f.inode)
     tw.call = f"{call}({_fd_words(f, fd)})"
     tw.evidence.append(f"/proc/{p.pid}/task/{t.tid}/syscall: {call} on {_fd_words(f, fd)}")
     if f is None:
@@ -434,6 +436,7 @@ def _socket_edges(ctx: Any, g: WaitGraph, p: ProcessSnapshot, tw: ThreadWait, f:
                        f"the peer of {s.proto} {s.local} -> {s.remote or '?'} to read (send buffer full)")
     peer = s.peer_inode
     if peer:
+        tw.peer_inodes = sorted(set(tw.peer_inodes) | {peer})
         hs = ctx.holders.get(peer, [])
         pids = sorted({int(h[0]) for h in hs})
         if reading and pids and call != "connect" and \
@@ -840,6 +843,8 @@ def _poll_fd_edges(ctx: Any, g: WaitGraph, p: ProcessSnapshot, tw: ThreadWait, f
     works: List[str] = []
     for fd in fds:
         f = _fd(p, fd)
+        if f is not None and f.inode is not None:
+            tw.watches.append(f.inode)
         probe = ThreadWait(pid=tw.pid, tid=tw.tid, name=tw.name, state=tw.state, activity=WAITING)
         if f is None:
             probe.end_reason = f"fd {fd} unreadable"
@@ -857,6 +862,7 @@ def _poll_fd_edges(ctx: Any, g: WaitGraph, p: ProcessSnapshot, tw: ThreadWait, f
             probe.end_reason = f"fd {fd} is {f.target}"
         tw.evidence.extend(e for e in probe.evidence if e not in tw.evidence)
         tw.feed_from = sorted(set(tw.feed_from) | set(probe.feed_from))
+        tw.peer_inodes = sorted(set(tw.peer_inodes) | set(probe.peer_inodes))
         if probe.work_wait:
             works.append(probe.work_wait)
             tw.work_from = sorted(set(tw.work_from) | set(probe.work_from))
