@@ -25,6 +25,7 @@ import pytest
 
 from conftest import ROOT as REPO, TARGETS, Spawner, kill_group_and_reap, proc_state, proc_syscall, wait_for_line, \
     wait_state
+from mariadb_server import row_lock_wait, start_mariadb
 from pyimpact.analyse.hang.diagnose import CLASSES, KINDS
 from pyimpact.sessions.observe import observe
 from pyimpact.render.diagnose_view import lines
@@ -545,54 +546,23 @@ def test_postgres_idle_server_is_idle(postgres):
 
 @pytest.fixture(scope="module")
 def mariadb(servers):
-    """Our own mariadbd: a fresh datadir, a private unix socket and 127.0.0.1 on
-    a free port, root by unix_socket authentication, an ``app`` user for TCP."""
-    for tool in ("mariadb-install-db", "mariadbd", "mariadb"):
-        if shutil.which(tool) is None and not os.path.exists(f"/usr/sbin/{tool}"):
-            raise AssertionError(f"{tool} is not installed (tests/apt-packages.txt lists mariadb-server)")
-    pw = pwd.getpwnam("mysql")
-    base = tempfile.mkdtemp(prefix="pyimpact-mariadb-")
-    os.chown(base, pw.pw_uid, pw.pw_gid)
-    data, sock = os.path.join(base, "data"), os.path.join(base, "sock")
-    subprocess.run(["mariadb-install-db", "--no-defaults", "--user=mysql", f"--datadir={data}",
-                    "--auth-root-authentication-method=socket", "--skip-test-db"], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=base, timeout=120)
-    port = free_port()
-    srv = servers([shutil.which("mariadbd") or "/usr/sbin/mariadbd", "--no-defaults", "--user=mysql",
-                   f"--datadir={data}", f"--socket={sock}", "--bind-address=127.0.0.1", f"--port={port}",
-                   f"--pid-file={base}/pid", f"--log-error={base}/err.log", "--skip-log-bin",
-                   "--innodb-buffer-pool-size=16M", "--innodb-lock-wait-timeout=600", "--max-connections=20",
-                   "--skip-name-resolve"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=base)
+    """Our own mariadbd (tests/mariadb_server.py: a fresh datadir, a private unix
+    socket and 127.0.0.1 on a free port, root by unix_socket authentication, an
+    ``app`` user for TCP), ready when it answers on both."""
+    db = start_mariadb(servers)
     try:
-        wait_port(port, timeout=60, proc=srv)
-        mysql_root(sock, "CREATE DATABASE t; CREATE TABLE t.acct (id INT PRIMARY KEY, v INT) ENGINE=InnoDB; "
-                         "INSERT INTO t.acct VALUES (1, 0), (2, 0); "
-                         "CREATE USER 'app'@'127.0.0.1'; GRANT ALL ON t.* TO 'app'@'127.0.0.1';")
-        yield srv.pid, sock, port
+        yield db
     finally:
-        shutil.rmtree(base, ignore_errors=True)     # the Spawner stops the server
-
-
-def mysql_root(sock: str, sql: str) -> str:
-    return subprocess.run(["mariadb", "--no-defaults", "-S", sock, "-u", "root", "-N", "-B", "-e", sql],
-                          stdout=subprocess.PIPE, text=True, timeout=20, check=True).stdout.strip()
+        kill_group_and_reap(db.proc)    # stop it before its directory goes (the group is its own)
+        db.remove()
 
 
 def test_mariadb_row_lock_wait_root_is_the_client_idle_in_its_transaction(mariadb, spawn_here):
-    srv, sock, port = mariadb
-    # session A over TCP: takes the row lock and stays idle in its open transaction
-    holder = spawn_here(["mariadb", "--no-defaults", "-h", "127.0.0.1", "-P", str(port), "-u", "app", "-N", "--unbuffered", "t"],
-                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    holder.stdin.write("BEGIN;\nUPDATE acct SET v = v + 1 WHERE id = 1;\nSELECT 'locked';\n")
-    holder.stdin.flush()
-    wait_for_line(holder.stdout, "locked")
-    # session B over the unix socket: its UPDATE waits for A's row lock
-    waiter = spawn_here(["mariadb", "--no-defaults", "-S", sock, "-u", "root", "-e",
-                         "UPDATE t.acct SET v = v + 10 WHERE id = 1"],
-                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_state(lambda: mysql_root(sock, "SELECT count(*) FROM information_schema.INNODB_LOCK_WAITS") == "1",
-               timeout=30, what="the UPDATE waiting on the row lock")
-    wait_state(lambda: proc_state(waiter.pid) == "S", what="the client asleep")
+    # session A over TCP takes the row lock and stays idle in its open transaction;
+    # session B over the unix socket: its UPDATE waits for A's row lock (InnoDB says so)
+    w = row_lock_wait(spawn_here, mariadb)
+    holder, waiter = w.holder, w.waiter
+    wait_state(lambda: proc_state(waiter.pid) == "S", timeout=30, what="the client asleep")
 
     d, text = diagnose(waiter.pid)
 
@@ -606,15 +576,14 @@ def test_mariadb_row_lock_wait_root_is_the_client_idle_in_its_transaction(mariad
 
 
 def test_mariadb_idle_server_is_idle(mariadb):
-    srv, sock, port = mariadb
-    wait_state(lambda: mysql_root(sock, "SELECT count(*) FROM information_schema.PROCESSLIST "
-                                        "WHERE ID <> connection_id()") == "0", timeout=30,
+    wait_state(lambda: mariadb.sql("SELECT count(*) FROM information_schema.PROCESSLIST "
+                                   "WHERE ID <> connection_id()") == "0", timeout=60,
                what="no sessions left")
 
-    d, text = diagnose(srv)
+    d, text = diagnose(mariadb.pid)
 
     assert d.verdict == "idle" and not d.hung, text
-    assert d.root_cause.pid == srv, text
+    assert d.root_cause.pid == mariadb.pid, text
 
 
 # --------------------------------------------------------------------------

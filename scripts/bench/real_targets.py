@@ -20,6 +20,8 @@ import time
 from .common import PY, ROOT, Procs
 
 TARGETS = ROOT / "tests" / "targets"
+sys.path.insert(0, str(ROOT / "tests"))      # the helpers the tests share with the bench, as job_nodes does
+from mariadb_server import row_lock_wait, start_mariadb  # noqa: E402
 NGINX_CONF = """daemon off;
 master_process on;
 worker_processes 1;
@@ -191,38 +193,10 @@ def start_gloo_stall(procs: Procs, tmp: str) -> int:
 
 
 def start_mariadb_rowlock(procs: Procs, tmp: str) -> int:
-    """Our own mariadbd (fresh datadir, private socket, 127.0.0.1 on a free port);
-    session A holds a row lock idle in its transaction, session B's UPDATE waits."""
-    pw = pwd.getpwnam("mysql")
-    base = tempfile.mkdtemp(prefix="pyimpact-bench-mariadb-")
-    os.chown(base, pw.pw_uid, pw.pw_gid)
-    data, sock = os.path.join(base, "data"), os.path.join(base, "sock")
-    subprocess.run(["mariadb-install-db", "--no-defaults", "--user=mysql", f"--datadir={data}",
-                    "--auth-root-authentication-method=socket", "--skip-test-db"], check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=base)
-    port = _port()
-    procs.spawn([shutil.which("mariadbd") or "/usr/sbin/mariadbd", "--no-defaults", "--user=mysql",
-                 f"--datadir={data}", f"--socket={sock}", "--bind-address=127.0.0.1", f"--port={port}",
-                 f"--pid-file={base}/pid", f"--log-error={base}/err.log", "--skip-log-bin",
-                 "--innodb-buffer-pool-size=16M", "--innodb-lock-wait-timeout=3600", "--skip-name-resolve"],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=base)
-    _until(lambda: _listening(port), "mariadbd")
-    root = ["mariadb", "--no-defaults", "-S", sock, "-u", "root", "-N", "-B", "-e"]
-    sql = lambda q: subprocess.run(root + [q], stdout=subprocess.PIPE, text=True, timeout=20,  # noqa
-                                   check=True).stdout.strip()
-    sql("CREATE DATABASE t; CREATE TABLE t.acct (id INT PRIMARY KEY, v INT) ENGINE=InnoDB; "
-        "INSERT INTO t.acct VALUES (1, 0)")
-    holder = procs.spawn(["mariadb", "--no-defaults", "-S", sock, "-u", "root", "-N", "--unbuffered", "t"],
-                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    holder.stdin.write("BEGIN;\nUPDATE acct SET v = v + 1 WHERE id = 1;\nSELECT 'locked';\n")
-    holder.stdin.flush()
-    while "locked" not in holder.stdout.readline():
-        pass
-    waiter = procs.spawn(["mariadb", "--no-defaults", "-S", sock, "-u", "root", "-e",
-                          "UPDATE t.acct SET v = 2 WHERE id = 1"], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
-    _until(lambda: sql("SELECT count(*) FROM information_schema.INNODB_LOCK_WAITS") == "1", "lock wait")
-    return waiter.pid
+    """Our own mariadbd; session A holds a row lock idle in its transaction,
+    session B's UPDATE waits for it (tests/mariadb_server.py, as the verdict test)."""
+    db = start_mariadb(procs.spawn, prefix="pyimpact-bench-mariadb-")
+    return row_lock_wait(procs.spawn, db).waiter.pid
 
 
 REAL = {
