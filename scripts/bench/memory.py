@@ -133,6 +133,7 @@ def rss_while_tracing(procs: Procs, workdir: str, seconds: float) -> dict:
         "train_s": sum(result.get("step_s", [])) or None,
         "by_kind": (s.get("events") or {}).get("by_kind"),
         "rss_kb_after_attach": attached.get("VmRSS"), "hwm_kb_after_attach": attached.get("VmHWM"),
+        "probe_cache_hit": (s.get("timings") or {}).get("probe_cache_hit"),
         "peak_rss_kb": hwm or None, "ru_maxrss_kb": maxrss,
         "peak_rss_anon_kb": anon_max,
         "samples": samples,
