@@ -862,7 +862,7 @@ def test_sshd_monitor_of_an_idle_session_is_idle_not_blocked_on_its_child(spawn_
         os.makedirs("/run/sshd", exist_ok=True)
         sshd = spawn_here(["/usr/sbin/sshd", "-D", "-e", "-f", cfg], stderr=subprocess.DEVNULL)
         wait_port(port, proc=sshd)
-        spawn_here(["ssh", "-q", "-N", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
+        client = spawn_here(["ssh", "-q", "-N", "-o", "PasswordAuthentication=no", "-o", "StrictHostKeyChecking=no", "-o",
                     "UserKnownHostsFile=/dev/null", "-i", os.path.join(d, "user"), "-p", str(port), "nobody@127.0.0.1"],
                    stdin=subprocess.PIPE)
 
@@ -878,9 +878,12 @@ def test_sshd_monitor_of_an_idle_session_is_idle_not_blocked_on_its_child(spawn_
         r, ds, _ = observe_all(window=WINDOW, python_stacks=False)
         text = "\n".join(all_lines(r))
 
-        for pid in (sshd.pid, monitor, child):
+        for pid in (sshd.pid, monitor, child, client.pid):
             assert ds[pid].verdict == "idle", "\n".join(lines(ds[pid]))
-        assert not {sshd.pid, monitor, child} & {pid for row in r.rows for pid in row.hung_pids}, text
+        assert not {sshd.pid, monitor, child, client.pid} & {pid for row in r.rows for pid in row.hung_pids}, text
+        # the client's connection is held by the monitor and the child; the child waits for its next request
+        assert "idle conversation" in ds[client.pid].summary and f"pid {child}" in ds[client.pid].summary, \
+            "\n".join(lines(ds[client.pid]))
         dm = ds[monitor]
         assert (dm.root_cause.pid, dm.root_cause.kind) == (monitor, "socket"), "\n".join(lines(dm))
         assert f"pid {child}" in dm.summary and "the side that asks" in dm.summary, "\n".join(lines(dm))

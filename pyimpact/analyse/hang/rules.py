@@ -499,15 +499,22 @@ def _outcome(e: Engine, p: ProcessInfo, t: ThreadWait) -> Optional[Tuple[int, Ve
                           "high" if v.confidence == "high" else "medium", chain=chain,
                           evidence=lines + v.evidence[:3])
     if v is not None and v.verdict == "idle" and op is not None and kind in ("pipe", "socket"):
-        mutual = [x for x in e.threads(op) if x.work_wait and p.pid in x.work_from]
-        if mutual:  # each side waits for the other's next message: an idle conversation
-            x = mutual[0]
-            return 1, Verdict("idle", f"not hung: an idle conversation: it waits for {who}, which waits for "
-                              f"its next request ({x.work_wait})",
-                              RootCause(p.pid, t.tid, kind, t.resource), "high",
-                              chain=[_link(t, {"kind": kind, "resource": t.resource})],
-                              evidence=lines + [f"thread {x.tid} of pid {other} waits for {x.work_wait}"],
-                              rule="conversation")
+        # every holder of the other end, not only the one the chain went to (a server's
+        # end is often held by two processes: a monitor and its session child)
+        for q in [op] + [e.g.processes[x] for x in _edge_pids(t) if x != other and x in e.g.processes]:
+            qv = e.verdict(q.pid) if q is not op else v
+            if qv is None or qv.verdict != "idle":
+                continue
+            mutual = [x for x in e.threads(q) if x.work_wait and p.pid in x.work_from]
+            if mutual:  # each side waits for the other's next message: an idle conversation
+                x = mutual[0]
+                qwho = process_words(q)
+                return 1, Verdict("idle", f"not hung: an idle conversation: it waits for {qwho}, which waits for "
+                                  f"its next request ({x.work_wait})",
+                                  RootCause(p.pid, t.tid, kind, t.resource), "high",
+                                  chain=[_link(t, {"kind": kind, "resource": t.resource})],
+                                  evidence=lines + [f"thread {x.tid} of pid {q.pid} waits for {x.work_wait}"],
+                                  rule="conversation")
     if v is not None and v.verdict == "idle" and op is not None and kind == "socket" and t.peer_inodes:
         work = _asks_us(e, op, t)
         if work:  # the peer is the side that asks: this end serves it (a privilege-separation monitor)
@@ -552,6 +559,10 @@ def _outcome(e: Engine, p: ProcessInfo, t: ThreadWait) -> Optional[Tuple[int, Ve
     return 4, Verdict("blocked", f"thread {t.tid} ({t.label}) blocked{since} on {t.resource}; at the end "
                       f"of the chain, {g.node_label(path[-1][0])}: {end}", root, "medium", chain=chain,
                       evidence=lines)
+
+
+def _edge_pids(t: ThreadWait) -> List[int]:
+    return [int(x.target[2:]) for x in t.edges if x.target.startswith("p:")]
 
 
 def _asks_us(e: Engine, q: ProcessInfo, t: ThreadWait) -> str:
