@@ -762,6 +762,8 @@ def test_diagnose_all_pipe_readers_are_judged_by_their_writers(spawn_here, tmp_p
     healthy = {idle_h, idle_sh, busy_h, busy_sh, sleep_, catbash.pid, cat_, bash_, pager_sh, seq_, less_}
     assert healthy <= set(ds), (healthy - set(ds), text)
     for pid in healthy:
+        assert ds[pid].verdict in ("idle", "progressing"), show(pid)
+    for pid in (idle_h, idle_sh, busy_h, bash_, seq_):
         assert ds[pid].verdict == "idle", show(pid)
     hung = {pid for row in r.rows for pid in row.hung_pids}
     assert not healthy & hung, text
@@ -874,6 +876,13 @@ def test_sshd_monitor_of_an_idle_session_is_idle_not_blocked_on_its_child(spawn_
         monitor = session[0]
         child = children_of(monitor)[0]
         session.append(child)
+        seen = []
+
+        def quiet():    # the session set up (the client moves a few messages after login)
+            seen.append(io_chars(client.pid))
+            time.sleep(0.1)
+            return len(seen) >= 5 and len(set(seen[-5:])) == 1 and proc_syscall(client.pid) == "7"
+        wait_state(quiet, timeout=30, what="the ssh client quiet in poll")
 
         r, ds, _ = observe_all(window=WINDOW, python_stacks=False)
         text = "\n".join(all_lines(r))
