@@ -58,6 +58,10 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
     if (!pyi_is_traced(tgid))
         return 0;
+    /* A thread other than the leader exec'd and took the leader's tid: the
+     * in-flight slot of its old tid (holding the execve) has no owner left. */
+    if ((u32)args->old_pid != (u32)args->pid)
+        pyi_flight_release(((u64)tgid << 32) | (u32)args->old_pid);
     struct pyi_exec_event *x = events.ringbuf_reserve(sizeof(struct pyi_exec_event));
     if (!x) {
         pyi_count_lost(PYI_LOST_RINGBUF);

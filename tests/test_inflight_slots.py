@@ -119,6 +119,46 @@ def test_counts_exact_when_syscalls_share_a_cache_entry(spawn):
     assert len({(s.tid, s.nr) for s in stats}) == len(stats)
 
 
+EXEC_FROM_THREAD = r"""
+import os, sys, threading
+print("ready", threading.get_native_id(), flush=True)
+sys.stdin.readline()
+def run():
+    print("exec", threading.get_native_id(), flush=True)
+    os.execv("/bin/sleep", ["sleep", "600"])
+threading.Thread(target=run).start()
+threading.Event().wait()
+"""
+
+
+def test_exec_from_a_thread_leaves_no_call_in_flight_behind(spawn):
+    """A thread other than the leader calls execve: the kernel gives it the
+    leader's tid, and its old tid is gone. In flight afterwards: the new
+    program's one thread, in its own sleep; nothing under the old tid (whose
+    slot held the execve that never returned under it)."""
+    import subprocess
+
+    target = spawn([sys.executable, "-c", EXEC_FROM_THREAD], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    wait_for_line(target.stdout, "ready")
+    probes = KernelProbes(ProbeConfig(pids=(target.pid,))).open()
+    try:
+        target.stdin.write(b"go\n")
+        target.stdin.flush()
+        old_tid = int(wait_for_line(target.stdout, "exec").split()[1])
+        assert old_tid != target.pid
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            inflight = probes.inflight()
+            if any(c.tid == target.pid and c.syscall == "clock_nanosleep" for c in inflight):
+                break
+            time.sleep(0.05)
+        with open(f"/proc/{target.pid}/comm") as f:
+            assert f.read().strip() == "sleep"
+    finally:
+        probes.close()
+    assert [(c.tid, c.syscall) for c in inflight] == [(target.pid, "clock_nanosleep")], inflight
+
+
 def test_slot_count_is_checked():
     from pyimpact.errors import UsageError
 
