@@ -11,7 +11,7 @@
  *     in its slot of the `inflight` array, indexed by tid: an inlined array
  *     load at entry and at exit, no hash lookup; exit then accounts the call
  *     in its (tid, syscall) record of the syscall_stats array, found through
- *     a small cache in the slot (a hash lookup only when that misses);
+ *     a small two-way cache in the slot (a hash lookup only when it misses);
  *   - pt_regs is read with plain loads where the programs are BTF-typed raw
  *     tracepoints (PYI_TP_BTF=1: the verifier knows ctx->args[0] is a
  *     struct pt_regs * and turns each load into a fault-safe one, about 1 ns),
@@ -150,19 +150,31 @@ BPF_F_TABLE("array", u32, struct pyi_stat, syscall_stats, PYI_STAT_RECORDS, PYI_
 BPF_HASH(stat_index, struct pyi_stat_key, u32, PYI_STAT_RECORDS);
 BPF_ARRAY(stat_next, u64, 1);
 
+/* The record a cache entry (1 + index, 0 none) names, if it is (tid, nr)'s. */
+static __always_inline struct pyi_stat *pyi_stat_cached(u32 e, u32 tid, u32 nr)
+{
+    if (!e)
+        return 0;
+    u32 i = e - 1;
+    struct pyi_stat *s = syscall_stats.lookup(&i);
+    if (s && s->nr == nr && s->tid == tid)
+        return s;
+    return 0;
+}
+
 /* The stats record of (tid, nr): from the slot's cache, else found or
- * created through stat_index (then cached). */
+ * created through stat_index (then cached in the set's first way, the
+ * previous first moving to the second). */
 static __always_inline struct pyi_stat *pyi_stat_of(struct pyi_flight *f, u32 tgid, u32 tid, u32 nr)
 {
-    u32 c = nr & (PYI_STAT_CACHE - 1);
-    u32 i = f->stat[c];
-    struct pyi_stat *s;
-    if (i) {
-        i -= 1;
-        s = syscall_stats.lookup(&i);
-        if (s && s->nr == nr && s->tid == tid)
-            return s;
-    }
+    u32 c = (nr & (PYI_STAT_SETS - 1)) * 2;
+    struct pyi_stat *s = pyi_stat_cached(f->stat[c], tid, nr);
+    if (s)
+        return s;
+    s = pyi_stat_cached(f->stat[c + 1], tid, nr);
+    if (s)
+        return s;
+    u32 i;
     struct pyi_stat_key key = { .tid = tid, .nr = nr };
     u32 *known = stat_index.lookup(&key);
     if (known) {
@@ -191,6 +203,7 @@ static __always_inline struct pyi_stat *pyi_stat_of(struct pyi_flight *f, u32 tg
     s = syscall_stats.lookup(&i);
     if (!s || s->nr != nr || s->tid != tid)
         return 0;
+    f->stat[c + 1] = f->stat[c];
     f->stat[c] = i + 1;
     return s;
 }

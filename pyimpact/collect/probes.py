@@ -244,8 +244,8 @@ def pid_words() -> int:
 
 #: struct pyi_flight (probes/pyimpact.h), one in-flight slot.
 FLIGHT_DTYPE = np.dtype([("id", "=u8"), ("nr", "=u4"), ("_pad", "=u4"), ("ts", "=u8"), ("args", "=u8", (6,)),
-                         ("stat", "=u4", (16,))])
-FLIGHT_SLOTS_MAX = 1 << 16  # 8.5 MiB of in-flight slots at most
+                         ("stat", "=u4", (64,))])
+FLIGHT_SLOTS_MAX = 1 << 16  # 20.5 MiB of in-flight slots at most
 
 
 def flight_slots() -> int:
@@ -253,7 +253,7 @@ def flight_slots() -> int:
     power of two covering pid_max when it is at most 65536 (every thread has
     a slot of its own), else 65536 (two threads whose tids are equal modulo
     that share one: the second keeps its call in a hash instead, slower,
-    never lost). 136 bytes a slot."""
+    never lost). 328 bytes a slot."""
     try:
         with open("/proc/sys/kernel/pid_max") as f:
             pid_max = int(f.read().split()[0])
@@ -683,10 +683,11 @@ class KernelProbes:
             return [(int(v.id) & 0xFFFFFFFF, int(v.id) >> 32, int(v.nr), int(v.ts), [int(a) for a in v.args])
                     for _, v in table.items() if v.ts and v.id]
         try:
-            a = np.frombuffer(m, dtype=FLIGHT_DTYPE, count=n).copy()
+            view = np.frombuffer(m, dtype=FLIGHT_DTYPE, count=n)
+            a = view[(view["ts"] != 0) & (view["id"] != 0)].copy()     # the calls only
+            del view
         finally:
             m.close()
-        a = a[(a["ts"] != 0) & (a["id"] != 0)]
         return [(int(r["id"]) & 0xFFFFFFFF, int(r["id"]) >> 32, int(r["nr"]), int(r["ts"]), [int(x) for x in r["args"]])
                 for r in a]
 
