@@ -181,3 +181,17 @@ def test_a_start_from_the_cache_never_loads_bcc_or_llvm(cache_dir):
         assert r.returncode == 0, r.stderr
     assert runs[0].stdout.split() == ["0", "True", "True"]      # compiled: bcc and libbcc loaded
     assert runs[1].stdout.split() == ["1", "False", "False"]    # from the cache: neither
+
+
+def test_the_key_survives_the_kernel_dropping_its_caches():
+    """sysfs stamps an inode it makes again with the time of that moment: a key
+    taken from /sys/kernel/btf/vmlinux's mtime changed after every drop_caches
+    (a cold start compiled again)."""
+    from pyimpact.collect.probe_cache import cache_key
+
+    before = cache_key(b"int x;", ["-DA=1"], "0.26.0")
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("2\n")          # dentries and inodes: sysfs's among them
+    assert cache_key(b"int x;", ["-DA=1"], "0.26.0") == before
+    assert cache_key(b"int y;", ["-DA=1"], "0.26.0") != before

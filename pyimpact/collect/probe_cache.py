@@ -35,10 +35,13 @@ MAX_BYTES = 32 << 20
 _TRACEPOINT = re.compile(rb"TRACEPOINT_PROBE\(\s*(\w+)\s*,\s*(\w+)\s*\)")
 
 
-def _stat_text(path: str) -> str:
+def _stat_text(path: str, mtime: bool = True) -> str:
+    """Size (and mtime) of a file. Not the mtime of a sysfs file: sysfs makes
+    its inodes afresh once the kernel dropped them (drop_caches, memory
+    pressure), stamped with the time of that moment."""
     try:
         st = os.stat(path)
-        return f"{st.st_size}:{st.st_mtime_ns}"
+        return f"{st.st_size}:{st.st_mtime_ns}" if mtime else str(st.st_size)
     except OSError:
         return "-"
 
@@ -49,7 +52,7 @@ def cache_key(source: bytes, cflags, bcc_version: str, tracefs: str = "/sys/kern
     uname = platform.uname()
     build = f"/lib/modules/{uname.release}/build"
     for part in (f"format {FORMAT}", uname.release, uname.version, uname.machine, bcc_version,
-                 _stat_text("/sys/kernel/btf/vmlinux"), os.path.realpath(build),
+                 _stat_text("/sys/kernel/btf/vmlinux", mtime=False), os.path.realpath(build),
                  _stat_text(os.path.join(build, "include/generated/autoconf.h")), "\0".join(cflags)):
         h.update(part.encode() + b"\0")
     h.update(source)
