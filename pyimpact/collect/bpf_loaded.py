@@ -29,20 +29,6 @@ _PERCPU_TYPES = (5, 6, 10)     # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH
 _PREFIXES = ("tracepoint__", "raw_tracepoint__")
 
 
-def possible_cpus() -> int:
-    """CPUs a per-CPU map holds a value for (/sys/devices/system/cpu/possible, e.g. "0-1")."""
-    try:
-        with open("/sys/devices/system/cpu/possible") as f:
-            text = f.read().strip()
-    except OSError:
-        return os.cpu_count() or 1
-    count = 0
-    for part in text.split(","):
-        lo, _, hi = part.partition("-")
-        count += (int(hi) if hi else int(lo)) - int(lo) + 1
-    return max(1, count)
-
-
 class FdMap:
     """One BPF map by its fd: ``m[key]``, ``m[key] = value``, ``m.items()``.
 
@@ -73,7 +59,7 @@ class FdMap:
         if self.spec.type in _PERCPU_TYPES:
             if ctypes.sizeof(leaf) % 8:
                 raise TypeError(f"per-CPU map {self.spec.name}: values of {ctypes.sizeof(leaf)} bytes are not supported")
-            return (leaf * possible_cpus())()
+            return (leaf * bpf_sys.possible_cpus())()
         return leaf()
 
     def _value(self, buf):

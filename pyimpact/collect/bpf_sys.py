@@ -164,6 +164,20 @@ def map_next_key(fd: int, key, next_key) -> bool:
     return bpf(BPF_MAP_GET_NEXT_KEY, MapElemAttr(map_fd=fd, key=_addr(key), value=_addr(next_key))) >= 0
 
 
+def possible_cpus() -> int:
+    """CPUs a per-CPU map holds a value for (/sys/devices/system/cpu/possible, e.g. "0-1")."""
+    try:
+        with open("/sys/devices/system/cpu/possible") as f:
+            text = f.read().strip()
+        count = 0
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            count += (int(hi) if hi else int(lo)) - int(lo) + 1
+        return max(1, count)
+    except (OSError, ValueError):
+        return os.cpu_count() or 1
+
+
 # -- classic tracepoints: a perf event of type PERF_TYPE_TRACEPOINT carries the program
 PERF_TYPE_TRACEPOINT = 2
 PERF_SAMPLE_RAW = 1 << 10

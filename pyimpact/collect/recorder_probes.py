@@ -24,6 +24,7 @@ from importlib import resources
 from typing import Callable, Dict, List, Optional, Tuple
 
 from ..errors import BPFUnavailable, NotPermitted, UsageError
+from . import bpf_sys
 
 KINDS = {1: "fork", 2: "exec", 3: "exit", 4: "signal", 5: "close", 6: "fsync", 7: "rename"}
 COMM_LEN, PATH_LEN, DEPTH, NAME_LEN, ARGV_LEN = 16, 256, 8, 64, 512
@@ -157,41 +158,11 @@ def _boot_offset_ns() -> int:
     return best[1]
 
 
-_BPF_SYSCALL = {"x86_64": 321, "aarch64": 280, "riscv64": 280, "s390x": 351, "ppc64le": 361}
-_BPF_MAP_LOOKUP_ELEM = 1
-
-
-def _possible_cpus() -> int:
-    """How many values a per-CPU map holds (possible CPUs, not online ones)."""
-    try:
-        with open("/sys/devices/system/cpu/possible") as f:
-            text = f.read().strip()
-        n = 0
-        for part in text.split(","):
-            lo, _, hi = part.partition("-")
-            n += (int(hi) if hi else int(lo)) - int(lo) + 1
-        return n
-    except (OSError, ValueError):
-        return os.cpu_count() or 1
-
-
 def _map_lookup(map_fd: int, key: bytes, value_size: int) -> Optional[bytes]:
-    """bpf(BPF_MAP_LOOKUP_ELEM): one value of a map we hold (no bcc here)."""
-    import platform
-
-    nr = _BPF_SYSCALL.get(platform.machine())
-    if nr is None:
-        return None
+    """One value of a map we hold (no bcc here)."""
     kbuf = ctypes.create_string_buffer(key, len(key))
     vbuf = ctypes.create_string_buffer(value_size)
-    attr = ctypes.create_string_buffer(32)
-    ctypes.memmove(attr, ctypes.c_uint32(map_fd).value.to_bytes(4, "little"), 4)
-    ctypes.memmove(ctypes.byref(attr, 8), ctypes.addressof(kbuf).to_bytes(8, "little"), 8)
-    ctypes.memmove(ctypes.byref(attr, 16), ctypes.addressof(vbuf).to_bytes(8, "little"), 8)
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(ctypes.c_long(nr), ctypes.c_int(_BPF_MAP_LOOKUP_ELEM), attr, ctypes.c_uint(32)) != 0:
-        return None
-    return vbuf.raw
+    return vbuf.raw if bpf_sys.map_lookup(map_fd, kbuf, vbuf) else None
 
 
 class RecRing:
@@ -263,7 +234,7 @@ class RecorderProbes:
         self.timings = {}
         self.file_tracepoints: List[str] = []     # the file probes attached (tracepoint names)
         self.attached: List[str] = []              # every tracepoint attached
-        self._ncpus = _possible_cpus()
+        self._ncpus = bpf_sys.possible_cpus()
 
     @property
     def is_open(self) -> bool:
