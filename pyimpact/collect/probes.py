@@ -423,15 +423,21 @@ class KernelProbes:
         hit = image is not None
         facts = image.kernel_facts if hit and config.tp_btf else None
         ids = _BtfIds(TP_BTF_FUNCS.values()) if config.tp_btf and facts is None else None
-        if not hit:
+
+        def compiled():
             t = time.monotonic()
-            image = compile_image(source, cflags, TP_BTF_FUNCS)
+            fresh = compile_image(source, cflags, TP_BTF_FUNCS)
             self.timings["compile_s"] = time.monotonic() - t
+            return fresh
+
+        if not hit:
+            image = compiled()
         if ids is not None:
             facts = ids.result()      # raises TpBtfUnavailable: the caller falls back to raw tracepoints
-            image = dataclasses.replace(image, kernel_facts=facts)
+        image = dataclasses.replace(image, kernel_facts=facts)
+        btf_ids = facts["ids"] if facts else None
         try:
-            probes = LoadedProbes.load(image, facts["ids"] if facts else None, self.env.tracefs)
+            probes = LoadedProbes.load(image, btf_ids, self.env.tracefs)
         except (bpf_sys.BpfSysError, OSError) as err:
             if not hit:
                 raise
@@ -439,10 +445,8 @@ class KernelProbes:
             cache.drop(key)
             cache.note = f"a kept image failed to load ({err}); compiled again"
             hit = False
-            t = time.monotonic()
-            image = dataclasses.replace(compile_image(source, cflags, TP_BTF_FUNCS), kernel_facts=image.kernel_facts)
-            self.timings["compile_s"] = time.monotonic() - t
-            probes = LoadedProbes.load(image, facts["ids"] if facts else None, self.env.tracefs)
+            image = dataclasses.replace(compiled(), kernel_facts=facts)
+            probes = LoadedProbes.load(image, btf_ids, self.env.tracefs)
         if not hit or ids is not None:     # new, or kept without the BTF facts it now has
             cache.put(key, image)
         self.timings["probe_cache_hit"] = 1.0 if hit else 0.0
