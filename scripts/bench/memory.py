@@ -98,28 +98,11 @@ def rss_while_tracing(procs: Procs, workdir: str, seconds: float) -> dict:
         load_at_end = loadavg()
         result = json.loads(job_out.text() or "{}")
         # pyimpact stops by itself once its target exited: decode, summary, write, detach.
-        hwm = 0
-        anon_max = max((s.get("RssAnon", 0) for s in samples), default=0)
-        maxrss = None
-        deadline = time.monotonic() + 600
-        next_sample = 0.0
-        while time.monotonic() < deadline:
-            st = _status(tpid)          # empty once it is a zombie
-            now = time.monotonic()
-            if st and now >= next_sample:
-                samples.append({"t": round(now - t0, 2), **st})
-                next_sample = now + 0.1
-            hwm = max(hwm, st.get("VmHWM", 0))
-            anon_max = max(anon_max, st.get("RssAnon", 0))
-            try:
-                done, status, ru = os.wait4(tpid, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if done:
-                tool.proc.returncode = os.waitstatus_to_exitcode(status)
-                maxrss = ru.ru_maxrss
-                break
-            time.sleep(0.02)
+        anon_before = max((s.get("RssAnon", 0) for s in samples), default=0)
+        hwm, anon_max, maxrss, status = _sample_until_exit(tpid, t0, samples)
+        anon_max = max(anon_max, anon_before)
+        if status is not None:
+            tool.proc.returncode = os.waitstatus_to_exitcode(status)
         exit_s = time.monotonic() - t0
         info = tool.stop(timeout=600)
     finally:
@@ -167,8 +150,8 @@ def rss_while_tracing(procs: Procs, workdir: str, seconds: float) -> dict:
 
 
 def _sample_until_exit(tpid: int, t0: float, samples: list, timeout: float = 600.0):
-    """Sample every 0.1 s until the tracer exits; (VmHWM, max RssAnon, ru_maxrss, status)."""
-    hwm, anon, maxrss, status = 0, 0, None, None
+    """Sample every 0.1 s until the tracer exits; (VmHWM, max RssAnon, ru_maxrss, wait status or None)."""
+    hwm, anon, maxrss, exited = 0, 0, None, None
     deadline = time.monotonic() + timeout
     next_sample = 0.0
     while time.monotonic() < deadline:
@@ -184,10 +167,10 @@ def _sample_until_exit(tpid: int, t0: float, samples: list, timeout: float = 600
         except ChildProcessError:
             break
         if done:
-            maxrss = ru.ru_maxrss
+            maxrss, exited = ru.ru_maxrss, status
             break
         time.sleep(0.02)
-    return hwm, anon, maxrss, status
+    return hwm, anon, maxrss, exited
 
 
 def rss_at_rate(procs: Procs, bindir: str, workdir: str, rate: int, seconds: float) -> dict:
