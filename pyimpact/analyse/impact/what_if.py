@@ -329,6 +329,10 @@ def estimate(obs: dict, change: Change, gpu_samples: Optional[List[dict]] = None
     risks: List[str] = []
     if change.kind == "cpus" and busy_threads > k_new:
         notes.append(f"{busy_threads} busy threads on {k_new} CPU(s): they time-share")
+    if sum(new) < sum(now) - 0.05:
+        notes.append("assumes each CPU does as much work per second as now: where CPUs share a physical core "
+                     "(SMT siblings; a VM's vCPUs may, unseen from inside) or clock up when fewer are busy, "
+                     "a job on fewer cores can run faster than this")
     omp = obs.get("openmp") or {}
     for pid_s, lib in sorted(omp.items()):
         n = sum(1 for t in job if str(t.pid) == pid_s and t.demand >= 0.3)
