@@ -3,7 +3,7 @@
 bcc syscount, cost on untraced processes, a PyTorch training job, time to
 verdict, event capacity, memory and export time.
 
-    sudo .venv/bin/python scripts/bench.py            full run (about 16 min), writes
+    sudo .venv/bin/python scripts/bench.py            full run (about 20 min), writes
                                                        scripts/bench/results.json and BENCHMARKS.md
     sudo .venv/bin/python scripts/bench.py --quick    a few seconds per configuration (a smoke
                                                        test: figures are not meaningful)
@@ -11,7 +11,7 @@ verdict, event capacity, memory and export time.
                                                        run some benchmarks, merge into the JSON
     sudo .venv/bin/python scripts/bench.py --render   re-render BENCHMARKS.md from the JSON
 
-Benchmarks: overhead (1 and 2), training (3), verdict (4), capacity (5),
+Benchmarks: overhead (1 and 2), training (3; training_blocks: 3c, blocks in one job), verdict (4), capacity (5),
 memory (6: peak RSS while tracing the training job), export (6: write a
 large recording), nodes (16: `diagnose --job` over 2 and 4 simulated nodes),
 recorder (7: `pyimpact record`'s cost). The machine should be otherwise idle: the script records
@@ -35,13 +35,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import capacity, job_nodes, memory, overhead, recorder, report, stop, training, verdict  # noqa: E402
 from bench.common import ROOT, AttachMonitor, Procs, loadavg, log, machine_info  # noqa: E402
 
-NAMES = ("overhead", "training", "verdict", "capacity", "memory", "memory_rate", "export", "nodes", "stop",
+NAMES = ("overhead", "training", "training_blocks", "verdict", "capacity", "memory", "memory_rate", "export", "nodes", "stop",
          "recorder")
 EXTRA_NAMES = ("training_ab",)      # run only when named: training with a baseline checkout
 
 FULL = {
     "overhead": {"rounds": 9, "seconds": 1.0},
     "training": {"rounds": 10, "warmup": 50, "steps": 2500},
+    "training_blocks": {"pairs": 8, "block_s": 12.0},
     "verdict": {"warm_runs": 5, "cold_runs": 3},
     "capacity": {"rates": [10_000, 50_000, 100_000, 200_000], "seconds": 30.0},
     "memory": {"seconds": 600.0},
@@ -55,6 +56,7 @@ FULL = {
 QUICK = {
     "overhead": {"rounds": 2, "seconds": 0.3},
     "training": {"rounds": 1, "warmup": 10, "steps": 60},
+    "training_blocks": {"pairs": 1, "block_s": 2.0},
     "verdict": {"warm_runs": 1, "cold_runs": 1},
     "capacity": {"rates": [10_000, 50_000, 100_000, 200_000], "seconds": 3.0},
     "memory": {"seconds": 20.0},
@@ -159,6 +161,8 @@ def main() -> int:
                 res = overhead.run(procs, monitor, bindir, tmp, p["rounds"], p["seconds"])
             elif name == "training":
                 res = training.run(procs, tmp, p["rounds"], p["warmup"], p["steps"])
+            elif name == "training_blocks":
+                res = training.run_blocks(procs, tmp, p["pairs"], p["block_s"])
             elif name == "training_ab":
                 res = training.run(procs, tmp, p["rounds"], p["warmup"], p["steps"],
                                    baseline_tree=os.path.abspath(args.baseline_tree))

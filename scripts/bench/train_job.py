@@ -4,6 +4,11 @@ untraced) and 6 (pyimpact's memory while tracing it).
 
     train_job.py --warmup W --steps N [--workers 2]     then one JSON line of step times
     train_job.py --seconds S                            train for S seconds
+    train_job.py --until-signal                         train until SIGUSR1, then step times with end times
+
+--until-signal is for traced and untraced blocks inside one job (benchmark 3c):
+the harness attaches and detaches the tracer while the job trains, and splits
+the steps by their end times (CLOCK_MONOTONIC, as time.monotonic() reads it).
 
 Prints "ready PID" once the model and the loader exist, waits for one line on
 stdin (the harness attaches its tracer in between), then creates the loader's
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 
@@ -46,7 +52,11 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=None)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--until-signal", action="store_true")
     args = ap.parse_args()
+    stop = []
+    if args.until_signal:
+        signal.signal(signal.SIGUSR1, lambda *_: stop.append(1))
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(128, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 2))
@@ -56,7 +66,7 @@ def main() -> int:
     sys.stdin.readline()
 
     it = iter(loader)
-    times = []
+    times, ends = [], []
     t_start = time.perf_counter()
     step = 0
     while True:
@@ -66,17 +76,24 @@ def main() -> int:
         opt.zero_grad()
         loss.backward()
         opt.step()
-        times.append(time.perf_counter() - t)
+        end = time.perf_counter()
+        times.append(end - t)
         step += 1
-        if args.seconds is not None:
+        if args.until_signal:
+            ends.append(end)
+            if stop:
+                break
+        elif args.seconds is not None:
             if time.perf_counter() - t_start >= args.seconds:
                 break
         elif step >= args.warmup + args.steps:
             break
-    measured = times[args.warmup:] if args.seconds is None else times
-    print(json.dumps({"steps": len(measured), "step_s": measured, "mean_step_s": sum(measured) / len(measured),
-                      "torch_threads": torch.get_num_threads(), "workers": args.workers,
-                      "loss": loss.item()}), flush=True)
+    measured = times if args.seconds is not None or args.until_signal else times[args.warmup:]
+    doc = {"steps": len(measured), "step_s": measured, "mean_step_s": sum(measured) / len(measured),
+           "torch_threads": torch.get_num_threads(), "workers": args.workers, "loss": loss.item()}
+    if args.until_signal:
+        doc["end_s"] = ends
+    print(json.dumps(doc), flush=True)
     return 0
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import subprocess
+import time
 
 from . import tracers
 from .common import PY, Procs, log, summary
@@ -95,3 +97,74 @@ def run(procs: Procs, workdir: str, rounds: int, warmup: int, steps: int, baseli
             "tracer_cpu_s_per_run": summary(x.get("tracer_cpu_s") for x in bl),
         }
     return res
+
+
+def _median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if xs else None
+
+
+def run_blocks(procs: Procs, workdir: str, pairs: int, block_s: float, settle_s: float = 1.0) -> dict:
+    """Benchmark 3c: traced and untraced blocks inside ONE training job.
+
+    Separate runs differ from each other by more than the tracer costs (where
+    the workers land, memory layout, the machine's other load: ±20 % between
+    rounds above). Here one job trains throughout; the harness attaches
+    `pyimpact trace -p PID` (the DataLoader workers already exist and are
+    followed as the target's children) for a block, detaches it, leaves the job
+    alone for a block, and so on, in ABBA order so a slow drift cancels. Each
+    block's steps are taken by their end times, ``settle_s`` after the attach
+    (or the tracer's exit) and up to the block's end; per pair the figure is
+    median traced step / median untraced step - 1."""
+    job = procs.spawn([PY, os.path.join(HERE, "train_job.py"), "--until-signal"],
+                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    blocks = []                                     # (config, start, end)
+    try:
+        pid = int(job.stdout.readline().split()[1])
+        job.stdin.write("go\n")
+        job.stdin.flush()
+        time.sleep(5.0)                             # workers forked, warm
+        order = []
+        for i in range(pairs):
+            order += ["untraced", "pyimpact"] if i % 2 == 0 else ["pyimpact", "untraced"]
+        for config in order:
+            if config == "untraced":
+                t0 = time.monotonic() + settle_s
+                time.sleep(settle_s + block_s)
+                blocks.append({"config": config, "start": t0, "end": time.monotonic()})
+                continue
+            tool = tracers.make(config, procs, workdir=workdir).start(pid)
+            t0 = time.monotonic() + settle_s
+            time.sleep(settle_s + block_s)
+            t1 = time.monotonic()
+            info = tool.stop()
+            s = info.get("summary") or {}
+            blocks.append({"config": config, "start": t0, "end": t1,
+                           "events": (s.get("events") or {}).get("total"), "lost": s.get("lost"),
+                           "detach_s": info.get("stop_to_exit_s")})
+        job.send_signal(signal.SIGUSR1)
+        res = json.loads(job.stdout.readline())
+        job.wait(timeout=60)
+    finally:
+        procs.finish(job, sig=None, timeout=30)
+    steps = list(zip(res["end_s"], res["step_s"]))
+    for b in blocks:
+        xs = [dt for end, dt in steps if b["start"] <= end - dt and end <= b["end"]]
+        b["steps"] = len(xs)
+        b["median_step_s"] = _median(xs)
+        log(f"training blocks {b['config']:9s} {len(xs)} steps, median {b['median_step_s'] * 1e3:.3f} ms"
+            + (f", {b.get('events')} events" if b["config"] != "untraced" else ""))
+    pct = []
+    for i in range(0, len(blocks) - 1, 2):
+        a, b = blocks[i], blocks[i + 1]
+        tr, un = (a, b) if a["config"] == "pyimpact" else (b, a)
+        if tr["median_step_s"] and un["median_step_s"]:
+            pct.append((tr["median_step_s"] / un["median_step_s"] - 1) * 100)
+    return {"pairs": pairs, "block_s": block_s, "settle_s": settle_s, "blocks": blocks,
+            "overhead_pct_median_step": summary(pct),
+            "untraced_median_step_ms": summary(b["median_step_s"] * 1e3 for b in blocks
+                                               if b["config"] == "untraced" and b["median_step_s"]),
+            "traced_median_step_ms": summary(b["median_step_s"] * 1e3 for b in blocks
+                                             if b["config"] == "pyimpact" and b["median_step_s"]),
+            "steps_per_block": summary(b["steps"] for b in blocks),
+            "torch_threads": res["torch_threads"], "workers": res["workers"]}
