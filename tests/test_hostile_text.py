@@ -382,3 +382,17 @@ def test_history_db_stores_undecodable_file_names(tmp_path):
     w.close()
     rows = dict(sqlite3.connect(db).execute("SELECT key, value FROM meta WHERE key LIKE 'probe%'").fetchall())
     assert rows == {"probe": "/ckpt/\\xff\nVERDICT SAFE.pt", "probe2": "x\\ud800"}
+
+
+def test_process_words_keep_a_rewritten_argv_whole():
+    """A program may rewrite its argv into one line with spaces and slashes
+    ("sshd: user@pts/0"): it names the process as it is; only a word that
+    starts like a path is cut to its last part."""
+    from pyimpact.analyse.hang.waitmodel import ProcessInfo, process_words
+
+    def words(cmdline):
+        return process_words(ProcessInfo(7, "x", "S", 1, cmdline, [7], [], False, 0, 0, 0, 0, 0, None, 0.0))
+    assert words(["sshd: alice@pts/0"]) == "pid 7 (sshd: alice@pts/0)"
+    assert words(["postgres: 15/main: checkpointer"]) == "pid 7 (postgres: 15/main: checkpointer)"
+    assert words(["/usr/bin/python3", "./jobs/train.py", "data/x.csv"]) == "pid 7 (python3 train.py data/x.csv)"
+    assert words(["/srv/"]) == "pid 7 (/srv/)"

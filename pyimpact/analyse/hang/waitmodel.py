@@ -217,12 +217,21 @@ def _alive_words(t: ThreadWait) -> str:
 
 
 
+def _short_path(word: str) -> str:
+    """A path's last part; anything else as it is.  A program may rewrite its
+    own argv ("sshd: user@pts/0", "postgres: checkpointer"): only a word with
+    no spaces that starts like a path is one."""
+    if " " in word or word.endswith("/") or not word.startswith(("/", "./", "../", "~/")):
+        return word
+    return os.path.basename(word)
+
+
 def process_words(p: ProcessInfo, width: int = 48) -> str:
     """"pid 123 (python worker.py --fast)": program and arguments, paths
     shortened to their last part, cut to ``width``."""
     if not p.cmdline:
         return f"pid {p.pid} ({p.name})"
-    words = [os.path.basename(a) if "/" in a and not a.endswith("/") else a for a in p.cmdline]
+    words = [_short_path(a) for a in p.cmdline]
     cmd = " ".join(words)
     if len(cmd) > width:
         cmd = cmd[:width - 1] + "…"
