@@ -32,10 +32,13 @@
  * space); the kernel counts each skip (recursion_misses) and each skip is a
  * block event lost. With PYI_TP_BTF it is a raw tracepoint instead, guarded
  * per program only: not skipped at all in the capacity benchmark at up to
- * 200k events/s. Its argument is a struct request * read through
- * bpf_probe_read_kernel at offsets user space takes from the kernel's BTF
- * (pyimpact.collect.tp_btf.BLOCK_FIELDS, written to pyi_offsets before any
- * process is followed, so before any request can match).
+ * 200k events/s. So are the other block programs (pyimpact.h: a raw
+ * tracepoint also detaches at once): they read the struct bio * or struct
+ * request * they get through bpf_probe_read_kernel at offsets user space
+ * takes from the kernel's BTF (pyimpact.collect.tp_btf.KERNEL_FIELDS,
+ * written to pyi_offsets before any process is followed, so before any
+ * request can match), and rebuild the classic tracepoints' rwbs string
+ * from the bio's flags.
  */
 
 struct pyi_rq_key {
@@ -57,19 +60,22 @@ struct pyi_rq {
 
 BPF_TABLE("lru_hash", struct pyi_rq_key, struct pyi_rq, block_inflight, 10240);
 
-TRACEPOINT_PROBE(block, block_bio_queue)
+/* A bio queued by the current task: remembered under (dev, sector) until
+ * its request completes. rwbs: up to 8 characters of the classic
+ * tracepoint's rwbs string. */
+static __always_inline int pyi_on_bio_queue(u32 dev, u64 sector, u32 nr_sector, u64 rwbs)
 {
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32;
     if (!pyi_is_traced(tgid))
         return 0;
-    struct pyi_rq_key key = { .dev = args->dev, .pad = 0, .sector = args->sector };
+    struct pyi_rq_key key = { .dev = dev, .pad = 0, .sector = sector };
     struct pyi_rq rq = {};
     rq.queued = bpf_ktime_get_ns();
     rq.tgid = tgid;
     rq.tid = (u32)id;
-    rq.bytes = args->nr_sector * 512;
-    bpf_probe_read_kernel(&rq.rwbs, sizeof(rq.rwbs), args->rwbs);
+    rq.bytes = nr_sector * 512;
+    rq.rwbs = rwbs;
     bpf_get_current_comm(&rq.comm, sizeof(rq.comm));
     /* Insert only where no entry is (atomic under the bucket lock: of two
      * bios queued at one sector at once, on two CPUs, one finds the other's).
@@ -99,28 +105,20 @@ TRACEPOINT_PROBE(block, block_bio_queue)
  * under the upper device would never complete; the clone queued on the lower
  * device has its own. A partition's remap (before block_bio_queue, under the
  * partition's own dev_t, never a key here) deletes nothing. */
-TRACEPOINT_PROBE(block, block_bio_remap)
+static __always_inline int pyi_on_bio_remap(u32 old_dev, u64 old_sector)
 {
-    struct pyi_rq_key key = { .dev = args->old_dev, .pad = 0, .sector = args->old_sector };
+    struct pyi_rq_key key = { .dev = old_dev, .pad = 0, .sector = old_sector };
     block_inflight.delete(&key);
     return 0;
 }
 
-/* The bio was appended to a request queued before it: it completes as part
- * of that request (whose event counts its bytes once issued), never under
- * its own sector. */
-TRACEPOINT_PROBE(block, block_bio_backmerge)
+/* The bio was appended to a request queued before it (block_bio_backmerge),
+ * or a queued request merged into the one before it in the scheduler
+ * (block_rq_merge): it completes as part of that request (whose event counts
+ * its bytes once issued), never under its own sector. */
+static __always_inline int pyi_forget(u32 dev, u64 sector)
 {
-    struct pyi_rq_key key = { .dev = args->dev, .pad = 0, .sector = args->sector };
-    block_inflight.delete(&key);
-    return 0;
-}
-
-/* A queued request merged into the one before it in the scheduler: it
- * completes inside that one, never under its own sector. */
-TRACEPOINT_PROBE(block, block_rq_merge)
-{
-    struct pyi_rq_key key = { .dev = args->dev, .pad = 0, .sector = args->sector };
+    struct pyi_rq_key key = { .dev = dev, .pad = 0, .sector = sector };
     block_inflight.delete(&key);
     return 0;
 }
@@ -129,16 +127,16 @@ TRACEPOINT_PROBE(block, block_rq_merge)
  * sector (the bio's own entry, if it has one, is the key its completion will
  * find); the request's entry under its old start sector moves there when the
  * bio is not ours. */
-TRACEPOINT_PROBE(block, block_bio_frontmerge)
+static __always_inline int pyi_on_bio_frontmerge(u32 dev, u64 sector, u32 nr_sector)
 {
-    struct pyi_rq_key old = { .dev = args->dev, .pad = 0, .sector = args->sector + args->nr_sector };
+    struct pyi_rq_key old = { .dev = dev, .pad = 0, .sector = sector + nr_sector };
     struct pyi_rq *rq = block_inflight.lookup(&old);
     if (!rq)
         return 0;
-    struct pyi_rq_key key = { .dev = args->dev, .pad = 0, .sector = args->sector };
+    struct pyi_rq_key key = { .dev = dev, .pad = 0, .sector = sector };
     if (!block_inflight.lookup(&key)) {
         struct pyi_rq moved = *rq;
-        moved.bytes += args->nr_sector * 512;
+        moved.bytes += nr_sector * 512;
         if (block_inflight.update(&key, &moved) != 0)
             pyi_count_lost(PYI_LOST_MAP_FULL);
     }
@@ -146,15 +144,15 @@ TRACEPOINT_PROBE(block, block_bio_frontmerge)
     return 0;
 }
 
-TRACEPOINT_PROBE(block, block_rq_issue)
+static __always_inline int pyi_on_rq_issue(u32 dev, u64 sector, u32 bytes)
 {
-    struct pyi_rq_key key = { .dev = args->dev, .pad = 0, .sector = args->sector };
+    struct pyi_rq_key key = { .dev = dev, .pad = 0, .sector = sector };
     struct pyi_rq *rq = block_inflight.lookup(&key);
     if (!rq)
         return 0;
     rq->issued = bpf_ktime_get_ns();
-    if (args->bytes)
-        rq->bytes = args->bytes;
+    if (bytes)
+        rq->bytes = bytes;
     return 0;
 }
 
@@ -189,28 +187,12 @@ static __always_inline void pyi_block_complete(u32 dev, u64 sector, s32 error)
 }
 
 /* A bio ended without a request (a bio-based device, or a bio failed before it
- * became one): the kernel reports only those here, a request's bios are
- * marked as traced by block_rq_complete. */
-TRACEPOINT_PROBE(block, block_bio_complete)
-{
-    pyi_block_complete(args->dev, args->sector, args->error);
-    return 0;
-}
+ * became one): the kernel reports only those in block_bio_complete, a
+ * request's bios are marked as traced by block_rq_complete. */
 
 #if PYI_TP_BTF
-/* Offsets from the kernel's BTF, in the order of tp_btf.BLOCK_FIELDS. */
-#define PYI_OFF_RQ_Q 0
-#define PYI_OFF_RQ_SECTOR 1
-#define PYI_OFF_Q_DISK 2
-#define PYI_OFF_DISK_MAJOR 3
-#define PYI_OFF_DISK_MINOR 4
-BPF_ARRAY(pyi_offsets, u32, 8);
-
-static __always_inline u32 pyi_offset(int which)
-{
-    u32 *off = pyi_offsets.lookup(&which);
-    return off ? *off : 0;
-}
+/* Raw tracepoints (pyimpact.h, PYI_TP_BTF): the kernel's own arguments, a
+ * struct bio * or struct request *, read at offsets from the kernel's BTF. */
 
 /* blk_status_t to the -errno the classic tracepoint reports
  * (blk_status_to_errno); the codes 1..10 have kept their meaning since 4.13,
@@ -232,27 +214,189 @@ static __always_inline s32 pyi_blk_errno(u8 status)
     return -5;              /* IOERR and the rest: EIO */
 }
 
+/* The kernel-internal dev_t the classic tracepoints report for a disk
+ * (disk_devt): major << 20 | first_minor; 0 without a disk. */
+static __always_inline u32 pyi_disk_dev(const void *disk)
+{
+    if (!disk)
+        return 0;
+    u32 major = pyi_read32(disk, PYI_OFF_DISK_MAJOR);
+    u32 minor = pyi_read32(disk, PYI_OFF_DISK_MINOR);
+    return (major << 20) | (minor & 0xFFFFF);
+}
+
+/* bio_dev(bio): the dev_t of the bio's disk. */
+static __always_inline u32 pyi_bio_dev(const void *bio)
+{
+    const void *bdev = (const void *)pyi_read64(bio, PYI_OFF_BIO_BDEV);
+    return pyi_disk_dev((const void *)pyi_read64(bdev, PYI_OFF_BDEV_DISK));
+}
+
+static __always_inline u64 pyi_bio_sector(const void *bio)
+{
+    return pyi_read64(bio, PYI_OFF_BIO_SECTOR);
+}
+
+static __always_inline u32 pyi_bio_sectors(const void *bio)
+{
+    return pyi_read32(bio, PYI_OFF_BIO_SIZE) >> 9;
+}
+
+/* A request's disk dev_t (0 without one) and start sector (blk_rq_pos). */
+static __always_inline u32 pyi_rq_dev(const void *rq)
+{
+    const void *q = (const void *)pyi_read64(rq, PYI_OFF_RQ_Q);
+    return pyi_disk_dev((const void *)pyi_read64(q, PYI_OFF_Q_DISK));
+}
+
+static __always_inline u64 pyi_rq_sector(const void *rq)
+{
+    return pyi_read64(rq, PYI_OFF_RQ_SECTOR);
+}
+
+static __always_inline int pyi_opf_has(u32 opf, int bit)
+{
+    u32 n = pyi_offset(bit);
+    return n < 32 && (opf >> n) & 1;
+}
+
+/* blk_fill_rwbs(rwbs, opf) as kernels 5.x-6.x write it: F (preflush), the
+ * operation (W, D, DE, F, R, N), then F (fua), A (readahead), S (sync),
+ * M (meta); packed into a word, first character lowest. */
+static __always_inline u64 pyi_rwbs(u32 opf)
+{
+    u64 out = 0;
+    int n = 0;
+#define PYI_RWBS_PUT(c) do { out |= (u64)(c) << (8 * n); n++; } while (0)
+    if (pyi_opf_has(opf, PYI_BIT_PREFLUSH))
+        PYI_RWBS_PUT('F');
+    u32 bits = pyi_offset(PYI_BIT_OP_BITS);
+    u32 op = bits < 32 ? opf & ((1U << bits) - 1) : opf;
+    if (op == pyi_offset(PYI_OP_WRITE))
+        PYI_RWBS_PUT('W');
+    else if (op == pyi_offset(PYI_OP_DISCARD))
+        PYI_RWBS_PUT('D');
+    else if (op == pyi_offset(PYI_OP_SECURE_ERASE)) {
+        PYI_RWBS_PUT('D');
+        PYI_RWBS_PUT('E');
+    } else if (op == pyi_offset(PYI_OP_FLUSH))
+        PYI_RWBS_PUT('F');
+    else if (op == pyi_offset(PYI_OP_READ))
+        PYI_RWBS_PUT('R');
+    else
+        PYI_RWBS_PUT('N');
+    if (pyi_opf_has(opf, PYI_BIT_FUA))
+        PYI_RWBS_PUT('F');
+    if (pyi_opf_has(opf, PYI_BIT_RAHEAD))
+        PYI_RWBS_PUT('A');
+    if (pyi_opf_has(opf, PYI_BIT_SYNC))
+        PYI_RWBS_PUT('S');
+    if (pyi_opf_has(opf, PYI_BIT_META))
+        PYI_RWBS_PUT('M');
+#undef PYI_RWBS_PUT
+    return out;
+}
+
+/* block_bio_queue(struct bio *bio) */
+RAW_TRACEPOINT_PROBE(block_bio_queue)
+{
+    void *bio = (void *)ctx->args[0];
+    return pyi_on_bio_queue(pyi_bio_dev(bio), pyi_bio_sector(bio), pyi_bio_sectors(bio),
+                            pyi_rwbs(pyi_read32(bio, PYI_OFF_BIO_OPF)));
+}
+
+/* block_bio_remap(struct bio *bio, dev_t dev, sector_t from): dev and from
+ * are where the bio was (the classic tracepoint's old_dev, old_sector). */
+RAW_TRACEPOINT_PROBE(block_bio_remap)
+{
+    return pyi_on_bio_remap((u32)ctx->args[1], (u64)ctx->args[2]);
+}
+
+/* block_bio_backmerge(struct bio *bio) */
+RAW_TRACEPOINT_PROBE(block_bio_backmerge)
+{
+    void *bio = (void *)ctx->args[0];
+    return pyi_forget(pyi_bio_dev(bio), pyi_bio_sector(bio));
+}
+
+/* block_rq_merge(struct request *rq) */
+RAW_TRACEPOINT_PROBE(block_rq_merge)
+{
+    void *rq = (void *)ctx->args[0];
+    return pyi_forget(pyi_rq_dev(rq), pyi_rq_sector(rq));
+}
+
+/* block_bio_frontmerge(struct bio *bio) */
+RAW_TRACEPOINT_PROBE(block_bio_frontmerge)
+{
+    void *bio = (void *)ctx->args[0];
+    return pyi_on_bio_frontmerge(pyi_bio_dev(bio), pyi_bio_sector(bio), pyi_bio_sectors(bio));
+}
+
+/* block_rq_issue(struct request *rq) */
+RAW_TRACEPOINT_PROBE(block_rq_issue)
+{
+    void *rq = (void *)ctx->args[0];
+    return pyi_on_rq_issue(pyi_rq_dev(rq), pyi_rq_sector(rq), pyi_read32(rq, PYI_OFF_RQ_DATA_LEN));
+}
+
+/* block_bio_complete(struct request_queue *q, struct bio *bio) */
+RAW_TRACEPOINT_PROBE(block_bio_complete)
+{
+    void *bio = (void *)ctx->args[1];
+    u8 status = 0;
+    if (bio)
+        bpf_probe_read_kernel(&status, sizeof(status), (char *)bio + pyi_offset(PYI_OFF_BIO_STATUS));
+    pyi_block_complete(pyi_bio_dev(bio), pyi_bio_sector(bio), pyi_blk_errno(status));
+    return 0;
+}
+
 /* block_rq_complete(struct request *rq, blk_status_t error, unsigned int nr_bytes) */
 RAW_TRACEPOINT_PROBE(block_rq_complete)
 {
-    char *rq = (char *)ctx->args[0];
-    u64 sector = 0;
-    char *q = 0, *disk = 0;
-    s32 major = 0, minor = 0;
-    bpf_probe_read_kernel(&q, sizeof(q), rq + pyi_offset(PYI_OFF_RQ_Q));
-    bpf_probe_read_kernel(&sector, sizeof(sector), rq + pyi_offset(PYI_OFF_RQ_SECTOR));
-    if (q)
-        bpf_probe_read_kernel(&disk, sizeof(disk), q + pyi_offset(PYI_OFF_Q_DISK));
-    if (disk) {
-        bpf_probe_read_kernel(&major, sizeof(major), disk + pyi_offset(PYI_OFF_DISK_MAJOR));
-        bpf_probe_read_kernel(&minor, sizeof(minor), disk + pyi_offset(PYI_OFF_DISK_MINOR));
-    }
-    /* the kernel-internal dev_t the classic tracepoints report: major << 20 | minor */
-    u32 dev = disk ? (((u32)major << 20) | ((u32)minor & 0xFFFFF)) : 0;
-    pyi_block_complete(dev, sector, pyi_blk_errno((u8)ctx->args[1]));
+    void *rq = (void *)ctx->args[0];
+    pyi_block_complete(pyi_rq_dev(rq), pyi_rq_sector(rq), pyi_blk_errno((u8)ctx->args[1]));
     return 0;
 }
 #else
+TRACEPOINT_PROBE(block, block_bio_queue)
+{
+    u64 rwbs = 0;
+    bpf_probe_read_kernel(&rwbs, sizeof(rwbs), args->rwbs);
+    return pyi_on_bio_queue(args->dev, args->sector, args->nr_sector, rwbs);
+}
+
+TRACEPOINT_PROBE(block, block_bio_remap)
+{
+    return pyi_on_bio_remap(args->old_dev, args->old_sector);
+}
+
+TRACEPOINT_PROBE(block, block_bio_backmerge)
+{
+    return pyi_forget(args->dev, args->sector);
+}
+
+TRACEPOINT_PROBE(block, block_rq_merge)
+{
+    return pyi_forget(args->dev, args->sector);
+}
+
+TRACEPOINT_PROBE(block, block_bio_frontmerge)
+{
+    return pyi_on_bio_frontmerge(args->dev, args->sector, args->nr_sector);
+}
+
+TRACEPOINT_PROBE(block, block_rq_issue)
+{
+    return pyi_on_rq_issue(args->dev, args->sector, args->bytes);
+}
+
+TRACEPOINT_PROBE(block, block_bio_complete)
+{
+    pyi_block_complete(args->dev, args->sector, args->error);
+    return 0;
+}
+
 TRACEPOINT_PROBE(block, block_rq_complete)
 {
     pyi_block_complete(args->dev, args->sector, args->error);

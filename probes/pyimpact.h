@@ -13,9 +13,12 @@
  *   PYI_FLIGHT_SLOTS   slots of the per-thread in-flight array (a power of
  *                      two; a thread's slot is tid & (PYI_FLIGHT_SLOTS - 1))
  *   PYI_TP_BTF         1 = the syscall programs are loaded as BTF-typed raw
- *                      tracepoints (tp_btf) and read pt_regs with plain loads;
- *                      0 = plain raw tracepoints, pt_regs read with
- *                      bpf_probe_read_kernel (see syscalls.bpf.c)
+ *                      tracepoints (tp_btf) and read pt_regs with plain loads,
+ *                      and the rare ones are raw tracepoints reading the
+ *                      kernel's structures at offsets from its BTF (end of
+ *                      this file); 0 = the syscall programs are plain raw
+ *                      tracepoints, pt_regs read with bpf_probe_read_kernel
+ *                      (see syscalls.bpf.c), the rare ones classic tracepoints
  * and, per architecture (pyimpact/syscall_table.py, bpf_defines):
  *   PYI_NR_<call>      the numbers of the syscalls handled specially (exit,
  *                      exit_group, clone, clone3, fork, vfork, futex,
@@ -248,3 +251,93 @@ static __always_inline struct pyi_event *pyi_reserve(u32 kind, u64 ts)
     pyi_fill(e, kind, ts);
     return e;
 }
+
+#if PYI_TP_BTF
+/* With PYI_TP_BTF the rare tracepoints (lifecycle, signals, block) are raw
+ * tracepoints too, not classic ones. Detaching a raw tracepoint is closing
+ * its link: well under a millisecond. Detaching a classic one is closing its
+ * perf event, which waits for RCU grace periods (the tracepoint's
+ * unregistration) under a kernel-wide mutex: about 36 ms each on the VMs of
+ * BENCHMARKS.md, one after another however many threads close them, 0.4 s
+ * for twelve, paid at the end of every command. A raw tracepoint program
+ * gets the tracepoint's own arguments (a struct task_struct *, a struct
+ * bio *...), not the formatted record: the fields are read with
+ * bpf_probe_read_kernel at offsets user space takes from the kernel's BTF
+ * (pyimpact.collect.tp_btf.KERNEL_FIELDS, in the order below), written to
+ * pyi_offsets before any process is followed, so before any program can
+ * match. Bit numbers of the block request flags come the same way (the
+ * kernel's enum req_flag_bits and enum req_op). */
+#define PYI_OFF_RQ_Q           0   /* request.q */
+#define PYI_OFF_RQ_SECTOR      1   /* request.__sector */
+#define PYI_OFF_Q_DISK         2   /* request_queue.disk */
+#define PYI_OFF_DISK_MAJOR     3   /* gendisk.major */
+#define PYI_OFF_DISK_MINOR     4   /* gendisk.first_minor */
+#define PYI_OFF_RQ_DATA_LEN    5   /* request.__data_len */
+#define PYI_OFF_BIO_BDEV       6   /* bio.bi_bdev */
+#define PYI_OFF_BDEV_DISK      7   /* block_device.bd_disk */
+#define PYI_OFF_BIO_SECTOR     8   /* bio.bi_iter.bi_sector */
+#define PYI_OFF_BIO_SIZE       9   /* bio.bi_iter.bi_size */
+#define PYI_OFF_BIO_OPF        10  /* bio.bi_opf */
+#define PYI_OFF_BIO_STATUS     11  /* bio.bi_status */
+#define PYI_OFF_TASK_PID       12  /* task_struct.pid */
+#define PYI_OFF_BPRM_FILENAME  13  /* linux_binprm.filename */
+#define PYI_OFF_SI_ERRNO       14  /* kernel_siginfo.si_errno */
+#define PYI_OFF_SI_CODE        15  /* kernel_siginfo.si_code */
+#define PYI_OFF_KA_HANDLER     16  /* k_sigaction.sa.sa_handler */
+#define PYI_OFF_KA_FLAGS       17  /* k_sigaction.sa.sa_flags */
+#define PYI_BIT_OP_BITS        18  /* __REQ_FAILFAST_DEV: the bits below it are the op (REQ_OP_BITS) */
+#define PYI_BIT_SYNC           19  /* __REQ_SYNC */
+#define PYI_BIT_META           20  /* __REQ_META */
+#define PYI_BIT_FUA            21  /* __REQ_FUA */
+#define PYI_BIT_PREFLUSH       22  /* __REQ_PREFLUSH */
+#define PYI_BIT_RAHEAD         23  /* __REQ_RAHEAD */
+#define PYI_OP_READ            24  /* REQ_OP_READ */
+#define PYI_OP_WRITE           25  /* REQ_OP_WRITE */
+#define PYI_OP_FLUSH           26  /* REQ_OP_FLUSH */
+#define PYI_OP_DISCARD         27  /* REQ_OP_DISCARD */
+#define PYI_OP_SECURE_ERASE    28  /* REQ_OP_SECURE_ERASE */
+#define PYI_OFFSETS            32
+BPF_ARRAY(pyi_offsets, u32, PYI_OFFSETS);
+
+static __always_inline u32 pyi_offset(int which)
+{
+    u32 *off = pyi_offsets.lookup(&which);
+    return off ? *off : 0;
+}
+
+/* The 8- and 4-byte words at BASE + the offset WHICH (0 when unreadable). */
+static __always_inline u64 pyi_read64(const void *base, int which)
+{
+    u64 v = 0;
+    if (base)
+        bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + pyi_offset(which));
+    return v;
+}
+
+static __always_inline u32 pyi_read32(const void *base, int which)
+{
+    u32 v = 0;
+    if (base)
+        bpf_probe_read_kernel(&v, sizeof(v), (const char *)base + pyi_offset(which));
+    return v;
+}
+
+static __always_inline u32 pyi_task_pid(const void *task)
+{
+    return pyi_read32(task, PYI_OFF_TASK_PID);
+}
+
+/* The errno and si_code a classic signal tracepoint records
+ * (TP_STORE_SIGINFO): SEND_SIG_NOINFO (0) is SI_USER, SEND_SIG_PRIV (1)
+ * SI_KERNEL, anything else a struct kernel_siginfo *. */
+static __always_inline void pyi_siginfo(const void *info, s32 *err, s32 *code)
+{
+    if ((unsigned long)info <= 1) {
+        *err = 0;
+        *code = info ? 0x80 : 0;
+        return;
+    }
+    *err = (s32)pyi_read32(info, PYI_OFF_SI_ERRNO);
+    *code = (s32)pyi_read32(info, PYI_OFF_SI_CODE);
+}
+#endif

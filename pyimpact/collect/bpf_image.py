@@ -32,7 +32,7 @@ from typing import Dict, List, Optional
 
 from ..errors import BPFUnavailable
 
-FORMAT = 1
+FORMAT = 2          # 2: kernel_facts holds "offsets" (tp_btf.KERNEL_FIELDS), not "block_offsets"
 BPF_LD_IMM64 = 0x18
 PSEUDO_MAP_FD, PSEUDO_MAP_VALUE = 1, 2
 _UNSUPPORTED_PREFIXES = (b"kprobe__", b"kretprobe__", b"kfunc__", b"kretfunc__", b"lsm__")
@@ -92,7 +92,7 @@ class ProbeImage:
             facts = doc.get("kernel_facts")
             if facts is not None:
                 facts = {"ids": {str(k): int(v) for k, v in facts["ids"].items()},
-                         "block_offsets": [int(x) for x in facts["block_offsets"]]}
+                         "offsets": [int(x) for x in facts["offsets"]]}
             image = cls(license=str(doc["license"]), maps=maps, progs=progs, kernel_facts=facts)
         except ImageError:
             raise

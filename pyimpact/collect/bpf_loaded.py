@@ -9,8 +9,11 @@ image never maps libbcc and the LLVM inside it (about 60 MB resident).
 
 Detaching follows the costs measured for pyimpact (probes.py): raw
 tracepoint and tp_btf links close in well under a millisecond each; a
-classic tracepoint's perf event waits for an RCU grace period, so they are
-closed all at once, one thread each.
+classic tracepoint's perf event waits for RCU grace periods under a
+kernel-wide mutex (about 36 ms each, one after another whatever the number
+of threads closing them). With the kernel's BTF every probe is a link
+(probes/pyimpact.h); without it, the classic ones are closed by one thread
+each, which at least keeps them off the caller's thread.
 """
 from __future__ import annotations
 
@@ -164,10 +167,11 @@ class LoadedProbes:
             _close(fd)
 
     def close_perf_events(self) -> None:
-        """Close every classic tracepoint's perf event at once, one thread each:
-        each close waits for an RCU grace period, and concurrent ones overlap
-        (0.3 s for eight instead of 0.7 s one after the other). os.close
-        releases the GIL."""
+        """Close every classic tracepoint's perf event, one thread each. Each
+        close waits for RCU grace periods; the kernel runs them one after
+        another (event_mutex), so the threads keep the wait off the caller
+        (probes.stop) rather than shorten it: 0.4-0.5 s for twelve when no
+        other tracer holds the same tracepoints. os.close releases the GIL."""
         events, self.perf_events = self.perf_events, []
         if not events:
             return

@@ -454,7 +454,7 @@ class KernelProbes:
         if facts:
             try:
                 table = probes.table("pyi_offsets")
-                for i, off in enumerate(facts["block_offsets"]):
+                for i, off in enumerate(facts["offsets"]):
                     table[ctypes.c_int(i)] = ctypes.c_uint32(off)
             except BaseException:
                 probes.close()
@@ -501,9 +501,11 @@ class KernelProbes:
         """Stop watching now, without waiting: the raw syscall tracepoints go
         at once (well under a millisecond; until then every syscall on the
         machine pays for them, and a busy target keeps filling the ring
-        buffer), and the classic ones are closed by a background thread
-        (their RCU grace periods overlap with decoding and saving). Maps stay
-        readable until close(), which joins that thread. Safe to call twice."""
+        buffer). With the kernel's BTF every probe is such a link; without
+        it the rare ones are classic tracepoints, closed by a background
+        thread (their RCU grace periods overlap with decoding and saving).
+        Maps stay readable until close(), which joins that thread. Safe to
+        call twice."""
         if self._probes is None or self._closing is not None:
             return
         t0 = time.monotonic()

@@ -56,7 +56,7 @@ def btf_ids(tracepoints, btf: "_Btf | None" = None) -> Dict[str, int]:
             btf.close()
 
 
-BTF_KIND_PTR, BTF_KIND_STRUCT, BTF_KIND_UNION = 2, 4, 5
+BTF_KIND_PTR, BTF_KIND_STRUCT, BTF_KIND_UNION, BTF_KIND_ENUM, BTF_KIND_ENUM64 = 2, 4, 5, 6, 19
 BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST, BTF_KIND_RESTRICT = 8, 9, 10, 11
 BTF_KIND_FUNC_PROTO, BTF_KIND_TYPE_TAG = 13, 18
 _MODIFIERS = (BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST, BTF_KIND_RESTRICT, BTF_KIND_TYPE_TAG)
@@ -138,6 +138,31 @@ class _Btf:
                         pass
         raise TpBtfUnavailable(f"no member {field} in BTF type {self._name(t[0]) or struct_tid}")
 
+    def path(self, struct: str, fields: str) -> int:
+        """Byte offset of ``fields`` ("bi_iter.bi_sector": members of
+        embedded structures, not through pointers) in struct ``struct``."""
+        tid, total = self.struct_id(struct), 0
+        for i, field in enumerate(fields.split(".")):
+            if i:
+                tid = self._strip(tid)
+            off, tid = self.member(tid, field)
+            total += off
+        return total
+
+    def enum_value(self, enum: str, name: str) -> int:
+        """The value of enumerator ``name`` of ``enum req_op`` and the like."""
+        for kind in (BTF_KIND_ENUM, BTF_KIND_ENUM64):
+            tid = self.lib.btf__find_by_name_kind(self.btf, enum.encode(), kind)
+            if tid <= 0:
+                continue
+            t, _, vlen, _ = self._type(tid)
+            step = 2 if kind == BTF_KIND_ENUM else 3
+            for i in range(vlen):
+                if self._name(t[3 + step * i]) == name:
+                    return t[4 + step * i]      # the low 32 bits: these enumerators are small
+            raise TpBtfUnavailable(f"enum {enum} has no {name}")
+        raise TpBtfUnavailable(f"no enum {enum} in the kernel's BTF")
+
     def pointee_struct(self, tid: int) -> str:
         """The struct name a (possibly qualified) pointer type points to, '' if none."""
         t, kind, _, _ = self._type(self._strip(tid))
@@ -161,10 +186,70 @@ class _Btf:
         return [self.pointee_struct(proto[4 + 2 * i]) for i in range(1, vlen)]
 
 
-#: The kernel structure fields the raw block_rq_complete program reads
-#: (probes/blockio.bpf.c), in the order of its pyi_offsets array.
-BLOCK_FIELDS = (("request", "q"), ("request", "__sector"), ("request_queue", "disk"),
-                ("gendisk", "major"), ("gendisk", "first_minor"))
+#: What the raw tracepoint programs read (probes/pyimpact.h, PYI_OFF_*,
+#: PYI_BIT_*, PYI_OP_*), in the order of their pyi_offsets array: a member's
+#: byte offset ("off", struct, "member.member"), or an enumerator's value
+#: ("enum", enum, name).
+KERNEL_FIELDS = (
+    ("off", "request", "q"), ("off", "request", "__sector"), ("off", "request_queue", "disk"),
+    ("off", "gendisk", "major"), ("off", "gendisk", "first_minor"), ("off", "request", "__data_len"),
+    ("off", "bio", "bi_bdev"), ("off", "block_device", "bd_disk"), ("off", "bio", "bi_iter.bi_sector"),
+    ("off", "bio", "bi_iter.bi_size"), ("off", "bio", "bi_opf"), ("off", "bio", "bi_status"),
+    ("off", "task_struct", "pid"), ("off", "linux_binprm", "filename"),
+    ("off", "kernel_siginfo", "si_errno"), ("off", "kernel_siginfo", "si_code"),
+    ("off", "k_sigaction", "sa.sa_handler"), ("off", "k_sigaction", "sa.sa_flags"),
+    ("enum", "req_flag_bits", "__REQ_FAILFAST_DEV"), ("enum", "req_flag_bits", "__REQ_SYNC"),
+    ("enum", "req_flag_bits", "__REQ_META"), ("enum", "req_flag_bits", "__REQ_FUA"),
+    ("enum", "req_flag_bits", "__REQ_PREFLUSH"), ("enum", "req_flag_bits", "__REQ_RAHEAD"),
+    ("enum", "req_op", "REQ_OP_READ"), ("enum", "req_op", "REQ_OP_WRITE"), ("enum", "req_op", "REQ_OP_FLUSH"),
+    ("enum", "req_op", "REQ_OP_DISCARD"), ("enum", "req_op", "REQ_OP_SECURE_ERASE"),
+)
+
+#: The raw tracepoints those programs attach to, and the structure each of
+#: their arguments must point to ('' for a plain value): a kernel whose
+#: tracepoint takes something else is not read with these offsets (the
+#: probes are then classic tracepoints, which are formatted by the kernel).
+RAW_TRACEPOINT_ARGS = {
+    "sched_process_fork": ("task_struct", "task_struct"),
+    "sched_process_exec": ("task_struct", "", "linux_binprm"),
+    "sched_process_exit": ("task_struct", ""),
+    "signal_generate": ("", "kernel_siginfo", "task_struct", "", ""),
+    "signal_deliver": ("", "kernel_siginfo", "k_sigaction"),
+    "block_bio_queue": ("bio",),
+    "block_bio_remap": ("bio", "", ""),
+    "block_bio_backmerge": ("bio",),
+    "block_rq_merge": ("request",),
+    "block_bio_frontmerge": ("bio",),
+    "block_rq_issue": ("request",),
+    "block_bio_complete": ("request_queue", "bio"),
+    "block_rq_complete": ("request", "", ""),
+}
+
+#: The first five of KERNEL_FIELDS: what block_rq_complete reads
+#: (scripts/bench/unseen_completions.py uses them alone).
+BLOCK_FIELDS = tuple((struct, field) for _, struct, field in KERNEL_FIELDS[:5])
+
+
+def _check_tracepoints(btf: "_Btf", tracepoints) -> None:
+    for tp in tracepoints:
+        want = RAW_TRACEPOINT_ARGS[tp]
+        args = btf.tracepoint_args(tp)
+        if tuple(args) != want:
+            raise TpBtfUnavailable(f"{tp} takes ({', '.join(a or '?' for a in args)}), "
+                                   f"not ({', '.join(a or '?' for a in want)})")
+
+
+def kernel_offsets(btf: "_Btf | None" = None) -> list:
+    """The values of KERNEL_FIELDS in this kernel, after checking that each
+    raw tracepoint of RAW_TRACEPOINT_ARGS still takes what the programs read."""
+    own = btf is None
+    btf = btf or _Btf()
+    try:
+        _check_tracepoints(btf, RAW_TRACEPOINT_ARGS)
+        return [btf.path(a, b) if kind == "off" else btf.enum_value(a, b) for kind, a, b in KERNEL_FIELDS]
+    finally:
+        if own:
+            btf.close()
 
 
 def block_offsets(btf: "_Btf | None" = None) -> list:
@@ -173,16 +258,8 @@ def block_offsets(btf: "_Btf | None" = None) -> list:
     own = btf is None
     btf = btf or _Btf()
     try:
-        args = btf.tracepoint_args("block_rq_complete")
-        if not args or args[0] != "request":
-            raise TpBtfUnavailable(f"block_rq_complete takes ({', '.join(a or '?' for a in args)}), "
-                                   "not (struct request *, ...)")
-        ids = {}
-        out = []
-        for struct, field in BLOCK_FIELDS:
-            sid = ids.get(struct) or ids.setdefault(struct, btf.struct_id(struct))
-            out.append(btf.member(sid, field)[0])
-        return out
+        _check_tracepoints(btf, ["block_rq_complete"])
+        return [btf.path(struct, field) for struct, field in BLOCK_FIELDS]
     finally:
         if own:
             btf.close()
@@ -190,12 +267,12 @@ def block_offsets(btf: "_Btf | None" = None) -> list:
 
 def kernel_facts(tracepoints) -> dict:
     """What the BTF-based programs need, from one parse of the kernel's BTF:
-    {"ids": btf_ids(tracepoints), "block_offsets": block_offsets()}."""
+    {"ids": btf_ids(tracepoints), "offsets": kernel_offsets()}."""
     if not os.path.exists(VMLINUX_BTF):
         raise TpBtfUnavailable(f"{VMLINUX_BTF} is missing (kernel built without BTF)")
     btf = _Btf()
     try:
-        return {"ids": btf_ids(tracepoints, btf), "block_offsets": block_offsets(btf)}
+        return {"ids": btf_ids(tracepoints, btf), "offsets": kernel_offsets(btf)}
     finally:
         btf.close()
 
