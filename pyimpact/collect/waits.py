@@ -87,13 +87,27 @@ def _s32(v: int) -> int:
     return v - (1 << 32) if v & 0x80000000 else v
 
 
-def _epoll_targets(pid: int, epfd: int) -> List[int]:
-    """fds registered in epoll instance ``epfd`` (the "tfd:" lines of its fdinfo)."""
-    out = []
+#: poll(2) event bits: ready to read (or urgent data), ready to write
+POLLIN, POLLPRI, POLLOUT = 0x1, 0x2, 0x4
+
+
+def _epoll_targets(pid: int, epfd: int) -> Tuple[List[int], List[int]]:
+    """fds registered in epoll instance ``epfd`` (the "tfd:" lines of its
+    fdinfo), and those among them registered for writing only."""
+    out, write_only = [], []
     for line in procfs.read(f"/proc/{pid}/fdinfo/{epfd}", pid).split(b"\n"):
         if line.startswith(b"tfd:"):
-            out.append(int(line.split()[1]))
-    return out
+            words = line.split()
+            fd = int(words[1])
+            out.append(fd)
+            if b"events:" in words:
+                try:
+                    ev = int(words[words.index(b"events:") + 1], 16)
+                except (IndexError, ValueError):
+                    continue
+                if ev & POLLOUT and not ev & (POLLIN | POLLPRI):
+                    write_only.append(fd)
+    return out, write_only
 
 
 def _fd_set(rd: _Reader, addr: int, nfds: int) -> List[int]:
@@ -133,23 +147,27 @@ def thread_details(pid: int, t: ThreadSnapshot, rd: _Reader, retries: int = 3) -
             n = min(int(a[1]), MAX_POLL_FDS)
             if n:
                 raw = rd.read(a[0], 8 * n)
-                out["fds"] = [_s32(int.from_bytes(raw[i * 8:i * 8 + 4], "little")) for i in range(n)]
-                out["fds"] = [fd for fd in out["fds"] if fd >= 0]
+                pairs = [(_s32(int.from_bytes(raw[i * 8:i * 8 + 4], "little")),
+                          int.from_bytes(raw[i * 8 + 4:i * 8 + 6], "little")) for i in range(n)]
+                out["fds"] = [fd for fd, _ in pairs if fd >= 0]
+                # which way each descriptor is waited on: a wait to write (POLLOUT
+                # alone) is released by whoever drains the other end, not by a writer
+                out["out_fds"] = [fd for fd, ev in pairs
+                                  if fd >= 0 and ev & POLLOUT and not ev & (POLLIN | POLLPRI)]
             if name == "ppoll" and a[2]:
                 out["timeout"] = dict(_timespec(rd, a[2]), absolute=False, clock=CLOCK_MONOTONIC)
         elif name in ("select", "pselect6"):
             n = min(int(a[0]), MAX_SELECT_NFDS)
-            fds: List[int] = []
-            for ptr in (a[1], a[2]):
-                if ptr and n:
-                    fds.extend(_fd_set(rd, ptr, n))
-            out["fds"] = sorted(set(fds))
+            reads = _fd_set(rd, a[1], n) if a[1] and n else []
+            writes = _fd_set(rd, a[2], n) if a[2] and n else []
+            out["fds"] = sorted(set(reads) | set(writes))
+            out["out_fds"] = sorted(set(writes) - set(reads))
             if a[4]:
                 out["timeout"] = dict(_timespec(rd, a[4], timeval=name == "select"),
                                       absolute=False, clock=CLOCK_MONOTONIC)
         elif name in ("epoll_wait", "epoll_pwait", "epoll_pwait2"):
             try:
-                out["fds"] = _epoll_targets(pid, int(a[0]))
+                out["fds"], out["out_fds"] = _epoll_targets(pid, int(a[0]))
             except (psutil.Error, OSError) as err:
                 out["fds_error"] = _why(err)
             if name == "epoll_pwait2" and a[3]:
@@ -177,6 +195,7 @@ def thread_details(pid: int, t: ThreadSnapshot, rd: _Reader, retries: int = 3) -
                 return thread_details(pid, dataclasses.replace(t, syscall_args=list(now[1])), rd, retries - 1)
             time.sleep(0.002)                          # between two calls: look again
         del out["fds"]
+        out.pop("out_fds", None)
         out["error"] = "the thread left the call while its descriptors were read"
     return out
 

@@ -536,10 +536,14 @@ def _outcome(e: Engine, p: ProcessInfo, t: ThreadWait) -> Optional[Tuple[int, Ve
                           evidence=lines + [f"{who}: {v.summary}"])
     holder = kind in LOCK_KINDS and v is not None and v.soft
     if v is not None and (v.verdict == "idle" or holder):
-        if holder:  # a lock holder that itself waits by design is where the lock is stuck
+        if kind in LOCK_KINDS:
+            # the lock's holder is where the lock is stuck: one that waits by design, or
+            # one that is idle (what it waits for itself -- a child it runs while holding
+            # the lock, a timer -- is not what this thread waits for: the release is)
             chain = chain_links(g, path[:i] + [(path[i][0], None)])
-            root = RootCause(other, other, kind, edge.resource if edge is not None else t.resource)
-            end = f"holds it and is itself blocked: {v.summary}"
+            htid = int(path[i][0][2:]) if path[i][0].startswith("t:") else other
+            root = RootCause(other, htid, kind, edge.resource if edge is not None else t.resource)
+            end = f"holds it and is itself blocked: {v.summary}" if holder else _peer_idle_words(kind)
         else:
             chain = chain_links(g, path)
             root = _root_of(g, path, t)

@@ -187,6 +187,7 @@ def build(rec: Recording) -> WaitGraph:
             tw = g.threads[t.tid]
             if tw.activity in (WAITING, TIMED) or (tw.activity == WAKING and p.state != "Z"):
                 resolve(ctx, g, p, t, tw)
+    own_wakeups(g)
     python_joins(ctx, g)
     server_edges(rec, g)
     for pid, p in ctx.latest.items():  # holders of the locks a polling thread fails to take
@@ -219,6 +220,36 @@ def build(rec: Recording) -> WaitGraph:
         if pid not in g.processes:
             g.missing_pids.append(pid)
     return g
+
+
+def own_wakeups(g: WaitGraph) -> None:
+    """A thread polling descriptors others owe it and a channel of its own (a
+    self-pipe) waits for work from its own threads only when one of them could
+    bring it: another thread of the process that runs or wakes in the window
+    (a worker posting results to an event loop).  With every other thread
+    asleep without a timeout (or none: the self-pipe of a signal handler, as in
+    a single-threaded event loop or a compressor), the descriptors others owe
+    say what it waits for: an asyncio client awaiting a reply, xz writing to a
+    reader that stopped."""
+    for tw in g.threads.values():
+        if not tw.own_wake or not tw.edges or tw.activity != WAITING:
+            continue
+        p = g.processes.get(tw.pid)
+        if p is None:
+            continue
+        active = [g.threads[x] for x in p.tids if x != tw.tid and x in g.threads
+                  and g.threads[x].activity in (RUNNING, WAKING, TIMED)]
+        if not active:
+            tw.evidence.append("no other thread of the process ran or woke in the window: nothing of its own "
+                               f"is about to write {tw.own_wake}")
+            continue
+        a = active[0]
+        tw.work_wait = f"a wake-up from its own threads (it holds the other end: {tw.own_wake})"
+        tw.work_from = [tw.pid]
+        tw.input_wait = True
+        tw.end_reason = (f"waits in {tw.syscall or 'poll'} without a timeout; its own threads can end the wait "
+                         f"({tw.own_wake}; thread {a.tid} is {a.activity})")
+        tw.edges, tw.kind = [], "unknown"
 
 
 def socket_peers(sockets: Dict[int, Any], holders: Dict[int, List[List[Any]]], fds: List[Any]) -> List[int]:

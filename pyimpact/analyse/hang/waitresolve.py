@@ -797,14 +797,14 @@ def _resolve_poll(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnapshot,
     if tw.has_timeout:
         tw.end_reason = f"waits in {name} with a timeout"
         if fds:  # who would end the wait, were it not for the timeout (a polling waiter's root)
-            sub, _, _, works = _poll_fd_edges(ctx, g, p, tw, fds, name)
+            sub, _, _, works = _poll_fd_edges(ctx, g, p, tw, fds, name, det.get("out_fds") or [])
             tw.poll_edges = [] if works else sub
             tw.timed_work = works[0] if works else ""
         return
     if not fds:
         tw.end_reason = f"waits in {name} without a timeout; the descriptors could not be read"
         return
-    sub, kinds, unresolved, works = _poll_fd_edges(ctx, g, p, tw, fds, name)
+    sub, kinds, unresolved, works = _poll_fd_edges(ctx, g, p, tw, fds, name, det.get("out_fds") or [])
     if works:  # a listener says most about what it waits for
         works.sort(key=lambda w: ("listening" not in w, "request" not in w))
         tw.work_wait = works[0]
@@ -815,7 +815,19 @@ def _resolve_poll(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnapshot,
         tw.end_reason = unresolved
         return
     own = [x for x in sub if x.target == f"p:{p.pid}"]
-    if own:
+    others = [x for x in sub if x.target != f"p:{p.pid}"]
+    if own and others:
+        # a channel it writes to itself (a self-pipe: a signal handler's or another
+        # thread's wake-up) beside descriptors others must make ready (the reader of
+        # its output, the server that owes a reply): the others say what it waits
+        # for; whether its own threads bring it work is known once every thread's
+        # activity is (``waitgraph.own_wakeups``)
+        tw.own_wake = own[0].resource
+        tw.evidence.append(f"{own[0].resource}: the other end is held by this process itself "
+                           "(a self-pipe: its own threads or signal handlers can also end the wait)")
+        sub = others
+        kinds = {x.kind for x in others}
+    elif own:
         # one of the descriptors is a channel this process writes to itself (a
         # self-pipe, a notifier queue): its own threads end this wait, nobody
         # else owes it anything (an event loop, a pool's worker handler)
@@ -831,9 +843,13 @@ def _resolve_poll(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnapshot,
 
 
 def _poll_fd_edges(ctx: Any, g: WaitGraph, p: ProcessSnapshot, tw: ThreadWait, fds: List[int],
-                   name: str) -> Tuple[List[Edge], set, str, List[str]]:
+                   name: str, out_fds: List[int]) -> Tuple[List[Edge], set, str, List[str]]:
     """Who would make one of ``fds`` ready: (edges, their kinds, the first fd
-    that leads nowhere in words, the waits for work among them)."""
+    that leads nowhere in words, the waits for work among them).  A
+    descriptor is waited on for reading unless it is the write end of a pipe
+    (a pipe's end goes one way) or was polled for writing only (``out_fds``:
+    POLLOUT alone, a select write set, EPOLLOUT alone): then whoever drains the
+    other end releases it (a compressor whose output pipe is full)."""
     # any one descriptor becoming ready frees it: edges are an OR over all of them,
     # and one descriptor that waits for work (a listener, a client's next
     # request, a terminal) makes the whole wait a wait for work.
@@ -849,9 +865,14 @@ def _poll_fd_edges(ctx: Any, g: WaitGraph, p: ProcessSnapshot, tw: ThreadWait, f
         if f is None:
             probe.end_reason = f"fd {fd} unreadable"
         elif f.kind == "pipe":
-            _pipe_edges(ctx, g, p, probe, f, reading=True)
+            _pipe_edges(ctx, g, p, probe, f, reading=f.mode != "w" and not (fd in out_fds and f.mode != "r"))
         elif f.kind == "socket":
-            _socket_edges(ctx, g, p, probe, f, call="recvfrom", reading=True)
+            si = ctx.sockets.get(f.inode) if f.inode is not None else None
+            if si is not None and si.state == "SYN_SENT":   # a non-blocking connect in progress
+                _socket_edges(ctx, g, p, probe, f, call="connect", reading=True)
+            else:
+                out = fd in out_fds
+                _socket_edges(ctx, g, p, probe, f, call="sendto" if out else "recvfrom", reading=not out)
         elif f.kind == "dev" and _is_tty(f.target):
             probe.work_wait = f"input from the terminal {f.target}"
             probe.end_reason = f"waits for input from the terminal {f.target}"
