@@ -195,3 +195,72 @@ def test_the_key_survives_the_kernel_dropping_its_caches():
         f.write("2\n")          # dentries and inodes: sysfs's among them
     assert cache_key(b"int x;", ["-DA=1"], "0.26.0") == before
     assert cache_key(b"int y;", ["-DA=1"], "0.26.0") != before
+
+
+def _recorder_open_and_fork(cache_dir):
+    """Open the recorder's probes, fork a child that exits 7, and return (probes
+    timings, the child's fork and exit events as the recorder saw them, entries)."""
+    import time
+
+    from pyimpact.collect.recorder_probes import RecorderConfig, RecorderProbes
+
+    probes = RecorderProbes(RecorderConfig(files=False)).open()
+    try:
+        pid = os.fork()
+        if pid == 0:
+            os._exit(7)
+        os.waitpid(pid, 0)
+        got = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(e.kind == "exit" and e.pid == pid for e in got):
+            probes.drain(got.append)
+            time.sleep(0.05)
+        mine = [(e.kind, e.other if e.kind == "fork" else e.aux) for e in got
+                if (e.kind == "fork" and e.other == pid) or (e.kind == "exit" and e.pid == pid)]
+        return dict(probes.timings), mine, probes.attached
+    finally:
+        probes.close()
+
+
+def test_the_recorder_loads_its_kept_image_without_a_compile(cache_dir):
+    """`pyimpact record` uses the cache like the trace probes (issue: it compiled
+    at every start): the first start compiles in the loader child and keeps the
+    image, the second loads it with no compile; both see the same events."""
+    first, events1, attached1 = _recorder_open_and_fork(cache_dir)
+    assert first["probe_cache_hit"] == 0.0 and first["compile_s"] > 0.1, first
+    (entry,) = _entries(cache_dir)
+    assert entry.stat().st_uid == 0 and stat.S_IMODE(entry.stat().st_mode) == 0o600
+    second, events2, attached2 = _recorder_open_and_fork(cache_dir)
+    assert second["probe_cache_hit"] == 1.0 and "compile_s" not in second, second
+    assert _entries(cache_dir) == [entry]
+    assert attached2 == attached1 and {"sched_process_fork", "sched_process_exit"} <= set(attached1)
+    assert [k for k, _ in events1] == [k for k, _ in events2] == ["fork", "exit"], (events1, events2)
+    assert events1[1][1] == events2[1][1] == 7 << 8     # exit_code (status << 8), read through the BTF offsets
+
+
+def test_a_recorder_start_from_the_cache_spawns_no_compiler(cache_dir):
+    """The recorder never maps bcc itself; with its image kept it starts no
+    loader child either (the child is what imports bcc and LLVM)."""
+    import subprocess
+    import sys
+
+    code = ("import subprocess, sys\n"
+            "started = []\n"
+            "real = subprocess.Popen\n"
+            "class Counting(real):\n"
+            "    def __init__(self, *a, **k):\n"
+            "        started.append(a[0]); super().__init__(*a, **k)\n"
+            "subprocess.Popen = Counting\n"
+            "from pyimpact.collect.recorder_probes import RecorderConfig, RecorderProbes\n"
+            "p = RecorderProbes(RecorderConfig(files=False)).open()\n"
+            "print(int(p.timings['probe_cache_hit']), len(started), 'bcc' in sys.modules,\n"
+            "      any('libbcc' in line for line in open('/proc/self/maps')))\n"
+            "p.close()\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root)
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+            for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr
+    assert runs[0].stdout.split() == ["0", "1", "False", "False"]      # compiled by one loader child
+    assert runs[1].stdout.split() == ["1", "0", "False", "False"]      # from the cache: no child

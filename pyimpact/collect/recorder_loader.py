@@ -1,20 +1,19 @@
-"""Compile, load and attach the recorder's BPF program in a short-lived child process.
+"""Compile the recorder's BPF program in a short-lived child process.
 
 Why a child: compiling with bcc maps LLVM and clang into the process (about
 60 MB of RSS for `import bcc` alone, 150 MB at the peak of a compile), and
-a recorder runs for days. The kernel objects that matter afterwards are
-file descriptors: the ring buffer map, the lost-records map, and one
-descriptor per attachment (a perf event for a classic tracepoint, a link
-for a raw one; each holds its program). The child hands them to the
-recorder over a Unix socket (SCM_RIGHTS) and exits without bcc's cleanup
-(which would disable the perf events it shares with the recorder); the
-recorder reads the ring buffer through its own mmap and never loads bcc.
+a recorder runs for days. The child compiles the program into a ProbeImage
+(bpf_image.py: bytecode and map definitions, nothing loaded), keeps it in
+the compiled-probe cache for the next start (probe_cache.py) and sends it
+back; the recorder loads and attaches it itself with a few bpf(2) calls
+(bpf_loaded.py), as it does at a start that finds the image in the cache
+(no child at all then). Only this child ever imports bcc.
 
-Protocol: the parent sends one JSON request ``{"config": {...}}``
-(RecorderConfig's fields); the child answers one JSON message, with the
-descriptors attached when ``ok``: ``{"ok": true, "file_tracepoints": [...],
-"attached": [...], "fds": ["rec_events", "rec_lost", "tp:NAME", ...]}``, or
-``{"ok": false, "message", "hint", "exit_code"}``.
+Protocol: the parent sends one JSON request ``{"cflags": [...], "key":
+KEY}`` and shuts its side for writing; the child answers one JSON line,
+``{"ok": true, "peak_rss_kb": N}`` followed by the image (ProbeImage.to_bytes
+for KEY) up to the end of the stream, or ``{"ok": false, "message", "hint",
+"exit_code"}``.
 
     python -m pyimpact.collect.recorder_loader SOCKET_FD
 """
@@ -26,34 +25,20 @@ import socket
 import sys
 
 
-def _load(req: dict):
-    from ..errors import BPFUnavailable
-    from .bpf_env import check_bpf_environment
-    from .btf import XFS_OFFSETS, load_btf, optional_offsets, recorder_offsets
-    from .recorder_probes import RecorderConfig, recorder_source
+def _compile(req: dict) -> bytes:
+    from .bpf_image import compile_image
+    from .probe_cache import ProbeCache
+    from .recorder_probes import recorder_source
 
-    config = RecorderConfig(**req["config"])
-    config.validate()
-    check_bpf_environment()
-    btf = load_btf()
-    offsets = recorder_offsets(btf)
-    xfs = optional_offsets(XFS_OFFSETS, btf)
-    switches, file_tps = config.file_probes(xfs)
-    offsets.update(xfs or {k: 0 for k in XFS_OFFSETS})
-    del btf
-    from bcc import BPF
-
+    cflags = [str(f) for f in req["cflags"]]
+    key = str(req["key"])
+    image = compile_image(recorder_source().encode(), cflags, {})
+    cache = ProbeCache()
     try:
-        bpf = BPF(text=recorder_source().encode(), cflags=config.cflags(offsets, switches))
-    except Exception as exc:
-        raise BPFUnavailable(f"could not load the recorder probes: {str(exc).splitlines()[0]}",
-                             "is BPF permitted here (root, no lockdown, kernel >= 5.8)?") from None
-    names = ["rec_events", "rec_lost", "rec_sig_coalesced"]
-    fds = [bpf[b"rec_events"].map_fd, bpf[b"rec_lost"].map_fd, bpf[b"rec_sig_coalesced"].map_fd]
-    for tp, fd in list(bpf.raw_tracepoint_fds.items()) + list(bpf.tracepoint_fds.items()):
-        names.append("tp:" + (tp.decode() if isinstance(tp, bytes) else str(tp)))
-        fds.append(fd)
-    return {"ok": True, "file_tracepoints": file_tps, "fds": names, "peak_rss_kb": _peak_rss_kb()}, fds
+        cache.put(key, image)       # best effort: the parent loads what is sent back either way
+    finally:
+        cache.close()
+    return image.to_bytes(key)
 
 
 def _peak_rss_kb() -> int:
@@ -65,29 +50,39 @@ def _peak_rss_kb() -> int:
         return 0
 
 
+def _read_all(sock: socket.socket, limit: int) -> bytes:
+    data = b""
+    while len(data) <= limit:
+        chunk = sock.recv(1 << 16)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def main(argv) -> None:
     sock = socket.socket(fileno=int(argv[1]))
     try:
-        req = json.loads(sock.recv(1 << 16).decode())
+        req = json.loads(_read_all(sock, 1 << 20).decode())
+        image = b""
         try:
-            reply, fds = _load(req)
+            image = _compile(req)
+            reply = {"ok": True, "peak_rss_kb": _peak_rss_kb()}
         except Exception as err:          # every failure goes back as one message: the parent raises it
             from ..errors import PyimpactError
 
             if isinstance(err, PyimpactError):
                 reply = {"ok": False, "message": err.message, "hint": err.hint, "exit_code": err.exit_code}
             else:
-                reply = {"ok": False, "message": f"could not load the recorder probes: {type(err).__name__}: "
+                reply = {"ok": False, "message": f"could not compile the recorder probes: {type(err).__name__}: "
                                                  f"{str(err).splitlines()[0] if str(err) else ''}",
                          "hint": "is BPF permitted here (root, kernel >= 5.8)?", "exit_code": 5}
-            fds = []
-        socket.send_fds(sock, [json.dumps(reply).encode()], fds)
+        sock.sendall(json.dumps(reply).encode() + b"\n" + image)
     finally:
         sock.close()
         sys.stdout.flush()
         sys.stderr.flush()
-        # No bcc cleanup, no atexit, no destructors: they would detach what the recorder now holds.
-        os._exit(0)
+        os._exit(0)     # no bcc teardown: nothing of it is needed any more
 
 
 if __name__ == "__main__":

@@ -5,10 +5,11 @@ processes and hook every syscall (a raw tracepoint) to aggregate latencies;
 the recorder runs for days machine-wide and must not touch syscalls it does
 not record, so it is a different, small program attached to rare
 tracepoints only. Stages as in probes.py: `RecorderConfig` (validated) ->
-`RecorderProbes.open()` (BTF offsets, compile, attach: in a short-lived
-child, recorder_loader.py, which hands the descriptors over, so this
-process never maps LLVM) -> `poll()` -> `close()`; a context manager, so
-every exit path detaches.
+`RecorderProbes.open()` (BTF offsets; the compiled image from the
+compiled-probe cache, or compiled by a short-lived child,
+recorder_loader.py, so this process never maps LLVM; loaded and attached
+here, bpf_loaded.py) -> `poll()` -> `close()`; a context manager, so every
+exit path detaches.
 
 Events are rare (tens a second on a busy machine), so each is decoded here
 into a `RecEvent`, read from the ring buffer through our own mmap
@@ -25,10 +26,13 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from ..errors import BPFUnavailable, NotPermitted, UsageError
 from . import bpf_sys
+from .bpf_image import ImageError, ProbeImage
+from .bpf_loaded import LoadedProbes
 
 KINDS = {1: "fork", 2: "exec", 3: "exit", 4: "signal", 5: "close", 6: "fsync", 7: "rename"}
 COMM_LEN, PATH_LEN, DEPTH, NAME_LEN, ARGV_LEN = 16, 256, 8, 64, 512
 CLOCK_BOOTTIME = 7
+MAX_IMAGE_BYTES = 32 << 20      # the most the loader child may send (probe_cache.MAX_BYTES)
 
 
 class _Event(ctypes.Structure):
@@ -219,21 +223,25 @@ def _text(raw: bytes) -> str:
 class RecorderProbes:
     """The loaded recorder program. Use as a context manager.
 
-    Compiled, loaded and attached by a short-lived child process
-    (recorder_loader.py), which hands over the descriptors and exits: this
-    process never loads bcc or LLVM, so a recorder that runs for days stays
-    small (the compile's peak is the child's, for a few seconds)."""
+    Loaded from the compiled-probe cache (probe_cache.py) like the trace
+    probes; on a miss, compiled by a short-lived child process
+    (recorder_loader.py), which keeps the image for the next start and
+    exits: this process never loads bcc or LLVM, so a recorder that runs
+    for days stays small (the compile's peak is the child's, for a few
+    seconds)."""
 
     def __init__(self, config: Optional[RecorderConfig] = None):
         self.config = config or RecorderConfig()
         self.config.validate()
-        self._fds: Dict[str, int] = {}
+        self._fds: Dict[str, int] = {}          # the maps read here, by name (owned by _loaded)
+        self._loaded: Optional[LoadedProbes] = None
         self._ring: Optional[RecRing] = None
         self._sink: Optional[Callable[[RecEvent], None]] = None
         self.boot_offset_ns = 0
         self.timings = {}
         self.file_tracepoints: List[str] = []     # the file probes attached (tracepoint names)
         self.attached: List[str] = []              # every tracepoint attached
+        self.probe_cache_note = ""                 # why the compiled-probe cache was not used, when it was not
         self._ncpus = bpf_sys.possible_cpus()
 
     @property
@@ -241,65 +249,125 @@ class RecorderProbes:
         return self._ring is not None
 
     def open(self) -> "RecorderProbes":
-        import json
-        import socket
-        import subprocess
-        import sys
-        from dataclasses import asdict
+        """Load and attach the program: from the compiled-probe cache when it
+        holds this kernel's and these settings' image (a few bpf(2) calls, no
+        bcc in any process), else compiled by the loader child first. An
+        image that fails to load is dropped and compiled again."""
+        from .bpf_env import check_bpf_environment
+        from .btf import XFS_OFFSETS, load_btf, optional_offsets, recorder_offsets
+        from .probe_cache import ProbeCache, cache_key
 
         t0 = time.monotonic()
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = check_bpf_environment()
+        btf = load_btf()
+        offsets = recorder_offsets(btf)
+        xfs = optional_offsets(XFS_OFFSETS, btf)
+        del btf
+        switches, self.file_tracepoints = self.config.file_probes(xfs)
+        offsets.update(xfs or {k: 0 for k in XFS_OFFSETS})
+        cflags = self.config.cflags(offsets, switches)
+        source = recorder_source().encode()
+        key = cache_key(source, cflags, env.bcc_version, env.tracefs)
+        cache = ProbeCache()
         try:
-            child = subprocess.Popen([sys.executable, "-m", "pyimpact.collect.recorder_loader", str(theirs.fileno())],
-                                     pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
-            theirs.close()
-            mine.sendall(json.dumps({"config": asdict(self.config)}).encode())
-            mine.settimeout(300)
+            image = cache.get(key)
+            hit = image is not None
+            if not hit:
+                image = self._compile(cflags, key)
             try:
-                msg, fds, _flags, _addr = socket.recv_fds(mine, 1 << 16, 64)
-            except OSError as err:
-                msg, fds = b"", []
-                why = str(err)
-            else:
-                why = "it exited without an answer"
-            child.wait(60)
+                loaded = LoadedProbes.load(image, None, env.tracefs)
+            except (bpf_sys.BpfSysError, OSError) as err:
+                if not hit:
+                    raise BPFUnavailable(f"could not load the recorder probes: {err}",
+                                         "is BPF permitted here (root, no lockdown, kernel >= 5.8)?") from None
+                cache.drop(key)             # kept for this kernel and settings, yet refused: compile afresh
+                cache.note = f"a kept image failed to load ({err}); compiled again"
+                hit = False
+                image = self._compile(cflags, key)
+                try:
+                    loaded = LoadedProbes.load(image, None, env.tracefs)
+                except (bpf_sys.BpfSysError, OSError) as err2:
+                    raise BPFUnavailable(f"could not load the recorder probes: {err2}",
+                                         "is BPF permitted here (root, no lockdown, kernel >= 5.8)?") from None
         finally:
-            mine.close()
-            if not theirs._closed:
-                theirs.close()
-        reply = json.loads(msg.decode()) if msg else {"ok": False, "message": f"the probe loader failed ({why})",
-                                                      "hint": "run `pyimpact record` again; see its stderr"}
-        if not reply.get("ok"):
-            for fd in fds:
-                os.close(fd)
-            cls = {2: UsageError, 4: NotPermitted}.get(reply.get("exit_code"), BPFUnavailable)
-            raise cls(reply.get("message", "the recorder probes could not be loaded"), reply.get("hint", ""))
-        self._fds = dict(zip(reply["fds"], fds))
-        self.file_tracepoints = reply.get("file_tracepoints", [])
-        self.attached = [n[3:] for n in reply["fds"] if n.startswith("tp:")]
+            cache.close()
+        self.probe_cache_note = cache.note
+        self._loaded = loaded
+        self.attached = [target.partition(":")[2] or target for target, _ in loaded.links + loaded.perf_events]
         try:
+            self._fds = {name: loaded.table(name).map_fd for name in ("rec_events", "rec_lost", "rec_sig_coalesced")}
             self._ring = RecRing(self._fds["rec_events"], int(self.config.ringbuf_pages) * _page_size())
         except (KeyError, ValueError, OSError) as err:
             self.close()
             raise BPFUnavailable(f"could not map the recorder's ring buffer ({err})", "") from None
         self.boot_offset_ns = _boot_offset_ns()
+        self.timings["probe_cache_hit"] = 1.0 if hit else 0.0
         self.timings["open_s"] = time.monotonic() - t0
-        self.timings["loader_peak_rss_kb"] = reply.get("peak_rss_kb", 0)
         return self
 
+    def _compile(self, cflags: List[str], key: str) -> ProbeImage:
+        """The image compiled by the loader child (recorder_loader.py), which
+        also keeps it in the cache for the next start."""
+        import json
+        import socket
+        import subprocess
+        import sys
+
+        t0 = time.monotonic()
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        data, why = b"", "it exited without an answer"
+        try:
+            child = subprocess.Popen([sys.executable, "-m", "pyimpact.collect.recorder_loader", str(theirs.fileno())],
+                                     pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+            theirs.close()
+            try:
+                mine.sendall(json.dumps({"cflags": cflags, "key": key}).encode())
+                mine.shutdown(socket.SHUT_WR)
+                mine.settimeout(300)
+                while len(data) <= MAX_IMAGE_BYTES:
+                    chunk = mine.recv(1 << 16)
+                    if not chunk:
+                        break
+                    data += chunk
+            except OSError as err:
+                why = str(err)
+            finally:
+                child.wait(60)
+        finally:
+            mine.close()
+            if not theirs._closed:
+                theirs.close()
+        head, _, body = data.partition(b"\n")
+        try:
+            reply = json.loads(head.decode()) if head else None
+        except ValueError:
+            reply = None
+        if reply is None:
+            reply = {"ok": False, "message": f"the probe loader failed ({why})",
+                     "hint": "run `pyimpact record` again; see its stderr"}
+        if not reply.get("ok"):
+            cls = {2: UsageError, 4: NotPermitted}.get(reply.get("exit_code"), BPFUnavailable)
+            raise cls(reply.get("message", "the recorder probes could not be compiled"), reply.get("hint", ""))
+        try:
+            image = ProbeImage.from_bytes(body, key)
+        except ImageError as err:
+            raise BPFUnavailable(f"the probe loader sent a bad image ({err})",
+                                 "run `pyimpact record` again; see its stderr") from None
+        self.timings["compile_s"] = time.monotonic() - t0
+        self.timings["loader_peak_rss_kb"] = reply.get("peak_rss_kb", 0)
+        return image
+
     def close(self) -> None:
-        """Detach: closing an attachment's descriptor (the last one: the
-        loader is gone) detaches its program; raw tracepoints first, they
-        detach at once, classic ones wait for an RCU grace period."""
+        """Detach (raw tracepoints first, at once; classic ones wait for RCU
+        grace periods, bpf_loaded.py), then free the programs and maps. Safe
+        to call twice."""
         if self._ring is not None:
             self._ring.close()
             self._ring = None
-        fds, self._fds = self._fds, {}
-        for name in sorted(fds, key=lambda n: (not n.startswith("tp:sched_process_fork"), n)):
-            try:
-                os.close(fds[name])
-            except OSError:
-                pass
+        self._fds = {}
+        loaded, self._loaded = self._loaded, None
+        if loaded is not None:
+            loaded.close()
 
     def __enter__(self) -> "RecorderProbes":
         return self.open()
