@@ -149,7 +149,8 @@ def test_flock_waiter_is_blocked_on_the_holder_not_on_the_holders_command(spawn_
     """`flock -x LOCK sleep` holds the lock (it is the pid /proc/locks names)
     and waits for its command.  A waiter -- flock itself, or a Python parent
     in subprocess.run() of it -- is blocked on the holder: what the holder
-    waits for (its idle child) is not what the waiter needs, the release is."""
+    waits for (its idle child) is not what the waiter needs, the release is.
+    So is a waiter the kernel queued behind another waiter."""
     lock = str(tmp_path / "job.lock")
     holder = spawn_here(["flock", "-x", lock, "sleep", "3600"])
     wait_state(lambda: children_of(holder.pid) and proc_syscall(children_of(holder.pid)[0]) == "230",
@@ -162,7 +163,14 @@ def test_flock_waiter_is_blocked_on_the_holder_not_on_the_holders_command(spawn_
     waiter = children_of(parent.pid)[0]
     remember(waiter)
 
-    for pid in (waiter, parent.pid):
+    # a second waiter: the kernel queues its request behind the first waiter's
+    # (/proc/locks "1:  -> FLOCK ..." under "1: -> FLOCK ..."); the lock is still the holder's
+    second = spawn_here(["flock", "-x", lock, "true"])
+    wait_state(lambda: proc_syscall(second.pid) == SYS_FLOCK, what="a second flock waiting")
+    with open("/proc/locks") as f:
+        assert f" -> FLOCK  ADVISORY  WRITE {second.pid} " in f.read()
+
+    for pid in (waiter, parent.pid, second.pid):
         d, text = diagnose(pid)
         assert d.verdict == "blocked" and d.hung, text
         assert (d.root_cause.pid, d.root_cause.kind) == (holder.pid, "file-lock"), text

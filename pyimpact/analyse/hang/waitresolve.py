@@ -696,8 +696,14 @@ def _resolve_file_lock(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnap
                and (inode is None or lk.inode == inode) and _same_dev(lk.dev, f.dev if f else None)]
     holders: List[LockInfo] = []
     for i in waiting:
+        # the kernel queues a request behind another waiting request that conflicts
+        # with it ("1:  -> FLOCK ..." under "1: -> FLOCK ..."): the lock is still held
+        # by the granted lock at the top of that tree, and released only by its holder
         b = locks[i].blocker_index
-        if b is not None and 0 <= b < len(locks):
+        hops = 0
+        while b is not None and 0 <= b < len(locks) and locks[b].waiting and hops < len(locks):
+            b, hops = locks[b].blocker_index, hops + 1
+        if b is not None and 0 <= b < len(locks) and locks[b] not in holders:
             holders.append(locks[b])
     if not holders and inode is not None:
         holders = [lk for lk in locks if not lk.waiting and lk.inode == inode and lk.pid != p.pid
