@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat as stat_mod
 from typing import Dict, List, Optional
 
-from ..names import is_dir_marker
+from ..names import is_checkpoint_name, is_dir_marker, is_log_name, is_numbered_ckpt_dir_name
 from ..recording import DirStat, LogTail
 
 MAX_DIR_ENTRIES = 256          # entries listed inside one checkpoint directory
@@ -118,6 +119,34 @@ def read_trainer_state(real: str) -> Optional[dict]:
     hist = doc.get("log_history")
     if isinstance(hist, list) and hist and isinstance(hist[-1], dict):
         out["last_logged_step"] = hist[-1].get("step")
+    return out
+
+
+_TOKEN_SPLIT = re.compile(r"[\s'\"`,;()\[\]{}<>|]+")
+MAX_LOG_PATHS = 16             # checkpoint paths taken from one piece of log text
+
+
+def checkpoint_paths(text: str) -> List[str]:
+    """Paths of checkpoints a job names in its output ("saving model checkpoint
+    to out/checkpoint-500", "saved /ckpt/step_1200.pt", "Restoring states from
+    the checkpoint path at last.ckpt"): the tokens whose last component is a
+    checkpoint name or a numbered checkpoint directory, as written (relative
+    ones are the job's, to its working directory).  Strings only: nothing is
+    opened or stat()ed here."""
+    out: List[str] = []
+    for tok in _TOKEN_SPLIT.split(text or ""):
+        tok = tok.rstrip(".:!").lstrip("=:")
+        if "/" not in tok or len(tok) > 1024 or "://" in tok or "\x00" in tok:
+            continue
+        base = tok.rstrip("/").rsplit("/", 1)[-1]
+        if not base or base in (".", ".."):
+            continue
+        if not (is_checkpoint_name(base) or is_numbered_ckpt_dir_name(base)) or is_log_name(base):
+            continue
+        if tok not in out:
+            out.append(tok)
+        if len(out) >= MAX_LOG_PATHS:
+            break
     return out
 
 

@@ -28,7 +28,7 @@ import psutil
 from ..names import (O_APPEND, is_checkpoint_name, is_dir_marker, is_log_name, is_numbered_ckpt_dir_name,
                      is_temp_name, looks_like_ckpt_dir_name, writable)
 from ..recording import DirStat, FileStat, WriteFd
-from .ckpt_scan import LogTails, list_checkpoint_dir, read_small_text, read_trainer_state
+from .ckpt_scan import LogTails, checkpoint_paths, list_checkpoint_dir, read_small_text, read_trainer_state
 from . import procfs
 from .procfs import REMOTE_FS_TYPES
 
@@ -123,6 +123,7 @@ class TreeObserver:
         self.meta: Dict[str, dict] = {}          # small framework metadata files, by path
         self._logs = LogTails()
         self.recorded: Optional[dict] = None     # the recorder's checkpoint completions (ckpt_scan)
+        self.cwds: Dict[int, str] = {}           # pid -> working directory (a job never runs inside its checkpoint)
 
     # -- where to look ---------------------------------------------------
     def _root_prefix(self) -> str:
@@ -165,6 +166,7 @@ class TreeObserver:
         checkpoint directories) and paths on the command line (1 deep)."""
         for pid, cwd in cwd_by_pid.items():
             if cwd:
+                self.cwds[pid] = os.path.normpath(cwd)
                 self.add_dir(cwd, f"working directory of pid {pid}", depth=2)
         for pid, argv in argv_by_pid.items():
             cwd = cwd_by_pid.get(pid) or "/"
@@ -423,8 +425,10 @@ class TreeObserver:
             names = listing.names
             marked = any(is_dir_marker(n.rsplit("/", 1)[-1]) for n in names)
             if not (marked or (is_numbered_ckpt_dir_name(os.path.basename(path))
-                               and any(is_checkpoint_name(n.rsplit("/", 1)[-1]) for n in names))):
-                continue
+                               and any(is_checkpoint_name(n) for n in names if "/" not in n))):
+                continue    # a plain directory checkpoint holds its checkpoint files itself
+            if any(c == path or c.startswith(path + "/") for c in self.cwds.values()):
+                continue    # the job works in it (run7_epoch/): a place, not one checkpoint
             dirs[path] = listing
             if "trainer_state.json" in names:
                 key = os.path.join(path, "trainer_state.json")
@@ -451,10 +455,39 @@ class TreeObserver:
                 continue
             if not (fd in (1, 2) or (flags or 0) & O_APPEND or is_log_name(name)):
                 continue
+            first = path not in self._logs.heads
             got = self._logs.read(path, self._prefix + path)
             if got is not None:
                 out[path] = got
+                self._dirs_named_in_log(pid, path, (self._logs.heads.get(path, "") if first else "") + got.text)
         return out
+
+    def _dirs_named_in_log(self, pid: int, log: str, text: str) -> None:
+        """Watch the directories of the checkpoints the job names in its output
+        ("saved checkpoint to /data/run7/ckpt-1200.pt"): a job that saves
+        outside its working directory, to a path taken from a config file or
+        the environment, says where in its log.  A relative path is the job's,
+        to the writer's working directory."""
+        named = checkpoint_paths(text)
+        if not named:
+            return
+        cwd = self.cwds.get(pid)
+        if cwd is None:
+            try:
+                cwd = self.cwds[pid] = os.path.normpath(procfs.sys_call(pid, os.readlink, f"/proc/{pid}/cwd"))
+            except _GONE:
+                cwd = None
+        for p in named:
+            if not p.startswith("/"):
+                if cwd is None or p.startswith("~"):
+                    continue
+                p = os.path.join(cwd, p)
+            d = os.path.dirname(os.path.normpath(p))
+            if is_numbered_ckpt_dir_name(os.path.basename(d)):
+                d = os.path.dirname(d)       # a file of checkpoint-500/: the series is beside it
+            if d not in self.watch and len(self.watch) < MAX_DIRS:
+                self.add_dir(d, f"named in the job's output ({os.path.basename(log)}): "
+                             f"{os.path.basename(os.path.normpath(p))}")
 
     def to_dict(self) -> dict:
         return {"root": self.root, "start_ticks": self.start_ticks, "interval_s": self.interval_s,

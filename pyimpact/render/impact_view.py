@@ -109,8 +109,8 @@ def loss_block(r: ImpactReport) -> List:
     last = loss.last_checkpoint
     if last:
         g.add_row("checkpoint", Text(""), _t(last.path))
-        who = "; written before this process started (a restart resumes from it)" if last.predates_process \
-            else ""
+        can = "can resume" if last.resume_uncertain else "resumes"
+        who = f"; written before this process started (a restart {can} from it)" if last.predates_process else ""
         layout = f"; {last.layout}" if last.layout not in (None, "file") else ""
         g.add_row("", Text(""), _t(f"completed {last.completed_at[11:23]} UTC; "
                                    f"{human_bytes(last.size_bytes)}{layout}{who}; "

@@ -4,7 +4,8 @@ Why this works from outside the process: a checkpoint leaves traces the
 kernel keeps for us.  A file the tree holds open for writing is in
 /proc/PID/fd with its mode and position; a finished one has an mtime (last
 write) and a ctime (last rename/metadata change), so ``max(mtime, ctime)`` is
-when it was completed, to the kernel's timestamp granularity; the
+when it was completed, to the kernel's timestamp granularity (unless the
+ctime came minutes later: a copy or chmod, ckpt_history.completed_at); the
 temp-file-and-rename pattern shows as a *new inode* at the final path each
 time (an in-place writer keeps the inode); and earlier checkpoints beside the
 newest one give the cadence.  The probes add what /proc cannot: how many
@@ -25,8 +26,8 @@ from typing import Dict, Iterable, List, Optional, Tuple
 
 from ...names import O_APPEND, O_WRONLY, final_name, is_checkpoint_name, is_log_name, is_temp_name
 from ...recording import FileStat, WriteFd
-from .ckpt_history import (SAVE_CLUSTER_NS, DirState, SeriesFigures, dir_family_key, dir_states, final_dir_name,
-                           series_figures, write_eta)
+from .ckpt_history import (SAVE_CLUSTER_NS, DirState, SeriesFigures, completed_at, dir_family_key, dir_states,
+                           final_dir_name, series_figures, write_eta)
 from .ckpt_layouts import file_layout, index_of, is_alias_name, name_numbers, tf_indexed, tf_prefix
 
 LARGE_BYTES = 1 << 20          # a file this large being written makes a kill unsafe
@@ -35,6 +36,8 @@ SYSTEM_PREFIXES = ("/dev/", "/proc/", "/sys/", "/run/", "/dev/shm/")
 
 
 _STEP_DIR = re.compile(r"(checkpoint|ckpt|step|epoch|iter)", re.IGNORECASE)
+_CKPT_PLACE = re.compile(r"(checkpoint|ckpt)", re.IGNORECASE)     # a directory named for checkpoints
+SAVE_GROUP_NS = 60_000_000_000     # files of one save (model, optimizer) completed this close together
 
 
 def family_key(path: str) -> str:
@@ -88,6 +91,8 @@ class Family:
     score: int = 0
     evidence: List[str] = field(default_factory=list)
     earlier_run: bool = False      # every complete version predates the process (a resumed job's history)
+    read_since_start: bool = False  # a version was read after the process started (atime): it resumed from it
+    weak_history: bool = False     # an earlier run's, but not seen read by the job nor a framework's layout
     writing: List[str] = field(default_factory=list)   # paths the tree writes into this series now
 
     @property
@@ -152,6 +157,7 @@ class CheckpointFindings:
     notes: List[str] = field(default_factory=list)
     figures: Optional[SeriesFigures] = None      # the series' cadence in steps, expected size, next name
     dirs: Dict[str, DirState] = field(default_factory=dict)
+    companions: List[str] = field(default_factory=list)   # other files of the newest save (optimizer.pt ...)
 
 
 # --------------------------------------------------------------------------
@@ -236,8 +242,10 @@ def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict
                     continue    # TF names a save in its 'checkpoint' index once it is complete
                 if idx is not None:
                     basis = "named in the TF 'checkpoint' index file"
-            changed = v["first_index"] > 0 or v["mtime"] >= first_ns or v["ctime"] >= first_ns
-            done_ns = max(v["mtime"], v["ctime"])
+            # a version seen first in a later sample but stamped before the window was
+            # there already, in a directory watched only since (named in the log)
+            changed = j > 0 or v["mtime"] >= first_ns or v["ctime"] >= first_ns
+            done_ns = completed_at(v["mtime"], v["ctime"], changed)
             atime = v.get("atime")
             fam.completions.append(Completion(
                 path=path, ino=v["ino"], size_bytes=v["size"],
@@ -262,7 +270,7 @@ def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict
                 notes.append(f"{path} is an incomplete {st.layout} checkpoint not written while watched "
                              f"(an interrupted save?): {st.complete_basis}")
             continue
-        done_ns = max(st.mtime_ns, st.ctime_ns)
+        done_ns = completed_at(st.mtime_ns, st.ctime_ns, st.changed_in_window)
         fam.completions.append(Completion(
             path=path + "/", ino=st.ino, size_bytes=st.size_bytes, completed_ns=done_ns,
             seen_in_window=st.changed_in_window, kind="directory", layout=st.layout,
@@ -276,6 +284,7 @@ def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict
     renames = sum(rename_calls.values())
     for fam in families.values():
         _score(fam, root_start_ns, renames, first_ns, wrote_bytes)
+    _saved_together(families)
     _adopt_writes(families)
     # The job's series first; else an earlier run's series it would resume from.
     ranked = sorted((f for f in families.values() if f.score > 0 or (f.earlier_run and f.completions)),
@@ -312,7 +321,28 @@ def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict
     if stale:
         notes.append(f"{len(stale)} stale temporary file(s) beside the checkpoints (left by an earlier "
                      f"interrupted write?): {stale[0]}" + (" ..." if len(stale) > 1 else ""))
-    return CheckpointFindings(best, cadence, cadence_basis, partial, ranked[1:], notes, figures, dirs)
+    return CheckpointFindings(best, cadence, cadence_basis, partial, ranked[1:], notes, figures, dirs,
+                              _companions(best, ranked[1:]))
+
+
+def _companions(best: Optional[Family], others: List[Family]) -> List[str]:
+    """The other files of the newest save (``model.pt`` is saved with
+    ``optimizer.pt``; ``model_0500.pt`` with ``optim_0500.pt``): the newest
+    version of each series beside it, of the same owner, completed within
+    SAVE_GROUP_NS of it and carrying the same number."""
+    if best is None or best.newest is None:
+        return []
+    top = best.newest
+    where = os.path.dirname(best.key.rstrip("/"))
+    out = []
+    for f in others:
+        c = f.newest
+        if c is None or os.path.dirname(f.key.rstrip("/")) != where or (f.score > 0) != (best.score > 0) \
+                or abs(c.completed_ns - top.completed_ns) > SAVE_GROUP_NS \
+                or index_of(c.numbers)[0] != index_of(top.numbers)[0]:
+            continue
+        out.append(c.path)
+    return out[:8]
 
 
 def _add_recorded(families: Dict[str, Family], recorded: Iterable[dict], dirs, first_ns: int,
@@ -442,13 +472,43 @@ def _score(fam: Family, root_start_ns: int, renames: int, first_ns: int, wrote_b
         if framework:
             why.append(f"the {framework[0].layout} layout")
         if read:
+            fam.read_since_start = True
             why.append(f"{os.path.basename(read[-1].path.rstrip('/'))} was read after this process started "
                        "(its atime): the job resumed from it")
+        if not why and _CKPT_PLACE.search(os.path.basename(os.path.dirname(fam.key.rstrip("/")))):
+            fam.weak_history = True
+            why.append(f"it lies in {os.path.basename(os.path.dirname(fam.key.rstrip('/')))}/, "
+                       "a directory named for checkpoints (not seen read by this process)")
         if why:
             fam.earlier_run = True
+            fam.weak_history = fam.weak_history or not (read or framework)   # a series the job may not resume
             ev.append("written before this process started (a resumed job's earlier run): " + "; ".join(why))
         else:
             ev.append("all files predate the process (an earlier run's?)")
+
+
+def _saved_together(families: Dict[str, Family]) -> None:
+    """Checkpoint files older than the process that one save wrote together
+    (``model.pt`` + ``optimizer.pt``, completed within SAVE_GROUP_NS of each
+    other in one directory) are an earlier run's checkpoint: pretrained
+    weights come as one file, a training save carries its optimizer state
+    beside the model."""
+    old: Dict[str, List[Family]] = {}
+    for f in families.values():
+        if f.completions and not f.open_by and f.score == 0 and not any(c.seen_in_window for c in f.completions):
+            old.setdefault(os.path.dirname(f.key.rstrip("/")), []).append(f)
+    for group in old.values():
+        for f in group:
+            if f.earlier_run:
+                continue
+            mates = [g for g in group if g is not f
+                     and abs(g.newest.completed_ns - f.newest.completed_ns) <= SAVE_GROUP_NS]
+            if mates:
+                f.earlier_run = f.weak_history = True
+                names = ", ".join(os.path.basename(g.newest.path.rstrip("/")) for g in mates[:3])
+                f.evidence.append(f"written before this process started (an earlier run's checkpoint): saved "
+                                  f"together with {names} (within {SAVE_GROUP_NS // 10**9} s), as one training "
+                                  "save writes its model and optimizer state")
 
 
 def _cadence(fam: Optional[Family], figures: Optional[SeriesFigures]) -> Tuple[Optional[float], str]:

@@ -25,12 +25,28 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from ...jsondoc import to_json
-from ...names import is_numbered_ckpt_dir_name
+from ...names import is_checkpoint_name, is_numbered_ckpt_dir_name
 from ...recording import DirStat
 from .ckpt_layouts import dir_layout, index_of, name_numbers, render_name
 
 SAVE_CLUSTER_NS = 1_000_000_000   # completions this close are one save (model + optimizer files)
+LATE_CTIME_NS = 300_000_000_000   # a ctime this long after the last write is no rename into place
 MAX_SOURCES = 6
+
+
+def completed_at(mtime_ns: int, ctime_ns: int, changed_in_window: bool = False) -> int:
+    """When a version of a checkpoint was completed: ``max(mtime, ctime)``,
+    since a rename into place sets the ctime just after the last write.
+
+    A ctime minutes after the last write of a version found on disk is a later
+    metadata change instead: a copy that keeps the times (``cp -a``,
+    ``shutil.copy2``, ``rsync -a``), a ``chmod``/``chown``, ``os.utime``.  Its
+    mtime is then when it was written; the ctime would give every restored
+    file of a series the same time (and the series a cadence of 0 s).  A
+    change seen while watched is timed by what was seen."""
+    if not changed_in_window and ctime_ns - mtime_ns > LATE_CTIME_NS:
+        return mtime_ns
+    return max(mtime_ns, ctime_ns)
 
 
 def numbers_of_kind(kind: str) -> str:
@@ -86,8 +102,9 @@ def dir_states(samples: List[dict], meta: Dict[str, dict]) -> Dict[str, DirState
             parent = os.path.dirname(path)
             parent_meta = {os.path.basename(k): v for k, v in meta.items() if os.path.dirname(k) == parent}
             layout, complete, why = dir_layout(os.path.basename(path), list(names), parent_meta)
-            if layout == "directory" and not is_numbered_ckpt_dir_name(os.path.basename(path)):
-                continue          # a place holding checkpoints, not one checkpoint
+            if layout == "directory" and (not is_numbered_ckpt_dir_name(os.path.basename(path)) or not any(
+                    "/" not in n and is_checkpoint_name(n) for n in names)):
+                continue          # a place holding checkpoints (maybe deeper down), not one checkpoint
             prev = out.get(path)
             changed = (prev is not None and (prev.size_bytes != total or prev.mtime_ns != mt)) \
                 or mt >= first_ns or ct >= first_ns or (prev.changed_in_window if prev else False)

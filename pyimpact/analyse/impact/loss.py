@@ -71,6 +71,8 @@ class LastCheckpoint:
     epoch: Optional[float]
     predates_process: bool          # written by an earlier run: a restart resumes from it
     written_by: str
+    resume_uncertain: bool = False  # an earlier run's by its place or company only: the job may not resume from it
+    companions: List[str] = json_field(default_factory=list)   # the other files of the same save (optimizer.pt)
 
 
 @dataclass(frozen=True)
@@ -120,13 +122,16 @@ def loss_if_killed(ck: CheckpointFindings, samples, gpuf: GpuFigures, root_start
     wrote = _tree_wchar_at_first(samples)
     before = newest is not None and (newest.completed_ns < root_start_ns - 1_000_000_000 or (
         near_start and wrote is not None and wrote < newest.size_bytes))
+    weak = bool(fam is not None and fam.weak_history and not fam.read_since_start)
+    resumes = ("a restart can resume from it if the job resumes from its checkpoints (it was not seen "
+               "reading it)" if weak else "a restart resumes from it")
     if newest is not None and not before:
         anchor, since = newest.completed_ns, "checkpoint"
     else:
         anchor, since = root_start_ns, "start"
         if newest is not None:
             notes.append(f"the newest checkpoint {newest.path} predates this process (an earlier run wrote "
-                         "it; a restart resumes from it): the work since the process started is lost")
+                         f"it; {resumes}): the work since the process started is lost")
     since_s = max(0.0, (as_of_ns - anchor) / 1e9)
     if since == "checkpoint":
         since_fig = Figure(round(since_s, 3), "measured",
@@ -146,7 +151,8 @@ def loss_if_killed(ck: CheckpointFindings, samples, gpuf: GpuFigures, root_start
             step=newest.numbers.get("step"), epoch=newest.numbers.get("epoch"),
             predates_process=since != "checkpoint",
             written_by="this process" if since == "checkpoint" else
-            "an earlier run (it predates this process): a restart resumes from it")
+            f"an earlier run (it predates this process): {resumes}",
+            resume_uncertain=weak and since != "checkpoint", companions=list(ck.companions))
     rec = restart_cost(ck, prog or Progress(), root_start_ns, as_of_ns, anchor, since, watched_s)
     nxt = next_checkpoint(ck, rec, prog or Progress(), since, anchor, root_start_ns, as_of_ns)
     next_in = nxt.in_s
@@ -164,13 +170,17 @@ def loss_if_killed(ck: CheckpointFindings, samples, gpuf: GpuFigures, root_start
     if written:
         not_lost.append(f"{_mib(written)} the tree wrote to files is in the page cache or on disk: "
                         "the kernel keeps it after the process dies (not counted as lost)")
+    name = os.path.basename(newest.path.rstrip('/')) if newest is not None else ""
+    if ck.companions:
+        name += " + " + ", ".join(os.path.basename(p.rstrip("/")) for p in ck.companions[:3])
     if since == "checkpoint":
         summary = (f"A kill now loses {since_s:.1f} s of work since the last completed checkpoint "
-                   f"({os.path.basename(newest.path.rstrip('/'))})")
+                   f"({name})")
     elif newest is not None:
         summary = (f"No checkpoint by this process yet: a kill now loses everything since it started "
-                   f"{since_s:.1f} s ago; a restart resumes from {os.path.basename(newest.path.rstrip('/'))} "
-                   f"(written before it started)")
+                   f"{since_s:.1f} s ago; a restart {'can resume' if weak else 'resumes'} from "
+                   f"{name} (written before it started"
+                   + ("; if the job resumes from its checkpoints)" if weak else ")"))
     else:
         summary = (f"No checkpoint found: a kill now loses everything since the process started "
                    f"{since_s:.1f} s ago")

@@ -104,6 +104,9 @@ def restart_cost(ck: CheckpointFindings, prog: Progress, root_start_ns: int, as_
     fam = ck.family
     newest = fam.newest if fam else None
     fig = ck.figures
+    # an earlier run's checkpoint this process was not seen reading: its step
+    # counter may have started from 0, not from that checkpoint's step
+    unsure = since == "start" and fam is not None and fam.weak_history and not fam.read_since_start
 
     # -- warm-up: process start to first step (or to the resume read) --------
     warm, warm_kind, warm_basis = None, "unavailable", ""
@@ -118,7 +121,7 @@ def restart_cost(ck: CheckpointFindings, prog: Progress, root_start_ns: int, as_
         warm_basis = (f"process start to its first checkpoint read: the atime of "
                       f"{os.path.basename(newest.path.rstrip('/'))} (a lower bound of the warm-up)")
     elif prog.step is not None and prog.step_rate:
-        resumed = checkpoint_step(ck)[0] if since == "start" and newest is not None else 0
+        resumed = checkpoint_step(ck)[0] if since == "start" and newest is not None and not unsure else 0
         if resumed is not None and prog.step >= resumed:
             est = age_s - (prog.step - resumed) / prog.step_rate
             if 0 <= est <= age_s:
@@ -151,13 +154,15 @@ def restart_cost(ck: CheckpointFindings, prog: Progress, root_start_ns: int, as_
     # -- steps since the checkpoint -------------------------------------------
     ck_step, ck_step_basis = checkpoint_step(ck)
     steps, s_kind, s_basis = None, "unavailable", ""
-    if prog.step is not None and ck_step is not None and prog.step >= ck_step:
+    if prog.step is not None and ck_step is not None and prog.step >= ck_step and not unsure:
         steps, s_kind = prog.step - ck_step, "measured"
         s_basis = f"step {prog.step} in {prog.log} minus the checkpoint's step {ck_step} ({ck_step_basis})"
     elif prog.step_rate:
         steps = int(round(prog.step_rate * work))
         s_kind = "estimated"
-        s_basis = f"{work:.1f} s of work at {prog.step_rate:.3g} steps/s ({prog.step_rate_kind})"
+        s_basis = f"{work:.1f} s of work at {prog.step_rate:.3g} steps/s ({prog.step_rate_kind})" + (
+            " (not counted from the earlier run's checkpoint step: this process was not seen resuming from it)"
+            if unsure and ck_step is not None else "")
     else:
         s_basis = ("no step counter in the job's output" if prog.step is None
                    else "the checkpoint's step is unknown and no step rate was measured")

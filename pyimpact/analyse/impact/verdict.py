@@ -134,7 +134,8 @@ def verdict(loss: Loss, partial: List[PartialFile], costly_after_s: float) -> Sa
     if loss.since is Since.CHECKPOINT:
         what += " since the last completed checkpoint"
     elif loss.last_checkpoint:
-        what += (" since the process started (no checkpoint by this process; a restart resumes from "
+        how = "can resume" if loss.last_checkpoint.resume_uncertain else "resumes"
+        what += (f" since the process started (no checkpoint by this process; a restart {how} from "
                  f"{loss.last_checkpoint.path})")
     else:
         what += " since the process started (no checkpoint found)"
