@@ -364,3 +364,18 @@ def test_a_job_saving_by_steps_is_predicted_by_steps():
     rec, nxt = _next([(T0 - 38 * S, 1183), (T0 - 25 * S, 1683), (T0 - 12 * S, 2183)], step=2483, rate=40.0,
                      name="/r/ckpt/step-{}.pt")
     assert rec.saves_by_steps is True and "exactly 500 apart" in nxt.basis and nxt.in_s == 5.0
+
+
+def test_a_restored_series_keeps_its_cadence_from_the_mtimes():
+    """Checkpoints copied back keeping their times (cp -a, shutil.copy2): the
+    ctimes are all the copy's moment, the mtimes say when each was written."""
+    files = {f"/r/ckpt/step-{i * 100}.pt": (10, T0 - (3 - i) * 600 * S, T0 - 20 * S, i) for i in range(1, 4)}
+    samples = [sample(T0, files), sample(T0 + S, files)]
+    ck = find_checkpoints(samples, root_start_ns=T0 - 10 * S, rename_calls={}, fsync_calls={})
+    assert ck.family.newest.path == "/r/ckpt/step-300.pt" and ck.family.newest.completed_ns == T0
+    assert abs(ck.cadence_s - 600.0) < 1e-6
+    # a rename into place just after the last write: the ctime is the completion
+    one = {"/r/ckpt/last.pt": (10, T0 - 5 * S, T0 - 3 * S, 1)}
+    ck = find_checkpoints([sample(T0, one), sample(T0 + S, one)], root_start_ns=T0 - 60 * S,
+                          rename_calls={}, fsync_calls={})
+    assert ck.family.newest.completed_ns == T0 - 3 * S

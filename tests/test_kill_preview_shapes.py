@@ -1,0 +1,117 @@
+"""kill-preview on job shapes the other real-job tests do not stage: a plain
+PyTorch loop (tests/targets/kp_loop.py) that
+
+- starts fresh beside an earlier run's save (``model.pt`` + ``optimizer.pt``,
+  unnumbered, already read once so no atime says the job read it, and aged
+  by ``os.utime`` as a restore or copy leaves them: mtime old, ctime new);
+- saves to a directory named only in its environment, outside its working
+  directory, and says where in its log;
+- writes its log and checkpoints under a run directory whose name looks
+  numbered (``run7_epoch3/``), which is a place, not a directory checkpoint.
+
+Ground truth is outside the tool: the files' own stat(), and the job's
+"saved PATH MTIME" lines on its ready pipe.  Jobs run in their own process
+groups (the ``jobs`` fixture of test_kill_preview kills them by group id and
+reaps them).
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from test_kill_preview import TARGETS, jobs, needs_torch, preview_json  # noqa: F401
+
+ROOT = os.geteuid() == 0
+pytestmark = pytest.mark.skipif(not ROOT, reason="kill-preview reads other processes' /proc and loads BPF: needs root")
+LOOP = os.path.join(TARGETS, "kp_loop.py")
+
+
+def saves_until(job, as_of: float, saves: list) -> list:
+    """The job's saves completed by ``as_of`` (reads its further lines until one is later)."""
+    while not saves or saves[-1][1] <= as_of:
+        kind, path, mtime = job.line(timeout=30).split()
+        assert kind == "saved"
+        saves.append((path, float(mtime)))
+    return [s for s in saves if s[1] <= as_of]
+
+
+@needs_torch
+def test_an_earlier_runs_unnumbered_save_is_the_checkpoint_a_restart_may_resume_from(jobs, tmp_path, capsys):
+    ck = tmp_path / "ckpts"
+    subprocess.run([sys.executable, LOOP, "earlier", str(ck)], check=True, cwd=str(tmp_path), timeout=120)
+    aged = time.time() - 3600
+    for i, name in enumerate(("model.pt", "optimizer.pt")):
+        # an hour old, as a copy keeping the times leaves it (ctime: now); atime after mtime: no read shows
+        os.utime(ck / name, (aged + i + 30, aged + i))
+    job = jobs.start([LOOP, "train", "--ckpt-dir", "new", "--every-s", "600", "--log", "train.log"],
+                     cwd=str(tmp_path), ready_arg=None)
+    assert job.line(timeout=60) == "training"
+    doc = preview_json(capsys, job.pid, 0.6)
+    loss = doc["loss"]
+    last = loss["last_checkpoint"]
+    assert last is not None, loss["summary"]
+    assert last["path"] == str(ck / "optimizer.pt") and last["companions"] == [str(ck / "model.pt")]
+    # completed an hour ago (its mtime), not when its ctime was last changed
+    assert abs(last["completed_at_ns"] / 1e9 - (aged + 1)) < 0.01, last["completed_at"]
+    assert last["predates_process"] is True and last["resume_uncertain"] is True
+    assert loss["since"] == "start" and "No checkpoint found" not in loss["summary"]
+    assert "can resume from optimizer.pt + model.pt" in loss["summary"]
+    age = doc["as_of_ns"] / 1e9 - psutil.Process(job.pid).create_time()
+    assert abs(loss["since_checkpoint_s"] - age) <= 0.5
+    # its step counter started at 0: the steps redone are this process's, not counted from a checkpoint step
+    assert loss["steps_since_checkpoint"] is not None and loss["progress"]["step"] is not None
+    assert abs(loss["steps_since_checkpoint"] - loss["progress"]["step"]) <= 0.2 * loss["progress"]["step"] + 20
+
+
+@needs_torch
+def test_checkpoints_outside_the_cwd_named_only_in_the_log(jobs, tmp_path, capsys, monkeypatch):
+    store = tmp_path / "store" / "ckpts"
+    (tmp_path / "work").mkdir()
+    monkeypatch.setenv("KP_CKPT_DIR", str(store))     # not on the command line, not under the cwd
+    job = jobs.start([LOOP, "train", "--every-s", "1.5", "--log", "train.log"], cwd=str(tmp_path / "work"),
+                     ready_arg=None)
+    assert job.line(timeout=60) == "training"
+    saves: list = []
+    while len(saves) < 2:
+        kind, path, mtime = job.line(timeout=30).split()
+        saves.append((path, float(mtime)))
+    doc = preview_json(capsys, job.pid, 0.8)
+    as_of = doc["as_of_ns"] / 1e9
+    done = saves_until(job, as_of, saves)
+    loss = doc["loss"]
+    assert str(store) in doc["observation"]["watched_dirs"]
+    last = loss["last_checkpoint"]
+    assert last is not None and last["path"] == done[-1][0], (loss["summary"], done)
+    assert loss["since"] == "checkpoint" and last["predates_process"] is False
+    assert abs(loss["since_checkpoint_s"] - (as_of - done[-1][1])) <= 0.05
+    gaps = [b[1] - a[1] for a, b in zip(done, done[1:])]
+    assert abs(loss["checkpoint_cadence_s"] - statistics.median(gaps[-10:])) <= 0.3, (loss["checkpoint_cadence_s"],
+                                                                                      gaps)
+
+
+@needs_torch
+def test_a_run_directory_with_a_numbered_name_is_a_place_not_a_checkpoint(jobs, tmp_path, capsys):
+    run = tmp_path / "run7_epoch3"
+    run.mkdir()
+    job = jobs.start([LOOP, "train", "--ckpt-dir", "run7_epoch3/ckpts", "--every-s", "1.5",
+                      "--log", "run7_epoch3/train.log"], cwd=str(tmp_path), ready_arg=None)
+    assert job.line(timeout=60) == "training"
+    saves: list = []
+    while len(saves) < 2:
+        kind, path, mtime = job.line(timeout=30).split()
+        saves.append((str(tmp_path / path), float(mtime)))
+    doc = preview_json(capsys, job.pid, 0.8)
+    as_of = doc["as_of_ns"] / 1e9
+    done = [(str(tmp_path / p) if not p.startswith("/") else p, t) for p, t in saves_until(job, as_of, saves)]
+    loss = doc["loss"]
+    assert not [p for p in loss["partial_files"] if p["kind"] == "directory"], loss["partial_files"]
+    assert loss["last_checkpoint"] is not None and loss["last_checkpoint"]["path"] == done[-1][0], loss["summary"]
+    assert loss["since"] == "checkpoint" and abs(loss["since_checkpoint_s"] - (as_of - done[-1][1])) <= 0.05
+    if not loss["partial_files"]:     # a save can be in flight at the last sample (torch.save writes in place)
+        assert doc["safe_to_kill"]["verdict"] != "unsafe", doc["safe_to_kill"]
