@@ -17,6 +17,7 @@ reaps them).
 from __future__ import annotations
 
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -115,3 +116,26 @@ def test_a_run_directory_with_a_numbered_name_is_a_place_not_a_checkpoint(jobs, 
     assert loss["since"] == "checkpoint" and abs(loss["since_checkpoint_s"] - (as_of - done[-1][1])) <= 0.05
     if not loss["partial_files"]:     # a save can be in flight at the last sample (torch.save writes in place)
         assert doc["safe_to_kill"]["verdict"] != "unsafe", doc["safe_to_kill"]
+
+
+@needs_torch
+def test_a_fresh_run_beside_an_earlier_runs_series_is_not_predicted_by_its_step_numbers(jobs, tmp_path, capsys):
+    first = jobs.start([LOOP, "train", "--ckpt-dir", "ckpts", "--every-s", "0.5"], cwd=str(tmp_path),
+                       ready_arg=None)
+    assert first.line(timeout=60) == "training"
+    saved = [first.line(timeout=30).split()[1] for _ in range(6)]
+    os.killpg(first.pid, signal.SIGKILL)          # the group this test started
+    first.proc.wait(timeout=10)
+    top = max(int(os.path.basename(p)[5:-3]) for p in saved)
+    # a new run in the same place, counting its steps from 0 again, saving every 10 minutes
+    job = jobs.start([LOOP, "train", "--ckpt-dir", "ckpts", "--every-s", "600", "--log", "train.log"],
+                     cwd=str(tmp_path), ready_arg=None)
+    assert job.line(timeout=60) == "training"
+    doc = preview_json(capsys, job.pid, 0.6)
+    loss = doc["loss"]
+    assert loss["progress"]["step"] < top, (loss["progress"]["step"], top)
+    assert loss["since"] == "start" and loss["last_checkpoint"]["path"] == str(tmp_path / "ckpts" / f"ckpt-{top}.pt")
+    # the old series' next number (ckpt-TOP+N.pt in some seconds) is not this run's next save
+    assert loss["next_checkpoint_name"] is None, loss["basis"]["next_checkpoint_name"]
+    assert "below the checkpoint's step" in loss["basis"]["next_checkpoint_name"]["basis"]
+    assert loss["next_checkpoint_in_s"] is None, loss["basis"]["next_checkpoint_in_s"]

@@ -179,16 +179,26 @@ def restart_cost(ck: CheckpointFindings, prog: Progress, root_start_ns: int, as_
                                              "measured" if fig and fig.cadence_steps else "unavailable",
                                              (fig.cadence_steps_basis if fig and fig.cadence_steps
                                               else "fewer than two numbered saves and no save_steps"))
-    next_checkpoint_name = fig.next_name if fig else None
+    recounted = ck_step is not None and prog.step is not None and prog.step < ck_step
+    next_checkpoint_name = fig.next_name if fig and not recounted else None
     basis["next_checkpoint_name"] = _fig(next_checkpoint_name,
-                                         "estimated" if fig and fig.next_name else "unavailable",
-                                         fig.next_name_basis if fig and fig.next_name
-                                         else "no step interval between saves known")
+                                         "estimated" if next_checkpoint_name else "unavailable",
+                                         fig.next_name_basis if next_checkpoint_name
+                                         else (f"the job's step counter ({prog.step}) is below the checkpoint's "
+                                               f"step ({ck_step}): its next name is not that series' next"
+                                               if recounted else "no step interval between saves known"))
     by_steps = saves_by_steps(ck)
     next_checkpoint_by_steps_s = None
     notes_steps = None
     if fig and fig.cadence_steps and prog.step is not None and prog.step_rate:
         base = ck_step if ck_step is not None else None
+        if base is not None and prog.step < base:
+            # the counter is below the checkpoint's step: this process started its
+            # count again (a fresh run beside an earlier run's series), so the
+            # series' step numbers say nothing of its next save
+            notes_steps = (f"the job's step counter ({prog.step}) is below the checkpoint's step ({base}): "
+                           "it did not resume from that series, its next save is not predicted by steps")
+            base = None
         due = base + fig.cadence_steps if base is not None else None
         if due is not None and prog.step > due:
             # the step a save was due at has passed with no newer checkpoint on disk
