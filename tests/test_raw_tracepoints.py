@@ -22,7 +22,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import PYIMPACT, all_prog_ids, prog_ids_of, start_trace, wait_for_line
+from conftest import all_prog_ids, prog_ids_of, start_trace, wait_for_line
 from pyimpact.collect import tp_btf
 from pyimpact.collect.probes import KernelProbes, ProbeConfig
 from pyimpact.event_layout import EVENT_DTYPE
