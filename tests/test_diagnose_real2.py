@@ -47,10 +47,13 @@ def _comm(pid: int) -> str:
         return ""
 
 
-def _child_named(parent: int, comm: str) -> int:
-    kids = [c for c in children_of(parent) if _comm(c) == comm]
-    assert kids, f"no child {comm} of pid {parent}: {children_of(parent)}"
-    return kids[0]
+def _children_named(parent: int, *comms: str):
+    """The children of ``parent`` running ``comms`` (once each has exec'd), in that order."""
+    def found():
+        by = {_comm(c): c for c in children_of(parent)}
+        return all(n in by for n in comms) and [by[n] for n in comms]
+    wait_state(found, what=f"children {comms} of pid {parent}")
+    return found()
 
 
 # --------------------------------------------------------------------------
@@ -65,9 +68,8 @@ def test_xz_writing_to_a_stopped_reader_is_blocked_on_that_reader(spawn_here):
     xz = shutil.which("xz")
     assert xz, "xz-utils is in tests/apt-packages.txt"
     pipeline = spawn_here(["sh", "-c", f"head -c 2000000000 /dev/urandom | {xz} -T1 -0 | cat > /dev/null"])
-    wait_state(lambda: len(children_of(pipeline.pid)) == 3, what="head, xz and cat started")
-    remember(*children_of(pipeline.pid))
-    head, comp, cat = (_child_named(pipeline.pid, n) for n in ("head", "xz", "cat"))
+    head, comp, cat = _children_named(pipeline.pid, "head", "xz", "cat")
+    remember(head, comp, cat)
     time.sleep(0.2)     # data flows
     os.kill(cat, signal.SIGSTOP)
     wait_state(lambda: proc_state(cat) == "T", what="cat stopped")
@@ -174,3 +176,77 @@ def test_flock_waiter_is_blocked_on_the_holder_not_on_the_holders_command(spawn_
         d, text = diagnose(pid)
         assert d.verdict == "blocked" and d.hung, text
         assert (d.root_cause.pid, d.root_cause.kind) == (holder.pid, "file-lock"), text
+
+
+# --------------------------------------------------------------------------
+# deadlocks, and the processes that wait on one
+# --------------------------------------------------------------------------
+
+#: two threads taking two threading.Locks in opposite orders (each takes its
+#: first lock, then waits until the other has taken its own)
+ABBA = """import threading
+a, b = threading.Lock(), threading.Lock()
+ha, hb = threading.Event(), threading.Event()
+def one():
+    with a:
+        ha.set(); hb.wait()
+        with b: pass
+def two():
+    with b:
+        hb.set(); ha.wait()
+        with a: pass
+ts = [threading.Thread(target=one, name="one"), threading.Thread(target=two, name="two")]
+for t in ts: t.start()
+for t in ts: t.join()
+"""
+
+
+def _threads_in_futex(pid: int, n: int) -> bool:
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    return len(tids) == n and all(proc_syscall(pid, int(t)) == "202" and proc_state(pid, int(t)) == "S"
+                                  for t in tids)
+
+
+def test_reader_of_a_deadlocked_writer_is_blocked_on_the_deadlock_not_in_it(spawn_here):
+    """`python abba.py | cat`: the Python process is the deadlock; cat (its
+    pipe's reader) and the shell (waiting for both) are stuck because of it,
+    but are in no cycle: blocked, with the deadlocked process as the root."""
+    shell = spawn_here(["sh", "-c", f"{sys.executable} -c '{ABBA}' | cat"])
+    py, cat = _children_named(shell.pid, os.path.basename(sys.executable)[:15], "cat")
+    remember(py, cat)
+    wait_state(lambda: _threads_in_futex(py, 3), what="the three Python threads in futex waits")
+    wait_state(lambda: proc_state(cat) == "S", what="cat waiting")
+
+    d, text = diagnose(py)
+    assert d.verdict == "deadlock" and d.root_cause.pid == py, text
+    assert {c.pid for c in d.cycle} == {py}, text
+
+    for pid in (cat, shell.pid):
+        d, text = diagnose(pid)
+        assert d.verdict == "blocked" and d.hung, text
+        assert d.root_cause.pid == py and d.root_cause.kind == "futex", text
+        assert "DEADLOCK" in d.summary, text
+
+
+def test_pipe_deadlock_between_a_parent_and_its_child_is_a_deadlock_across_both(spawn_here):
+    """The subprocess pitfall: the parent writes more than a pipe holds to its
+    child's stdin and reads nothing back; the child (cat) blocks writing its
+    stdout, which only the parent reads.  Each waits for the other: a deadlock
+    across the two processes, whichever of them is diagnosed."""
+    parent = spawn_here([sys.executable, "-c", "import subprocess\n"
+                         "p = subprocess.Popen(['cat'], stdin=subprocess.PIPE, stdout=subprocess.PIPE)\n"
+                         "p.stdin.write(b'x' * 4_000_000)\n"])
+    wait_state(lambda: children_of(parent.pid), what="cat started")
+    child = children_of(parent.pid)[0]
+    remember(child)
+    wait_state(lambda: proc_syscall(parent.pid) == "1" and proc_syscall(child) == "1"
+               and proc_state(parent.pid) == "S" and proc_state(child) == "S", what="both blocked in write()")
+
+    for pid in (parent.pid, child):
+        d, text = diagnose(pid)
+        assert d.verdict == "deadlock" and d.hung, text
+        assert d.root_cause.pid in (parent.pid, child) and d.root_cause.kind == "pipe", text
+        assert {c.pid for c in d.cycle} == {parent.pid, child}, text

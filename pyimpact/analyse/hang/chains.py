@@ -60,6 +60,55 @@ def deadlocked(g: WaitGraph) -> Set[str]:
     return alive
 
 
+def stuck_cores(g: WaitGraph, dead: Set[str]) -> Set[str]:
+    """The nodes of ``dead`` that wait only within their own strongly
+    connected part of it: the deadlocks themselves.  A node of ``dead`` outside
+    them is stuck only because what it waits on is (a reader of a pipe whose
+    writer deadlocked, a shell waiting for that reader): it is blocked on that
+    deadlock, not part of one."""
+    adj = {n: sorted({e.target for e in g.successors(n) if e.target in dead}) for n in dead}
+    index: Dict[str, int] = {}
+    low: Dict[str, int] = {}
+    comp: Dict[str, int] = {}
+    stack: List[str] = []
+    on: Set[str] = set()
+    counter = 0
+    ncomp = 0
+    for root in sorted(dead):
+        if root in index:
+            continue
+        work = [(root, 0)]
+        while work:     # Tarjan's algorithm, iteratively (chains can be long)
+            node, i = work.pop()
+            if i == 0:
+                index[node] = low[node] = counter
+                counter += 1
+                stack.append(node)
+                on.add(node)
+            nxt = adj[node]
+            if i < len(nxt):
+                work.append((node, i + 1))
+                w = nxt[i]
+                if w not in index:
+                    work.append((w, 0))
+                elif w in on:
+                    low[node] = min(low[node], index[w])
+                continue
+            if low[node] == index[node]:
+                while True:
+                    w = stack.pop()
+                    on.discard(w)
+                    comp[w] = ncomp
+                    if w == node:
+                        break
+                ncomp += 1
+            if work:
+                parent = work[-1][0]
+                low[parent] = min(low[parent], low[node])
+    leaves = {comp[n] for n in dead} - {comp[n] for n in dead if any(comp[w] != comp[n] for w in adj[n])}
+    return {n for n in dead if comp[n] in leaves}
+
+
 def exact_cycles(g: WaitGraph, within: Set[str]) -> List[List[str]]:
     """Cycles through exact thread-to-thread edges (mutex owners, joins) inside ``within``."""
     adj = {n: [e.target for e in g.successors(n) if e.exact and e.target in within and e.target.startswith("t:")]

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from .chains import ChainLink, best_path, chain_links, deadlocked, end_note, exact_cycles, pct
+from .chains import ChainLink, best_path, chain_links, deadlocked, end_note, exact_cycles, pct, stuck_cores
 from .verdict import KINDS, RootCause, Verdict
 from .waitmodel import (RUNNING, STOPPED, TIMED, WAITING, WAKING, ZOMBIE, Edge, ProcessInfo, ThreadWait,
                         WaitGraph, process_words, python_location, secs)
@@ -63,6 +63,7 @@ class Engine:
     def __init__(self, g: WaitGraph, signals: Optional[Callable[[int], List[Dict[str, Any]]]] = None) -> None:
         self.g = g
         self.dead = deadlocked(g)
+        self.cores = stuck_cores(g, self.dead)   # the deadlocks themselves, not those waiting on them
         self.memo: Dict[int, Optional[Verdict]] = {}
         self.visiting: Set[int] = set()
         self.stack: List[int] = []      # the verdicts being worked out, outermost first
@@ -213,7 +214,9 @@ def rule_stopped(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Option
 def rule_deadlock(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Optional[Verdict]:
     g, dead = e.g, e.dead
     mine = [t for t in threads if t.node in dead]
-    if not mine:
+    if not mine or not any(t.node in e.cores for t in mine):
+        # none of its threads is part of a deadlock: when they are stuck, it is on one
+        # elsewhere (a pipe's writer, a child), and the rules that follow say so
         return None
     cycles = exact_cycles(g, dead)
     mine_nodes = {t.node for t in mine}
@@ -251,6 +254,10 @@ def rule_deadlock(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Optio
     if cycle is not None:
         summary = (f"threads {names} {where} wait on each other in a cycle: "
                    + "; ".join(f"{t.tid} needs {t.resource}" for t in core))
+    elif not any(t.kind in ("futex", "mutex") for t in core):
+        # pipes, sockets, children: each end's holders are known by process, not by thread
+        summary = (f"threads {names} {where} wait on each other, each for what only another of them "
+                   "can do: " + "; ".join(f"{t.tid} needs {t.resource}" for t in core))
     else:
         summary = (f"threads {names} {where} wait forever on locks that no thread left can release "
                    "(no owner is recorded, so the exact cycle is not known)")
@@ -272,9 +279,12 @@ def rule_deadlock(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Optio
     for t in mine:
         if t not in core:
             ev.append(f"thread {t.tid} ({t.label}) waits on {t.resource}, itself stuck in the deadlock")
-    if cycle is None:
+    if cycle is None and any(t.kind in ("futex", "mutex") for t in core):
         ev.append("every thread of the set waits without a timeout on a private futex or on "
                   "another member: only a thread of the process could wake it, and none can")
+    elif cycle is None:
+        ev.append("every thread of the set waits without a timeout on a pipe, socket or child whose other "
+                  "end only members of the set hold: only a member could release it, and none can")
     if g.bpf:
         ev.append(f"probes: none of these threads was woken during the {g.window_s or 0:.2f} s window")
     return Verdict("deadlock", summary, root, confidence, chain=chain, cycle=cyc, evidence=ev)
