@@ -379,3 +379,18 @@ def test_a_restored_series_keeps_its_cadence_from_the_mtimes():
     ck = find_checkpoints([sample(T0, one), sample(T0 + S, one)], root_start_ns=T0 - 60 * S,
                           rename_calls={}, fsync_calls={})
     assert ck.family.newest.completed_ns == T0 - 3 * S
+
+
+def test_a_save_renamed_in_while_the_last_sample_was_read_is_not_complete_as_of_it():
+    """The sample's time is taken before its files are read: a rename during
+    the read stamps a ctime after it, and the figures are as of that time."""
+    a, b = "/r/ckpt/ckpt_0100.pt", "/r/ckpt/ckpt_0200.pt"
+    old = {a: (10, T0 - 2 * S, T0 - 2 * S, 1)}
+    new = dict(old, **{b: (10, T0 + S - S // 10, T0 + S + S // 100, 2)})   # renamed 10 ms after the stamp
+    ck = find_checkpoints([sample(T0, old), sample(T0 + S, new)], root_start_ns=T0 - 60 * S,
+                          rename_calls={}, fsync_calls={}, wrote_bytes=100)
+    assert ck.family.newest.path == a and any("as-of" in n for n in ck.notes)
+    later = dict(new)
+    ck = find_checkpoints([sample(T0, old), sample(T0 + S, new), sample(T0 + 2 * S, later)],
+                          root_start_ns=T0 - 60 * S, rename_calls={}, fsync_calls={}, wrote_bytes=100)
+    assert ck.family.newest.path == b

@@ -223,6 +223,7 @@ def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict
     dirs = dir_states(samples, meta)
     families: Dict[str, Family] = {}
     tf_index = _tf_indexed(meta)
+    late: List[str] = []
     for path, vs in versions.items():
         name = os.path.basename(path)
         if not is_checkpoint_name(name) or is_log_name(name) or _inside(path, dirs):
@@ -246,6 +247,11 @@ def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict
             # there already, in a directory watched only since (named in the log)
             changed = j > 0 or v["mtime"] >= first_ns or v["ctime"] >= first_ns
             done_ns = completed_at(v["mtime"], v["ctime"], changed)
+            if done_ns > last_ns and v["first_index"] == len(samples) - 1:
+                # renamed into place while the last sample was being read, after
+                # its as-of moment: not complete *as of* then (the next look has it)
+                late.append(path)
+                continue
             atime = v.get("atime")
             fam.completions.append(Completion(
                 path=path, ino=v["ino"], size_bytes=v["size"],
@@ -318,6 +324,9 @@ def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict
                    if is_temp_name(os.path.basename(p)) and is_checkpoint_name(os.path.basename(p))
                    and not any(v["open_w"] for v in vs)
                    and vs[-1]["last_ns"] == last_ns and vs[-1]["mtime"] < first_ns)
+    if late:
+        notes.append(f"{os.path.basename(late[0])} completed while the last sample was read, just after the "
+                     "as-of moment: not counted as complete yet (a look a moment later counts it)")
     if stale:
         notes.append(f"{len(stale)} stale temporary file(s) beside the checkpoints (left by an earlier "
                      f"interrupted write?): {stale[0]}" + (" ..." if len(stale) > 1 else ""))
