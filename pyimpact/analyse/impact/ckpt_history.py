@@ -184,12 +184,13 @@ def series_figures(fam, root_start_ns: int, as_of_ns: int, meta: Dict[str, dict]
     if not done:
         return f
     saves = _cluster(done)
-    gaps, srcs = [], []
+    gaps, srcs, used = [], [], set()
     for (t0, c0), (t1, c1) in zip(saves, saves[1:]):
         if t0 < root_start_ns <= t1:
             continue          # across a restart
         gaps.append((t1 - t0) / 1e9)
         srcs += [c0.path, c1.path]
+        used |= {t0, t1}
     srcs = list(dict.fromkeys(srcs))
     if gaps:
         gaps = gaps[-10:]
@@ -197,7 +198,9 @@ def series_figures(fam, root_start_ns: int, as_of_ns: int, meta: Dict[str, dict]
         f.cadence_gaps_s = [round(g, 3) for g in gaps]
         earlier = sum(1 for p in srcs if _pred(done, p, root_start_ns))
         f.cadence_basis = (f"median of {len(gaps)} interval(s) between the completion times (mtime/ctime) "
-                           f"of {len(srcs)} checkpoint(s) in {os.path.dirname(fam.key.rstrip('/')) or '.'}"
+                           + (f"of {len(srcs)} checkpoint(s)" if len(srcs) == len(used) else
+                              f"of {len(used)} saves to {len(srcs)} file name(s), saved over again")
+                           + f" in {os.path.dirname(fam.key.rstrip('/')) or '.'}"
                            + (f", {earlier} of them written before this process started" if earlier else ""))
         f.cadence_sources = srcs[-MAX_SOURCES:]
     newest_t, newest = saves[-1]
