@@ -143,6 +143,27 @@ def test_asyncio_client_awaiting_a_reply_is_blocked_on_the_server(asyncio_server
     assert d.verdict == "idle" and d.root_cause.pid == server, text
 
 
+@pytest.mark.parametrize("client", ["curl", "urllib"])
+def test_client_waiting_with_timeouts_for_a_reply_is_blocked_on_the_server(asyncio_server, spawn_here, client):
+    """The same wait through a poll with a timeout: curl wakes every second
+    (poll on its connection and its own socketpair, nothing ready), urllib with
+    a socket timeout sleeps in one long poll.  Nothing arrives: blocked on the
+    server that owes the reply, as a blocking read would be."""
+    server, port = asyncio_server
+    url = f"http://127.0.0.1:{port}/"
+    argv = ["curl", "-s", "-o", "/dev/null", url] if client == "curl" else \
+        [sys.executable, "-c", f"import urllib.request; urllib.request.urlopen({url!r}, timeout=600)"]
+    proc = spawn_here(argv)
+    waiting = lambda: proc_syscall(proc.pid) == SYS_POLL and proc_state(proc.pid) == "S"   # noqa: E731
+    wait_state(waiting, what=f"{client} waiting in poll")
+    time.sleep(0.3)     # past the connection and the request: waiting for the reply
+    wait_state(waiting, what=f"{client} waiting in poll")
+
+    d, text = diagnose(proc.pid)
+    assert d.verdict == "blocked" and d.hung, text
+    assert (d.root_cause.pid, d.root_cause.kind) == (server, "socket"), text
+
+
 # --------------------------------------------------------------------------
 # flock(1) holding a lock while its command runs
 # --------------------------------------------------------------------------

@@ -790,6 +790,62 @@ def rule_polling(e: Engine, p: ProcessInfo, threads: List[ThreadWait], spinning:
                                        f"while its child pid {c} is {v.verdict.upper()}: {v.summary}",
                                        v.root_cause, "medium", chain=[_link(t)] + list(v.chain),
                                        evidence=[f"probes: thread {t.tid}: {tries}"] + v.evidence)
+    return _timed_reply(e, p, threads)
+
+
+def _timed_reply(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Optional[Verdict]:
+    """A client waiting with a timeout for its peer to send (a poll on its
+    connection, as curl, socket timeouts and event loops with timers wait),
+    nothing arriving all window: the same wait as a blocking read, judged the
+    same way -- by the peer: blocked on a stuck one, waiting on a working one,
+    blocked on an idle one ("possibly by design") unless the peer waits for
+    this client's next request (an idle conversation).  Only for the main
+    thread, or a thread the rest of the process waits on: a helper thread's
+    heartbeat on an idle connection says nothing of the process's progress."""
+    g = e.g
+    for t in sorted(threads, key=lambda t: (t.tid != p.pid, t.tid)):
+        if t.activity not in (WAKING, TIMED) or not t.poll_edges or t.timed_work:
+            continue
+        if t.tid != p.pid and any(x.activity in (RUNNING, WAKING, TIMED) for x in threads if x is not t):
+            continue
+        edges = [x for x in t.poll_edges if x.target != p.node]
+        if not edges or any(x.kind != "socket" or not x.target.startswith("p:") for x in edges):
+            continue
+        rows = [r for r in g.stats.get(t.tid, []) if r["syscall"] in POLL_CALLS]
+        if any(int(r.get("ret_sum") or 0) for r in rows) or (p.data_bytes or 0) > 0:
+            continue           # a poll returned ready, data came: it is talking
+        if t.activity == WAKING and not g.bpf:
+            continue           # woke up, and whether a poll returned ready cannot be seen
+        n = sum(int(r["count"]) for r in rows)
+        tries = (f"{n} of {n} {'/'.join(sorted({r['syscall'] + '()' for r in rows}))} calls returned with "
+                 "nothing ready in the window" if n else f"no wake-up in the {secs(t.window_s or g.window_s or 0)} window")
+        res = edges[0].resource
+        me = _link(t, {"kind": "socket", "resource": res})
+        for q in sorted({int(x.target[2:]) for x in edges}):
+            v = e.verdict(q)
+            qp = g.processes.get(q)
+            if v is None or qp is None or _through(v, p.pid):
+                continue
+            who = process_words(qp)
+            ev = [f"thread {t.tid} ({t.label}) polls {res} with a timeout: {tries}"] + _thread_lines(t)
+            if v.hung:
+                return Verdict("blocked", f"thread {t.tid} ({t.label}) waits with timeouts for {res}; {who} is "
+                               f"{v.verdict.upper()}: {v.summary}", v.root_cause, v.confidence,
+                               chain=[me] + list(v.chain), evidence=ev + v.evidence[:3])
+            if v.verdict in ("progressing", "busy"):
+                tid = v.root_cause.tid if v.root_cause.pid == q else q
+                return Verdict(v.verdict, f"waits for {who}, which is "
+                               f"{'working' if v.verdict == 'progressing' else 'on CPU'}: {v.summary}",
+                               RootCause(q, tid, "socket", res), "medium", chain=[me] + v.chain[:1],
+                               evidence=ev + v.evidence[:3])
+            mutual = [x for x in e.threads(qp) if x.work_wait and p.pid in x.work_from]
+            if mutual:
+                return None     # each side waits for the other's next message
+            return Verdict("blocked", f"thread {t.tid} ({t.label}) waits with timeouts for {res} ({tries}); "
+                           f"{who} {_peer_idle_words('socket')}",
+                           RootCause(q, q, "socket", res), "medium",
+                           chain=[me, ChainLink(q, q, qp.name, qp.state, "process", None, note=f"idle: {v.summary}")],
+                           evidence=ev + [f"{who}: {v.summary}"] + v.evidence[:2], soft=True)
     return None
 
 
