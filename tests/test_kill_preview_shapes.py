@@ -139,3 +139,29 @@ def test_a_fresh_run_beside_an_earlier_runs_series_is_not_predicted_by_its_step_
     assert loss["next_checkpoint_name"] is None, loss["basis"]["next_checkpoint_name"]
     assert "below the checkpoint's step" in loss["basis"]["next_checkpoint_name"]["basis"]
     assert loss["next_checkpoint_in_s"] is None, loss["basis"]["next_checkpoint_in_s"]
+
+
+@needs_torch
+def test_lightning_nested_layout_and_a_job_that_stopped_saving(jobs, tmp_path, capsys, monkeypatch):
+    """Lightning's default place (lightning_logs/version_0/checkpoints/, three
+    levels under the cwd, named by no argument), and saves that stopped: two
+    1 s apart, then none."""
+    monkeypatch.setenv("KP_CKPT_DIR", "lightning_logs/version_0/checkpoints")
+    job = jobs.start([LOOP, "train", "--every-s", "1", "--max-saves", "2", "--name", "epoch=0-step={step}.ckpt"],
+                     cwd=str(tmp_path), ready_arg=None)
+    assert job.line(timeout=60) == "training"
+    saves = [job.line(timeout=30).split() for _ in range(2)]
+    newest = str(tmp_path / saves[-1][1])
+    time.sleep(max(0.0, float(saves[-1][2]) + 3.0 - time.time()))     # three cadences without a save
+    doc = preview_json(capsys, job.pid, 0.6)
+    loss = doc["loss"]
+    last = loss["last_checkpoint"]
+    assert last is not None and last["path"] == newest, loss["summary"]
+    assert last["layout"] == "lightning" and last["step"] == int(newest.rsplit("=", 1)[1][:-5])
+    assert loss["since"] == "checkpoint"
+    assert abs(loss["since_checkpoint_s"] - (doc["as_of_ns"] / 1e9 - float(saves[-1][2]))) <= 0.05
+    assert abs(loss["checkpoint_cadence_s"] - (float(saves[1][2]) - float(saves[0][2]))) <= 0.05
+    # overdue by three cadences: no "next checkpoint in 0 s, wait and lose nothing"
+    assert loss["next_checkpoint_in_s"] is None, loss["basis"]["next_checkpoint_in_s"]
+    assert any("overdue" in n for n in loss["notes"])
+    assert not [o for o in doc["recommendation"]["options"] if o["action"] == "wait"], doc["recommendation"]

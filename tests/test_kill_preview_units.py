@@ -394,3 +394,19 @@ def test_a_save_renamed_in_while_the_last_sample_was_read_is_not_complete_as_of_
     ck = find_checkpoints([sample(T0, old), sample(T0 + S, new), sample(T0 + 2 * S, later)],
                           root_start_ns=T0 - 60 * S, rename_calls={}, fsync_calls={}, wrote_bytes=100)
     assert ck.family.newest.path == b
+
+
+def test_a_save_far_past_its_cadence_is_not_predicted_at_once():
+    """Two saves 1 s apart, then nothing for 8 s: the cadence no longer holds,
+    and 'the next checkpoint in 0 s' would promise a kill that loses nothing."""
+    files = {"/r/ckpt/ckpt-79.pt": (10, T0 - 9 * S, T0 - 9 * S, 1), "/r/ckpt/ckpt-154.pt": (10, T0 - 8 * S, T0 - 8 * S, 2)}
+    samples = [sample(T0, files), sample(T0 + S, files)]
+    ck = find_checkpoints(samples, root_start_ns=T0 - 60 * S, rename_calls={}, fsync_calls={})
+    assert abs(ck.cadence_s - 1.0) < 1e-6
+    rec = restart_cost(ck, Progress(), T0 - 60 * S, T0 + S, ck.family.newest.completed_ns, "checkpoint", 1.0)
+    nxt = next_checkpoint(ck, rec, Progress(), "checkpoint", ck.family.newest.completed_ns, T0 - 60 * S, T0 + S)
+    assert nxt.in_s is None and "unknown" in nxt.basis and any("overdue" in n for n in nxt.notes)
+    # a little late (under half the cadence): it comes any moment
+    nxt = next_checkpoint(ck, rec, Progress(), "checkpoint", ck.family.newest.completed_ns, T0 - 60 * S,
+                          ck.family.newest.completed_ns + int(1.3 * S))
+    assert nxt.in_s == 0.0

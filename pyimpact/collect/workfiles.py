@@ -21,6 +21,7 @@ import os
 import stat as stat_mod
 import threading
 import time
+from collections import deque
 from typing import Dict, List, Optional, Tuple
 
 import psutil
@@ -39,6 +40,8 @@ MAX_FILES_PER_DIR = 200       # candidate files kept per directory (newest first
 MAX_FILES_TOTAL = 1000        # candidate files kept per sample
 DISCOVER_EVERY = 8            # samples between walks that look for new checkpoint directories
 MAX_CKPT_DIRS = 200           # checkpoint directories listed per sample (newest first)
+CWD_DEPTH = 4                 # frameworks nest their saves: lightning_logs/version_0/checkpoints/,
+                              # runs/detect/train/weights/ (Ultralytics)
 RELIST_NEWEST = 3             # the newest checkpoint directories of a parent are listed every sample
 MAX_LOGS = 8                  # files the job appends to whose text is read
 MAX_SAMPLES = 1200            # per job; older samples are thinned beyond this (live panel)
@@ -162,12 +165,12 @@ class TreeObserver:
         self.watch.setdefault(path, why)
 
     def seed(self, cwd_by_pid: Dict[int, str], argv_by_pid: Dict[int, List[str]]) -> None:
-        """Initial directories from the start snapshot: cwd (walked 2 deep for
-        checkpoint directories) and paths on the command line (1 deep)."""
+        """Initial directories from the start snapshot: cwd (walked CWD_DEPTH
+        deep for checkpoint directories) and paths on the command line (1 deep)."""
         for pid, cwd in cwd_by_pid.items():
             if cwd:
                 self.cwds[pid] = os.path.normpath(cwd)
-                self.add_dir(cwd, f"working directory of pid {pid}", depth=2)
+                self.add_dir(cwd, f"working directory of pid {pid}", depth=CWD_DEPTH)
         for pid, argv in argv_by_pid.items():
             cwd = cwd_by_pid.get(pid) or "/"
             for arg in argv[1:]:
@@ -189,9 +192,11 @@ class TreeObserver:
         """Walk the seeded roots (bounded) for directories holding checkpoint-like files."""
         budget = MAX_DIRS * 4
         for top, depth in list(self._roots.items()):
-            stack = [(top, 0)]
-            while stack and budget > 0:
-                d, level = stack.pop()
+            queue = deque([(top, 0)])        # breadth first: the budget goes to the shallow levels first
+            while queue and budget > 0:
+                d, level = queue.popleft()
+                if level > 0 and not self._local(d):
+                    continue                  # a network or FUSE mount below the cwd: a scandir could hang
                 budget -= 1
                 try:
                     with os.scandir(self._prefix + d) as it:
@@ -210,7 +215,7 @@ class TreeObserver:
                         if e.is_dir(follow_symlinks=False):
                             if level < depth and e.name not in _SKIP_DIRS and not e.name.startswith(".") \
                                     and not e.name.endswith(".egg-info"):
-                                stack.append((os.path.join(d, e.name), level + 1))
+                                queue.append((os.path.join(d, e.name), level + 1))
                         elif level > 0 and e.is_file(follow_symlinks=False) and is_checkpoint_name(e.name):
                             self.watch.setdefault(d, f"holds checkpoint-like files (under {top})")
                     except OSError:

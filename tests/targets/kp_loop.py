@@ -4,10 +4,11 @@ usage: kp_loop.py earlier DIR
            an earlier run's last save: ``torch.save`` of the model to
            DIR/model.pt and of the optimizer to DIR/optimizer.pt (one save,
            two unnumbered files), read back once to check it, then exit.
-       kp_loop.py train [--ckpt-dir D] [--every-s S] [--log FILE] READY_FD
+       kp_loop.py train [--ckpt-dir D] [--every-s S] [--name N] [--max-saves K] [--log FILE] READY_FD
            trains a Linear layer (20 ms a step) from scratch; every S seconds
-           ``torch.save``s {step, model, optimizer} directly (no temporary) to
-           D/ckpt-STEP.pt, with D from --ckpt-dir or else $KP_CKPT_DIR
+           (the first K times only, if given) ``torch.save``s {step, model,
+           optimizer} directly (no temporary) to D/N (default
+           ``ckpt-{step}.pt``), with D from --ckpt-dir or else $KP_CKPT_DIR
            (a job configured through its environment); appends
            "step N/10000 loss X" every 10 steps and "saved checkpoint PATH"
            after each save to FILE; says "training" on READY_FD after 20
@@ -48,6 +49,8 @@ def train(argv) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ckpt-dir")
     ap.add_argument("--every-s", type=float, default=1.5)
+    ap.add_argument("--name", default="ckpt-{step}.pt")
+    ap.add_argument("--max-saves", type=int, default=0)
     ap.add_argument("--log")
     ap.add_argument("fd", type=int)
     a = ap.parse_args(argv)
@@ -57,7 +60,7 @@ def train(argv) -> int:
     m, opt = model_and_opt()
     x = torch.randn(16, 512)
     log = open(a.log, "a", buffering=1) if a.log else None
-    step, last = 0, time.monotonic()
+    step, last, saves = 0, time.monotonic(), 0
     while True:
         opt.zero_grad()
         loss = m(x).pow(2).mean()
@@ -69,8 +72,9 @@ def train(argv) -> int:
             log.write(f"step {step}/10000 loss {loss.item():.4f}\n")
         if step == 20:
             os.write(a.fd, b"training\n")
-        if time.monotonic() - last >= a.every_s:
-            path = os.path.join(d, f"ckpt-{step}.pt")
+        if time.monotonic() - last >= a.every_s and not (a.max_saves and saves >= a.max_saves):
+            saves += 1
+            path = os.path.join(d, a.name.format(step=step))
             torch.save({"step": step, "model": m.state_dict(), "optimizer": opt.state_dict()}, path)
             last = time.monotonic()
             if log:

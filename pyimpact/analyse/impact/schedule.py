@@ -33,6 +33,7 @@ from .ckpt_history import numbers_of_kind
 from .progress import Progress
 
 IRREGULAR = 0.10        # intervals spread by more than this fraction of the cadence: irregular
+OVERDUE = 0.5           # a save later than this fraction of the cadence (+ its uncertainty) is not coming
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,17 @@ def next_checkpoint(ck: CheckpointFindings, rec, prog: Progress, since: str, anc
                 nxt.in_s = None
                 _by_steps(rec, prog, ck, nxt)
                 nxt.basis = "by time it is overdue; by steps: " + steps_basis
+            elif late > OVERDUE * ck.cadence_s + (nxt.uncertainty_s or 0.0):
+                # far past its time: the cadence no longer holds (the job stopped saving,
+                # saves per epoch, or elsewhere); "the next save comes at once" would be a guess
+                nxt.notes.append(f"the next checkpoint is overdue by {late:.1f} s (cadence {ck.cadence_s:.1f} s): "
+                                 "the job no longer saves at that cadence (it may save by steps or epochs, "
+                                 "elsewhere, or not again); when it saves next is unknown")
+                nxt.in_s = None
+                nxt.uncertainty_s = None
+                nxt.basis = (f"unknown: overdue by {late:.1f} s, more than half the cadence "
+                             f"({ck.cadence_s:.1f} s) after the expected save")
+                nxt.uncertainty_basis = "no next checkpoint predicted"
             else:
                 nxt.notes.append(f"the next checkpoint is overdue by {late:.1f} s (cadence {ck.cadence_s:.1f} s):"
                                  " the job may checkpoint by steps, not by time, or be slowed down")

@@ -145,7 +145,10 @@ def verdict(loss: Loss, partial: List[PartialFile], costly_after_s: float) -> Sa
         reason = f"nothing is being written; a kill now loses only {what}"
     return SafeToKill(Verdict.COSTLY if costly else Verdict.SAFE, reason, next_ckpt,
                       ("expected next checkpoint (" + loss.basis["next_checkpoint_in_s"].basis + ")")
-                      if next_ckpt is not None else "no checkpoint cadence known")
+                      if next_ckpt is not None else
+                      ("no next checkpoint in sight: " + loss.basis["next_checkpoint_in_s"].basis
+                       if loss.basis["next_checkpoint_in_s"].basis.startswith("unknown:")
+                       else "no checkpoint cadence known"))
 
 
 def recommend(loss: Loss, verdict: SafeToKill, signals: SignalReport, freed: Freed, cascade: Cascade,
