@@ -271,3 +271,42 @@ def test_pipe_deadlock_between_a_parent_and_its_child_is_a_deadlock_across_both(
         assert d.verdict == "deadlock" and d.hung, text
         assert d.root_cause.pid in (parent.pid, child) and d.root_cause.kind == "pipe", text
         assert {c.pid for c in d.cycle} == {parent.pid, child}, text
+
+
+# --------------------------------------------------------------------------
+# a multiprocessing.Lock (a semaphore in shared memory: no owner recorded)
+# --------------------------------------------------------------------------
+
+MP_LOCK = """import multiprocessing as mp, sys, time
+def hold(lock):
+    lock.acquire()
+    print("held", flush=True)
+    time.sleep(3600)
+if __name__ == "__main__":
+    lock = mp.Lock()
+    child = mp.Process(target=hold, args=(lock,))
+    child.start()
+    print("child", child.pid, flush=True)
+    time.sleep(0.2)
+    while lock.acquire(timeout=0.05):   # until the child has it
+        lock.release()
+        time.sleep(0.01)
+    lock.acquire()
+"""
+
+
+def test_mp_lock_waiter_is_blocked_on_the_process_that_holds_the_lock(spawn_here):
+    """A multiprocessing.Lock is a POSIX semaphore in a shared mapping; it keeps
+    no owner.  The child that took it sleeps; the parent waits for it without
+    a timeout.  Of the processes mapping that memory, only the child does not
+    wait on it: blocked, with the child as the root."""
+    parent = spawn_here([sys.executable, "-c", MP_LOCK], stdout=subprocess.PIPE, text=True)
+    child = int(wait_for_line(parent.stdout, "child").split()[1])
+    remember(child)
+    wait_for_line(parent.stdout, "held")
+    wait_state(lambda: proc_syscall(parent.pid) == "202" and proc_state(parent.pid) == "S"
+               and open(f"/proc/{parent.pid}/syscall").read().split()[4] == "0x0", what="the parent waiting, no timeout")
+
+    d, text = diagnose(parent.pid)
+    assert d.verdict == "blocked" and d.hung, text
+    assert (d.root_cause.pid, d.root_cause.kind) == (child, "futex"), text

@@ -21,6 +21,7 @@ stored in the Recording (``metadata.wait_details``) and interpreted by
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
@@ -57,6 +58,54 @@ class _Reader:
             self.hung = True
             raise
         return value.to_bytes(size, "little")
+
+
+def _maps(pid: int, timeout_s: float = 0.3) -> bytes:
+    """/proc/PID/maps, bounded in time (reading it takes the target's mmap lock)."""
+    result: Dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            result["data"] = procfs.read(f"/proc/{pid}/maps", pid)
+        except BaseException as e:  # handed to the caller
+            result["error"] = e
+
+    t = threading.Thread(target=work, name="pyimpact-maps", daemon=True)
+    t.start()
+    t.join(timeout_s)
+    if t.is_alive():
+        raise TimeoutError(f"reading the maps of pid {pid} did not return within {timeout_s:g} s")
+    if "error" in result:
+        raise result["error"]
+    return result["data"]
+
+
+def _shared_mapping(maps: bytes, addr: int) -> Optional[Dict[str, Any]]:
+    """The shared file or shared-memory mapping holding ``addr``: its device,
+    inode, path and the address's offset in it; None for a private mapping."""
+    for line in maps.split(b"\n"):
+        parts = line.split(None, 5)
+        if len(parts) < 5 or b"-" not in parts[0]:
+            continue
+        lo, hi = (int(x, 16) for x in parts[0].split(b"-", 1))
+        if not lo <= addr < hi:
+            continue
+        inode = int(parts[4])
+        if b"s" not in parts[1] or not inode:
+            return None
+        return {"dev": parts[3].decode(), "inode": inode, "offset": int(parts[2], 16) + addr - lo,
+                "path": parts[5].strip().decode(errors="replace") if len(parts) > 5 else ""}
+    return None
+
+
+def _mapped_keys(maps: bytes) -> set:
+    """"dev:inode" of every shared mapping with an inode."""
+    out = set()
+    for line in maps.split(b"\n"):
+        parts = line.split(None, 5)
+        if len(parts) >= 5 and b"s" in parts[1] and parts[4] != b"0":
+            out.add(f"{parts[3].decode()}:{int(parts[4])}")
+    return out
 
 
 def _why(err: BaseException) -> str:
@@ -127,6 +176,16 @@ def thread_details(pid: int, t: ThreadSnapshot, rd: _Reader, retries: int = 3) -
             if cmd not in FUTEX_WAIT_CMDS:
                 return None
             out["futex"] = _futex(rd, a[0])
+            if not a[1] & FUTEX_PRIVATE and "error" not in out["futex"]:
+                # a futex in shared memory: which file (or shared-memory object) it lies
+                # in, so that the processes mapping the same one can be found
+                try:
+                    m = _shared_mapping(_maps(pid), a[0])
+                except (psutil.Error, OSError, ValueError, TimeoutError) as err:
+                    out["futex"]["map_error"] = _why(err)
+                else:
+                    if m is not None:
+                        out["futex"]["map"] = m
             if a[3]:
                 ts = _timespec(rd, a[3])
                 ts["absolute"] = cmd != 0
@@ -249,4 +308,28 @@ def collect(snap: Optional[SystemSnapshot], pids: Optional[Iterable[int]] = None
             if d is not None:
                 d["pid"] = pid
                 out["threads"][str(t.tid)] = d
+    _sharers(snap, out["threads"])
     return out
+
+
+def _sharers(snap: SystemSnapshot, threads: Dict[str, Dict[str, Any]]) -> None:
+    """For each shared futex a thread waits on, the processes of the snapshot
+    that map the same file or shared-memory object (``futex.sharers``): the
+    candidates for whoever holds a lock that records no owner."""
+    waits = [d["futex"] for d in threads.values() if isinstance(d.get("futex"), dict) and d["futex"].get("map")]
+    if not waits:
+        return
+    keys = {f"{f['map']['dev']}:{f['map']['inode']}" for f in waits}
+    found: Dict[str, List[int]] = {k: [] for k in keys}
+    for pid in sorted(snap.processes):
+        p = snap.processes[pid]
+        if p.state in ("Z", "X") or getattr(p, "kernel_thread", False):
+            continue
+        try:
+            mine = _mapped_keys(_maps(pid)) & keys
+        except (psutil.Error, OSError, ValueError, TimeoutError):
+            continue
+        for k in mine:
+            found[k].append(pid)
+    for f in waits:
+        f["sharers"] = found[f"{f['map']['dev']}:{f['map']['inode']}"]

@@ -1046,6 +1046,10 @@ def rule_unresolved(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Opt
                        "job", RootCause(p.pid, t.tid, "unknown", t.resource or "a queue's lock"), "medium",
                        chain=[_link(t, note=end_note(e.g, t.node))], evidence=_thread_lines(t)
                        + [f"thread {t.tid} ({t.label}) is {python_location(t)}, inside {queue}"])
+    if t.kind == "futex" and t.sharers:
+        v = _shared_lock(e, p, t)
+        if v is not None:
+            return v
     # (a wait for children that names none it could find waits on what is out of sight: below)
     owed_kind = t.state == "D" or t.kind in ("futex", "mutex", "file-lock", "vfork", "block-io") \
         or (t.kind == "child" and "no matching child" not in t.end_reason) or t.end_kind is not None
@@ -1068,6 +1072,60 @@ def rule_unresolved(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Opt
     return Verdict("blocked", summary, RootCause(p.pid, t.tid, kind if kind in KINDS else "unknown",
                                                  t.resource or f"{t.syscall or '?'}()"), conf,
                    chain=[_link(t, note=end_note(e.g, t.node))], evidence=_thread_lines(t))
+
+
+def _shared_lock(e: Engine, p: ProcessInfo, t: ThreadWait) -> Optional[Verdict]:
+    """A wait on a futex in shared memory that records no owner (a POSIX
+    semaphore, a multiprocessing Lock): its holder is one of the other
+    processes mapping that memory and not waiting on the same word.  Blocked on
+    such a process that is stuck, or that is idle without waiting for work
+    (it holds the lock and is not about to release it); waiting on one that
+    works.  None when every candidate waits for work (a queue's turn) or none
+    is seen: the caller says what it can."""
+    g = e.g
+    cands = []
+    for q in t.sharers:
+        qp = g.processes.get(q)
+        if qp is None or qp.state in ("Z", "X"):
+            continue
+        if any(x.futex_key == t.futex_key and x.activity in (WAITING, TIMED) for x in e.threads(qp)):
+            continue        # it waits for the same lock
+        cands.append(qp)
+    seen = [(q, e.verdict(q.pid)) for q in cands]
+    seen = [(q, v) for q, v in seen if v is not None and not _through(v, p.pid)]
+    if not seen:
+        return None
+    me = _link(t, {"kind": "futex", "resource": t.resource})
+    names = ", ".join(f"pid {q.pid}" for q, _ in seen)
+    what = f"{t.resource}, a lock in memory it shares with {names} (no owner is recorded)"
+    ev = _thread_lines(t) + [f"of the processes mapping that memory, {names} do not wait on the futex: "
+                             "the holder is among them"]
+    hung = [(q, v) for q, v in seen if v.hung]
+    if hung:
+        q, v = hung[0]
+        return Verdict("blocked", f"thread {t.tid} ({t.label}) blocked{_since(t)} on {what}; {process_words(q)} "
+                       f"is {v.verdict.upper()}: {v.summary}", v.root_cause, "medium",
+                       chain=[me] + list(v.chain), evidence=ev + v.evidence[:3])
+    working = [(q, v) for q, v in seen if v.verdict in ("progressing", "busy")]
+    if working:
+        q, v = working[0]
+        tid = v.root_cause.tid if v.root_cause.pid == q.pid else q.pid
+        return Verdict(v.verdict, f"waits for {what}; {process_words(q)} is working: {v.summary}",
+                       RootCause(q.pid, tid, "futex", t.resource), "medium", chain=[me] + v.chain[:1],
+                       evidence=ev + v.evidence[:3])
+    parked = [(q, v) for q, v in seen if v.verdict == "idle" and not any(x.work_wait for x in e.threads(q))]
+    if t.python_stack and not _lock_acquire(t):
+        # a wait in Condition/Event/Queue machinery waits to be notified, not for a
+        # release: a process that wakes by itself may still notify it
+        parked = [(q, v) for q, v in parked if not _can_act(e, q.pid, v)]
+    if not parked:
+        return None
+    q, v = parked[0]
+    conf = "medium" if len(seen) == 1 else "low"
+    return Verdict("blocked", f"thread {t.tid} ({t.label}) blocked{_since(t)} on {what}; {process_words(q)} "
+                   f"{_peer_idle_words('futex')}", RootCause(q.pid, q.pid, "futex", t.resource), conf,
+                   chain=[me, ChainLink(q.pid, q.pid, q.name, q.state, "process", None, note=f"idle: {v.summary}")],
+                   evidence=ev + [f"{process_words(q)}: {v.summary}"] + v.evidence[:2], soft=True)
 
 
 def rule_idle(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Verdict:

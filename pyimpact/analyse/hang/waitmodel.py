@@ -53,6 +53,8 @@ class ThreadWait:
     poll_edges: List[Edge] = field(default_factory=list)  # a timed poll: who would make its fds ready
     timed_work: str = ""            # a timed poll that also waits for work (a listener among its fds)
     own_wake: str = ""              # a poll that also watches a channel of its own (a self-pipe), in words
+    futex_key: str = ""             # a shared futex: "dev:inode:offset" of the memory it lies in
+    sharers: List[int] = field(default_factory=list)  # other processes mapping that memory
     end_reason: str = ""            # when it leads nowhere: why (sleeps forever, remote peer, ...)
     end_kind: Optional[str] = None  # an intrinsic root-cause kind (signal-stop, block-io, gpu)
     input_wait: bool = False        # waits for outside input (listening socket, terminal)

@@ -256,6 +256,15 @@ def _resolve_futex(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnapshot
                              ["private futex: only a thread of this process can wake it"], exact=False))
     else:
         tw.end_reason = "waits on a shared futex with no recorded owner (another process may wake it)"
+        m = fx.get("map") if fx.get("uaddr") == uaddr else None
+        if m:
+            tw.futex_key = f"{m.get('dev')}:{m.get('inode')}:{m.get('offset')}"
+            others = sorted({int(x) for x in fx.get("sharers") or [] if int(x) != p.pid})
+            tw.sharers = others
+            where = m.get("path") or f"inode {m.get('inode')}"
+            tw.evidence.append(f"futex {uaddr:#x} lies in a shared mapping of {where} (inode {m.get('inode')}, "
+                               f"offset {m.get('offset')}): " + (f"also mapped by pid {', '.join(map(str, others))}"
+                                                                 if others else "mapped by no other process seen"))
 
 
 def _thread_exists(ctx: Any, tid: Optional[int]) -> bool:
@@ -416,6 +425,14 @@ def _socket_edges(ctx: Any, g: WaitGraph, p: ProcessSnapshot, tw: ThreadWait, f:
         tw.end_reason = f"waits for a client to connect to {s.local or f.target}"
         tw.input_wait = True
         tw.work_wait = f"clients to connect to {s.proto} {s.local or f.target} (listening)"
+        return
+    if reading and not s.remote and s.local and s.sock_type == "dgram" and not s.peer_inode:
+        # a bound, unconnected datagram socket: a server waiting for whoever sends
+        # the next datagram (DNS, syslog, statsd); nobody owes it one
+        tw.resource = f"datagrams to {s.proto} {s.local}"
+        tw.end_reason = f"waits for a datagram to {s.proto} {s.local} (bound, not connected)"
+        tw.input_wait = True
+        tw.work_wait = f"datagrams to {s.proto} {s.local} (a bound, unconnected socket)"
         return
     if reading and call != "connect" and _server_side(ctx, s):
         who = s.remote or "its client"
