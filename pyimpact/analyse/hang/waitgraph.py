@@ -230,7 +230,9 @@ def own_wakeups(g: WaitGraph) -> None:
     asleep without a timeout (or none: the self-pipe of a signal handler, as in
     a single-threaded event loop or a compressor), the descriptors others owe
     say what it waits for: an asyncio client awaiting a reply, xz writing to a
-    reader that stopped."""
+    reader that stopped.  A thread asleep in a timed wait all window (a runtime's
+    housekeeping: Go's sysmon, a JVM's periodic tasks, a timer thread) brought
+    nothing in the window and is no sign that anything will come."""
     for tw in g.threads.values():
         if not tw.own_wake or not tw.edges or tw.activity != WAITING:
             continue
@@ -238,7 +240,7 @@ def own_wakeups(g: WaitGraph) -> None:
         if p is None:
             continue
         active = [g.threads[x] for x in p.tids if x != tw.tid and x in g.threads
-                  and g.threads[x].activity in (RUNNING, WAKING, TIMED)]
+                  and g.threads[x].activity in (RUNNING, WAKING)]
         if not active:
             tw.evidence.append("no other thread of the process ran or woke in the window: nothing of its own "
                                f"is about to write {tw.own_wake}")

@@ -363,6 +363,8 @@ def _resolve_fd(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnapshot, t
 WATCH_FDS = {"anon_inode:inotify": "changes to the files it watches (inotify)",
              "anon_inode:[fanotify]": "file events it watches (fanotify)",
              "anon_inode:[signalfd]": "a signal (signalfd)"}
+#: /proc/PID/fd's name for an eventfd (one anonymous inode for all of them)
+EVENTFD = "anon_inode:[eventfd]"
 
 
 def _is_tty(path: str) -> bool:
@@ -902,6 +904,14 @@ def _poll_fd_edges(ctx: Any, g: WaitGraph, p: ProcessSnapshot, tw: ThreadWait, f
         elif f.target in WATCH_FDS:
             probe.work_wait = WATCH_FDS[f.target]
             probe.end_reason = f"waits for {WATCH_FDS[f.target]}"
+        elif f.target == EVENTFD:
+            # an event loop's wake-up counter (libuv's async handle, a runtime's
+            # notifier): written by whoever holds it, in practice its own threads
+            # (every eventfd shares one anonymous inode, so its holders cannot be
+            # told from the tables): a channel of its own, like a self-pipe
+            probe.kind = "unknown"
+            probe.edges = [Edge(f"p:{p.pid}", "unknown", f"eventfd (fd {fd})",
+                                [f"fd {fd} is an eventfd: a wake-up counter its own threads write"], exact=False)]
         else:
             probe.end_reason = f"fd {fd} is {f.target}"
         tw.evidence.extend(e for e in probe.evidence if e not in tw.evidence)
