@@ -167,3 +167,23 @@ def test_lightning_nested_layout_and_a_job_that_stopped_saving(jobs, tmp_path, c
     assert loss["next_checkpoint_in_s"] is None, loss["basis"]["next_checkpoint_in_s"]
     assert any("overdue" in n for n in loss["notes"])
     assert not [o for o in doc["recommendation"]["options"] if o["action"] == "wait"], doc["recommendation"]
+
+
+@needs_torch
+def test_a_batch_counter_that_restarts_every_epoch(jobs, tmp_path, capsys):
+    """'Epoch 3/50 | batch 40/50': the run is ~5 % done, not 80 %; a save per epoch."""
+    job = jobs.start([LOOP, "train", "--ckpt-dir", "checkpoints", "--epoch-steps", "50",
+                      "--name", "model_epoch{epoch}.pt", "--log", "train.log"], cwd=str(tmp_path), ready_arg=None)
+    assert job.line(timeout=60) == "training"
+    for _ in range(2):
+        assert job.line(timeout=30).startswith("saved")
+    doc = preview_json(capsys, job.pid, 0.6)
+    prog = doc["loss"]["progress"]
+    # the log's own last progress line, as of the answer
+    lines = [x for x in (tmp_path / "train.log").read_text().splitlines() if x.startswith("Epoch")]
+    assert prog["step_per_epoch"] is True and prog["epochs"] == 50 and prog["total_steps"] == 50
+    epochs_in_log = {int(x.split()[1].split("/")[0]) for x in lines}
+    assert prog["epoch"] in epochs_in_log and 1 <= prog["step"] <= 50
+    # inside the current epoch's share of the run (a per-run reading of 'batch I/50' gives 20-100 %)
+    assert 100.0 * (prog["epoch"] - 1) / 50 <= prog["pct_complete"] <= 100.0 * prog["epoch"] / 50, prog
+    assert "of it)" in doc["loss"]["progress_summary"]

@@ -410,3 +410,18 @@ def test_a_save_far_past_its_cadence_is_not_predicted_at_once():
     nxt = next_checkpoint(ck, rec, Progress(), "checkpoint", ck.family.newest.completed_ns, T0 - 60 * S,
                           ck.family.newest.completed_ns + int(1.3 * S))
     assert nxt.in_s == 0.0
+
+
+def test_a_step_counter_per_epoch_is_not_the_runs_progress():
+    """'Epoch 7/50 | batch 90/100': 12.8 % of the run, not 90 %."""
+    text = "".join(f"Epoch {e}/50 | batch {b}/100 | loss 0.1\n" for e in (6, 7) for b in range(10, 101, 10)
+                   if (e, b) <= (7, 90))
+    samples = [{"t_ns": T0, "procs": {}, "files": {}, "wfds": [], "logs": {"/r/train.log": [len(text), T0, text]}}]
+    p = job_progress(samples, {}, T0 - 60 * S, T0)
+    assert p.epoch == 7 and p.epochs == 50 and p.step == 90 and p.step_per_epoch
+    assert abs(p.pct_complete - 100 * (6 + 0.9) / 50) < 0.1
+    # a global counter beside the epoch stays the run's progress
+    text = "".join(f"epoch {1 + s // 200}/20 step {s}/4000\n" for s in range(20, 701, 20))
+    samples = [{"t_ns": T0, "procs": {}, "files": {}, "wfds": [], "logs": {"/r/train.log": [len(text), T0, text]}}]
+    p = job_progress(samples, {}, T0 - 60 * S, T0)
+    assert not p.step_per_epoch and p.pct_complete == 17.5

@@ -13,6 +13,9 @@ usage: kp_loop.py earlier DIR
            "step N/10000 loss X" every 10 steps and "saved checkpoint PATH"
            after each save to FILE; says "training" on READY_FD after 20
            steps and "saved PATH MTIME" after each save.
+           --epoch-steps K: epochs of K steps instead, logged as
+           "Epoch E/50 | batch I/K | loss X" (a counter that restarts every
+           epoch), a save at the end of each epoch (``{epoch}`` in --name).
 
 Never reads anything of an earlier run: a fresh start beside old files.
 """
@@ -51,6 +54,7 @@ def train(argv) -> int:
     ap.add_argument("--every-s", type=float, default=1.5)
     ap.add_argument("--name", default="ckpt-{step}.pt")
     ap.add_argument("--max-saves", type=int, default=0)
+    ap.add_argument("--epoch-steps", type=int, default=0)
     ap.add_argument("--log")
     ap.add_argument("fd", type=int)
     a = ap.parse_args(argv)
@@ -68,13 +72,16 @@ def train(argv) -> int:
         opt.step()
         step += 1
         time.sleep(0.02)
+        k = a.epoch_steps
         if log and step % 10 == 0:
-            log.write(f"step {step}/10000 loss {loss.item():.4f}\n")
+            log.write(f"Epoch {1 + (step - 1) // k}/50 | batch {(step - 1) % k + 1}/{k} | loss {loss.item():.4f}\n"
+                      if k else f"step {step}/10000 loss {loss.item():.4f}\n")
         if step == 20:
             os.write(a.fd, b"training\n")
-        if time.monotonic() - last >= a.every_s and not (a.max_saves and saves >= a.max_saves):
+        due = step % k == 0 if k else time.monotonic() - last >= a.every_s
+        if due and not (a.max_saves and saves >= a.max_saves):
             saves += 1
-            path = os.path.join(d, a.name.format(step=step))
+            path = os.path.join(d, a.name.format(step=step, epoch=step // k if k else 0))
             torch.save({"step": step, "model": m.state_dict(), "optimizer": opt.state_dict()}, path)
             last = time.monotonic()
             if log:

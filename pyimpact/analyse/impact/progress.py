@@ -167,6 +167,7 @@ class Progress:
     line: str = ""
     fmt: str = ""
     saves: List[list] = field(default_factory=list)    # [t_ns, step, stamped] of the log's save lines
+    step_per_epoch: bool = False             # the counter restarts every epoch ("batch 90/100" of epoch 7/50)
     notes: List[str] = json_field(default_factory=list, skip=True)   # shown by the caller, not in the document
 
 
@@ -226,21 +227,43 @@ def job_progress(samples: List[dict], heads: Dict[str, str], root_start_ns: int,
     last = (stepped or rs)[-1]
     p.line, p.fmt = last.line, last.fmt
     p.step, p.total_steps = last.step, last.total
-    ep = next((r for r in reversed(rs) if r.epoch is not None), None)
+    # the epoch of a progress line, before that of a save line ("Saved model_epoch7.pt" names a file)
+    ep = next((r for r in reversed(rs) if r.epoch is not None and not r.save), None) \
+        or next((r for r in reversed(rs) if r.epoch is not None), None)
     if ep is not None:
         p.epoch, p.epochs = ep.epoch, ep.epochs
-    if p.step is not None and p.total_steps:
+    p.step_per_epoch = _per_epoch(stepped, last)
+    if p.step_per_epoch and p.step is not None and p.total_steps and p.epoch is not None and p.epochs:
+        # "Epoch 7/50 | batch 90/100": 6 epochs done and 90 % of the 7th, not 90 % of the run
+        p.pct_complete = round(100.0 * (max(0.0, p.epoch - 1) + p.step / p.total_steps) / p.epochs, 1)
+    elif p.step is not None and p.total_steps:
         p.pct_complete = round(100.0 * p.step / p.total_steps, 1)
     elif p.epoch is not None and p.epochs:
         p.pct_complete = round(100.0 * p.epoch / p.epochs, 1)
     _rate(p, stepped, as_of_ns)
-    if p.step is not None and p.total_steps and p.step_rate:
+    if p.step is not None and p.total_steps and p.step_rate and not p.step_per_epoch:
         p.eta_s = max(0.0, (p.total_steps - p.step) / p.step_rate)
         p.eta_basis = f"estimated: {p.total_steps - p.step} steps left at {p.step_rate:.3g} steps/s"
     elif last.remaining_s is not None:
         p.eta_s, p.eta_basis = last.remaining_s, "as the job reports it (tqdm's remaining time of this bar)"
     _first_step(p, rs, heads.get(path, ""), root_start_ns, as_of_ns, utc_offset_s)
     return p
+
+
+def _per_epoch(stepped: List[Reading], last: Reading) -> bool:
+    """The step counter counts the batches of the current epoch, not of the
+    run: it went down while the epoch went up, or its fraction of its total is
+    ahead of the epoch's fraction of the epochs ("Epoch 7/50 batch 90/100")."""
+    prev = None
+    for r in stepped:
+        if r.epoch is None or r.step is None:
+            continue
+        if prev is not None and r.epoch > prev.epoch and r.step < prev.step:
+            return True
+        prev = r
+    if last.step is not None and last.total and last.epoch is not None and last.epochs:
+        return last.step / last.total > last.epoch / last.epochs + 0.05
+    return False
 
 
 def _main_stream(stepped: List[Reading]) -> List[Reading]:
@@ -259,6 +282,8 @@ def _main_stream(stepped: List[Reading]) -> List[Reading]:
 def _rate(p: Progress, stepped: List[Reading], as_of_ns: int) -> None:
     # 1. the counter's advance while watched
     seen = [r for r in stepped if not r.stamped and r.t_ns is not None]
+    if p.step_per_epoch and seen:
+        seen = [r for r in seen if r.epoch == seen[-1].epoch]     # within the epoch: the counter restarts
     if len(seen) >= 2:
         a = next(r for r in seen if r.step == seen[0].step)
         b = seen[-1]

@@ -120,7 +120,7 @@ def restart_cost(ck: CheckpointFindings, prog: Progress, root_start_ns: int, as_
         warm_kind = "measured"
         warm_basis = (f"process start to its first checkpoint read: the atime of "
                       f"{os.path.basename(newest.path.rstrip('/'))} (a lower bound of the warm-up)")
-    elif prog.step is not None and prog.step_rate:
+    elif prog.step is not None and prog.step_rate and not prog.step_per_epoch:   # a per-epoch counter counts no run
         resumed = checkpoint_step(ck)[0] if since == "start" and newest is not None and not unsure else 0
         if resumed is not None and prog.step >= resumed:
             est = age_s - (prog.step - resumed) / prog.step_rate
@@ -154,7 +154,8 @@ def restart_cost(ck: CheckpointFindings, prog: Progress, root_start_ns: int, as_
     # -- steps since the checkpoint -------------------------------------------
     ck_step, ck_step_basis = checkpoint_step(ck)
     steps, s_kind, s_basis = None, "unavailable", ""
-    if prog.step is not None and ck_step is not None and prog.step >= ck_step and not unsure:
+    if prog.step is not None and ck_step is not None and prog.step >= ck_step and not unsure \
+            and not prog.step_per_epoch:
         steps, s_kind = prog.step - ck_step, "measured"
         s_basis = f"step {prog.step} in {prog.log} minus the checkpoint's step {ck_step} ({ck_step_basis})"
     elif prog.step_rate:
@@ -179,7 +180,7 @@ def restart_cost(ck: CheckpointFindings, prog: Progress, root_start_ns: int, as_
                                              "measured" if fig and fig.cadence_steps else "unavailable",
                                              (fig.cadence_steps_basis if fig and fig.cadence_steps
                                               else "fewer than two numbered saves and no save_steps"))
-    recounted = ck_step is not None and prog.step is not None and prog.step < ck_step
+    recounted = ck_step is not None and prog.step is not None and prog.step < ck_step and not prog.step_per_epoch
     next_checkpoint_name = fig.next_name if fig and not recounted else None
     basis["next_checkpoint_name"] = _fig(next_checkpoint_name,
                                          "estimated" if next_checkpoint_name else "unavailable",
@@ -190,7 +191,7 @@ def restart_cost(ck: CheckpointFindings, prog: Progress, root_start_ns: int, as_
     by_steps = saves_by_steps(ck)
     next_checkpoint_by_steps_s = None
     notes_steps = None
-    if fig and fig.cadence_steps and prog.step is not None and prog.step_rate:
+    if fig and fig.cadence_steps and prog.step is not None and prog.step_rate and not prog.step_per_epoch:
         base = ck_step if ck_step is not None else None
         if base is not None and prog.step < base:
             # the counter is below the checkpoint's step: this process started its
@@ -284,10 +285,12 @@ def history_dict(ck: CheckpointFindings, root_start_ns: int, limit: int = 12) ->
 def progress_sentence(p: Progress, steps_since_checkpoint: Optional[int]) -> Optional[str]:
     """'step 1234/5000 (24.7 %), epoch 3/40, 3.2 steps/s; a kill now redoes 627 steps'."""
     parts: List[str] = []
-    if p.step is not None:
+    if p.step is not None and not p.step_per_epoch:
         parts.append(f"step {p.step}" + (f"/{p.total_steps}" if p.total_steps else ""))
     if p.epoch is not None:
-        parts.append(f"epoch {p.epoch:g}" + (f"/{p.epochs}" if p.epochs else ""))
+        parts.append(f"epoch {p.epoch:g}" + (f"/{p.epochs}" if p.epochs else "")
+                     + (f" (step {p.step}" + (f"/{p.total_steps}" if p.total_steps else "") + " of it)"
+                        if p.step_per_epoch and p.step is not None else ""))
     if p.pct_complete is not None:
         parts.append(f"{p.pct_complete:.0f} % complete")
     if p.step_rate:
