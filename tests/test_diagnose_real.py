@@ -935,6 +935,26 @@ def test_cli_diagnose_all_json_and_bad_use():
     assert res.returncode == 2 and res.stderr.count("\n") == 1 and "Traceback" not in res.stderr, res.stderr
 
 
+def test_diagnose_all_leaves_out_the_pipeline_reading_its_output(tmp_path):
+    """`sudo pyimpact diagnose --all | head`: head waits on us, the observer,
+    and sits in a process group of its own (sudo's command gets another):
+    it is ours to leave out like our shell, not a process blocked on one not
+    observed.  Here the reader is in its own session and reads a FIFO."""
+    import json
+
+    from conftest import PYIMPACT
+
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    script = (f"{' '.join(PYIMPACT)} diagnose --all --json --window 0.5 > {fifo} & "
+              f"setsid sh -c 'echo $$ > {tmp_path}/reader.pid; exec cat' < {fifo} > {tmp_path}/out.json; wait $!")
+    res = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    reader = int((tmp_path / "reader.pid").read_text())
+    doc = json.loads((tmp_path / "out.json").read_text())
+    assert all(reader not in row["hung_pids"] and row["pid"] != reader for row in doc["unhealthy"]), doc
+
+
 def test_mysql_resolver_without_access_says_so_and_stops(tmp_path):
     """A server that cannot be asked (here: no server behind the socket) gives a
     note for "Not seen", and no facts."""

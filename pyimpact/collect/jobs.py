@@ -13,6 +13,7 @@ are jobs (pyimpact.analyse.impact.jobs does).
 from __future__ import annotations
 
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, List, Optional
@@ -110,3 +111,29 @@ def own_family() -> set:
         pid = st["ppid"]
         own.add(pid)
     return own
+
+
+def _pipe_inodes(pid) -> set:
+    """The pipes and FIFOs on fds 0-2 of ``pid`` ("self" or a pid), as (dev, inode)."""
+    out = set()
+    for fd in (0, 1, 2):
+        try:
+            st = os.stat(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if stat.S_ISFIFO(st.st_mode):
+            out.add((st.st_dev, st.st_ino))
+    return out
+
+
+def pipeline_neighbours(table: "ProcTable", family: set) -> set:
+    """The other commands of the shell pipeline we run in (``sudo pyimpact
+    diagnose --all | head``): children of our family (us and our ancestors:
+    the shell, sudo) whose standard descriptors are one of our standard
+    pipes.  They wait on us, the observer, so they are ours to leave out,
+    like our shell."""
+    mine = _pipe_inodes("self")
+    if not mine:
+        return set()
+    return {pid for pid, st in table.procs.items()
+            if st.ppid in family and pid not in family and _pipe_inodes(pid) & mine}

@@ -307,7 +307,8 @@ def _snapshot_all(pids: List[int], timeout_s: float = 3.0):
 
 
 def machine_pids() -> List[int]:
-    """Every user-space process but our own family (us, our shell, sudo)."""
+    """Every user-space process but our own family (us, our shell, sudo, the
+    rest of the pipeline we run in)."""
     from ..collect import jobs
 
     import os
@@ -318,6 +319,7 @@ def machine_pids() -> List[int]:
     except OSError:
         own_pgid = -1
     table = jobs.proc_table()
+    own |= jobs.pipeline_neighbours(table, own)
 
     def ours(pid: int) -> bool:
         try:
