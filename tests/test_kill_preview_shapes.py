@@ -60,6 +60,7 @@ def test_an_earlier_runs_unnumbered_save_is_the_checkpoint_a_restart_may_resume_
     assert last["path"] == str(ck / "optimizer.pt") and last["companions"] == [str(ck / "model.pt")]
     # completed an hour ago (its mtime), not when its ctime was last changed
     assert abs(last["completed_at_ns"] / 1e9 - (aged + 1)) < 0.01, last["completed_at"]
+    assert "later metadata change" in last["completed_at_basis"]
     assert last["predates_process"] is True and last["resume_uncertain"] is True
     assert loss["since"] == "start" and "No checkpoint found" not in loss["summary"]
     assert "can resume from optimizer.pt + model.pt" in loss["summary"]

@@ -81,6 +81,7 @@ class Completion:
     complete_basis: str = ""       # why it counts as complete
     read_ns: Optional[int] = None  # atime, when it was read after it was completed (a resume reads it)
     numbers: Dict[str, Optional[int]] = field(default_factory=dict)   # step / epoch / number from the name
+    time_basis: str = ""           # how completed_ns was read, when not the usual max(mtime, ctime)
 
 
 @dataclass
@@ -257,7 +258,8 @@ def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict
                 path=path, ino=v["ino"], size_bytes=v["size"],
                 completed_ns=done_ns, seen_in_window=changed,
                 via_new_inode=j > 0 and vs[j - 1]["ino"] != v["ino"], layout=layout, complete_basis=basis,
-                read_ns=atime if atime and atime > done_ns else None, numbers=name_numbers(name)))
+                read_ns=atime if atime and atime > done_ns else None, numbers=name_numbers(name),
+                time_basis=_late_ctime_basis(v["mtime"], v["ctime"], done_ns)))
     _add_recorded(families, recorded, dirs, first_ns, last_ns,
                   open_now={w.path for w in write_fds(samples[-1])})
     dir_partial: List[PartialFile] = []
@@ -280,7 +282,8 @@ def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict
         fam.completions.append(Completion(
             path=path + "/", ino=st.ino, size_bytes=st.size_bytes, completed_ns=done_ns,
             seen_in_window=st.changed_in_window, kind="directory", layout=st.layout,
-            complete_basis=st.complete_basis, numbers=name_numbers(os.path.basename(final_dir_name(path)))))
+            complete_basis=st.complete_basis, numbers=name_numbers(os.path.basename(final_dir_name(path))),
+            time_basis=_late_ctime_basis(st.mtime_ns, st.ctime_ns, done_ns)))
     # Writers seen in the fd samples.
     for s in samples:
         for pid, fd, path, _pos, _flags, _size in write_fds(s):
@@ -494,6 +497,13 @@ def _score(fam: Family, root_start_ns: int, renames: int, first_ns: int, wrote_b
             ev.append("written before this process started (a resumed job's earlier run): " + "; ".join(why))
         else:
             ev.append("all files predate the process (an earlier run's?)")
+
+
+def _late_ctime_basis(mtime_ns: int, ctime_ns: int, done_ns: int) -> str:
+    if done_ns == mtime_ns and ctime_ns > mtime_ns:
+        return (f"its mtime: its ctime is {(ctime_ns - mtime_ns) / 1e9:.0f} s later, a later metadata change "
+                "(a copy keeping the times, chmod, utime), not the save")
+    return ""
 
 
 def _saved_together(families: Dict[str, Family]) -> None:

@@ -73,6 +73,7 @@ class LastCheckpoint:
     written_by: str
     resume_uncertain: bool = False  # an earlier run's by its place or company only: the job may not resume from it
     companions: List[str] = json_field(default_factory=list)   # the other files of the same save (optimizer.pt)
+    completed_at_basis: str = ""    # how the completion time was read
 
 
 @dataclass(frozen=True)
@@ -136,7 +137,8 @@ def loss_if_killed(ck: CheckpointFindings, samples, gpuf: GpuFigures, root_start
     if since == "checkpoint":
         since_fig = Figure(round(since_s, 3), "measured",
                            f"as-of time minus the completion time of {os.path.basename(newest.path)} "
-                           "(its ctime/mtime: when it was renamed into place or last written)")
+                           + (f"({newest.time_basis})" if newest.time_basis else
+                              "(its ctime/mtime: when it was renamed into place or last written)"))
     else:
         since_fig = Figure(round(since_s, 3), "measured", "no checkpoint by this process: everything "
                            "since it started (start time from /proc)")
@@ -152,7 +154,10 @@ def loss_if_killed(ck: CheckpointFindings, samples, gpuf: GpuFigures, root_start
             predates_process=since != "checkpoint",
             written_by="this process" if since == "checkpoint" else
             f"an earlier run (it predates this process): {resumes}",
-            resume_uncertain=weak and since != "checkpoint", companions=list(ck.companions))
+            resume_uncertain=weak and since != "checkpoint", companions=list(ck.companions),
+            completed_at_basis=newest.time_basis or ("seen completing while watched" if newest.seen_in_window
+                                                     else "max(mtime, ctime): its last write or its rename "
+                                                          "into place"))
     rec = restart_cost(ck, prog or Progress(), root_start_ns, as_of_ns, anchor, since, watched_s)
     nxt = next_checkpoint(ck, rec, prog or Progress(), since, anchor, root_start_ns, as_of_ns)
     next_in = nxt.in_s
