@@ -26,7 +26,7 @@ import time
 import psutil
 import pytest
 
-from test_kill_preview import TARGETS, jobs, needs_torch, preview_json  # noqa: F401
+from test_kill_preview import TARGETS, jobs, needs_torch, preview_json, wait_until  # noqa: F401
 
 ROOT = os.geteuid() == 0
 pytestmark = pytest.mark.skipif(not ROOT, reason="kill-preview reads other processes' /proc and loads BPF: needs root")
@@ -188,3 +188,24 @@ def test_a_batch_counter_that_restarts_every_epoch(jobs, tmp_path, capsys):
     # inside the current epoch's share of the run (a per-run reading of 'batch I/50' gives 20-100 %)
     assert 100.0 * (prog["epoch"] - 1) / 50 <= prog["pct_complete"] <= 100.0 * prog["epoch"] / 50, prog
     assert "of it)" in doc["loss"]["progress_summary"]
+
+
+@needs_torch
+def test_killing_a_dataloader_worker_ends_the_training_job(jobs, tmp_path, capsys):
+    """The PID given is one of the DataLoader workers: the cascade is the
+    whole job (its main process raises at its next batch), which the kill
+    itself then shows."""
+    job = jobs.start([os.path.join(TARGETS, "train_ckpt.py"), "--ckpt-dir", "ckpt", "--log", "train.log",
+                      "--interval", "2.0"], cwd=str(tmp_path))
+    job.line(timeout=60)
+    wait_until(lambda: len(psutil.Process(job.pid).children()) == 2, 10, "two DataLoader workers")
+    worker = sorted(c.pid for c in psutil.Process(job.pid).children())[0]
+    assert psutil.Process(worker).name() == "pt_data_worker"
+    doc = preview_json(capsys, worker, 0.4)
+    parent = doc["cascade"]["parent"]
+    assert parent["pid"] == job.pid and "DataLoader" in parent["effect"] and "job ends" in parent["effect"]
+    assert any(f"main process {job.pid}" in n for n in doc["notes"]), doc["notes"]
+    # what the tool said, done: a worker of the group this test started, by its pid
+    os.kill(worker, signal.SIGKILL)
+    assert job.proc.wait(timeout=30) != 0
+    assert "DataLoader worker" in (tmp_path / "stderr.0").read_text()

@@ -297,6 +297,9 @@ def analyse_impact(rec: Recording, root: Optional[int] = None, costly_after_s: f
     gpu = GpuSummary(available=gpuf.available, reason=gpuf.reason, devices=gpuf.devices,
                      tree_vram_bytes={str(k): v for k, v in gpuf.vram_by_device.items()},
                      tree_sm_util_pct={str(k): round(v[0], 1) for k, v in gpuf.util_by_device.items()})
+    if rp.name == "pt_data_worker":
+        notes.append(f"pid {root} is a PyTorch DataLoader worker: killing it ends the training job too (its main "
+                     f"process {rp.ppid} raises at its next batch): preview pid {rp.ppid} for what that loses")
     if not gpuf.available and any(r.files.gpu_devices for r in tree):
         notes.append("the tree holds /dev/nvidia* open, but NVML could not be read: GPU figures are missing")
     return ImpactReport(target=target, as_of_ns=as_of_ns, observation=observation, tree=tree, loss=loss,

@@ -301,9 +301,15 @@ def cascade(snap: SystemSnapshot, root: int, pids: List[int], tree: List[Process
         children.append(ChildFate(r.pid, r.ppid, r.role, r.command,
                                   ns[0] if ns else child_fate(r.role, depth.get(r.pid, 1)), r.uss_bytes, r.cpu_pct))
     parent = snap.processes.get(rp.ppid)
-    parent_info = ParentEffect(rp.ppid, " ".join(parent.cmdline) if parent else None,
-                               "sees the child end (wait status: killed by the signal); a launcher or "
-                               "supervisor may restart it")
+    effect = ("sees the child end (wait status: killed by the signal); a launcher or supervisor may "
+              "restart it")
+    if rp.name == "pt_data_worker":
+        # PyTorch's DataLoader: the main process's SIGCHLD handler and its next fetch raise
+        # "DataLoader worker (pid N) is killed by signal": the training loop ends unless it catches that
+        effect = ("is the training process of this PyTorch DataLoader worker: its next batch fetch raises "
+                  "RuntimeError (\"DataLoader worker ... is killed by signal\") and the job ends unless its loop "
+                  "catches it, losing the main process's work since its last checkpoint")
+    parent_info = ParentEffect(rp.ppid, " ".join(parent.cmdline) if parent else None, effect)
     peers: List[Peer] = [ns[1]] if ns else []
     dist = distributed_env(rp)
     if dist:
