@@ -28,7 +28,7 @@ from typing import Any, Dict, Iterable, List, Optional, Tuple
 import psutil
 
 from ..snapshot import SystemSnapshot, ThreadSnapshot
-from . import procfs
+from . import jvm_monitors, procfs
 
 #: futex commands that wait (op & ~(PRIVATE|CLOCK_REALTIME))
 FUTEX_WAIT_CMDS = {0: "WAIT", 6: "LOCK_PI", 9: "WAIT_BITSET", 11: "WAIT_REQUEUE_PI", 13: "LOCK_PI2"}
@@ -308,6 +308,12 @@ def collect(snap: Optional[SystemSnapshot], pids: Optional[Iterable[int]] = None
             if d is not None:
                 d["pid"] = pid
                 out["threads"][str(t.tid)] = d
+        if sum(1 for t in p.threads if t.syscall_name in ("futex", "futex_wait")) >= 2:
+            # a JVM's threads blocked in `synchronized` wait on futexes of their own:
+            # the monitor's owner is recorded by the JVM, not in the futex
+            mon = jvm_monitors.monitor_waits(pid)
+            if mon is not None:
+                out.setdefault("monitors", {})[str(pid)] = mon
     _sharers(snap, out["threads"])
     return out
 

@@ -95,6 +95,8 @@ def add_wait_details(rec, snap) -> None:
         rec.metadata.wait_details = got
     else:
         cur["threads"].update(got["threads"])
+        for pid, mon in (got.get("monitors") or {}).items():
+            cur.setdefault("monitors", {})[pid] = mon
 
 
 def gather_related(rec, key: str, rounds: int = RELATED_ROUNDS, again: Optional[List[int]] = None) -> List[int]:

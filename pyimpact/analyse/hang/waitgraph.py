@@ -93,6 +93,8 @@ class WaitContext:
         meta = rec.metadata
         self.details: Dict[str, Any] = (meta.wait_details or {}).get("threads", {})
         self.read_at: Dict[str, int] = (meta.wait_details or {}).get("read_at", {})
+        # pid -> the Java monitors its threads wait to enter, and their owners (collect.jvm_monitors)
+        self.monitors: Dict[str, Any] = (meta.wait_details or {}).get("monitors") or {}
         self.stacks: Dict[str, Any] = meta.python_stacks or {}
         self.bpf = rec.probe_status is not ProbeStatus.UNAVAILABLE
         self.traced: set = {int(t["pid"]) for t in (meta.targets or []) if "pid" in t}

@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from ...snapshot import FdInfo, LockInfo, ProcessSnapshot, SocketInfo, ThreadSnapshot
 from ..pidns import to_host as _ns_to_host
-from .waitmodel import TIMED, WAITING, Edge, ThreadWait, WaitGraph, secs as _secs
+from .waitmodel import TIMED, WAITING, WAKING, Edge, ThreadWait, WaitGraph, secs as _secs
 
 READ_CALLS = {"read", "readv", "pread64", "preadv", "preadv2", "recvfrom", "recvmsg", "recvmmsg"}
 WRITE_CALLS = {"write", "writev", "pwrite64", "pwritev", "pwritev2", "sendto", "sendmsg", "sendmmsg",
@@ -92,6 +92,7 @@ def resolve(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnapshot, tw: T
         return
     if name == "futex" or name == "futex_wait" or name == "futex_waitv":
         _resolve_futex(ctx, g, p, t, tw, a, det)
+        _java_monitor(ctx, p, t, tw)
     elif name in READ_CALLS or name in WRITE_CALLS:
         fd = int(a[1] if name in ("sendfile",) else a[0])
         if name == "splice":
@@ -265,6 +266,34 @@ def _resolve_futex(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnapshot
             tw.evidence.append(f"futex {uaddr:#x} lies in a shared mapping of {where} (inode {m.get('inode')}, "
                                f"offset {m.get('offset')}): " + (f"also mapped by pid {', '.join(map(str, others))}"
                                                                  if others else "mapped by no other process seen"))
+
+
+def _java_monitor(ctx: Any, p: ProcessSnapshot, t: ThreadSnapshot, tw: ThreadWait) -> None:
+    """A JVM thread waiting to enter a monitor (``synchronized``) waits for the
+    monitor's owner, which the JVM records (``collect.jvm_monitors``), not the
+    futex it sleeps on.  Entering a monitor has no timeout: the timed sleeps of
+    the thread the JVM makes re-check the lock are its polling, not progress."""
+    mon = (getattr(ctx, "monitors", {}).get(str(p.pid)) or {}).get("threads", {}).get(str(t.tid))
+    if not mon or mon.get("owner_tid") is None:
+        return
+    owner_h, note = _host(ctx, p, int(mon["owner_tid"]))
+    if owner_h is None or owner_h == t.tid or not _thread_exists(ctx, owner_h):
+        return
+    opid = ctx.tid_pid.get(owner_h)
+    who = f"thread {owner_h}" + ("" if opid == p.pid else f" of pid {opid}")
+    line = (f"the JVM records thread {t.tid} as waiting to enter Java monitor {int(mon['monitor']):#x} "
+            f"(JavaThread::_current_pending_monitor), owned by {who} (ObjectMonitor::_owner; read from memory)")
+    tw.evidence.append(line)
+    if note:
+        tw.evidence.append(note)
+    tw.kind = "mutex"
+    tw.resource = f"Java monitor {int(mon['monitor']):#x} held by {who}"
+    tw.edges = [Edge(f"t:{owner_h}", "mutex", tw.resource, [line])]
+    tw.end_reason = ""
+    if tw.has_timeout or tw.activity in (TIMED, WAKING):
+        tw.evidence.append("its timed wake-ups are the JVM re-checking the monitor; entering it has no timeout")
+        tw.has_timeout, tw.timeout_s = False, None
+        tw.activity = WAITING
 
 
 def _thread_exists(ctx: Any, tid: Optional[int]) -> bool:
