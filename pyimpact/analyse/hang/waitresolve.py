@@ -587,8 +587,13 @@ def _sock_words(s: SocketInfo) -> str:
 
 
 def _split_addr(a: str) -> Tuple[str, str]:
+    """(host, port); an IPv4-mapped IPv6 host ("[::ffff:127.0.0.1]", a JVM's
+    sockets) as the IPv4 address it is, so it meets an IPv4 listener."""
     host, _, port = a.rpartition(":")
-    return host.strip("[]"), port
+    host = host.strip("[]")
+    if host.lower().startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return host, port
 
 
 def _listener_for(ctx: Any, s: SocketInfo) -> Optional[Tuple[SocketInfo, List[List[Any]]]]:
