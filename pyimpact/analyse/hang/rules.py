@@ -490,6 +490,15 @@ def _outcome(e: Engine, p: ProcessInfo, t: ThreadWait) -> Optional[Tuple[int, Ve
     path = best_path(g, t.node)
     i = _first_other(e, path, p.pid)
     if i is None:
+        if len(path) > 1 and path[-1][0].startswith("r:"):
+            # the chain leaves the machine (or this network namespace: a container):
+            # the peer there owes what it waits for; how that peer is cannot be seen
+            peer = path[-1][0][2:]
+            return 3, Verdict("blocked", f"thread {t.tid} ({t.label}) blocked{_since(t)} on {t.resource}; the "
+                              f"peer {peer} is outside this machine (or in another network namespace): whether "
+                              "it works, is stuck or has nothing to send cannot be seen from here",
+                              _root_of(g, path, t), "medium", chain=chain_links(g, path),
+                              evidence=_path_lines(e, path), soft=True)
         return None  # the chain stays inside this process (its own threads): another rule
     other = g.pid_of(path[i][0])
     assert other is not None
