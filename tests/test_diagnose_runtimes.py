@@ -106,7 +106,7 @@ public class SleepLoop {
 import java.net.Socket;
 public class Client {
   public static void main(String[] a) throws Exception {
-    Socket s = new Socket("127.0.0.1", Integer.parseInt(a[0]));
+    Socket s = new Socket(a.length > 1 ? a[1] : "127.0.0.1", Integer.parseInt(a[0]));
     s.getOutputStream().write("GET / HTTP/1.0\\r\\n\\r\\n".getBytes());
     System.out.println("sent");
     System.out.println("got " + s.getInputStream().read());
@@ -288,6 +288,46 @@ def test_jvm_sleep_loop_is_idle_and_a_client_of_a_stopped_server_is_blocked_on_i
         _blocked_on(client.pid, srv.pid, "signal-stop")
     finally:
         os.kill(srv.pid, signal.SIGCONT)
+
+
+#: a server in another network namespace: accepts connections and never answers
+MUTE_PY = """import socket, sys
+srv = socket.create_server(("0.0.0.0", int(sys.argv[1])))
+print("ready", flush=True)
+held = []
+while True:
+    held.append(srv.accept())
+"""
+
+
+@pytest.fixture
+def other_netns(spawn_here):
+    """A network namespace joined to this one by a veth pair: (name, its address)."""
+    name, a, b = f"pyi{os.getpid() % 100000}", f"pyv{os.getpid() % 100000}a", f"pyv{os.getpid() % 100000}b"
+    ip = shutil.which("ip") or "/usr/sbin/ip"
+    cmds = [["netns", "add", name], ["link", "add", a, "type", "veth", "peer", "name", b],
+            ["link", "set", b, "netns", name], ["addr", "add", "10.233.7.1/24", "dev", a], ["link", "set", a, "up"],
+            ["-n", name, "addr", "add", "10.233.7.2/24", "dev", b], ["-n", name, "link", "set", b, "up"]]
+    try:
+        for c in cmds:
+            subprocess.run([ip, *c], check=True)
+        yield name, "10.233.7.2"
+    finally:
+        spawn_here.cleanup()
+        subprocess.run([ip, "link", "del", a], stderr=subprocess.DEVNULL)
+        subprocess.run([ip, "netns", "del", name], stderr=subprocess.DEVNULL)
+
+
+def test_jvm_client_of_a_server_in_another_network_namespace_is_blocked_on_that_address(progs, spawn_here,
+                                                                                       other_netns):
+    """The reply is owed by a peer this machine's tables do not show (a container,
+    another host): blocked on its address, no pid blamed."""
+    ns, addr = other_netns
+    port = free_port()
+    _start(spawn_here, ["ip", "netns", "exec", ns, sys.executable, "-c", MUTE_PY, str(port)])
+    client = _start(spawn_here, ["java", "-Xmx64m", "-cp", progs["java"], "Client", str(port), addr], "sent")
+    d, text = _blocked_on(client.pid, None)
+    assert f"{addr}]:{port}" in d.root_cause.resource and "outside this machine" in d.summary, text
 
 
 # --------------------------------------------------------------------------
