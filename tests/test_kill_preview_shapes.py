@@ -100,10 +100,12 @@ def test_checkpoints_outside_the_cwd_named_only_in_the_log(jobs, tmp_path, capsy
 
 
 @needs_torch
-def test_a_run_directory_with_a_numbered_name_is_a_place_not_a_checkpoint(jobs, tmp_path, capsys):
+@pytest.mark.parametrize("where", ["run7_epoch3/ckpts", "run7_epoch3"])
+def test_a_run_directory_with_a_numbered_name_is_a_place_not_a_checkpoint(jobs, tmp_path, capsys, where):
+    """Its checkpoints in a subdirectory, or in it beside the log the job writes."""
     run = tmp_path / "run7_epoch3"
     run.mkdir()
-    job = jobs.start([LOOP, "train", "--ckpt-dir", "run7_epoch3/ckpts", "--every-s", "1.5",
+    job = jobs.start([LOOP, "train", "--ckpt-dir", where, "--every-s", "1.5",
                       "--log", "run7_epoch3/train.log"], cwd=str(tmp_path), ready_arg=None)
     assert job.line(timeout=60) == "training"
     saves: list = []
@@ -117,6 +119,8 @@ def test_a_run_directory_with_a_numbered_name_is_a_place_not_a_checkpoint(jobs, 
     assert not [p for p in loss["partial_files"] if p["kind"] == "directory"], loss["partial_files"]
     assert loss["last_checkpoint"] is not None and loss["last_checkpoint"]["path"] == done[-1][0], loss["summary"]
     assert loss["since"] == "checkpoint" and abs(loss["since_checkpoint_s"] - (as_of - done[-1][1])) <= 0.05
+    assert doc["loss"]["progress"]["epoch"] is None      # "epoch3" in a file's path is no epoch counter
+    assert loss["next_checkpoint_name"] is None or loss["next_checkpoint_name"].startswith(str(run))
     if not loss["partial_files"]:     # a save can be in flight at the last sample (torch.save writes in place)
         assert doc["safe_to_kill"]["verdict"] != "unsafe", doc["safe_to_kill"]
 

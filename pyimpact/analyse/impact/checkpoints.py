@@ -266,7 +266,8 @@ def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict
     for path, st in dirs.items():
         key = dir_family_key(path)
         fam = families.setdefault(key, Family(key=key))
-        writers = [w for w in write_fds(samples[-1]) if w.path.startswith(path + "/")]
+        writers = [w for w in write_fds(samples[-1]) if w.path.startswith(path + "/")
+                   and not _is_output(w)]      # a log written in a run directory writes no checkpoint
         being_written = bool(writers) or (st.complete is not True and st.changed_in_window)
         if st.complete is False or (st.complete is None and being_written):
             if being_written:
@@ -393,6 +394,12 @@ def _tf_indexed(meta: Dict[str, dict]) -> Dict[str, set]:
         if os.path.basename(path) == "checkpoint" and "text" in m:
             out[os.path.dirname(path)] = set(os.path.basename(x) for x in tf_indexed(m["text"]))
     return out
+
+
+def _is_output(w: WriteFd) -> bool:
+    """The job's output (a log, an append-only file, its redirected stdout/stderr), not a save."""
+    name = os.path.basename(w.path)
+    return is_log_name(name) or bool((w.flags or 0) & O_APPEND) or (w.fd in (1, 2) and not is_checkpoint_name(name))
 
 
 def _dir_partial(st: DirState, writers: List[WriteFd], key: str) -> PartialFile:

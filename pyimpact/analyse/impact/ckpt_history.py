@@ -102,8 +102,9 @@ def dir_states(samples: List[dict], meta: Dict[str, dict]) -> Dict[str, DirState
             parent = os.path.dirname(path)
             parent_meta = {os.path.basename(k): v for k, v in meta.items() if os.path.dirname(k) == parent}
             layout, complete, why = dir_layout(os.path.basename(path), list(names), parent_meta)
-            if layout == "directory" and (not is_numbered_ckpt_dir_name(os.path.basename(path)) or not any(
-                    "/" not in n and is_checkpoint_name(n) for n in names)):
+            if layout == "directory" and (not is_numbered_ckpt_dir_name(os.path.basename(path))
+                                          or not any("/" not in n and is_checkpoint_name(n) for n in names)
+                                          or _holds_a_series(names)):
                 continue          # a place holding checkpoints (maybe deeper down), not one checkpoint
             prev = out.get(path)
             changed = (prev is not None and (prev.size_bytes != total or prev.mtime_ns != mt)) \
@@ -111,6 +112,8 @@ def dir_states(samples: List[dict], meta: Dict[str, dict]) -> Dict[str, DirState
             out[path] = DirState(path, int(total), int(mt), int(ct), int(ino), int(n), list(names), layout,
                                  complete, why, bool(changed), first_size=prev.first_size if prev else int(total))
     for path, pts in series.items():
+        if path not in out:
+            continue              # a place, skipped above
         start = 0
         for i in range(1, len(pts)):
             if pts[i][1] < pts[i - 1][1]:
@@ -122,6 +125,20 @@ def dir_states(samples: List[dict], meta: Dict[str, dict]) -> Dict[str, DirState
             if base < len(run) - 1:
                 out[path].grown = (run[-1][1] - run[base][1], (run[-1][0] - run[base][0]) / 1e9)
     return out
+
+
+def _holds_a_series(names: List[str]) -> bool:
+    """Checkpoint files of one name pattern with different numbers side by side
+    (ckpt-100.pt, ckpt-200.pt): successive saves, so the directory holding them
+    (run7_epoch3/) is their place, not one checkpoint of its own."""
+    seen: Dict[str, set] = {}
+    for n in names:
+        if "/" in n or not is_checkpoint_name(n):
+            continue
+        i = index_of(name_numbers(n))[0]
+        if i is not None:
+            seen.setdefault(re.sub(r"\d+", "#", n), set()).add(i)
+    return any(len(v) >= 2 for v in seen.values())
 
 
 @dataclass
@@ -200,7 +217,7 @@ def series_figures(fam, root_start_ns: int, as_of_ns: int, meta: Dict[str, dict]
         f.cadence_basis = (f"median of {len(gaps)} interval(s) between the completion times (mtime/ctime) "
                            + (f"of {len(srcs)} checkpoint(s)" if len(srcs) == len(used) else
                               f"of {len(used)} saves to {len(srcs)} file name(s), saved over again")
-                           + f" in {os.path.dirname(fam.key.rstrip('/')) or '.'}"
+                           + f" in {os.path.dirname(saves[-1][1].path.rstrip('/')) or '.'}"
                            + (f", {earlier} of them written before this process started" if earlier else ""))
         f.cadence_sources = srcs[-MAX_SOURCES:]
     newest_t, newest = saves[-1]

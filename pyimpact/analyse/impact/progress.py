@@ -33,6 +33,9 @@ _EPOCH = re.compile(r"(?<![A-Za-z])epoch\s*(?:[:=#]\s*|\s+|\[)?(?P<n>\d+(?:\.\d+
 _HF_EPOCH = re.compile(r"['\"]epoch['\"]\s*:\s*['\"]?(?P<n>\d+(?:\.\d+)?)")
 _SAVE = re.compile(r"\bsav(?:e|ed|ing)\b.*\b(?:checkpoints?|ckpt|model|weights|state)\b"
                    r"|\bcheckpoint\b.*\b(?:saved|written)\b", re.IGNORECASE)
+# file names and paths in a line (run7_epoch3/ckpt-760.pt, model_epoch7.pt), not counters (epoch 7/50)
+_PATHS = re.compile(r"\S*(?:[^\s\d]/|/[^\s\d])\S*|\S+\.(?:pt|pth|ckpt|bin|safetensors|h5|npz|pkl|keras)\b\S*",
+                    re.IGNORECASE)
 _TS_EPOCH = re.compile(r"^\[?(?P<t>1\d{9}(?:\.\d+)?)\b")
 _TS_ISO = re.compile(r"^\[?(?P<d>\d{4}-\d{2}-\d{2})[ T](?P<h>\d{2}:\d{2}:\d{2})(?P<f>[.,]\d+)?"
                      r"(?P<z>Z|[+-]\d{2}:?\d{2})?")
@@ -114,7 +117,7 @@ def parse_line(line: str) -> Optional[Reading]:
     for s in _STEP.finditer(line):
         pass
     h = _HF_EPOCH.search(line)
-    e = _EPOCH.search(line) if h is None else None
+    e = _EPOCH.search(_PATHS.sub(" ", line)) if h is None else None   # not the epoch in a file's name
     r.save = bool(_SAVE.search(line))
     if s is None and h is None and e is None and not r.save:
         return None

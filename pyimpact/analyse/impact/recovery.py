@@ -180,7 +180,9 @@ def restart_cost(ck: CheckpointFindings, prog: Progress, root_start_ns: int, as_
                                              "measured" if fig and fig.cadence_steps else "unavailable",
                                              (fig.cadence_steps_basis if fig and fig.cadence_steps
                                               else "fewer than two numbered saves and no save_steps"))
-    recounted = ck_step is not None and prog.step is not None and prog.step < ck_step and not prog.step_per_epoch
+    # the counter below the checkpoint's step by more than a log line's lag (half a save interval)
+    recounted = (ck_step is not None and prog.step is not None and not prog.step_per_epoch
+                 and prog.step < ck_step - 0.5 * ((fig.cadence_steps if fig else None) or 0))
     next_checkpoint_name = fig.next_name if fig and not recounted else None
     basis["next_checkpoint_name"] = _fig(next_checkpoint_name,
                                          "estimated" if next_checkpoint_name else "unavailable",
@@ -193,7 +195,7 @@ def restart_cost(ck: CheckpointFindings, prog: Progress, root_start_ns: int, as_
     notes_steps = None
     if fig and fig.cadence_steps and prog.step is not None and prog.step_rate and not prog.step_per_epoch:
         base = ck_step if ck_step is not None else None
-        if base is not None and prog.step < base:
+        if base is not None and recounted:
             # the counter is below the checkpoint's step: this process started its
             # count again (a fresh run beside an earlier run's series), so the
             # series' step numbers say nothing of its next save
