@@ -213,3 +213,26 @@ def test_killing_a_dataloader_worker_ends_the_training_job(jobs, tmp_path, capsy
     os.kill(worker, signal.SIGKILL)
     assert job.proc.wait(timeout=30) != 0
     assert "DataLoader worker" in (tmp_path / "stderr.0").read_text()
+
+
+@needs_torch
+def test_torchrun_agent_and_a_rank_without_restarts(jobs, tmp_path, capsys):
+    """A real torchrun job of two gloo ranks and no restart allowed: the
+    agent's preview lists both ranks as the children it leaves; a rank's says
+    the whole job ends (no restart left), which killing that rank then shows."""
+    job = jobs.start(["-m", "torch.distributed.run", "--nproc_per_node", "2", "--max-restarts", "0",
+                      os.path.join(TARGETS, "kp_torchrun.py")], cwd=str(tmp_path), ready_arg=None)
+    wait_until(lambda: all((tmp_path / f"ready.{r}").exists() for r in (0, 1)), 90, "both ranks training")
+    ranks = [int((tmp_path / f"ready.{r}").read_text()) for r in (0, 1)]
+    doc = preview_json(capsys, job.pid, 0.4)
+    assert sorted(c["pid"] for c in doc["cascade"]["children"]) == sorted(ranks)
+    assert doc["signals"]["handles_sigterm"] is True          # the agent forwards SIGTERM to its workers
+    doc = preview_json(capsys, ranks[1], 0.4)
+    dist = next(p for p in doc["cascade"]["peers"] if p["kind"] == "distributed")
+    assert dist["who"] == "rank 1 of 2" and dist["env"]["torchelastic"]["TORCHELASTIC_MAX_RESTARTS"] == "0"
+    assert "no restart left" in dist["effect"] and "whole job ends" in dist["effect"], dist["effect"]
+    # what it said, done: rank 1 of the group this test started, by its pid
+    os.kill(ranks[1], signal.SIGKILL)
+    assert job.proc.wait(timeout=60) != 0
+    wait_until(lambda: not psutil.pid_exists(ranks[0]) or psutil.Process(ranks[0]).status() == psutil.STATUS_ZOMBIE,
+               30, "rank 0 stopped by the agent")

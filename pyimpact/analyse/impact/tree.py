@@ -283,6 +283,15 @@ class Cascade:
     pid_namespace: Optional[PidNamespaceFate] = json_field(default=None, omit_none=True)
 
 
+def _restarts_left(te: dict) -> Optional[int]:
+    """Restarts torchelastic's agent still has (TORCHELASTIC_MAX_RESTARTS minus
+    TORCHELASTIC_RESTART_COUNT), None when the environment does not say."""
+    try:
+        return max(0, int(te["TORCHELASTIC_MAX_RESTARTS"]) - int(te.get("TORCHELASTIC_RESTART_COUNT") or 0))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def cascade(snap: SystemSnapshot, root: int, pids: List[int], tree: List[ProcessRow]) -> Cascade:
     """Who is hurt by the kill: children (and their fate), the parent,
     distributed peers, TCP peers and listeners, pipe ends held outside."""
@@ -319,8 +328,18 @@ def cascade(snap: SystemSnapshot, root: int, pids: List[int], tree: List[Process
         effect = ("the other ranks stall in their next collective until it times out (PyTorch's "
                   "default: 10 min NCCL, 30 min Gloo) unless an elastic agent restarts the group")
         if "torchelastic" in dist:
-            effect = ("torchelastic's agent sees this worker fail and restarts the whole group from "
-                      "its last checkpoint (if restarts remain); the other ranks lose their work since then too")
+            te = dist["torchelastic"] if isinstance(dist["torchelastic"], dict) else {}
+            left = _restarts_left(te)
+            if left == 0:
+                effect = ("torchelastic's agent sees this worker fail and, with no restart left (TORCHELASTIC_"
+                          f"MAX_RESTARTS={te.get('TORCHELASTIC_MAX_RESTARTS')}, restart "
+                          f"{te.get('TORCHELASTIC_RESTART_COUNT')} now), stops the other ranks: the whole job "
+                          "ends, every rank losing its work since the last checkpoint")
+            else:
+                effect = ("torchelastic's agent sees this worker fail and restarts the whole group from "
+                          "its last checkpoint (" + (f"{left} restart(s) left" if left is not None
+                                                     else "if restarts remain")
+                          + "); the other ranks lose their work since then too")
         peers.append(Peer(PeerKind.DISTRIBUTED, who=what, env=dist, effect=effect))
     for r in tree:
         for s in r.sockets.peers:
