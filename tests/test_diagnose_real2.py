@@ -164,6 +164,34 @@ def test_client_waiting_with_timeouts_for_a_reply_is_blocked_on_the_server(async
     assert (d.root_cause.pid, d.root_cause.kind) == (server, "socket"), text
 
 
+SLEEPY_SERVER = """import socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen()
+print("port", s.getsockname()[1], flush=True)
+c, _ = s.accept()
+time.sleep(3600)                       # accepted, never reads
+"""
+
+
+def test_client_whose_send_buffer_is_full_is_blocked_on_the_server_that_does_not_read(spawn_here):
+    srv = spawn_here([sys.executable, "-c", SLEEPY_SERVER], stdout=subprocess.PIPE, text=True)
+    port = int(wait_for_line(srv.stdout, "port").split()[1])
+    client = spawn_here([sys.executable, "-c", "import socket, sys\n"
+                         "s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n"
+                         "s.sendall(b'x' * 200_000_000)\n", str(port)])
+    wait_state(lambda: proc_syscall(client.pid) == "44" and proc_state(client.pid) == "S",
+               what="the client blocked in sendto")
+
+    d, text = diagnose(client.pid)
+    assert d.verdict == "blocked" and d.hung, text
+    assert (d.root_cause.pid, d.root_cause.kind) == (srv.pid, "socket"), text
+    assert "does not read" in d.summary, text
+
+    d, text = diagnose(srv.pid)
+    assert d.verdict == "idle" and d.root_cause.pid == srv.pid, text
+
+
 # --------------------------------------------------------------------------
 # flock(1) holding a lock while its command runs
 # --------------------------------------------------------------------------
@@ -310,3 +338,69 @@ def test_mp_lock_waiter_is_blocked_on_the_process_that_holds_the_lock(spawn_here
     d, text = diagnose(parent.pid)
     assert d.verdict == "blocked" and d.hung, text
     assert (d.root_cause.pid, d.root_cause.kind) == (child, "futex"), text
+
+
+# --------------------------------------------------------------------------
+# memcached: worker threads woken through pipes from the listener thread
+# --------------------------------------------------------------------------
+
+MC_LOAD = """import socket, sys, time
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+val = b"x" * 1000
+print("ready", flush=True)
+end = time.time() + 60
+while time.time() < end:
+    s.sendall(b"set k 0 0 1000\\r\\n" + val + b"\\r\\n")
+    s.recv(100)
+    s.sendall(b"get k\\r\\n")
+    n = 0
+    while n < 1000:
+        n += len(s.recv(4096))
+"""
+
+
+@pytest.fixture(scope="module")
+def memcached(servers):
+    exe = shutil.which("memcached") or "/usr/bin/memcached"
+    port = free_port()
+    proc = servers([exe, "-u", "nobody", "-l", "127.0.0.1", "-p", str(port), "-U", "0", "-t", "2"],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(port, proc=proc)
+    wait_state(lambda: all(proc_state(proc.pid, int(t)) == "S" for t in os.listdir(f"/proc/{proc.pid}/task")),
+               what="memcached asleep")
+    return proc.pid, port
+
+
+def test_memcached_idle_then_under_load(memcached, spawn_here):
+    """Idle: its listener thread waits for clients, its workers wait on the
+    pipes the listener wakes them through (work from its own threads). Under a
+    set/get loop: progressing, and so is the client."""
+    mc, port = memcached
+    d, text = diagnose(mc)
+    assert d.verdict == "idle" and d.root_cause.pid == mc, text
+    assert f"127.0.0.1:{port}" in d.summary, text
+
+    load = spawn_here([sys.executable, "-c", MC_LOAD, str(port)], stdout=subprocess.PIPE, text=True)
+    wait_for_line(load.stdout, "ready")
+    d, text = diagnose(mc)
+    assert d.verdict == "progressing" and d.root_cause.pid == mc, text
+    d, text = diagnose(load.pid)
+    assert d.verdict == "progressing" and d.root_cause.pid == load.pid, text
+
+
+def test_memcached_client_awaiting_a_reply_from_a_stopped_server_is_blocked_on_it(memcached, spawn_here):
+    mc, port = memcached
+    os.kill(mc, signal.SIGSTOP)
+    try:
+        client = spawn_here([sys.executable, "-c", "import socket, sys\n"
+                             "s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n"
+                             "s.sendall(b'get k\\r\\n')\nprint('sent', flush=True)\ns.recv(100)\n", str(port)],
+                            stdout=subprocess.PIPE, text=True)
+        wait_for_line(client.stdout, "sent")
+        wait_state(lambda: proc_syscall(client.pid) == "45" and proc_state(client.pid) == "S",
+                   what="the client in recvfrom")
+        d, text = diagnose(client.pid)
+        assert d.verdict == "blocked" and d.hung, text
+        assert (d.root_cause.pid, d.root_cause.kind) == (mc, "signal-stop"), text
+    finally:
+        os.kill(mc, signal.SIGCONT)
