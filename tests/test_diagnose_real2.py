@@ -306,19 +306,16 @@ def test_pipe_deadlock_between_a_parent_and_its_child_is_a_deadlock_across_both(
 # --------------------------------------------------------------------------
 
 MP_LOCK = """import multiprocessing as mp, sys, time
-def hold(lock):
+def hold(lock, conn):
     lock.acquire()
-    print("held", flush=True)
+    conn.send("held")
     time.sleep(3600)
 if __name__ == "__main__":
     lock = mp.Lock()
-    child = mp.Process(target=hold, args=(lock,))
+    r, w = mp.Pipe(duplex=False)
+    child = mp.Process(target=hold, args=(lock, w))
     child.start()
-    print("child", child.pid, flush=True)
-    time.sleep(0.2)
-    while lock.acquire(timeout=0.05):   # until the child has it
-        lock.release()
-        time.sleep(0.01)
+    print("child", child.pid, r.recv(), flush=True)
     lock.acquire()
 """
 
@@ -329,9 +326,10 @@ def test_mp_lock_waiter_is_blocked_on_the_process_that_holds_the_lock(spawn_here
     a timeout.  Of the processes mapping that memory, only the child does not
     wait on it: blocked, with the child as the root."""
     parent = spawn_here([sys.executable, "-c", MP_LOCK], stdout=subprocess.PIPE, text=True)
-    child = int(wait_for_line(parent.stdout, "child").split()[1])
+    line = wait_for_line(parent.stdout, "child")
+    child = int(line.split()[1])
     remember(child)
-    wait_for_line(parent.stdout, "held")
+    assert "held" in line
     wait_state(lambda: proc_syscall(parent.pid) == "202" and proc_state(parent.pid) == "S"
                and open(f"/proc/{parent.pid}/syscall").read().split()[4] == "0x0", what="the parent waiting, no timeout")
 
