@@ -94,6 +94,22 @@ public class Deadlock {
     one.join();
   }
 }""",
+    # a thread holding a monitor while it sleeps, another waiting to enter it
+    "Holder": """
+public class Holder {
+  static final Object A = new Object();
+  public static void main(String[] a) throws Exception {
+    Thread h = new Thread(() -> { synchronized (A) {
+        System.out.println("held");
+        try { Thread.sleep(600000); } catch (InterruptedException e) {} } }, "holder");
+    h.start();
+    Thread w = new Thread(() -> { synchronized (A) { System.out.println("never"); } }, "waiter");
+    Thread.sleep(100);
+    w.start();
+    System.out.println("ready");
+    w.join();
+  }
+}""",
     "SleepLoop": """
 public class SleepLoop {
   public static void main(String[] a) throws Exception {
@@ -272,6 +288,21 @@ def test_jvm_synchronized_lock_order_deadlock_is_the_cycle(progs, spawn_here):
     assert d.root_cause.pid == jvm.pid and d.root_cause.kind == "mutex", text
     assert {c.tid for c in d.cycle} == set(tids.values()), text
     assert "Java monitor" in d.summary, text
+
+
+def test_jvm_thread_waiting_for_a_monitor_held_across_a_sleep_is_blocked_on_the_holder(progs, spawn_here):
+    """The monitor's owner (from the JVM) sleeps while it holds it: the waiter is
+    blocked, the holder thread of the same process is the root."""
+    jvm = _start(spawn_here, ["java", "-Xmx64m", "-cp", progs["java"], "Holder"])
+    tids = _tids_named(jvm.pid, "holder", "waiter")
+    assert len(tids) == 2
+    wait_state(lambda: all(proc_syscall(jvm.pid, t) == SYS_FUTEX for t in tids.values()),
+               what="both threads asleep")
+    time.sleep(0.3)
+
+    d, text = diagnose(jvm.pid)
+    assert d.verdict == "blocked" and d.hung, text
+    assert (d.root_cause.pid, d.root_cause.tid, d.root_cause.kind) == (jvm.pid, tids["holder"], "mutex"), text
 
 
 def test_jvm_sleep_loop_is_idle_and_a_client_of_a_stopped_server_is_blocked_on_it(progs, spawn_here):

@@ -681,6 +681,32 @@ def rule_owed_waits(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Opt
     return best[1] if best is not None else None
 
 
+def rule_owned_lock_inside(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Optional[Verdict]:
+    """A thread waiting all window, without a timeout, for a lock whose owner is
+    recorded (a glibc mutex, a Java monitor) and is another thread of this
+    process that is not on CPU (it sleeps, or waits on something of its own,
+    while it holds the lock): blocked on that holder, which is not about to
+    release it.  (A holder that waits on another process: ``rule_owed_waits``.)"""
+    g = e.g
+    for t in sorted(threads, key=lambda x: (x.tid != p.pid, x.tid)):
+        if t.activity != WAITING or t.work_wait:
+            continue
+        lock = next((x for x in t.edges if x.kind == "mutex" and x.exact and x.target.startswith("t:")), None)
+        h = g.threads.get(int(lock.target[2:])) if lock is not None else None
+        if h is None or h.pid != p.pid or h.activity == RUNNING:
+            continue
+        path = best_path(g, t.node)
+        if _first_other(e, path, p.pid) is not None or path[-1][0].startswith("r:"):
+            continue
+        return Verdict("blocked", f"thread {t.tid} ({t.label}) blocked{_since(t)} on {t.resource}; its holder, "
+                       f"thread {h.tid} ({h.label}) of this process, {end_note(g, h.node)} -- "
+                       "it is not about to release it",
+                       RootCause(p.pid, h.tid, "mutex", lock.resource), "high" if g.window_s else "medium",
+                       chain=chain_links(g, [(t.node, lock), (h.node, None)]),
+                       evidence=_thread_lines(t) + _thread_lines(h))
+    return None
+
+
 def rule_lock_in_own_threads(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Optional[Verdict]:
     """Threads stuck acquiring locks while other threads of the process still
     run: blocked on a lock whose holder is not recorded (Python locks keep no
@@ -1211,7 +1237,7 @@ def rule_idle(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Verdict:
 
 
 RULES = (rule_zombie, rule_stopped, rule_deadlock, rule_working, rule_on_cpu, rule_collective, rule_owed_waits,
-         rule_lock_in_own_threads, rule_polling, rule_supervisor, rule_unresolved, rule_idle)
+         rule_owned_lock_inside, rule_lock_in_own_threads, rule_polling, rule_supervisor, rule_unresolved, rule_idle)
 
 
 # -- helpers ---------------------------------------------------------------------------
