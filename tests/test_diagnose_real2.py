@@ -192,6 +192,31 @@ def test_client_whose_send_buffer_is_full_is_blocked_on_the_server_that_does_not
     assert d.verdict == "idle" and d.root_cause.pid == srv.pid, text
 
 
+def test_clients_of_a_server_that_never_accepts_are_blocked_on_it(spawn_here):
+    """listen(0) and no accept(): one client's connection completes into the
+    backlog (it waits in recv), the next ones stay in connect() (SYN_SENT).
+    All are blocked on the server, which is alive and idle."""
+    srv = spawn_here([sys.executable, "-c", "import socket, time\ns = socket.socket()\n"
+                      "s.bind(('127.0.0.1', 0))\ns.listen(0)\nprint('port', s.getsockname()[1], flush=True)\n"
+                      "time.sleep(3600)\n"], stdout=subprocess.PIPE, text=True)
+    port = int(wait_for_line(srv.stdout, "port").split()[1])
+    clients = []
+    for _ in range(3):
+        c = spawn_here([sys.executable, "-c", "import socket, sys\n"
+                        "s = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\ns.recv(1)\n", str(port)])
+        wait_state(lambda: proc_syscall(c.pid) in ("42", "45") and proc_state(c.pid) == "S",
+                   what="a client in connect or recvfrom")
+        clients.append(c.pid)
+    calls = {proc_syscall(c) for c in clients}
+    assert "42" in calls, calls       # at least one still connecting
+
+    for pid in clients:
+        d, text = diagnose(pid)
+        assert d.verdict == "blocked" and d.hung, text
+        assert (d.root_cause.pid, d.root_cause.kind) == (srv.pid, "socket"), text
+        assert "accept" in d.summary, text
+
+
 # --------------------------------------------------------------------------
 # flock(1) holding a lock while its command runs
 # --------------------------------------------------------------------------
@@ -221,7 +246,16 @@ def test_flock_waiter_is_blocked_on_the_holder_not_on_the_holders_command(spawn_
     with open("/proc/locks") as f:
         assert f" -> FLOCK  ADVISORY  WRITE {second.pid} " in f.read()
 
-    for pid in (waiter, parent.pid, second.pid):
+    # a ProcessPoolExecutor whose worker waits for the same lock: the job's parent
+    # waits in its management thread for a result the worker cannot produce
+    job = spawn_here([sys.executable, "-c", "import concurrent.futures as cf, fcntl, sys\n"
+                      "def work(path):\n    fcntl.flock(open(path, 'w'), fcntl.LOCK_EX)\n"
+                      "if __name__ == '__main__':\n    with cf.ProcessPoolExecutor(1) as ex:\n"
+                      "        ex.submit(work, sys.argv[1]).result()\n", lock])
+    wait_state(lambda: any(proc_syscall(c) == SYS_FLOCK for c in children_of(job.pid)), what="the pool worker waiting")
+    remember(*children_of(job.pid))
+
+    for pid in (waiter, parent.pid, second.pid, job.pid):
         d, text = diagnose(pid)
         assert d.verdict == "blocked" and d.hung, text
         assert (d.root_cause.pid, d.root_cause.kind) == (holder.pid, "file-lock"), text

@@ -566,7 +566,9 @@ def _outcome(e: Engine, p: ProcessInfo, t: ThreadWait) -> Optional[Tuple[int, Ve
         else:
             chain = chain_links(g, path)
             root = _root_of(g, path, t)
-            end = _peer_idle_words(kind, writing=bool(t.drained_by) or t.syscall in _WRITES)
+            end = _peer_idle_words(kind, writing=bool(t.drained_by) or t.syscall in _WRITES,
+                                   connecting=t.syscall == "connect" or "(SYN_SENT)" in t.resource,
+                                   unaccepted=edge is not None and edge.resource.startswith("listening socket"))
         return 3, Verdict("blocked", f"thread {t.tid} ({t.label}) blocked{since} on {t.resource}; {who} {end}",
                           root, "high" if t.window_s is not None else "medium", chain=chain,
                           evidence=lines + [f"{who}: {v.summary}"] + v.evidence[:2], soft=not holder)
@@ -610,11 +612,16 @@ _WRITES = ("write", "writev", "pwrite64", "pwritev", "pwritev2", "sendto", "send
            "splice")
 
 
-def _peer_idle_words(kind: str, writing: bool = False) -> str:
+def _peer_idle_words(kind: str, writing: bool = False, connecting: bool = False,
+                     unaccepted: bool = False) -> str:
     if kind in ("file-lock", "mutex", "futex", "db-lock"):
         return "holds it and is alive but idle: it is not about to release it"
     if kind == "vfork":
         return "is alive but has not called exec or exit"
+    if connecting:
+        return "is alive but does not accept connections (its listen backlog is full)"
+    if unaccepted:
+        return "is alive but has not accepted the connection (it waits in the listen backlog)"
     if writing:
         return "is alive but does not read its end -- possibly by design (it reads when it is ready)"
     return ("is alive and has nothing to send -- possibly by design (a blocking pop, a long poll, "
