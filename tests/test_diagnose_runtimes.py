@@ -23,7 +23,7 @@ import time
 import pytest
 
 from conftest import TARGETS, proc_state, proc_syscall, wait_for_line, wait_state
-from test_diagnose_real import IS_ROOT, diagnose as _diagnose, free_port, servers, spawn_here, \
+from test_diagnose_real import IS_ROOT, diagnose as _diagnose, free_port, io_chars, servers, spawn_here, \
     wait_port  # noqa: F401  (fixtures)
 
 WINDOW = 1.0     # the CLI's default window
@@ -108,6 +108,18 @@ public class Holder {
     w.start();
     System.out.println("ready");
     w.join();
+  }
+}""",
+    # java.net.http: the caller parks on a future, a selector thread polls the socket
+    "HClient": """
+import java.net.URI;
+import java.net.http.*;
+public class HClient {
+  public static void main(String[] a) throws Exception {
+    HttpClient c = HttpClient.newHttpClient();
+    HttpRequest r = HttpRequest.newBuilder(URI.create("http://127.0.0.1:" + a[0] + "/")).build();
+    System.out.println("sent");
+    System.out.println(c.send(r, HttpResponse.BodyHandlers.ofString()).statusCode());
   }
 }""",
     "SleepLoop": """
@@ -303,6 +315,27 @@ def test_jvm_thread_waiting_for_a_monitor_held_across_a_sleep_is_blocked_on_the_
     d, text = diagnose(jvm.pid)
     assert d.verdict == "blocked" and d.hung, text
     assert (d.root_cause.pid, d.root_cause.tid, d.root_cause.kind) == (jvm.pid, tids["holder"], "mutex"), text
+
+
+def _quiet(pid: int, span: float = 0.5) -> None:
+    """Until the process has read and written nothing for ``span`` s (a JVM
+    loads classes lazily, from its modules file, for a while after start)."""
+    def still():
+        a = io_chars(pid)
+        time.sleep(span)
+        return io_chars(pid) == a
+    wait_state(still, timeout=20, what=f"pid {pid} quiet")
+
+
+def test_jvm_http_client_awaiting_a_reply_is_blocked_on_the_server(progs, mute, spawn_here):
+    """java.net.http: the caller parks on a future, the selector thread polls
+    the connection with timeouts, GC/JIT/pool threads keep time: the server
+    owes the reply."""
+    server, port = mute
+    client = _start(spawn_here, ["java", "-Xmx64m", "-cp", progs["java"], "HClient", str(port)], "sent")
+    _quiet(client.pid)
+    d, text = _blocked_on(client.pid, server)
+    assert "possibly by design" in d.summary, text
 
 
 def test_jvm_sleep_loop_is_idle_and_a_client_of_a_stopped_server_is_blocked_on_it(progs, spawn_here):

@@ -855,7 +855,8 @@ def _timed_reply(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Option
     for t in sorted(threads, key=lambda t: (t.tid != p.pid, t.tid)):
         if t.activity not in (WAKING, TIMED) or not t.poll_edges or t.timed_work:
             continue
-        if t.tid != p.pid and any(x.activity in (RUNNING, WAKING, TIMED) for x in threads if x is not t):
+        if t.tid != p.pid and any(x.activity in (RUNNING, WAKING, TIMED) for x in threads if x is not t) \
+                and not _waited_on_amid_housekeeping(e, p, t, threads):
             continue
         edges = [x for x in t.poll_edges if x.target != p.node]
         if not edges or any(x.kind != "socket" or not x.target.startswith("p:") for x in edges):
@@ -896,6 +897,31 @@ def _timed_reply(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Option
                            chain=[me, ChainLink(q, q, qp.name, qp.state, "process", None, note=f"idle: {v.summary}")],
                            evidence=ev + [f"{who}: {v.summary}"] + v.evidence[:2], soft=True)
     return None
+
+
+#: calls that only keep time (a timed futex wait, a sleep): no descriptor, nobody else's work
+_TIMEKEEPING = ("futex", "futex_wait", "nanosleep", "clock_nanosleep")
+
+
+def _waited_on_amid_housekeeping(e: Engine, p: ProcessInfo, t: ThreadWait, threads: List[ThreadWait]) -> bool:
+    """The process waits on ``t``: its main thread sleeps without a timeout on
+    its own threads (a join, a future's result), and the others only keep time
+    -- timed futex waits and sleeps on no descriptor, off CPU: a runtime's
+    housekeeping (GC, JIT compilers, periodic tasks, a pool's idle timeout), no
+    sign of work.  A JVM's HttpClient awaiting a reply polls in its selector
+    thread while the caller parks."""
+    g = e.g
+    main = g.threads.get(p.pid)
+    if main is None or main is t or main.activity != WAITING or main.work_wait or not main.edges:
+        return False
+    if any(g.pid_of(x.target) != p.pid for x in main.edges):
+        return False
+    for x in threads:
+        if x is t or x is main or x.activity == WAITING:
+            continue
+        if x.activity == RUNNING or x.poll_edges or x.timed_work or x.syscall not in _TIMEKEEPING:
+            return False
+    return True
 
 
 #: waits on descriptors with a timeout; returning 0 means "timed out, nothing ready"
