@@ -425,3 +425,23 @@ def test_a_step_counter_per_epoch_is_not_the_runs_progress():
     samples = [{"t_ns": T0, "procs": {}, "files": {}, "wfds": [], "logs": {"/r/train.log": [len(text), T0, text]}}]
     p = job_progress(samples, {}, T0 - 60 * S, T0)
     assert not p.step_per_epoch and p.pct_complete == 17.5
+
+
+def test_a_neighbour_saving_into_the_same_directory_at_another_moment_is_not_the_job():
+    """Job A saves runA-*.pt; job B saves runB-*.pt into the same directory a
+    second later.  Over the window A wrote more than a checkpoint, but not in
+    the half second before B's file appeared."""
+    MB = 1 << 20
+
+    def s(i, files, wc):
+        x = sample(T0 + i * S // 4, files)
+        x["procs"] = {"7": {"wc": wc, "start_ticks": 1}}
+        return x
+    a1 = {"/r/ck/runA-100.pt": (4 * MB, T0 - 2 * S, T0 - 2 * S, 1)}
+    a2 = dict(a1, **{"/r/ck/runA-200.pt": (4 * MB, T0 + S // 4 + 1, T0 + S // 4 + 1, 2)})
+    b = dict(a2, **{"/r/ck/runB-150.pt": (4 * MB, T0 + 5 * S // 4 + 1, T0 + 5 * S // 4 + 1, 3)})
+    samples = [s(0, a1, 10 * MB), s(1, a2, 14 * MB + 100), s(2, a2, 14 * MB + 200), s(3, a2, 14 * MB + 300),
+               s(4, a2, 14 * MB + 400), s(5, b, 14 * MB + 500), s(6, b, 14 * MB + 600)]
+    ck = find_checkpoints(samples, root_start_ns=T0 - 60 * S, rename_calls={}, fsync_calls={},
+                          wrote_bytes=4 * MB + 600)
+    assert ck.family.newest.path == "/r/ck/runA-200.pt", ck.family.evidence

@@ -82,6 +82,8 @@ class Completion:
     read_ns: Optional[int] = None  # atime, when it was read after it was completed (a resume reads it)
     numbers: Dict[str, Optional[int]] = field(default_factory=dict)   # step / epoch / number from the name
     time_basis: str = ""           # how completed_ns was read, when not the usual max(mtime, ctime)
+    seen_at: int = -1              # index of the sample it first appeared in (-1: not sampled)
+    tree_wrote: Optional[int] = None   # bytes the tree passed to write() around its appearance
 
 
 @dataclass
@@ -259,7 +261,10 @@ def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict
                 completed_ns=done_ns, seen_in_window=changed,
                 via_new_inode=j > 0 and vs[j - 1]["ino"] != v["ino"], layout=layout, complete_basis=basis,
                 read_ns=atime if atime and atime > done_ns else None, numbers=name_numbers(name),
-                time_basis=_late_ctime_basis(v["mtime"], v["ctime"], done_ns)))
+                time_basis=_late_ctime_basis(v["mtime"], v["ctime"], done_ns),
+                seen_at=v["first_index"] if changed else -1,
+                tree_wrote=_tree_wrote(samples, v["first_index"] - 2, v["first_index"])
+                if changed and v["first_index"] > 0 else None))
     _add_recorded(families, recorded, dirs, first_ns, last_ns,
                   open_now={w.path for w in write_fds(samples[-1])})
     dir_partial: List[PartialFile] = []
@@ -292,6 +297,14 @@ def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict
             if key in families and (pid, fd, path) not in families[key].open_by:
                 families[key].open_by.append((pid, fd, path))
     renames = sum(rename_calls.values())
+    # The tree had a file open for writing in that directory (a temporary it renames
+    # later, mkstemp's tmpXXXX): a save may have been written long before it appeared,
+    # so the bytes written just before say nothing there.
+    written_in = {os.path.dirname(w.path) for s in samples for w in write_fds(s) if not _is_output(w)}
+    for fam in families.values():
+        for c in fam.completions:
+            if c.tree_wrote is not None and os.path.dirname(c.path.rstrip("/")) in written_in:
+                c.tree_wrote = None
     for fam in families.values():
         _score(fam, root_start_ns, renames, first_ns, wrote_bytes)
     _saved_together(families)
@@ -464,6 +477,18 @@ def _score(fam: Family, root_start_ns: int, renames: int, first_ns: int, wrote_b
         fam.score += 4
         ev.append("open for writing by pid " + ", ".join(map(str, pids)))
     in_window = [c for c in fam.completions if c.seen_in_window]
+    if in_window and not fam.open_by:
+        # each save that appeared between two samples needs that many bytes through the
+        # tree's write() calls around then; a neighbour job saving into the same place
+        # at another moment does not get them from this tree
+        theirs = [c for c in in_window if c.tree_wrote is not None and c.tree_wrote < c.size_bytes]
+        if theirs and len(theirs) == len(in_window):
+            fam.score = 0
+            c = theirs[-1]
+            ev.append(f"{len(theirs)} completed while watched, but the tree wrote only {c.tree_wrote} bytes in the "
+                      f"half second before {os.path.basename(c.path.rstrip('/'))} ({c.size_bytes} bytes) "
+                      "appeared: another process writes these")
+            return
     if in_window:
         smallest = min(c.size_bytes for c in in_window)
         if not fam.open_by and wrote_bytes is not None and wrote_bytes < smallest:
@@ -504,6 +529,24 @@ def _score(fam: Family, root_start_ns: int, renames: int, first_ns: int, wrote_b
             ev.append("written before this process started (a resumed job's earlier run): " + "; ".join(why))
         else:
             ev.append("all files predate the process (an earlier run's?)")
+
+
+def _tree_wrote(samples: List[dict], a: int, b: int) -> Optional[int]:
+    """Bytes the tree's processes passed to write() (wchar) from sample ``a`` to
+    sample ``b`` (a process new since ``a``: all it wrote); None when not sampled."""
+    a = max(0, a)
+    if b <= a or b >= len(samples):
+        return None
+    before = {(k, p.get("start_ticks")): p.get("wc") for k, p in (samples[a].get("procs") or {}).items()}
+    total, seen = 0, False
+    for k, p in (samples[b].get("procs") or {}).items():
+        wc = p.get("wc")
+        if wc is None:
+            continue
+        seen = True
+        w0 = before.get((k, p.get("start_ticks")))
+        total += wc - w0 if w0 is not None and w0 <= wc else wc
+    return total if seen else None
 
 
 def _late_ctime_basis(mtime_ns: int, ctime_ns: int, done_ns: int) -> str:
