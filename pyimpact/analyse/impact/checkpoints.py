@@ -263,7 +263,9 @@ def find_checkpoints(samples: List[dict], root_start_ns: int, rename_calls: Dict
                 read_ns=atime if atime and atime > done_ns else None, numbers=name_numbers(name),
                 time_basis=_late_ctime_basis(v["mtime"], v["ctime"], done_ns),
                 seen_at=v["first_index"] if changed else -1,
-                tree_wrote=_tree_wrote(samples, v["first_index"] - 2, v["first_index"])
+                # the counters are read just before the files: the next sample's cover a save
+                # completed in between
+                tree_wrote=_tree_wrote(samples, v["first_index"] - 2, min(v["first_index"] + 1, len(samples) - 1))
                 if changed and v["first_index"] > 0 else None))
     _add_recorded(families, recorded, dirs, first_ns, last_ns,
                   open_now={w.path for w in write_fds(samples[-1])})
@@ -486,7 +488,7 @@ def _score(fam: Family, root_start_ns: int, renames: int, first_ns: int, wrote_b
             fam.score = 0
             c = theirs[-1]
             ev.append(f"{len(theirs)} completed while watched, but the tree wrote only {c.tree_wrote} bytes in the "
-                      f"half second before {os.path.basename(c.path.rstrip('/'))} ({c.size_bytes} bytes) "
+                      f"samples around the moment {os.path.basename(c.path.rstrip('/'))} ({c.size_bytes} bytes) "
                       "appeared: another process writes these")
             return
     if in_window:
