@@ -436,3 +436,25 @@ def test_memcached_client_awaiting_a_reply_from_a_stopped_server_is_blocked_on_i
         assert (d.root_cause.pid, d.root_cause.kind) == (mc, "signal-stop"), text
     finally:
         os.kill(mc, signal.SIGCONT)
+
+
+def test_parent_waiting_for_a_child_that_reads_the_stdin_it_holds_open_is_a_deadlock(spawn_here):
+    """subprocess.Popen(stdin=PIPE) then wait() without closing stdin: the
+    child (cat) reads the pipe whose only writer is the parent, and the parent
+    only waits for the child to exit.  No input and no EOF can come: each
+    waits for the other -- a deadlock, from either side (cat's parent was
+    taken for a feeder that hands work down: idle)."""
+    parent = spawn_here([sys.executable, "-c", "import subprocess\n"
+                         "p = subprocess.Popen(['cat'], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL)\n"
+                         "p.stdin.write(b'job 1\\n')\np.stdin.flush()\np.wait()\n"])
+    wait_state(lambda: children_of(parent.pid) and _comm(children_of(parent.pid)[0]) == "cat", what="cat started")
+    child = children_of(parent.pid)[0]
+    remember(child)
+    wait_state(lambda: proc_syscall(parent.pid) == "61" and proc_syscall(child) == "0"
+               and proc_state(child) == "S", what="the parent in wait4, cat in read")
+
+    for pid in (child, parent.pid):
+        d, text = diagnose(pid)
+        assert d.verdict == "deadlock" and d.hung, text
+        assert d.root_cause.pid == parent.pid, text
+        assert {c.pid for c in d.cycle} == {parent.pid, child}, text

@@ -533,6 +533,13 @@ def _ancestors(ctx: Any, pid: int, limit: int = 64) -> List[int]:
     return out
 
 
+def _only_reaps(ctx: Any, pid: int) -> bool:
+    """Every thread of ``pid`` sleeps in wait4/waitid (waits for a child to exit)."""
+    q = ctx.latest.get(pid)
+    return q is not None and bool(q.threads) and all(
+        t.state == "S" and t.syscall_name in ("wait4", "waitid") for t in q.threads)
+
+
 def _fed_by_ancestors(ctx: Any, p: ProcessSnapshot, tw: ThreadWait,
                       by_pid: Dict[int, List[List[Any]]]) -> bool:
     """A reader whose only writers are its parent (or ancestors) waits for
@@ -543,6 +550,18 @@ def _fed_by_ancestors(ctx: Any, p: ProcessSnapshot, tw: ThreadWait,
         return False
     anc = _ancestors(ctx, p.pid)
     if not all(pid in anc for pid in others):
+        return False
+    unseen = [pid for pid in others if pid not in ctx.latest]
+    if unseen:
+        ctx.missing.update(unseen)  # snapshot them too: is the parent still able to write?
+    if all(_only_reaps(ctx, pid) for pid in others):
+        # the parent holds the other end and does nothing but wait for its children
+        # to exit (subprocess.Popen(stdin=PIPE) then wait(), stdin never closed): no
+        # work can come down the pipe while it waits, nor EOF -- the edge stays, and
+        # the graph says whether that parent waits on this one alone (a deadlock)
+        tw.evidence.append("the other end is held only by " + ", ".join(f"pid {x}" for x in sorted(others))
+                           + ", which only waits for its children to exit (wait4/waitid): it will write "
+                           "nothing, and not close it, while it waits")
         return False
     who = ", ".join(f"pid {pid}" for pid in sorted(others))
     tw.work_wait = f"work from its parent ({who} holds the other end)"
