@@ -524,11 +524,13 @@ def _score(fam: Family, root_start_ns: int, renames: int, first_ns: int, wrote_b
         if not why and _CKPT_PLACE.search(os.path.basename(os.path.dirname(fam.key.rstrip("/")))):
             fam.weak_history = True
             why.append(f"it lies in {os.path.basename(os.path.dirname(fam.key.rstrip('/')))}/, "
-                       "a directory named for checkpoints (not seen read by this process)")
+                       "a directory named for checkpoints")
         if why:
             fam.earlier_run = True
             fam.weak_history = fam.weak_history or not (read or framework)   # a series the job may not resume
-            ev.append("written before this process started (a resumed job's earlier run): " + "; ".join(why))
+            ev.append("written before this process started ("
+                      + ("an earlier run's, not seen read by this one" if fam.weak_history
+                         else "a resumed job's earlier run") + "): " + "; ".join(why))
         else:
             ev.append("all files predate the process (an earlier run's?)")
 
