@@ -96,7 +96,10 @@ async def handle(r, w):
     if line.startswith(b"ping"):
         w.write(b"pong\\n")
         await w.drain()
-    await asyncio.sleep(3600)          # any other request: never answered
+    if sys.argv[2:] == ["timer"]:
+        await asyncio.sleep(3600)      # never answered; the loop waits with a timeout
+    else:
+        await asyncio.Event().wait()   # never answered; the loop waits with none
 async def main():
     srv = await asyncio.start_server(handle, "127.0.0.1", int(sys.argv[1]))
     print("ready", flush=True)
@@ -117,12 +120,16 @@ asyncio.run(main())
 """
 
 
-@pytest.fixture
-def asyncio_server(spawn_here):
+def _asyncio_server(spawn_here, *mode: str):
     port = free_port()
-    srv = spawn_here([sys.executable, "-c", ASYNC_SERVER, str(port)], stdout=subprocess.PIPE, text=True)
+    srv = spawn_here([sys.executable, "-c", ASYNC_SERVER, str(port), *mode], stdout=subprocess.PIPE, text=True)
     wait_for_line(srv.stdout, "ready")
     return srv.pid, port
+
+
+@pytest.fixture
+def asyncio_server(spawn_here):
+    return _asyncio_server(spawn_here, "timer")
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])   # localhost: a resolver thread waits too
@@ -141,6 +148,31 @@ def test_asyncio_client_awaiting_a_reply_is_blocked_on_the_server(asyncio_server
 
     d, text = diagnose(server)
     assert d.verdict == "idle" and d.root_cause.pid == server, text
+
+
+def test_clients_of_an_event_loop_holding_their_requests_are_blocked_not_in_a_conversation(spawn_here):
+    """The server's loop waits without a timeout on its listener and on every
+    connection, the client's among them: that it watches the client's
+    connection is no sign it waits for the client's next request (it has not
+    answered this one).  A plain client and curl are blocked on it."""
+    server, port = _asyncio_server(spawn_here)
+    plain = spawn_here([sys.executable, "-c",
+                        "import socket, sys\ns = socket.create_connection(('127.0.0.1', int(sys.argv[1])))\n"
+                        "s.sendall(b'hang\\n')\nprint('sent', flush=True)\ns.recv(100)\n", str(port)],
+                       stdout=subprocess.PIPE, text=True)
+    wait_for_line(plain.stdout, "sent")
+    curl = spawn_here(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/"])
+    for pid, call in ((plain.pid, "45"), (curl.pid, SYS_POLL)):
+        wait_state(lambda: proc_syscall(pid) == call and proc_state(pid) == "S", what=f"pid {pid} waiting")
+    time.sleep(0.3)
+    wait_state(lambda: proc_syscall(server) == SYS_EPOLL_WAIT and
+               open(f"/proc/{server}/syscall").read().split()[4] == "0xffffffff", what="the loop, no timeout")
+
+    for pid in (plain.pid, curl.pid):
+        d, text = diagnose(pid)
+        assert d.verdict == "blocked" and d.hung, text
+        assert (d.root_cause.pid, d.root_cause.kind) == (server, "socket"), text
+        assert "conversation" not in d.summary, text
 
 
 @pytest.mark.parametrize("client", ["curl", "urllib"])

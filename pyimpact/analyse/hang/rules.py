@@ -524,7 +524,8 @@ def _outcome(e: Engine, p: ProcessInfo, t: ThreadWait) -> Optional[Tuple[int, Ve
             qv = e.verdict(q.pid) if q is not op else v
             if qv is None or qv.verdict != "idle":
                 continue
-            mutual = [x for x in e.threads(q) if x.work_wait and p.pid in x.work_from]
+            mutual = [x for x in e.threads(q) if x.work_wait and p.pid in x.work_from
+                      and not _also_accepts(e.g, x)]
             if mutual:  # each side waits for the other's next message: an idle conversation
                 x = mutual[0]
                 qwho = process_words(q)
@@ -584,6 +585,16 @@ def _outcome(e: Engine, p: ProcessInfo, t: ThreadWait) -> Optional[Tuple[int, Ve
     return 4, Verdict("blocked", f"thread {t.tid} ({t.label}) blocked{since} on {t.resource}; at the end "
                       f"of the chain, {g.node_label(path[-1][0])}: {end}", root, "medium", chain=chain,
                       evidence=lines)
+
+
+def _also_accepts(g: WaitGraph, x: ThreadWait) -> bool:
+    """``x`` watches a listening socket beside its connections: an event loop
+    serving many clients.  That it also watches a client's connection says
+    nothing about whose turn it is on it (a request it has not answered is
+    watched the same way), so it is no sign of an idle conversation; a thread
+    waiting on that connection alone (a session process, a thread per client)
+    is."""
+    return any(i in g.sockets and getattr(g.sockets[i], "state", "") == "LISTEN" for i in x.watches)
 
 
 def _edge_pids(t: ThreadWait) -> List[int]:
@@ -888,7 +899,8 @@ def _timed_reply(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Option
                                f"{'working' if v.verdict == 'progressing' else 'on CPU'}: {v.summary}",
                                RootCause(q, tid, "socket", res), "medium", chain=[me] + v.chain[:1],
                                evidence=ev + v.evidence[:3])
-            mutual = [x for x in e.threads(qp) if x.work_wait and p.pid in x.work_from]
+            mutual = [x for x in e.threads(qp) if x.work_wait and p.pid in x.work_from
+                      and not _also_accepts(g, x)]
             if mutual:
                 return None     # each side waits for the other's next message
             return Verdict("blocked", f"thread {t.tid} ({t.label}) waits with timeouts for {res} ({tries}); "
