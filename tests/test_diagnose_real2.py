@@ -490,3 +490,16 @@ def test_parent_waiting_for_a_child_that_reads_the_stdin_it_holds_open_is_a_dead
         assert d.verdict == "deadlock" and d.hung, text
         assert d.root_cause.pid == parent.pid, text
         assert {c.pid for c in d.cycle} == {parent.pid, child}, text
+
+
+def test_reader_opening_a_fifo_nobody_writes_is_idle(spawn_here, tmp_path):
+    """`cat FIFO` before any writer opened it sleeps in open() (wait_for_partner):
+    nobody owes it a writer -- idle, and said plainly."""
+    fifo = str(tmp_path / "in.fifo")
+    os.mkfifo(fifo)
+    reader = spawn_here(["cat", fifo], stdout=subprocess.DEVNULL)
+    wait_state(lambda: proc_syscall(reader.pid) == "257" and proc_state(reader.pid) == "S", what="cat in openat")
+
+    d, text = diagnose(reader.pid)
+    assert d.verdict == "idle" and not d.hung and d.root_cause.pid == reader.pid, text
+    assert d.confidence == "high" and "FIFO" in d.summary, text

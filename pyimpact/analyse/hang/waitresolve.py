@@ -121,6 +121,14 @@ def resolve(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnapshot, tw: T
         tw.end_reason = f"waits for a signal in {name}()" + ("" if tw.has_timeout else ", with no timeout")
         if not tw.has_timeout:
             tw.work_wait = f"signals (in {name}())"
+    elif name in ("open", "openat", "openat2") and t.state == "S" and \
+            (t.wchan == "wait_for_partner" or "fifo_open" in " ".join(t.kernel_stack[:3])):
+        # opening a FIFO blocks until the other end is opened: nobody owes that
+        tw.call = f"{name}() of a FIFO"
+        tw.kind, tw.resource = "pipe", "a FIFO's other end to be opened"
+        tw.end_reason = "waits in open() of a FIFO for a process to open its other end"
+        tw.input_wait = True
+        tw.work_wait = "a process to open the other end of the FIFO it opens (wait_for_partner)"
     else:
         tw.call = f"{name}()"
         tw.kind, tw.resource = "unknown", f"{name}()"
