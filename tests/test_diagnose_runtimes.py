@@ -122,6 +122,14 @@ public class HClient {
     System.out.println(c.send(r, HttpResponse.BodyHandlers.ofString()).statusCode());
   }
 }""",
+    "Spin": """
+public class Spin {
+  public static void main(String[] a) {
+    long x = 0;
+    System.out.println("ready");
+    while (true) { x++; if (x == -1) System.out.println(x); }
+  }
+}""",
     "SleepLoop": """
 public class SleepLoop {
   public static void main(String[] a) throws Exception {
@@ -234,6 +242,16 @@ def _start(spawn, argv, needle="ready"):
     return proc
 
 
+def _quiet(pid: int, span: float = 0.5) -> None:
+    """Until the process has read and written nothing for ``span`` s (a JVM
+    loads classes lazily, from its modules file, for a while after start)."""
+    def still():
+        a = io_chars(pid)
+        time.sleep(span)
+        return io_chars(pid) == a
+    wait_state(still, timeout=20, what=f"pid {pid} quiet")
+
+
 def _asleep(pid: int) -> None:
     wait_state(lambda: proc_state(pid) == "S", what=f"pid {pid} asleep")
 
@@ -254,6 +272,7 @@ def _load(spawn, port: int):
 
 def _idle_then_loaded(spawn, pid: int, port: int) -> None:
     _asleep(pid)
+    _quiet(pid)
     d, text = diagnose(pid)
     assert d.verdict == "idle" and not d.hung, text
     assert d.root_cause.pid == pid, text
@@ -317,16 +336,6 @@ def test_jvm_thread_waiting_for_a_monitor_held_across_a_sleep_is_blocked_on_the_
     assert (d.root_cause.pid, d.root_cause.tid, d.root_cause.kind) == (jvm.pid, tids["holder"], "mutex"), text
 
 
-def _quiet(pid: int, span: float = 0.5) -> None:
-    """Until the process has read and written nothing for ``span`` s (a JVM
-    loads classes lazily, from its modules file, for a while after start)."""
-    def still():
-        a = io_chars(pid)
-        time.sleep(span)
-        return io_chars(pid) == a
-    wait_state(still, timeout=20, what=f"pid {pid} quiet")
-
-
 def test_jvm_http_client_awaiting_a_reply_is_blocked_on_the_server(progs, mute, spawn_here):
     """java.net.http: the caller parks on a future, the selector thread polls
     the connection with timeouts, GC/JIT/pool threads keep time: the server
@@ -340,6 +349,7 @@ def test_jvm_http_client_awaiting_a_reply_is_blocked_on_the_server(progs, mute, 
 
 def test_jvm_sleep_loop_is_idle_and_a_client_of_a_stopped_server_is_blocked_on_it(progs, spawn_here):
     jvm = _start(spawn_here, ["java", "-Xmx64m", "-cp", progs["java"], "SleepLoop"])
+    _quiet(jvm.pid)
     d, text = diagnose(jvm.pid)
     assert d.verdict == "idle" and d.root_cause.pid == jvm.pid, text
 
@@ -392,6 +402,25 @@ def test_jvm_client_of_a_server_in_another_network_namespace_is_blocked_on_that_
     client = _start(spawn_here, ["java", "-Xmx64m", "-cp", progs["java"], "Client", str(port), addr], "sent")
     d, text = _blocked_on(client.pid, None)
     assert f"{addr}]:{port}" in d.root_cause.resource and "outside this machine" in d.summary, text
+
+
+def test_jvm_spinning_thread_is_busy_beside_its_housekeeping(progs, spawn_here):
+    """A Java thread in an endless loop: on CPU, no syscalls, no I/O of its own;
+    the JVM's periodic threads time out in futex waits all along (syscalls that
+    are not its progress): busy."""
+    jvm = _start(spawn_here, ["java", "-Xmx64m", "-cp", progs["java"], "Spin"])
+    _quiet(jvm.pid)
+
+    def compiled():     # the JIT compilers are done with the loop: only it runs
+        for _ in range(5):
+            if sum(proc_state(jvm.pid, int(t)) == "R" for t in os.listdir(f"/proc/{jvm.pid}/task")) > 1:
+                return False
+            time.sleep(0.1)
+        return True
+    wait_state(compiled, timeout=20, what="only the spinning thread on CPU")
+    d, text = diagnose(jvm.pid)
+    assert d.verdict == "busy" and d.root_cause.pid == jvm.pid, text
+    assert d.root_cause.tid != jvm.pid, text      # the Java main thread, not the launcher's
 
 
 # --------------------------------------------------------------------------

@@ -324,7 +324,13 @@ def rule_on_cpu(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Optiona
         return None
     hot = max(running, key=lambda t: t.cpu_s or 0)
     syscalls = p.syscalls
-    failed = sum(r["errors"] for tid in p.tids for r in e.g.stats.get(tid, []))
+    tids = p.tids
+    if p.syscalls and all(t.syscalls is not None for t in running) and not sum(t.syscalls for t in running):
+        # the threads on CPU complete no syscalls; the others' calls are housekeeping
+        # (a runtime's GC, JIT and periodic threads timing out in futex waits), not
+        # the spinning thread's progress
+        syscalls, tids = 0, [t.tid for t in running]
+    failed = sum(r["errors"] for tid in tids for r in e.g.stats.get(tid, []))
     io = (p.io_bytes or 0) + (p.disk_bytes or 0)
     wakeups = sum(t.wakeups or 0 for t in running)
     all_failed = syscalls is not None and syscalls > 0 and failed >= syscalls and not io
