@@ -503,3 +503,38 @@ def test_reader_opening_a_fifo_nobody_writes_is_idle(spawn_here, tmp_path):
     d, text = diagnose(reader.pid)
     assert d.verdict == "idle" and not d.hung and d.root_cause.pid == reader.pid, text
     assert d.confidence == "high" and "FIFO" in d.summary, text
+
+
+THREADED_SERVER = """import fcntl, socketserver, sys
+class Handler(socketserver.StreamRequestHandler):
+    def handle(self):
+        self.rfile.readline()
+        with open(sys.argv[1], "w") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)          # the lock a request needs
+            self.wfile.write(b"ok\\n")
+srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+print("port", srv.server_address[1], flush=True)
+srv.serve_forever()
+"""
+
+
+def test_client_of_a_threaded_server_whose_handler_waits_for_a_lock_is_blocked_on_the_holder(spawn_here, tmp_path):
+    """curl -> a thread-per-request server (socketserver) whose handler waits
+    for a flock held by `flock -x LOCK sleep`: the chain goes through the
+    server's handler thread to the holder, for the client and the server."""
+    lock = str(tmp_path / "res.lock")
+    holder = spawn_here(["flock", "-x", lock, "sleep", "3600"])
+    wait_state(lambda: children_of(holder.pid) and proc_syscall(children_of(holder.pid)[0]) == "230",
+               what="the holder's command sleeping")
+    remember(*children_of(holder.pid))
+    srv = spawn_here([sys.executable, "-c", THREADED_SERVER, lock], stdout=subprocess.PIPE, text=True)
+    port = int(wait_for_line(srv.stdout, "port").split()[1])
+    curl = spawn_here(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/"])
+    wait_state(lambda: any(proc_syscall(srv.pid, int(t)) == SYS_FLOCK for t in os.listdir(f"/proc/{srv.pid}/task")),
+               what="the handler thread waiting for the lock")
+    wait_state(lambda: proc_syscall(curl.pid) == SYS_POLL and proc_state(curl.pid) == "S", what="curl waiting")
+
+    for pid in (curl.pid, srv.pid):
+        d, text = diagnose(pid)
+        assert d.verdict == "blocked" and d.hung, text
+        assert (d.root_cause.pid, d.root_cause.kind) == (holder.pid, "file-lock"), text
