@@ -207,6 +207,9 @@ if (mode === 'http' || mode === 'mute') {   // mute: accepts, reads the request,
 } else if (mode === 'spin') {
   console.log('ready');
   while (true) {}
+} else if (mode === 'spawn') {   // runs a child, collecting its output (libuv: socketpairs for its stdio)
+  const c = require('child_process').execFile('sleep', ['600'], () => console.log('done'));
+  console.log('child', c.pid);
 } else if (mode === 'get') {
   http.get({host: '127.0.0.1', port: +port, path: '/'}, res => { res.resume(); });
   console.log('sent');
@@ -488,3 +491,19 @@ def test_node_stuck_event_loop_is_busy(progs, spawn_here):
     spin = _start(spawn_here, ["node", progs["node"], "spin"])
     d, text = diagnose(spin.pid)
     assert d.verdict == "busy" and d.root_cause.pid == spin.pid, text
+
+
+def test_node_parent_collecting_a_childs_output_is_judged_by_the_child(progs, spawn_here):
+    """execFile: the loop polls socketpairs whose other ends are the child's
+    stdout and stderr: idle while the child sleeps (as a parent in wait4 on it),
+    blocked on it once it is stopped."""
+    parent = spawn_here(["node", progs["node"], "spawn"], stdout=subprocess.PIPE, text=True)
+    child = int(wait_for_line(parent.stdout, "child").split()[1])
+    _asleep(parent.pid)
+    wait_state(lambda: proc_state(child) == "S", what="the child asleep")
+    d, text = diagnose(parent.pid)
+    assert d.verdict == "idle" and d.root_cause.pid == parent.pid, text
+
+    os.kill(child, signal.SIGSTOP)
+    wait_state(lambda: proc_state(child) == "T", what="the child stopped")
+    _blocked_on(parent.pid, child, "signal-stop")

@@ -560,6 +560,14 @@ def _outcome(e: Engine, p: ProcessInfo, t: ThreadWait) -> Optional[Tuple[int, Ve
                           RootCause(p.pid, t.tid, kind, t.resource), "medium",
                           chain=[_link(t, {"kind": kind, "resource": t.resource})],
                           evidence=lines + [f"{who}: {v.summary}"])
+    if v is not None and v.verdict == "idle" and kind == "socket" and op is not None and op.ppid == p.pid \
+            and i > 0 and _child_stdio(e, path[i - 1][0], other):
+        # the other end is its child's standard output or error (a socketpair, as
+        # libuv spawns children): it waits for what the child writes or its exit,
+        # as a parent reading a child's pipe or in wait4 does -- judged by the child
+        out = _children_outcome(e, p, t, [other])
+        if out is not None:
+            return out
     holder = kind in LOCK_KINDS and v is not None and v.soft
     if v is not None and (v.verdict == "idle" or holder):
         if kind in LOCK_KINDS:
@@ -601,6 +609,14 @@ def _also_accepts(g: WaitGraph, x: ThreadWait) -> bool:
     waiting on that connection alone (a session process, a thread per client)
     is."""
     return any(i in g.sockets and getattr(g.sockets[i], "state", "") == "LISTEN" for i in x.watches)
+
+
+def _child_stdio(e: Engine, node: str, child: int) -> bool:
+    """The sockets thread ``node`` waits on have their other end at the child's
+    fd 0, 1 or 2 (its standard streams)."""
+    t = e.g.threads.get(int(node[2:])) if node.startswith("t:") else None
+    return t is not None and any(int(h[0]) == child and int(h[1]) in (0, 1, 2)
+                                 for i in t.peer_inodes for h in e.g.holders.get(i, []))
 
 
 def _edge_pids(t: ThreadWait) -> List[int]:
