@@ -445,3 +445,15 @@ def test_a_neighbour_saving_into_the_same_directory_at_another_moment_is_not_the
     ck = find_checkpoints(samples, root_start_ns=T0 - 60 * S, rename_calls={}, fsync_calls={},
                           wrote_bytes=4 * MB + 600)
     assert ck.family.newest.path == "/r/ck/runA-200.pt", ck.family.evidence
+
+
+def test_a_cpu_bound_job_starved_by_load_is_still_heavy():
+    """On 2 cores with 6 runnable tasks a busy loop gets a third of a core: it
+    is runnable at both looks, and that is what makes it heavy, not its rate."""
+    rows = {
+        10: ProcRow(10, 1, "bash", 9e3, 0.0, 5 << 20, ["bash"]),
+        31: ProcRow(31, 10, "python", 50, 0.33, 10 << 20, ["python", "busy.py"], runnable=True),
+        32: ProcRow(32, 10, "python", 50, 0.33, 10 << 20, ["python", "io.py"]),        # as busy, but sleeps/waits
+    }
+    jobs = pick_jobs(rows)
+    assert [j.root for j in jobs] == [31] and "runnable" in jobs[0].why

@@ -46,6 +46,7 @@ class ProcRow:
     cmdline: List[str] = field(default_factory=list)
     kernel_thread: bool = False
     gpu_bytes: int = 0
+    runnable: bool = False          # state R at both looks: it wants a CPU (it waits for one when it has none)
 
 
 @dataclass
@@ -81,7 +82,8 @@ def proc_rows(before: "ProcTable", after: "ProcTable", span_s: float,
         cores = max(cores, st.cpu_s / age if age > 1 else 0.0)
         rows[pid] = ProcRow(pid=pid, ppid=st.ppid, comm=st.comm, age_s=age, cpu_cores=cores,
                             rss_bytes=st.rss_bytes, kernel_thread=st.kernel_thread,
-                            gpu_bytes=gpu_mem.get(pid, 0))
+                            gpu_bytes=gpu_mem.get(pid, 0),
+                            runnable=st.state == "R" and b is not None and b.state == "R")
     return rows
 
 
@@ -154,6 +156,10 @@ def pick_jobs(rows: Dict[int, ProcRow], exclude: Iterable[int] = (), min_age_s: 
             job.why = "holds GPU memory"
         elif old and job.cpu_cores >= min_cores:
             job.why = f"uses {job.cpu_cores:.1f} cores"
+        elif old and job.cpu_cores >= min_cores / 2 and any(x.runnable and x.cpu_cores >= NOTABLE_CORES for x in rs):
+            # CPU-bound on a machine with more runnable work than cores: it gets less than
+            # it would use (its state is R at both looks), so the rate alone undercounts it
+            job.why = f"uses {job.cpu_cores:.1f} cores, runnable at both looks (starved by load)"
         elif old and job.rss_bytes >= min_rss:
             job.why = "uses a lot of memory"
         else:
