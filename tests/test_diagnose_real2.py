@@ -538,3 +538,40 @@ def test_client_of_a_threaded_server_whose_handler_waits_for_a_lock_is_blocked_o
         d, text = diagnose(pid)
         assert d.verdict == "blocked" and d.hung, text
         assert (d.root_cause.pid, d.root_cause.kind) == (holder.pid, "file-lock"), text
+
+
+MP_EVENT = """import multiprocessing as mp, signal, sys, time
+def later(ev, conn):
+    conn.send("started")
+    if sys.argv[1] == "pause":
+        signal.pause()                 # parked: nothing will set the event
+    time.sleep(3600)                   # wakes by itself, then sets it
+    ev.set()
+if __name__ == "__main__":
+    ev = mp.Event()
+    r, w = mp.Pipe(duplex=False)
+    child = mp.Process(target=later, args=(ev, w))
+    child.start()
+    print("child", child.pid, r.recv(), flush=True)
+    ev.wait()
+"""
+
+
+@pytest.mark.parametrize("child_does", ["sleep", "pause"])
+def test_mp_event_waiter_is_idle_on_a_child_that_wakes_blocked_on_a_parked_one(spawn_here, child_does):
+    """multiprocessing.Event.wait() (a Condition on semaphores in shared memory):
+    a wait to be notified, not a lock held.  With Python stacks, a child that
+    sleeps with a timeout may still set it (idle); a child in pause() will not
+    (blocked on the child)."""
+    parent = spawn_here([sys.executable, "-c", MP_EVENT, child_does], stdout=subprocess.PIPE, text=True)
+    child = int(wait_for_line(parent.stdout, "child").split()[1])
+    remember(child)
+    wait_state(lambda: proc_syscall(parent.pid) == "202" and proc_state(parent.pid) == "S"
+               and proc_syscall(child) == ("34" if child_does == "pause" else "230"), what="both asleep")
+
+    d, text = diagnose(parent.pid, python_stacks=True)
+    if child_does == "sleep":
+        assert d.verdict == "idle" and not d.hung and d.root_cause.pid == parent.pid, text
+    else:
+        assert d.verdict == "blocked" and d.hung, text
+        assert (d.root_cause.pid, d.root_cause.kind) == (child, "futex"), text

@@ -1222,10 +1222,23 @@ def _shared_lock(e: Engine, p: ProcessInfo, t: ThreadWait) -> Optional[Verdict]:
         return Verdict(v.verdict, f"waits for {what}; {process_words(q)} is working: {v.summary}",
                        RootCause(q.pid, tid, "futex", t.resource), "medium", chain=[me] + v.chain[:1],
                        evidence=ev + v.evidence[:3])
-    parked = [(q, v) for q, v in seen if v.verdict == "idle" and not any(x.work_wait for x in e.threads(q))]
+    # (a sharer waiting for work that comes to it -- a listener, its parent's pipe, a
+    # terminal -- takes its turn when the work comes; one waiting only for signals is parked)
+    parked = [(q, v) for q, v in seen if v.verdict == "idle"
+              and not any(x.work_wait and x.input_wait for x in e.threads(q))]
     if t.python_stack and not _lock_acquire(t):
         # a wait in Condition/Event/Queue machinery waits to be notified, not for a
-        # release: a process that wakes by itself may still notify it
+        # release: a process that wakes by itself (or waits for work) may still notify it
+        able = [(q, v, _can_act(e, q.pid, v)) for q, v in seen if v.verdict == "idle"]
+        able = [(q, v, why) for q, v, why in able if why]
+        if able:
+            q, v, why = able[0]
+            return Verdict("idle", f"not hung: thread {t.tid} ({t.label}) waits to be notified through "
+                           f"{t.resource} ({python_location(t)}), shared with {names}; {process_words(q)} is idle "
+                           f"and {why[3:] if why.startswith('it ') else why}: nothing is owed until it notifies",
+                           RootCause(p.pid, t.tid, "futex", t.resource), "medium",
+                           chain=[me, ChainLink(q.pid, q.pid, q.name, q.state, "process", None, note=f"idle: {why}")],
+                           evidence=ev + [f"{process_words(q)}: {v.summary}"])
         parked = [(q, v) for q, v in parked if not _can_act(e, q.pid, v)]
     if not parked:
         return None
