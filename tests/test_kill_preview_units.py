@@ -457,3 +457,17 @@ def test_a_cpu_bound_job_starved_by_load_is_still_heavy():
     }
     jobs = pick_jobs(rows)
     assert [j.root for j in jobs] == [31] and "runnable" in jobs[0].why
+
+
+def test_data_shards_beside_the_job_are_not_an_earlier_runs_checkpoints():
+    """fineweb_train_000001.bin ... read by the job (atime): its input, not a checkpoint series."""
+    files = {f"/r/data/fineweb_train_{i:06d}.bin": (100 << 20, T0 - (50 - i) * S, T0 - (50 - i) * S, i, T0 - S // 2)
+             for i in range(1, 9)}
+    samples = [sample(T0, files), sample(T0 + S, files)]
+    ck = find_checkpoints(samples, root_start_ns=T0 - 10 * S, rename_calls={}, fsync_calls={})
+    assert ck.family is None
+    # a numbered series named for a model stays an earlier run's
+    files = {f"/r/out/model_{i:06d}.bin": v for i, v in enumerate(files.values())}
+    ck = find_checkpoints([sample(T0, files), sample(T0 + S, files)], root_start_ns=T0 - 10 * S,
+                          rename_calls={}, fsync_calls={})
+    assert ck.family is not None and ck.family.earlier_run

@@ -507,6 +507,10 @@ def _score(fam: Family, root_start_ns: int, renames: int, first_ns: int, wrote_b
         if not in_window and not fam.open_by:
             ev.append(f"{len(mine)} written since the process started, in a directory it works in "
                       "(attributed by location; not seen being written)")
+    elif fam.completions and not fam.open_by and _data_shards(fam):
+        fam.score = 0
+        ev.append("data shards, not checkpoints (their names say data and nothing of a model or a step): "
+                  "the job's input")
     elif fam.completions and not fam.open_by:
         fam.score = 0   # every version predates the process: an earlier run's files, or unrelated ones
         read = [c for c in fam.completions if c.read_ns and c.read_ns >= root_start_ns]
@@ -558,6 +562,19 @@ def _late_ctime_basis(mtime_ns: int, ctime_ns: int, done_ns: int) -> str:
         return (f"its mtime: its ctime is {(ctime_ns - mtime_ns) / 1e9:.0f} s later, a later metadata change "
                 "(a copy keeping the times, chmod, utime), not the save")
     return ""
+
+
+_DATA_WORD = re.compile(r"(?<![a-z])(shard|part|chunk|train|val|valid|test|data|dataset|tokens?)(?![a-z])",
+                        re.IGNORECASE)
+_MODEL_WORD = re.compile(r"(ckpt|checkpoint|model|weight|state|step|epoch|iter|optim|snapshot|save)", re.IGNORECASE)
+
+
+def _data_shards(fam: Family) -> bool:
+    """A series like ``shard_000012.bin``, ``train-00003.npz``, ``part-0001.bin``
+    (files named for data and for nothing of a model): the job's input, which it
+    reads, not an earlier run's checkpoints."""
+    names = [os.path.basename(c.path.rstrip("/")) for c in fam.completions]
+    return bool(names) and all(_DATA_WORD.search(n) and not _MODEL_WORD.search(n) for n in names)
 
 
 def _saved_together(families: Dict[str, Family]) -> None:
