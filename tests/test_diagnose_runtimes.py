@@ -94,6 +94,28 @@ public class Deadlock {
     one.join();
   }
 }""",
+    # the same with java.util.concurrent locks (LockSupport.park, owners in the Java heap)
+    "LockDeadlock": """
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.locks.ReentrantLock;
+public class LockDeadlock {
+  static final ReentrantLock A = new ReentrantLock(), B = new ReentrantLock();
+  static final CountDownLatch both = new CountDownLatch(2);
+  static void hold(ReentrantLock first, ReentrantLock second) {
+    first.lock();
+    both.countDown();
+    try { both.await(); } catch (InterruptedException e) { return; }
+    second.lock();
+    System.out.println("never");
+  }
+  public static void main(String[] a) throws Exception {
+    Thread one = new Thread(() -> hold(A, B), "one"), two = new Thread(() -> hold(B, A), "two");
+    one.start(); two.start();
+    both.await();
+    System.out.println("ready");
+    one.join();
+  }
+}""",
     # a thread holding a monitor while it sleeps, another waiting to enter it
     "Holder": """
 public class Holder {
@@ -306,11 +328,18 @@ def test_jvm_http_server_idle_then_under_load(progs, spawn_here):
     _idle_then_loaded(spawn_here, srv.pid, port)
 
 
-def test_jvm_synchronized_lock_order_deadlock_is_the_cycle(progs, spawn_here):
-    """Two threads in `synchronized`, each holding the monitor the other wants:
-    the futexes record no owner, the JVM's monitors do: a deadlock, the exact
-    cycle of the two threads (the JVM re-checks the lock with timed sleeps)."""
-    jvm = _start(spawn_here, ["java", "-Xmx64m", "-cp", progs["java"], "Deadlock"])
+@pytest.mark.parametrize("prog, flags", [
+    ("Deadlock", ["-Xmx64m"]),
+    ("LockDeadlock", ["-Xmx64m"]),
+    # wide pointers: no compressed oops or class pointers in the heap
+    ("LockDeadlock", ["-Xmx64m", "-XX:-UseCompressedOops", "-XX:-UseCompressedClassPointers"]),
+])
+def test_jvm_lock_order_deadlock_is_the_cycle(progs, spawn_here, prog, flags):
+    """Two threads each holding the lock the other wants (`synchronized`, or
+    ReentrantLock): their futexes record no owner, the JVM's monitors and the
+    locks' exclusiveOwnerThread do: a deadlock, the exact cycle of the two
+    threads (the JVM re-checks a contended monitor with timed sleeps)."""
+    jvm = _start(spawn_here, ["java", *flags, "-cp", progs["java"], prog])
     tids = _tids_named(jvm.pid, "one", "two")
     assert len(tids) == 2
     wait_state(lambda: all(proc_syscall(jvm.pid, t) == SYS_FUTEX for t in tids.values()),
@@ -321,7 +350,7 @@ def test_jvm_synchronized_lock_order_deadlock_is_the_cycle(progs, spawn_here):
     assert d.verdict == "deadlock" and d.hung, text
     assert d.root_cause.pid == jvm.pid and d.root_cause.kind == "mutex", text
     assert {c.tid for c in d.cycle} == set(tids.values()), text
-    assert "Java monitor" in d.summary, text
+    assert ("Java monitor" if prog == "Deadlock" else "ReentrantLock") in d.summary, text
 
 
 def test_jvm_thread_waiting_for_a_monitor_held_across_a_sleep_is_blocked_on_the_holder(progs, spawn_here):

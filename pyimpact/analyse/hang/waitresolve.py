@@ -277,9 +277,9 @@ def _resolve_futex(ctx: Any, g: WaitGraph, p: ProcessSnapshot, t: ThreadSnapshot
 
 
 def _java_monitor(ctx: Any, p: ProcessSnapshot, t: ThreadSnapshot, tw: ThreadWait) -> None:
-    """A JVM thread waiting to enter a monitor (``synchronized``) waits for the
-    monitor's owner, which the JVM records (``collect.jvm_monitors``), not the
-    futex it sleeps on.  Entering a monitor has no timeout: the timed sleeps of
+    """A JVM thread waiting to enter a monitor (``synchronized``) or parked on a
+    java.util.concurrent lock waits for the owner the JVM or the lock records
+    (``collect.jvm_monitors``), not for the futex it sleeps on.  Entering a monitor has no timeout: the timed sleeps of
     the thread the JVM makes re-check the lock are its polling, not progress."""
     mon = (getattr(ctx, "monitors", {}).get(str(p.pid)) or {}).get("threads", {}).get(str(t.tid))
     if not mon or mon.get("owner_tid") is None:
@@ -289,13 +289,18 @@ def _java_monitor(ctx: Any, p: ProcessSnapshot, t: ThreadSnapshot, tw: ThreadWai
         return
     opid = ctx.tid_pid.get(owner_h)
     who = f"thread {owner_h}" + ("" if opid == p.pid else f" of pid {opid}")
-    line = (f"the JVM records thread {t.tid} as waiting to enter Java monitor {int(mon['monitor']):#x} "
-            f"(JavaThread::_current_pending_monitor), owned by {who} (ObjectMonitor::_owner; read from memory)")
+    what = str(mon.get("what") or "Java monitor")
+    if what == "Java monitor":
+        line = (f"the JVM records thread {t.tid} as waiting to enter Java monitor {int(mon['monitor']):#x} "
+                f"(JavaThread::_current_pending_monitor), owned by {who} (ObjectMonitor::_owner; read from memory)")
+    else:
+        line = (f"thread {t.tid} is parked on the lock {what}@{int(mon['monitor']):#x} (Thread.parkBlocker), "
+                f"owned by {who} (AbstractOwnableSynchronizer.exclusiveOwnerThread; read from the Java heap)")
     tw.evidence.append(line)
     if note:
         tw.evidence.append(note)
     tw.kind = "mutex"
-    tw.resource = f"Java monitor {int(mon['monitor']):#x} held by {who}"
+    tw.resource = f"{what} {int(mon['monitor']):#x} held by {who}"
     tw.edges = [Edge(f"t:{owner_h}", "mutex", tw.resource, [line])]
     tw.end_reason = ""
     if tw.has_timeout or tw.activity in (TIMED, WAKING):
