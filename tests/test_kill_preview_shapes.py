@@ -224,15 +224,26 @@ def test_torchrun_agent_and_a_rank_without_restarts(jobs, tmp_path, capsys):
                       os.path.join(TARGETS, "kp_torchrun.py")], cwd=str(tmp_path), ready_arg=None)
     wait_until(lambda: all((tmp_path / f"ready.{r}").exists() for r in (0, 1)), 90, "both ranks training")
     ranks = [int((tmp_path / f"ready.{r}").read_text()) for r in (0, 1)]
-    doc = preview_json(capsys, job.pid, 0.4)
-    assert sorted(c["pid"] for c in doc["cascade"]["children"]) == sorted(ranks)
-    assert doc["signals"]["handles_sigterm"] is True          # the agent forwards SIGTERM to its workers
-    doc = preview_json(capsys, ranks[1], 0.4)
-    dist = next(p for p in doc["cascade"]["peers"] if p["kind"] == "distributed")
-    assert dist["who"] == "rank 1 of 2" and dist["env"]["torchelastic"]["TORCHELASTIC_MAX_RESTARTS"] == "0"
-    assert "no restart left" in dist["effect"] and "whole job ends" in dist["effect"], dist["effect"]
-    # what it said, done: rank 1 of the group this test started, by its pid
-    os.kill(ranks[1], signal.SIGKILL)
-    assert job.proc.wait(timeout=60) != 0
-    wait_until(lambda: not psutil.pid_exists(ranks[0]) or psutil.Process(ranks[0]).status() == psutil.STATUS_ZOMBIE,
-               30, "rank 0 stopped by the agent")
+    held = [psutil.Process(r) for r in ranks]       # identity by start time: a reused pid is never signalled
+    try:
+        doc = preview_json(capsys, job.pid, 0.4)
+        assert sorted(c["pid"] for c in doc["cascade"]["children"]) == sorted(ranks)
+        # torchrun starts each rank in a session of its own: the agent's group kill would orphan them
+        assert all(os.getpgid(r) != job.pid for r in ranks)
+        assert "does not end the whole tree" in doc["cascade"]["group_kill"], doc["cascade"]["group_kill"]
+        assert doc["signals"]["handles_sigterm"] is True          # the agent forwards SIGTERM to its workers
+        doc = preview_json(capsys, ranks[1], 0.4)
+        dist = next(p for p in doc["cascade"]["peers"] if p["kind"] == "distributed")
+        assert dist["who"] == "rank 1 of 2" and dist["env"]["torchelastic"]["TORCHELASTIC_MAX_RESTARTS"] == "0"
+        assert "no restart left" in dist["effect"] and "whole job ends" in dist["effect"], dist["effect"]
+        # what it said, done: rank 1 of the group this test started, by its pid
+        os.kill(ranks[1], signal.SIGKILL)
+        assert job.proc.wait(timeout=60) != 0
+        wait_until(lambda: not psutil.pid_exists(ranks[0]) or psutil.Process(ranks[0]).status() == psutil.STATUS_ZOMBIE,
+                   30, "rank 0 stopped by the agent")
+    finally:
+        for p in held:           # torchrun put them in sessions of their own: the fixture's group kill misses them
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass

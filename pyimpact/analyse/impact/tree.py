@@ -371,9 +371,24 @@ def cascade(snap: SystemSnapshot, root: int, pids: List[int], tree: List[Process
             effect = "writes into the job through a pipe: gets EPIPE/SIGPIPE once no reader is left"
         peers.append(Peer(PeerKind.PIPE, pid=hpid, who=f"pid {hpid}" + (f" ({other.name})" if other else ""),
                           effect=effect))
-    return Cascade(children, parent_info, peers,
-                   f"kill -- -{rp.pgid} ends the whole process group at once" if rp.pgid else "",
-                   ns[2] if ns else None)
+    return Cascade(children, parent_info, peers, _group_kill(snap, rp, pids), ns[2] if ns else None)
+
+
+def _group_kill(snap: SystemSnapshot, rp: ProcessSnapshot, pids: List[int]) -> str:
+    """The command that ends the tree at once, if one group holds it: a launcher
+    that starts its workers in sessions of their own (torchrun does) leaves them
+    out of its group, and ``kill -- -PGID`` would orphan them."""
+    if not rp.pgid:
+        return ""
+    outside = sorted(pid for pid in pids if pid != rp.pid and pid in snap.processes
+                     and snap.processes[pid].pgid and snap.processes[pid].pgid != rp.pgid)
+    if not outside:
+        return f"kill -- -{rp.pgid} ends the whole process group at once"
+    groups = sorted({snap.processes[pid].pgid for pid in outside})
+    return (f"kill -- -{rp.pgid} does not end the whole tree: {len(outside)} of its processes "
+            f"(pid {', '.join(map(str, outside[:4]))}{' ...' if len(outside) > 4 else ''}) are in other process "
+            f"group(s) ({', '.join(map(str, groups[:4]))}{' ...' if len(groups) > 4 else ''}); signal those "
+            "groups too, or each pid")
 
 
 def _namespace_fate(snap: SystemSnapshot, rp: ProcessSnapshot,
