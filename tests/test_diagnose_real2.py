@@ -575,3 +575,18 @@ def test_mp_event_waiter_is_idle_on_a_child_that_wakes_blocked_on_a_parked_one(s
     else:
         assert d.verdict == "blocked" and d.hung, text
         assert (d.root_cause.pid, d.root_cause.kind) == (child, "futex"), text
+
+
+def test_curl_awaiting_a_reply_without_probes_is_not_called_hung_nor_idle_with_confidence(asyncio_server, spawn_here):
+    """Without the probes it cannot be seen whether curl's polls returned
+    anything: idle, confidence low, and it says to run with the probes."""
+    server, port = asyncio_server
+    curl = spawn_here(["curl", "-s", "-o", "/dev/null", f"http://127.0.0.1:{port}/"])
+    waiting = lambda: proc_syscall(curl.pid) == SYS_POLL and proc_state(curl.pid) == "S"   # noqa: E731
+    wait_state(waiting, what="curl waiting in poll")
+    time.sleep(1.1)     # past a first wake-up of its 1 s poll
+    wait_state(waiting, what="curl waiting in poll")
+
+    d, text = diagnose(curl.pid, use_bpf=False, window=2.0)   # two of its 1 s wake-ups, whatever the phase
+    assert d.verdict == "idle" and d.confidence == "low" and d.root_cause.pid == curl.pid, text
+    assert "--no-bpf" in d.summary, text

@@ -897,11 +897,16 @@ def _timed_reply(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Option
         rows = [r for r in g.stats.get(t.tid, []) if r["syscall"] in POLL_CALLS]
         if any(int(r.get("ret_sum") or 0) for r in rows) or (p.data_bytes or 0) > 0:
             continue           # a poll returned ready, data came: it is talking
-        if t.activity == WAKING and not g.bpf:
-            continue           # woke up, and whether a poll returned ready cannot be seen
+        # woke up without the probes: whether a poll returned ready cannot be seen; a
+        # client whose reply does not come and one polling on a timer look the same
+        unsure = t.activity == WAKING and not g.bpf
+        if unsure and p.io_bytes:
+            continue
         n = sum(int(r["count"]) for r in rows)
         tries = (f"{n} of {n} {'/'.join(sorted({r['syscall'] + '()' for r in rows}))} calls returned with "
                  "nothing ready in the window" if n else f"no wake-up in the {secs(t.window_s or g.window_s or 0)} window")
+        if unsure:
+            tries = f"woke up {t.wakeups or 0} times, no bytes read or written (/proc; the probes were off)"
         res = edges[0].resource
         me = _link(t, {"kind": "socket", "resource": res})
         for q in sorted({int(x.target[2:]) for x in edges}):
@@ -925,6 +930,13 @@ def _timed_reply(e: Engine, p: ProcessInfo, threads: List[ThreadWait]) -> Option
                       and not _also_accepts(g, x)]
             if mutual:
                 return None     # each side waits for the other's next message
+            if unsure:
+                return Verdict("idle", f"idle or waiting for a reply, which /proc alone cannot tell apart: thread "
+                               f"{t.tid} ({t.label}) polls {res} with a timeout, woke up {t.wakeups or 0} times "
+                               f"and moved no data; {who} is idle; run without --no-bpf: the probes see whether "
+                               "its polls returned anything",
+                               RootCause(p.pid, t.tid, "socket", res), "low", chain=[me],
+                               evidence=ev + [f"{who}: {v.summary}"])
             return Verdict("blocked", f"thread {t.tid} ({t.label}) waits with timeouts for {res} ({tries}); "
                            f"{who} {_peer_idle_words('socket')}",
                            RootCause(q, q, "socket", res), "medium",
