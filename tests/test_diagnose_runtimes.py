@@ -41,6 +41,13 @@ def diagnose(pid: int, **kw):
 
 
 def _tids_named(pid: int, *names: str):
+    """{comm: tid} of the threads named ``names``, once all of them are (a JVM
+    thread names itself once it runs)."""
+    wait_state(lambda: len(_named(pid, names)) == len(names), what=f"threads {names} of pid {pid}")
+    return _named(pid, names)
+
+
+def _named(pid: int, names):
     out = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
@@ -361,7 +368,7 @@ def test_jvm_thread_waiting_for_a_monitor_held_across_a_sleep_is_blocked_on_the_
     assert len(tids) == 2
     wait_state(lambda: all(proc_syscall(jvm.pid, t) == SYS_FUTEX for t in tids.values()),
                what="both threads asleep")
-    time.sleep(0.3)
+    _quiet(jvm.pid)
 
     d, text = diagnose(jvm.pid)
     assert d.verdict == "blocked" and d.hung, text
