@@ -575,6 +575,28 @@ def test_mariadb_row_lock_wait_root_is_the_client_idle_in_its_transaction(mariad
     assert d.verdict == "idle" and d.root_cause.pid == holder.pid, text
 
 
+def test_mariadb_row_lock_wait_judged_by_a_harness_that_reads_our_output(mariadb, spawn_here):
+    """How a script (or a scoring harness) runs the tool: it started session A
+    with stdin=PIPE and waits reading `pyimpact diagnose`'s output.  The chain
+    from A's stdin leads to the harness and on to the tool itself, which is
+    running this diagnosis: a process at work, not one "not observed" to blame
+    (the root was the diagnosing pyimpact, kind pipe)."""
+    import json
+
+    from conftest import PYIMPACT
+
+    w = row_lock_wait(spawn_here, mariadb)
+    wait_state(lambda: proc_state(w.waiter.pid) == "S", timeout=30, what="the client asleep")
+    # blocking reads of its output, as `for line in proc.stdout` does
+    tool = subprocess.Popen(PYIMPACT + ["diagnose", str(w.waiter.pid), "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    out = tool.stdout.read()
+    assert tool.wait(timeout=120) == 0
+    v = json.loads(out)["verdict"]
+    assert v["class"] == "blocked", v["summary"]
+    assert (v["root_cause"]["pid"], v["root_cause"]["kind"]) == (w.holder.pid, "db-lock"), v["summary"]
+
+
 def test_mariadb_idle_server_is_idle(mariadb):
     wait_state(lambda: mariadb.sql("SELECT count(*) FROM information_schema.PROCESSLIST "
                                    "WHERE ID <> connection_id()") == "0", timeout=60,

@@ -106,7 +106,14 @@ def gather_related(rec, key: str, rounds: int = RELATED_ROUNDS, again: Optional[
     the window, so their change over the window is known)."""
     from ..analyse.hang.waitgraph import referenced_pids
 
+    from ..collect import jobs
+
     added: List[int] = []
+    # Us and our ancestors (the shell, sudo, a harness that started the target
+    # and waits for our output): a chain can lead to the observer, which is
+    # running this diagnosis; seen as it is, it is a process at work, not one
+    # "not observed" that a wait on it would be blamed on.
+    again = list(again or []) + sorted(jobs.own_family() - set(again or []))
     if again:
         snap = _snapshot(list(again))
         added.extend(again)
@@ -343,7 +350,7 @@ def observe_all(*, window: float = 1.0, use_bpf: bool = True, python_stacks: boo
     then the graph is built again with them."""
     from ..analyse.hang.diagnose import diagnose_many
     from ..analyse.hang.machine import report
-    from ..collect import waits
+    from ..collect import jobs, waits
     from ..collect.tracer import TraceRequest, Tracer
 
     marks = {"imported": time.monotonic() - _T0}
@@ -359,7 +366,10 @@ def observe_all(*, window: float = 1.0, use_bpf: bool = True, python_stacks: boo
         tr.run()
         rec = tr.recording()
         alive = machine_pids()
-        rec.snapshots["end"] = _snapshot_all(alive)
+        # our own family is seen too, not judged: a process that waits on the
+        # shell or harness that runs us waits on one at work
+        family = sorted(jobs.own_family() - set(alive))
+        rec.snapshots["end"] = _snapshot_all(alive + family)
         rec.metadata.followed_pids = alive
         rec.metadata.wait_details = waits.collect(rec.snapshots.get("end"))
         from ..collect.servers import ask_servers as _ask
@@ -367,7 +377,7 @@ def observe_all(*, window: float = 1.0, use_bpf: bool = True, python_stacks: boo
         rec.metadata.server_waits = _ask([rec.snapshots.get("end")])
         marks["collected"] = time.monotonic() - _T0
         end = rec.snapshots.get("end")
-        mine = sorted(end.processes) if end is not None else []
+        mine = sorted(set(end.processes) - set(family)) if end is not None else []
         ds = {d.pid: d for d in diagnose_many(rec, mine)}
         if python_stacks and end is not None:
             want = [pid for pid, d in ds.items() if end.processes[pid].python
