@@ -42,7 +42,7 @@ EXTRA_NAMES = ("training_ab",)      # run only when named: training with a basel
 FULL = {
     "overhead": {"rounds": 9, "seconds": 1.0},
     "training": {"rounds": 10, "warmup": 50, "steps": 2500},
-    "training_blocks": {"pairs": 8, "block_s": 12.0},
+    "training_blocks": {"pairs": 8, "block_s": 12.0, "settle_s": 4.0, "warmup_s": 20.0},
     "verdict": {"warm_runs": 5, "cold_runs": 3},
     "capacity": {"rates": [10_000, 50_000, 100_000, 200_000], "seconds": 30.0},
     "memory": {"seconds": 600.0},
@@ -56,7 +56,7 @@ FULL = {
 QUICK = {
     "overhead": {"rounds": 2, "seconds": 0.3},
     "training": {"rounds": 1, "warmup": 10, "steps": 60},
-    "training_blocks": {"pairs": 1, "block_s": 2.0},
+    "training_blocks": {"pairs": 1, "block_s": 2.0, "settle_s": 1.0, "warmup_s": 3.0},
     "verdict": {"warm_runs": 1, "cold_runs": 1},
     "capacity": {"rates": [10_000, 50_000, 100_000, 200_000], "seconds": 3.0},
     "memory": {"seconds": 20.0},
@@ -162,7 +162,7 @@ def main() -> int:
             elif name == "training":
                 res = training.run(procs, tmp, p["rounds"], p["warmup"], p["steps"])
             elif name == "training_blocks":
-                res = training.run_blocks(procs, tmp, p["pairs"], p["block_s"])
+                res = training.run_blocks(procs, tmp, p["pairs"], p["block_s"], p["settle_s"], p["warmup_s"])
             elif name == "training_ab":
                 res = training.run(procs, tmp, p["rounds"], p["warmup"], p["steps"],
                                    baseline_tree=os.path.abspath(args.baseline_tree))

@@ -104,7 +104,8 @@ def _median(xs):
     return xs[len(xs) // 2] if xs else None
 
 
-def run_blocks(procs: Procs, workdir: str, pairs: int, block_s: float, settle_s: float = 1.0) -> dict:
+def run_blocks(procs: Procs, workdir: str, pairs: int, block_s: float, settle_s: float = 1.0,
+               warmup_s: float = 20.0) -> dict:
     """Benchmark 3c: traced and untraced blocks inside ONE training job.
 
     Separate runs differ from each other by more than the tracer costs (where
@@ -123,7 +124,7 @@ def run_blocks(procs: Procs, workdir: str, pairs: int, block_s: float, settle_s:
         pid = int(job.stdout.readline().split()[1])
         job.stdin.write("go\n")
         job.stdin.flush()
-        time.sleep(5.0)                             # workers forked, warm
+        time.sleep(warmup_s)                        # workers forked; the first ~20 s run faster
         order = []
         for i in range(pairs):
             order += ["untraced", "pyimpact"] if i % 2 == 0 else ["pyimpact", "untraced"]
@@ -160,7 +161,7 @@ def run_blocks(procs: Procs, workdir: str, pairs: int, block_s: float, settle_s:
         tr, un = (a, b) if a["config"] == "pyimpact" else (b, a)
         if tr["median_step_s"] and un["median_step_s"]:
             pct.append((tr["median_step_s"] / un["median_step_s"] - 1) * 100)
-    return {"pairs": pairs, "block_s": block_s, "settle_s": settle_s, "blocks": blocks,
+    return {"pairs": pairs, "block_s": block_s, "settle_s": settle_s, "warmup_s": warmup_s, "blocks": blocks,
             "overhead_pct_median_step": summary(pct),
             "untraced_median_step_ms": summary(b["median_step_s"] * 1e3 for b in blocks
                                                if b["config"] == "untraced" and b["median_step_s"]),
