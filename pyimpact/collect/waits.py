@@ -21,7 +21,6 @@ stored in the Recording (``metadata.wait_details``) and interpreted by
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from typing import Any, Dict, Iterable, List, Optional, Tuple
 
@@ -62,22 +61,7 @@ class _Reader:
 
 def _maps(pid: int, timeout_s: float = 0.3) -> bytes:
     """/proc/PID/maps, bounded in time (reading it takes the target's mmap lock)."""
-    result: Dict[str, Any] = {}
-
-    def work() -> None:
-        try:
-            result["data"] = procfs.read(f"/proc/{pid}/maps", pid)
-        except BaseException as e:  # handed to the caller
-            result["error"] = e
-
-    t = threading.Thread(target=work, name="pyimpact-maps", daemon=True)
-    t.start()
-    t.join(timeout_s)
-    if t.is_alive():
-        raise TimeoutError(f"reading the maps of pid {pid} did not return within {timeout_s:g} s")
-    if "error" in result:
-        raise result["error"]
-    return result["data"]
+    return procfs.read_bounded(f"/proc/{pid}/maps", pid, timeout_s)
 
 
 def _shared_mapping(maps: bytes, addr: int) -> Optional[Dict[str, Any]]:
