@@ -21,7 +21,7 @@ import time
 import pytest
 
 from conftest import proc_state, proc_syscall, wait_for_line, wait_state
-from test_diagnose_real import IS_ROOT, children_of, diagnose as _diagnose, free_port, remember, \
+from test_diagnose_real import IS_ROOT, _comm, children_of, diagnose as _diagnose, free_port, remember, \
     servers, spawn_here, wait_port  # noqa: F401  (fixtures)
 
 WINDOW = 1.0     # the CLI's default window
@@ -37,14 +37,6 @@ SYS_POLL, SYS_FLOCK, SYS_EPOLL_WAIT = "7", "73", "232"
 def diagnose(pid: int, **kw):
     kw.setdefault("window", WINDOW)
     return _diagnose(pid, **kw)
-
-
-def _comm(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 def _children_named(parent: int, *comms: str):

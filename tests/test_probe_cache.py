@@ -162,23 +162,30 @@ def test_timings_line_shows_the_probes_as_parallel_and_their_source():
     assert "probes attached 0.90 s (+0.50)" in line and "compiled in 0.66 s" in line
 
 
-def test_a_start_from_the_cache_never_loads_bcc_or_llvm(cache_dir):
-    """The point of the cache for memory (issue 14): libbcc, with LLVM inside, is mapped only to compile."""
+def _twice_in_fresh_interpreters(code: str) -> list:
+    """Run ``code`` in two new Pythons one after the other (the first fills
+    the cache, the second starts from it); both must succeed."""
     import subprocess
     import sys
 
-    code = ("import os, sys\n"
-            "from pyimpact.collect.probes import KernelProbes, ProbeConfig\n"
-            "p = KernelProbes(ProbeConfig(pids=(os.getpid(),))).open()\n"
-            "print(int(p.timings['probe_cache_hit']), 'bcc' in sys.modules,\n"
-            "      any('libbcc' in line for line in open('/proc/self/maps')))\n"
-            "p.close()\n")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root)
     runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
             for _ in range(2)]
     for r in runs:
         assert r.returncode == 0, r.stderr
+    return runs
+
+
+def test_a_start_from_the_cache_never_loads_bcc_or_llvm(cache_dir):
+    """The point of the cache for memory (issue 14): libbcc, with LLVM inside, is mapped only to compile."""
+    code = ("import os, sys\n"
+            "from pyimpact.collect.probes import KernelProbes, ProbeConfig\n"
+            "p = KernelProbes(ProbeConfig(pids=(os.getpid(),))).open()\n"
+            "print(int(p.timings['probe_cache_hit']), 'bcc' in sys.modules,\n"
+            "      any('libbcc' in line for line in open('/proc/self/maps')))\n"
+            "p.close()\n")
+    runs = _twice_in_fresh_interpreters(code)
     assert runs[0].stdout.split() == ["0", "True", "True"]      # compiled: bcc and libbcc loaded
     assert runs[1].stdout.split() == ["1", "False", "False"]    # from the cache: neither
 
@@ -241,9 +248,6 @@ def test_the_recorder_loads_its_kept_image_without_a_compile(cache_dir):
 def test_a_recorder_start_from_the_cache_spawns_no_compiler(cache_dir):
     """The recorder never maps bcc itself; with its image kept it starts no
     loader child either (the child is what imports bcc and LLVM)."""
-    import subprocess
-    import sys
-
     code = ("import subprocess, sys\n"
             "started = []\n"
             "real = subprocess.Popen\n"
@@ -256,11 +260,6 @@ def test_a_recorder_start_from_the_cache_spawns_no_compiler(cache_dir):
             "print(int(p.timings['probe_cache_hit']), len(started), 'bcc' in sys.modules,\n"
             "      any('libbcc' in line for line in open('/proc/self/maps')))\n"
             "p.close()\n")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=root)
-    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
-            for _ in range(2)]
-    for r in runs:
-        assert r.returncode == 0, r.stderr
+    runs = _twice_in_fresh_interpreters(code)
     assert runs[0].stdout.split() == ["0", "1", "False", "False"]      # compiled by one loader child
     assert runs[1].stdout.split() == ["1", "0", "False", "False"]      # from the cache: no child

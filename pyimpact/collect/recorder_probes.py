@@ -274,21 +274,18 @@ class RecorderProbes:
             hit = image is not None
             if not hit:
                 image = self._compile(cflags, key)
-            try:
-                loaded = LoadedProbes.load(image, None, env.tracefs)
-            except (bpf_sys.BpfSysError, OSError) as err:
-                if not hit:
-                    raise BPFUnavailable(f"could not load the recorder probes: {err}",
-                                         "is BPF permitted here (root, no lockdown, kernel >= 5.8)?") from None
-                cache.drop(key)             # kept for this kernel and settings, yet refused: compile afresh
-                cache.note = f"a kept image failed to load ({err}); compiled again"
-                hit = False
-                image = self._compile(cflags, key)
+            while True:
                 try:
                     loaded = LoadedProbes.load(image, None, env.tracefs)
-                except (bpf_sys.BpfSysError, OSError) as err2:
-                    raise BPFUnavailable(f"could not load the recorder probes: {err2}",
-                                         "is BPF permitted here (root, no lockdown, kernel >= 5.8)?") from None
+                    break
+                except (bpf_sys.BpfSysError, OSError) as err:
+                    if not hit:
+                        raise BPFUnavailable(f"could not load the recorder probes: {err}",
+                                             "is BPF permitted here (root, no lockdown, kernel >= 5.8)?") from None
+                    cache.drop(key)         # kept for this kernel and settings, yet refused: compile afresh
+                    cache.note = f"a kept image failed to load ({err}); compiled again"
+                    hit = False
+                    image = self._compile(cflags, key)
         finally:
             cache.close()
         self.probe_cache_note = cache.note
